@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Create (or verify) the hpctrain virtual environment with the pinned stack:
+#   TensorFlow 2.21 (CPU wheel; GPU with HPCTRAIN_GPU=1) + tf-keras 2.21 + Horovod 0.28.1
+#   built from source with MPI and Gloo, mpi4py, h5py, numpy, submitit, and hpctrain itself.
+#
+#   env/install.sh                 # venv in ./.venv
+#   HPCTRAIN_VENV=/path env/install.sh
+#   HPCTRAIN_GPU=1 env/install.sh  # GPU cluster: tensorflow[and-cuda] + Horovod with NCCL
+#
+# Idempotent: a stamp holding the hash of the pins (this file + requirements.txt) makes a
+# second run cost a second. It needs MPI, cmake and g++ on PATH: `env/install-system.sh`
+# on Debian, `module load` on a cluster (see env/modules/hpctrain.lua).
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(dirname "$here")"
+venv="${HPCTRAIN_VENV:-$repo/.venv}"
+gpu="${HPCTRAIN_GPU:-0}"
+python="${PYTHON:-python3}"
+
+TF_KERAS_VERSION=2.21.0
+HOROVOD_VERSION=0.28.1
+HOROVOD_DEPS=(cloudpickle==3.1.2 psutil==7.2.2 packaging==25.0)
+
+stamp_hash="$(cat "$here/install.sh" "$here/requirements.txt" | sha256sum | cut -c1-16)-gpu$gpu"
+stamp="$venv/.hpctrain-stamp"
+
+log() { echo "env/install: $*"; }
+die() { echo "env/install: ERROR: $*" >&2; exit 1; }
+
+verify() {
+  # Horovod must be built with TensorFlow, MPI and Gloo; then two real ranks must start,
+  # see legacy Keras 2 (Keras 3 silently skips gradient averaging) and allreduce.
+  "$venv/bin/horovodrun" --check-build >"$venv/check-build.txt" 2>&1 \
+    || { cat "$venv/check-build.txt"; die "horovodrun --check-build failed"; }
+  for want in "\[X\] TensorFlow" "\[X\] MPI" "\[X\] Gloo"; do
+    grep -q "$want" "$venv/check-build.txt" || { cat "$venv/check-build.txt"; die "Horovod lacks ${want//\\/}"; }
+  done
+  OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 TF_USE_LEGACY_KERAS=1 \
+    timeout 300 "$venv/bin/horovodrun" -np 2 -H localhost:2 --gloo \
+    "$venv/bin/python" "$repo/scripts/check_stack.py" \
+    || die "2-rank Horovod check failed (scripts/check_stack.py)"
+}
+
+if [[ -f "$stamp" && "$(cat "$stamp")" == "$stamp_hash" ]]; then
+  log "venv $venv matches the pins ($stamp_hash); verifying"
+  "$venv/bin/pip" install -q --no-deps --no-build-isolation -e "$repo" >/dev/null
+  verify
+  log "ok"
+  exit 0
+fi
+
+for tool in mpicc mpirun cmake g++; do
+  command -v "$tool" >/dev/null || die "$tool not found: run env/install-system.sh (Debian) or module load MPI/cmake/gcc"
+done
+
+log "creating $venv"
+rm -f "$stamp"
+"$python" -m venv "$venv"
+pip=("$venv/bin/python" -m pip --disable-pip-version-check)
+"${pip[@]}" install -q --upgrade pip==24.3.1 setuptools==75.6.0 wheel==0.45.1
+
+reqs=("-r" "$here/requirements.txt")
+if [[ "$gpu" == 1 ]]; then
+  # GPU clusters: the CUDA build of TensorFlow instead of the CPU wheel.
+  sed 's/^tensorflow-cpu==\(.*\)$/tensorflow[and-cuda]==\1/' "$here/requirements.txt" >"$venv/requirements-gpu.txt"
+  reqs=("-r" "$venv/requirements-gpu.txt")
+fi
+log "installing pinned packages"
+"${pip[@]}" install -q "${reqs[@]}" "${HOROVOD_DEPS[@]}"
+# tf-keras declares a dependency on the full `tensorflow` wheel; --no-deps keeps the CPU wheel.
+"${pip[@]}" install -q --no-deps "tf-keras==$TF_KERAS_VERSION"
+
+log "building Horovod $HOROVOD_VERSION from source (2-4 minutes)"
+build="$(mktemp -d)"
+trap 'rm -rf "$build"' EXIT
+"${pip[@]}" download -q --no-deps --no-binary :all: "horovod==$HOROVOD_VERSION" -d "$build"
+tar -xzf "$build/horovod-$HOROVOD_VERSION.tar.gz" -C "$build"
+src="$build/horovod-$HOROVOD_VERSION"
+# Fix 1: xla_mpi_ops.cc includes XLA headers that TensorFlow >= 2.19 no longer ships, so it
+# does not compile. It only serves Horovod's XLA ops, which the Keras path never uses.
+sed -i '/xla_mpi_ops.cc/d' "$src/horovod/tensorflow/CMakeLists.txt"
+# Fix 2: with TF >= 2.16, `from keras import backend` imports Keras 3 even when
+# TF_USE_LEGACY_KERAS=1, and the Horovod callbacks crash (no `get_value`). Use the backend of
+# `tensorflow.keras`, which is tf-keras (Keras 2) under TF_USE_LEGACY_KERAS=1.
+for f in keras/__init__.py keras/callbacks.py; do
+  grep -q "from keras import backend as K" "$src/horovod/tensorflow/$f" || die "Horovod source changed: $f"
+  sed -i 's/^\( *\)from keras import backend as K$/\1K = keras.backend  # patched by hpctrain env\/install.sh/' \
+    "$src/horovod/tensorflow/$f"
+done
+hvd_env=(HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_MPI=1 HOROVOD_WITH_GLOO=1
+         HOROVOD_WITHOUT_PYTORCH=1 HOROVOD_WITHOUT_MXNET=1)
+[[ "$gpu" == 1 ]] && hvd_env+=(HOROVOD_GPU_OPERATIONS=NCCL)
+env "${hvd_env[@]}" MAKEFLAGS="-j$(nproc)" "${pip[@]}" install -q --no-deps --no-build-isolation \
+  --no-cache-dir "$src" >"$venv/horovod-build.log" 2>&1 \
+  || { tail -40 "$venv/horovod-build.log"; die "Horovod build failed (full log: $venv/horovod-build.log)"; }
+
+log "installing hpctrain (editable)"
+"${pip[@]}" install -q --no-deps --no-build-isolation -e "$repo"
+
+verify
+echo "$stamp_hash" >"$stamp"
+log "ok: $venv"

@@ -1,0 +1,3 @@
+"""hpctrain: HDF5 staging, templated sbatch and Horovod-distributed Keras training on Slurm."""
+
+__version__ = "0.1.0"

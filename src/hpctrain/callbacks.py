@@ -1,0 +1,134 @@
+"""Keras callbacks of the training loop: epoch timing and metrics, exact sharded evaluation,
+atomic checkpoints. Imported only inside a rank, after TF_USE_LEGACY_KERAS=1 is set."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import horovod.tensorflow as hvd_tf
+import numpy as np
+import tensorflow as tf
+
+from hpctrain.fsutil import atomic_path, write_jsonl
+
+
+class ShardedEvaluation(tf.keras.callbacks.Callback):
+    """Evaluate each rank's test shard and sum loss and hits over ranks, so `val_loss` and
+    `val_accuracy` are exact for the whole test set (and identical on every rank)."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int = 512):
+        super().__init__()
+        self.images, self.labels, self.batch_size = images, labels, batch_size
+
+    def on_epoch_end(self, epoch, logs=None):
+        probs = self.model.predict(self.images, batch_size=self.batch_size, verbose=0)
+        picked = probs[np.arange(len(self.labels)), self.labels]
+        loss_sum = float(-np.log(np.clip(picked, 1e-7, 1.0)).sum())
+        hits = float((probs.argmax(axis=1) == self.labels).sum())
+        totals = hvd_tf.allreduce(  # Horovod: sum over ranks
+            tf.constant([loss_sum, hits, float(len(self.labels))], tf.float64),
+            op=hvd_tf.Sum, name="hpctrain_eval").numpy()
+        if logs is not None:
+            logs["val_loss"] = totals[0] / totals[2]
+            logs["val_accuracy"] = totals[1] / totals[2]
+
+
+class WeightCheckpoint(tf.keras.callbacks.Callback):
+    """Rank 0 only: save weights after every epoch under a temporary name, then rename; keep
+    the newest `keep` files."""
+
+    def __init__(self, directory: Path, keep: int = 2):
+        super().__init__()
+        self.directory, self.keep = Path(directory), keep
+
+    def on_epoch_end(self, epoch, logs=None):
+        path = self.directory / f"epoch-{epoch + 1:04d}.h5"
+        with atomic_path(path) as tmp:
+            self.model.save_weights(str(tmp))
+        for old in sorted(self.directory.glob("epoch-*.h5"))[:-self.keep]:
+            old.unlink()
+
+
+class _Timer(tf.keras.callbacks.Callback):
+    def __init__(self, recorder: EpochRecorder):
+        super().__init__()
+        self.recorder = recorder
+
+    def on_train_begin(self, logs=None):
+        self.recorder.train_start = time.perf_counter()
+
+    def on_train_end(self, logs=None):
+        self.recorder.train_end = time.perf_counter()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.recorder.epoch_start = self.window_start = time.perf_counter()
+        self.recorder.window_rates = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        r = self.recorder
+        if (batch + 1) % r.window_steps == 0:
+            now = time.perf_counter()
+            r.window_rates.append(r.window_steps * r.images_per_step / (now - self.window_start))
+            self.window_start = now
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.recorder.epoch_seconds = time.perf_counter() - self.recorder.epoch_start
+
+
+class _Writer(tf.keras.callbacks.Callback):
+    def __init__(self, recorder: EpochRecorder, path: Path | None, print_fn=None):
+        super().__init__()
+        self.recorder, self.path, self.print_fn = recorder, path, print_fn
+
+    def on_epoch_end(self, epoch, logs=None):
+        row = self.recorder.add(epoch, logs or {})
+        if self.path is not None:
+            write_jsonl(self.path, self.recorder.rows)
+        if self.print_fn:
+            self.print_fn(f"epoch {row['epoch']}: loss {row['loss']:.4f} acc "
+                          f"{row['accuracy']:.4f} val_acc {row['val_accuracy']:.4f} "
+                          f"{row['epoch_s']:.1f} s {row['images_per_s']:.0f} img/s")
+
+
+class EpochRecorder:
+    """Collects one row per epoch (identical on every rank after metric averaging)."""
+
+    def __init__(self, steps: int, global_batch: int, thresholds: list[float], windows: int = 10):
+        self.images_per_step = global_batch
+        self.images_per_epoch = steps * global_batch
+        self.window_steps = max(1, steps // windows)  # throughput sampled 10x per epoch
+        self.window_rates: list[float] = []
+        self.thresholds = thresholds
+        self.rows: list[dict] = []
+        self.train_start = self.train_end = self.epoch_start = self.epoch_seconds = 0.0
+        self.timer = _Timer(self)
+
+    def writer(self, path: Path | None, print_fn=None) -> _Writer:
+        return _Writer(self, path, print_fn)
+
+    @property
+    def train_seconds(self) -> float:
+        if not self.train_start:
+            return 0.0
+        return (self.train_end or time.perf_counter()) - self.train_start
+
+    def add(self, epoch: int, logs: dict) -> dict:
+        row = {
+            "epoch": epoch + 1,
+            "loss": float(logs.get("loss", float("nan"))),
+            "accuracy": float(logs.get("accuracy", float("nan"))),
+            "val_loss": float(logs.get("val_loss", float("nan"))),
+            "val_accuracy": float(logs.get("val_accuracy", float("nan"))),
+            "lr": float(logs["lr"]) if "lr" in logs else None,
+            "epoch_s": self.epoch_seconds,
+            "elapsed_s": self.train_seconds,
+            "images": self.images_per_epoch,
+            "images_per_s": self.images_per_epoch / self.epoch_seconds,
+            "window_images_per_s": self.window_rates,
+            "units": {"epoch_s": "s", "elapsed_s": "s since training start",
+                      "images_per_s": "images/s, all ranks",
+                      "window_images_per_s": "images/s, all ranks, per tenth of the epoch", "loss": "cross-entropy (nats)"},
+        }
+        self.rows.append(row)
+        return row

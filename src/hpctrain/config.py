@@ -1,0 +1,145 @@
+"""Experiment configs: one YAML file per experiment, a `short` variant for smoke runs.
+
+    hpctrain train --config jobs/configs/fmnist_cnn.yaml            # the full experiment
+    hpctrain train --config jobs/configs/fmnist_cnn.yaml:short      # its smoke variant
+    hpctrain train --config jobs/configs/fmnist_cnn.yaml epochs=1 batch_size=64
+
+A file holds the experiment's keys at top level and optional `variants: {name: {...}}`
+whose keys override them. Command-line overrides (`key=value`, values parsed as YAML) come
+last. Unknown keys, wrong types and impossible values are errors, reported in one line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+MODELS = ("cnn",)
+OPTIMIZERS = ("sgd", "rmsprop", "adadelta", "adam")
+
+
+class ConfigError(ValueError):
+    """A bad config; the message is one line naming the problem."""
+
+
+@dataclass
+class TrainConfig:
+    experiment: str
+    data: str  # staged HDF5 file (hpctrain stage); a relative path is taken from the cwd
+    model: str = "cnn"
+    epochs: int = 3
+    batch_size: int = 128  # per rank
+    optimizer: str = "adam"
+    learning_rate: float = 0.001  # for one rank; multiplied by the number of ranks
+    warmup_epochs: float = 1.0  # gradual warm-up to the scaled rate (Goyal et al. 2017)
+    seed: int = 42
+    train_limit: int = 0  # use only the first N training samples (0: all)
+    test_limit: int = 0  # use only the first N test samples (0: all)
+    accuracy_thresholds: list[float] = field(default_factory=lambda: [0.80, 0.85, 0.88, 0.90])
+    threads: int = 0  # TensorFlow intra-op threads per rank (0: Slurm's cpus-per-task, else 1)
+    checkpoint: bool = True  # save weights every epoch (rank 0, atomic)
+
+    def validate(self) -> TrainConfig:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", self.experiment):
+            raise ConfigError(f"experiment {self.experiment!r}: use letters, digits, _ . -")
+        if self.model not in MODELS:
+            raise ConfigError(f"model {self.model!r} unknown; choose from {', '.join(MODELS)}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"optimizer {self.optimizer!r} unknown; "
+                              f"choose from {', '.join(OPTIMIZERS)}")
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("train_limit", "test_limit", "threads", "warmup_epochs"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.learning_rate <= 0:
+            raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if not all(0 < t <= 1 for t in self.accuracy_thresholds):
+            raise ConfigError(f"accuracy_thresholds must lie in (0, 1]: "
+                              f"{self.accuracy_thresholds}")
+        return self
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+_TYPES = {"int": int, "float": (int, float), "str": str, "bool": bool,
+          "list[float]": list}
+
+
+def _check_types(values: dict, origin: str) -> dict:
+    unknown = sorted(set(values) - set(FIELDS))
+    if unknown:
+        raise ConfigError(f"{origin}: unknown key(s) {', '.join(unknown)}; "
+                          f"known: {', '.join(FIELDS)}")
+    for key, value in values.items():
+        want = _TYPES[FIELDS[key].type]
+        bad_bool = isinstance(value, bool) and FIELDS[key].type in ("int", "float")
+        if bad_bool or not isinstance(value, want):
+            raise ConfigError(f"{origin}: {key}={value!r} should be {FIELDS[key].type}")
+        if FIELDS[key].type == "list[float]":
+            if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value):
+                raise ConfigError(f"{origin}: {key}={value!r} should be a list of numbers")
+            values[key] = [float(v) for v in value]
+        elif FIELDS[key].type == "float":
+            values[key] = float(value)
+    return values
+
+
+def parse_overrides(items: list[str]) -> dict:
+    out = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} is not key=value")
+        try:
+            out[key.strip()] = yaml.safe_load(raw) if raw else ""
+        except yaml.YAMLError:
+            out[key.strip()] = raw
+    return out
+
+
+def split_spec(spec: str) -> tuple[Path, str | None]:
+    """`path.yaml:variant` -> (path, variant); a bare path -> (path, None)."""
+    path, sep, variant = spec.rpartition(":")
+    if sep and variant and not variant.startswith(("/", "\\")) and path.endswith((".yaml",
+                                                                                  ".yml")):
+        return Path(path), variant
+    return Path(spec), None
+
+
+def load_config(spec: str, overrides: list[str] | dict | None = None) -> TrainConfig:
+    path, variant = split_spec(spec)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} not found")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: invalid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: top level must be a mapping")
+    variants = raw.pop("variants", {}) or {}
+    values = _check_types(dict(raw), str(path))
+    if variant is not None:
+        if variant not in variants:
+            raise ConfigError(f"{path}: no variant {variant!r} "
+                              f"(has: {', '.join(variants) or 'none'})")
+        values.update(_check_types(dict(variants[variant]), f"{path}:{variant}"))
+    if overrides:
+        extra = overrides if isinstance(overrides, dict) else parse_overrides(overrides)
+        values.update(_check_types(dict(extra), "override"))
+    missing = [k for k in ("experiment", "data") if k not in values]
+    if missing:
+        raise ConfigError(f"{path}: missing required key(s) {', '.join(missing)}")
+    return TrainConfig(**values).validate()
+
+
+def from_dict(values: dict) -> TrainConfig:
+    """Rebuild a resolved config (e.g. a run directory's config.json)."""
+    return TrainConfig(**_check_types(dict(values), "config.json")).validate()

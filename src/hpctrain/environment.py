@@ -1,0 +1,94 @@
+"""The one place that reads the Slurm / MPI / Horovod launcher environment.
+
+Like submitit's `JobEnvironment`: nothing else in hpctrain looks at `SLURM_*`, `OMPI_*`,
+`PMIX_*` or `HOROVOD_*` variables. Reading happens when `JobEnvironment.detect()` is called,
+never at import time.
+
+Before `hvd.init()` the rank comes from the launcher's variables (for log prefixes and for
+deciding who writes); after it, `with_horovod()` takes the authoritative rank, size and local
+rank from Horovod.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, replace
+
+
+def _first_int(env: Mapping[str, str], *names: str, default: int | None = None) -> int | None:
+    for name in names:
+        value = env.get(name, "")
+        if value.strip().lstrip("-").isdigit():
+            return int(value)
+    return default
+
+
+@dataclass(frozen=True)
+class JobEnvironment:
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+    launcher: str = "none"  # srun | mpirun | horovodrun | none
+    node_name: str = ""  # Slurm's logical node name (SLURMD_NODENAME) or the host name
+    hostname: str = ""
+    job_id: str | None = None
+    array_task_id: str | None = None
+    job_nodelist: str | None = None
+    num_nodes: int | None = None
+    cpus_per_task: int | None = None
+    restart_count: int = 0
+    submit_dir: str | None = None
+
+    @classmethod
+    def detect(cls, env: Mapping[str, str] | None = None) -> JobEnvironment:
+        env = os.environ if env is None else env
+        if "HOROVOD_RANK" in env:  # horovodrun (Gloo) sets these for every rank
+            launcher = "horovodrun"
+        elif "OMPI_COMM_WORLD_RANK" in env and "SLURM_STEP_ID" not in env:
+            launcher = "mpirun"
+        elif "SLURM_STEP_ID" in env and "SLURM_PROCID" in env:
+            launcher = "srun"
+        elif "OMPI_COMM_WORLD_RANK" in env:
+            launcher = "mpirun"
+        else:
+            launcher = "none"
+        rank = _first_int(env, "HOROVOD_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK",
+                          "SLURM_PROCID", default=0)
+        size = _first_int(env, "HOROVOD_SIZE", "OMPI_COMM_WORLD_SIZE", "SLURM_NTASKS",
+                          default=1)
+        local_rank = _first_int(env, "HOROVOD_LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_RANK",
+                                "SLURM_LOCALID", default=0)
+        hostname = socket.gethostname()
+        job_id = env.get("SLURM_ARRAY_JOB_ID") or env.get("SLURM_JOB_ID")
+        return cls(
+            rank=rank,
+            size=size,
+            local_rank=local_rank,
+            launcher=launcher,
+            node_name=env.get("SLURMD_NODENAME") or hostname.split(".")[0],
+            hostname=hostname,
+            job_id=job_id,
+            array_task_id=env.get("SLURM_ARRAY_TASK_ID"),
+            job_nodelist=env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST"),
+            num_nodes=_first_int(env, "SLURM_JOB_NUM_NODES", "SLURM_NNODES"),
+            cpus_per_task=_first_int(env, "SLURM_CPUS_PER_TASK"),
+            restart_count=_first_int(env, "SLURM_RESTART_COUNT", default=0),
+            submit_dir=env.get("SLURM_SUBMIT_DIR"),
+        )
+
+    def with_horovod(self, hvd) -> JobEnvironment:
+        """The same environment with rank, size and local rank from an initialised Horovod."""
+        return replace(self, rank=hvd.rank(), size=hvd.size(), local_rank=hvd.local_rank())
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def in_slurm_job(self) -> bool:
+        return self.job_id is not None
+
+    def as_dict(self) -> dict:
+        return asdict(self)

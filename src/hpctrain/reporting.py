@@ -1,0 +1,167 @@
+"""Run reports: report.json (everything, with units) and report.md (for people).
+
+`build_report` and `render_markdown` are pure; `collect_versions` asks the installed stack.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import shutil
+import statistics
+import subprocess
+from pathlib import Path
+
+from hpctrain.fsutil import write_json, write_text
+from hpctrain.paths import REPO_ROOT
+
+
+def interval95(values: list[float]) -> dict:
+    """Mean and 95 % interval half-width (1.96 sigma), as Horovod's synthetic benchmark."""
+    if not values:
+        return {"mean": None, "ci95": None, "n": 0}
+    mean = statistics.fmean(values)
+    ci = 1.96 * statistics.stdev(values) if len(values) > 1 else None
+    return {"mean": mean, "ci95": ci, "n": len(values)}
+
+
+def throughput(epochs: list[dict]) -> dict:
+    """images/s mean and 95 % interval, excluding the first epoch (graph building, warm-up);
+    a one-epoch run falls back to the tenths of its epoch after the first tenth."""
+    if len(epochs) > 1:
+        return {**interval95([e["images_per_s"] for e in epochs[1:]]), "basis": "epochs 2..N"}
+    windows = epochs[0].get("window_images_per_s", [])[1:] if epochs else []
+    return {**interval95(windows), "basis": "epoch 1, tenths 2..10"}
+
+
+def time_to_accuracy(epochs: list[dict], thresholds: list[float]) -> dict[str, float | None]:
+    """Seconds from training start to the end of the first epoch whose test accuracy reaches
+    each threshold (evaluation included, as MLPerf counts it); None if never reached."""
+    out = {}
+    for t in thresholds:
+        hit = next((e for e in epochs if e["val_accuracy"] >= t), None)
+        out[f"{t:.2f}"] = hit["elapsed_s"] if hit else None
+    return out
+
+
+def build_report(*, config: dict, epochs: list[dict], env: dict, node_names: list[str],
+                 dataset: dict, startup_s: float, train_s: float,
+                 weight_digests: list[str] | None, status: str, error: str | None,
+                 versions: dict, run_dir: str) -> dict:
+    ranks = env["size"]
+    total = {**throughput(epochs)}
+    per_rank = {k: (v / ranks if isinstance(v, float) else v) for k, v in total.items()}
+    last = epochs[-1] if epochs else {}
+    nodes = sorted(set(node_names))
+    return {
+        "status": status,
+        "error": error,
+        "experiment": config["experiment"],
+        "run_dir": run_dir,
+        "model": config["model"],
+        "dataset": {k: dataset[k] for k in ("dataset", "train_count", "test_count",
+                                            "source_sha256")},
+        "epochs": config["epochs"],
+        "epochs_completed": len(epochs),
+        "test_accuracy": last.get("val_accuracy"),
+        "test_loss": last.get("val_loss"),
+        "train_accuracy": last.get("accuracy"),
+        "images_per_s": {**total, "unit": "images/s, all ranks"},
+        "images_per_s_per_rank": {**per_rank, "unit": "images/s per rank"},
+        "first_epoch_s": epochs[0]["epoch_s"] if epochs else None,
+        "startup_s": startup_s,
+        "train_s": train_s,
+        "time_to_accuracy_s": time_to_accuracy(epochs, config["accuracy_thresholds"]),
+        "ranks": ranks,
+        "nodes": len(nodes),
+        "node_names": nodes,
+        "rank_nodes": node_names,
+        "global_batch_size": config["batch_size"] * ranks,
+        "learning_rate_scaled": config["learning_rate"] * ranks,
+        "launcher": env["launcher"],
+        "slurm": {"job_id": env["job_id"], "array_task_id": env["array_task_id"],
+                  "nodelist": env["job_nodelist"], "num_nodes": env["num_nodes"],
+                  "restart_count": env["restart_count"]},
+        "ranks_in_sync": None if weight_digests is None else {
+            "ok": len(set(weight_digests)) == 1,
+            "check": "sha256 of every weight tensor, allgathered from each rank",
+            "weight_sha256": weight_digests,
+        },
+        "versions": versions,
+        "units": {"startup_s": "s from process start to first training step (rank 0)",
+                  "train_s": "s of model.fit incl. per-epoch evaluation",
+                  "first_epoch_s": "s", "time_to_accuracy_s": "s since training start"},
+    }
+
+
+def collect_versions() -> dict:
+    import horovod
+    import mpi4py
+    import tensorflow as tf
+
+    from hpctrain.tfcompat import keras_version
+
+    mpirun = shutil.which("mpirun")
+    mpi_lib = None
+    if mpirun:
+        res = subprocess.run([mpirun, "--version"], capture_output=True, text=True)
+        mpi_lib = (res.stdout or res.stderr).strip().splitlines()[0] if res.returncode == 0 \
+            else None
+    git = subprocess.run(["git", "-C", str(REPO_ROOT), "describe", "--always", "--dirty",
+                          "--abbrev=12"], capture_output=True, text=True)
+    return {
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras_version(tf),
+        "horovod": horovod.__version__,
+        "mpi4py": mpi4py.__version__,
+        "mpi": mpi_lib,
+        "git_commit": git.stdout.strip() if git.returncode == 0 else None,
+    }
+
+
+def _fmt(value, spec: str = ".4f", none: str = "n/a") -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return none
+    return format(value, spec)
+
+
+def render_markdown(r: dict) -> str:
+    ips, ipr = r["images_per_s"], r["images_per_s_per_rank"]
+    ci = f" ± {_fmt(ips['ci95'], '.0f')}" if ips["ci95"] is not None else ""
+    sync = r["ranks_in_sync"]
+    lines = [
+        f"# {r['experiment']}: {r['model']} on {r['dataset']['dataset']}",
+        "",
+        f"- status: **{r['status']}**" + (f" ({r['error']})" if r["error"] else ""),
+        f"- test accuracy: **{_fmt(r['test_accuracy'])}** after "
+        f"{r['epochs_completed']}/{r['epochs']} epochs (test loss {_fmt(r['test_loss'])})",
+        f"- ranks: {r['ranks']} on {r['nodes']} node(s) ({', '.join(r['node_names'])}), "
+        f"launcher {r['launcher']}, global batch {r['global_batch_size']}",
+        f"- throughput: {_fmt(ips['mean'], '.0f')}{ci} images/s total, "
+        f"{_fmt(ipr['mean'], '.0f')} per rank ({ips['basis']}, n={ips['n']})",
+        f"- startup {_fmt(r['startup_s'], '.1f')} s, first epoch "
+        f"{_fmt(r['first_epoch_s'], '.1f')} s, training {_fmt(r['train_s'], '.1f')} s",
+        "- time to accuracy: " + ", ".join(
+            f"{k}: {_fmt(v, '.1f', 'not reached')}" + (" s" if v is not None else "")
+            for k, v in r["time_to_accuracy_s"].items()),
+        "- ranks in sync: " + ("not checked" if sync is None else
+                               "yes (identical weight hashes)" if sync["ok"] else
+                               "**NO**: " + ", ".join(h[:12] for h in sync["weight_sha256"])),
+        f"- Slurm job {r['slurm']['job_id'] or '-'} on {r['slurm']['nodelist'] or '-'}",
+        "- versions: " + ", ".join(f"{k} {v}" for k, v in r["versions"].items()),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_report(run_dir: str | Path, report: dict) -> Path:
+    run_dir = Path(run_dir)
+    write_json(run_dir / "report.json", report)
+    write_text(run_dir / "report.md", render_markdown(report))
+    return run_dir / "report.json"
+
+
+def load_report(run_dir: str | Path) -> dict:
+    return json.loads((Path(run_dir) / "report.json").read_text())
