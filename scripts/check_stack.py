@@ -10,10 +10,10 @@ import sys
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
-import tensorflow as tf  # noqa: E402
 import horovod  # noqa: E402
 import horovod.tensorflow.keras as hvd  # noqa: E402
 import horovod.tensorflow.keras.callbacks  # noqa: E402,F401  (crashed before the import fix)
+import tensorflow as tf  # noqa: E402
 
 from hpctrain.tfcompat import require_keras2  # noqa: E402
 

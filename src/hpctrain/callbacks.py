@@ -128,7 +128,8 @@ class EpochRecorder:
             "window_images_per_s": self.window_rates,
             "units": {"epoch_s": "s", "elapsed_s": "s since training start",
                       "images_per_s": "images/s, all ranks",
-                      "window_images_per_s": "images/s, all ranks, per tenth of the epoch", "loss": "cross-entropy (nats)"},
+                      "window_images_per_s": "images/s, all ranks, per tenth of the epoch",
+                      "loss": "cross-entropy (nats)"},
         }
         self.rows.append(row)
         return row

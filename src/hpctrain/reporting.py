@@ -46,7 +46,7 @@ def time_to_accuracy(epochs: list[dict], thresholds: list[float]) -> dict[str, f
 
 
 def build_report(*, config: dict, epochs: list[dict], env: dict, node_names: list[str],
-                 dataset: dict, startup_s: float, train_s: float,
+                 dataset: dict, startup_s: float, train_s: float, total_s: float,
                  weight_digests: list[str] | None, status: str, error: str | None,
                  versions: dict, run_dir: str) -> dict:
     ranks = env["size"]
@@ -72,6 +72,7 @@ def build_report(*, config: dict, epochs: list[dict], env: dict, node_names: lis
         "first_epoch_s": epochs[0]["epoch_s"] if epochs else None,
         "startup_s": startup_s,
         "train_s": train_s,
+        "total_s": total_s,
         "time_to_accuracy_s": time_to_accuracy(epochs, config["accuracy_thresholds"]),
         "ranks": ranks,
         "nodes": len(nodes),
@@ -91,6 +92,7 @@ def build_report(*, config: dict, epochs: list[dict], env: dict, node_names: lis
         "versions": versions,
         "units": {"startup_s": "s from process start to first training step (rank 0)",
                   "train_s": "s of model.fit incl. per-epoch evaluation",
+                  "total_s": "s from process start to the report (rank 0)",
                   "first_epoch_s": "s", "time_to_accuracy_s": "s since training start"},
     }
 
@@ -142,7 +144,8 @@ def render_markdown(r: dict) -> str:
         f"- throughput: {_fmt(ips['mean'], '.0f')}{ci} images/s total, "
         f"{_fmt(ipr['mean'], '.0f')} per rank ({ips['basis']}, n={ips['n']})",
         f"- startup {_fmt(r['startup_s'], '.1f')} s, first epoch "
-        f"{_fmt(r['first_epoch_s'], '.1f')} s, training {_fmt(r['train_s'], '.1f')} s",
+        f"{_fmt(r['first_epoch_s'], '.1f')} s, training {_fmt(r['train_s'], '.1f')} s, "
+        f"process total {_fmt(r['total_s'], '.1f')} s",
         "- time to accuracy: " + ", ".join(
             f"{k}: {_fmt(v, '.1f', 'not reached')}" + (" s" if v is not None else "")
             for k, v in r["time_to_accuracy_s"].items()),

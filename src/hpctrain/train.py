@@ -69,7 +69,7 @@ def run(cfg, env: JobEnvironment, run_dir: str | None) -> int:
     import horovod.tensorflow.keras as hvd
     import tensorflow as tf
 
-    from hpctrain.callbacks import (EpochRecorder, ShardedEvaluation, WeightCheckpoint)
+    from hpctrain.callbacks import EpochRecorder, ShardedEvaluation, WeightCheckpoint
     from hpctrain.data import describe, read_shard
     from hpctrain.models import build_model
     from hpctrain.tfcompat import require_keras2
@@ -163,7 +163,7 @@ def run(cfg, env: JobEnvironment, run_dir: str | None) -> int:
     if env.is_main:
         path = _write_report(run_dir, cfg, env, info, recorder, startup_s, node_names,
                              digests, "completed" if in_sync else "ranks-out-of-sync", None)
-        _log(env, f"report: {path}")
+        _log(env, f"report: {path} ({time.time() - _process_start():.1f} s since start)")
     if not in_sync:
         _log(env, f"ERROR: ranks hold different weights: {digests}")
         return EXIT_OUT_OF_SYNC
@@ -175,6 +175,7 @@ def _write_report(run_dir, cfg, env, info, recorder, startup_s, node_names, dige
     report = reporting.build_report(
         config=cfg.to_dict(), epochs=recorder.rows, env=env.as_dict(), node_names=node_names,
         dataset=info, startup_s=startup_s, train_s=recorder.train_seconds,
+        total_s=time.time() - _process_start(),
         weight_digests=digests, status=status, error=error,
         versions=reporting.collect_versions(), run_dir=str(run_dir))
     return reporting.write_report(run_dir, report)

@@ -1,0 +1,36 @@
+# hpctrain: the two commands of the README are `make demo` and `make test`.
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+DATA   ?= data/fashion-mnist.h5
+FASHION_SRC ?= /usr/share/datasets/fashion-mnist
+NODES  ?= 2
+
+.PHONY: install install-system demo test lint cluster-up cluster-down clean
+
+install-system:  ## Debian packages for a laptop/CI (skip on a real cluster: module load)
+	bash env/install-system.sh
+
+install: install-system  ## the pinned venv (Horovod built from source); a no-op when current
+	bash env/install.sh
+
+$(DATA): | install
+	$(BIN)/hpctrain stage fashion-mnist --source $(FASHION_SRC) --out $(DATA)
+
+cluster-up: install
+	$(BIN)/hpctrain cluster up
+
+cluster-down:
+	@if [ -x $(BIN)/hpctrain ]; then $(BIN)/hpctrain cluster down; fi
+
+demo: install cluster-up $(DATA)  ## Fashion-MNIST CNN, 2 ranks on 2 nodes of the embedded cluster
+	$(BIN)/hpctrain submit --config jobs/configs/fmnist_cnn.yaml --nodes $(NODES) \
+	  --ntasks-per-node 1 --wait
+
+test: install  ## the whole suite on real parts (brings up its own Slurm cluster)
+	$(BIN)/python -m pytest -ra
+
+lint: install
+	$(BIN)/ruff check src tests scripts
+
+clean: cluster-down
+	rm -rf .cluster

@@ -1,0 +1,72 @@
+"""Experiment configs: variants, overrides, and one-line errors for bad keys and values."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import REPO
+from hpctrain.config import ConfigError, load_config, parse_overrides, split_spec
+
+DEMO = REPO / "jobs" / "configs" / "fmnist_cnn.yaml"
+
+
+def test_demo_config_and_short_variant():
+    full = load_config(str(DEMO))
+    short = load_config(f"{DEMO}:short")
+    assert full.epochs == 3 and full.model == "cnn"
+    assert short.epochs == 1 and short.train_limit > 0
+    assert short.batch_size == full.batch_size
+
+
+def test_overrides_are_typed_and_last():
+    cfg = load_config(f"{DEMO}:short", ["epochs=2", "learning_rate=0.01",
+                                        "accuracy_thresholds=[0.5, 0.6]"])
+    assert cfg.epochs == 2 and cfg.learning_rate == 0.01
+    assert cfg.accuracy_thresholds == [0.5, 0.6]
+
+
+def test_split_spec():
+    assert split_spec("a/b.yaml:short") == (REPO.__class__("a/b.yaml"), "short")
+    assert split_spec("a/b.yaml")[1] is None
+    assert split_spec("c:/x.yaml")[1] is None
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["epoch=3"], "unknown key(s) epoch"),
+    (["epochs=three"], "epochs='three' should be int"),
+    (["epochs=0"], "epochs must be >= 1"),
+    (["model=vgg99"], "model 'vgg99' unknown"),
+    (["optimizer=lbfgs"], "optimizer 'lbfgs' unknown"),
+    (["learning_rate=-1"], "learning_rate must be > 0"),
+    (["batch_size=true"], "should be int"),
+    (["accuracy_thresholds=[2]"], "accuracy_thresholds must lie in (0, 1]"),
+    (["experiment=a b"], "experiment 'a b'"),
+    (["noequals"], "not key=value"),
+])
+def test_bad_values(overrides, message):
+    with pytest.raises(ConfigError) as e:
+        load_config(str(DEMO), overrides)
+    assert message in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_bad_files(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(str(tmp_path / "none.yaml"))
+    (tmp_path / "x.yaml").write_text("experiment: x\ndata: d.h5\nlearning_rat: 1\n")
+    with pytest.raises(ConfigError, match="unknown key"):
+        load_config(str(tmp_path / "x.yaml"))
+    (tmp_path / "y.yaml").write_text("experiment: y\n")
+    with pytest.raises(ConfigError, match="missing required key"):
+        load_config(str(tmp_path / "y.yaml"))
+    (tmp_path / "z.yaml").write_text("experiment: z\ndata: d\nvariants: {short: {epochs: 1}}\n")
+    with pytest.raises(ConfigError, match="no variant 'long'"):
+        load_config(f"{tmp_path / 'z.yaml'}:long")
+    (tmp_path / "v.yaml").write_text("experiment: v\ndata: d\nvariants: {short: {epoc: 1}}\n")
+    with pytest.raises(ConfigError, match="unknown key"):
+        load_config(f"{tmp_path / 'v.yaml'}:short")
+
+
+def test_parse_overrides_yaml_values():
+    assert parse_overrides(["a=1", "b=0.5", "c=x y", "d=[1, 2]"]) == {
+        "a": 1, "b": 0.5, "c": "x y", "d": [1, 2]}

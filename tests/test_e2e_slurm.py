@@ -1,0 +1,83 @@
+"""End to end on the real embedded Slurm cluster: hpctrain submit --wait -> sbatch ->
+srun --mpi=pmix -> 2 Horovod ranks on 2 logical nodes -> report. Nothing is mocked."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from conftest import SHORT, hpctrain, write_config
+
+pytestmark = pytest.mark.slurm
+
+
+def test_submit_two_nodes_to_report(slurm_cluster, fmnist_h5, weird_tmp_path):
+    config = write_config(weird_tmp_path / "exp.yaml", fmnist_h5)
+    run_dir = weird_tmp_path / "run"
+    env = {"SLURM_CONF": str(slurm_cluster.slurm_conf)}
+    res = hpctrain("submit", "--config", str(config), "--nodes", "2", "--ntasks-per-node", "1",
+                   "--gpus-per-node", "1", "--run-dir", str(run_dir), "--wait", *SHORT,
+                   env=env, timeout=900)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert f"report: {run_dir}/report.json" in res.stdout
+    assert "test accuracy" in res.stdout
+
+    report = json.loads((run_dir / "report.json").read_text())
+    assert report["status"] == "completed"
+    assert report["ranks"] == 2
+    assert report["nodes"] == 2 and report["node_names"] == ["node1", "node2"]
+    assert report["launcher"] == "srun"
+    assert report["ranks_in_sync"]["ok"] is True
+    assert len(report["ranks_in_sync"]["weight_sha256"]) == 2
+    assert report["test_accuracy"] > 0.5  # chance is 0.1
+    assert report["slurm"]["job_id"] and report["slurm"]["num_nodes"] == 2
+    assert report["images_per_s"]["mean"] > 0 and report["startup_s"] > 0
+    assert report["versions"]["horovod"] == "0.28.1"
+    assert report["versions"]["keras"].startswith("2.")
+    for name in ("job.sbatch", "config.json", "metrics.jsonl", "report.md", "submission.json"):
+        assert (run_dir / name).is_file(), name
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1]
+    assert {"loss", "accuracy", "val_loss", "val_accuracy", "epoch_s", "images_per_s"} <= set(
+        rows[0])
+    assert list((run_dir / "checkpoints").glob("epoch-0001.h5"))
+    assert not list(run_dir.rglob(".*tmp*"))  # no temporary files left behind
+
+    job_id = report["slurm"]["job_id"]
+    sacct = subprocess.run(["sacct", "-j", job_id, "-X", "-n", "-P", "-o", "State,NNodes"],
+                           env=slurm_cluster.env(), capture_output=True, text=True, check=True)
+    assert sacct.stdout.strip() == "COMPLETED|2"
+    assert not (weird_tmp_path / "INJECTED").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--nodes", "0"], "--nodes must be >= 1"),
+    (["epochs=0"], "epochs must be >= 1"),
+    (["bogus_key=1"], "unknown key(s) bogus_key"),
+    (["data=/nonexistent/x.h5"], "no such data file"),
+])
+def test_bad_requests_refused_before_sbatch(slurm_cluster, fmnist_h5, tmp_path, args, message):
+    config = write_config(tmp_path / "exp.yaml", fmnist_h5)
+    env = slurm_cluster.env()
+    before = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "JobID"], env=env,
+                            capture_output=True, text=True, check=True).stdout
+    res = hpctrain("submit", "--config", str(config), "--run-dir", str(tmp_path / "run"), *args,
+                   env={"SLURM_CONF": str(slurm_cluster.slurm_conf)})
+    assert res.returncode == 2
+    assert message in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert not (tmp_path / "run").exists()
+    after = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "JobID"], env=env,
+                           capture_output=True, text=True, check=True).stdout
+    assert before == after  # nothing was queued
+
+
+def test_dry_run_submits_nothing(slurm_cluster, fmnist_h5, tmp_path):
+    config = write_config(tmp_path / "exp.yaml", fmnist_h5)
+    res = hpctrain("submit", "--config", str(config), "--nodes", "2", "--dry-run",
+                   "--run-dir", str(tmp_path / "run"),
+                   env={"SLURM_CONF": str(slurm_cluster.slurm_conf)}, check=True)
+    assert res.stdout.startswith("#!/bin/bash\n#SBATCH")
+    assert "--nodes=2" in res.stdout and "srun --mpi=pmix" in res.stdout
+    assert not (tmp_path / "run").exists()

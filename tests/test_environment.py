@@ -1,0 +1,51 @@
+"""JobEnvironment: the launcher, rank and Slurm facts read from each launcher's variables."""
+
+from __future__ import annotations
+
+from hpctrain.environment import JobEnvironment
+
+
+def test_plain_process():
+    env = JobEnvironment.detect({})
+    assert (env.rank, env.size, env.local_rank, env.launcher) == (0, 1, 0, "none")
+    assert env.job_id is None and not env.in_slurm_job and env.is_main
+
+
+def test_srun_step():
+    env = JobEnvironment.detect({
+        "SLURM_JOB_ID": "17", "SLURM_STEP_ID": "0", "SLURM_PROCID": "3", "SLURM_NTASKS": "4",
+        "SLURM_LOCALID": "1", "SLURMD_NODENAME": "node2", "SLURM_JOB_NODELIST": "node[1-2]",
+        "SLURM_JOB_NUM_NODES": "2", "SLURM_CPUS_PER_TASK": "8", "SLURM_RESTART_COUNT": "1",
+        "PMIX_RANK": "3"})
+    assert (env.rank, env.size, env.local_rank, env.launcher) == (3, 4, 1, "srun")
+    assert env.node_name == "node2" and env.num_nodes == 2 and env.cpus_per_task == 8
+    assert env.restart_count == 1 and env.job_id == "17" and not env.is_main
+
+
+def test_mpirun_inside_a_batch_job():
+    env = JobEnvironment.detect({"SLURM_JOB_ID": "5", "OMPI_COMM_WORLD_RANK": "1",
+                                 "OMPI_COMM_WORLD_SIZE": "2", "OMPI_COMM_WORLD_LOCAL_RANK": "1",
+                                 "SLURM_PROCID": "0", "SLURM_NTASKS": "2"})
+    assert (env.rank, env.size, env.launcher) == (1, 2, "mpirun")
+
+
+def test_horovodrun_gloo():
+    env = JobEnvironment.detect({"HOROVOD_RANK": "1", "HOROVOD_SIZE": "2",
+                                 "HOROVOD_LOCAL_RANK": "1"})
+    assert (env.rank, env.size, env.local_rank, env.launcher) == (1, 2, 1, "horovodrun")
+
+
+def test_array_job_id():
+    env = JobEnvironment.detect({"SLURM_JOB_ID": "21", "SLURM_ARRAY_JOB_ID": "20",
+                                 "SLURM_ARRAY_TASK_ID": "1"})
+    assert env.job_id == "20" and env.array_task_id == "1"
+
+
+def test_with_horovod_takes_ranks_from_horovod():
+    class FakeHvd:  # the three calls JobEnvironment uses
+        rank = staticmethod(lambda: 1)
+        size = staticmethod(lambda: 2)
+        local_rank = staticmethod(lambda: 0)
+
+    env = JobEnvironment.detect({"SLURM_PROCID": "0"}).with_horovod(FakeHvd)
+    assert (env.rank, env.size, env.local_rank) == (1, 2, 0)

@@ -1,0 +1,51 @@
+"""The same training command outside sbatch: `horovodrun -np 2` on an interactive node, and
+plain `hpctrain train` as one rank. Also the bad-input path of `hpctrain train`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import pytest
+
+from conftest import SHORT, VENV_BIN, hpctrain, write_config
+
+pytestmark = pytest.mark.mpi
+
+
+def test_horovodrun_two_ranks(fmnist_h5, tmp_path, mpi_env):
+    config = write_config(tmp_path / "exp.yaml", fmnist_h5)
+    run_dir = tmp_path / "run"
+    res = subprocess.run(
+        [str(VENV_BIN / "horovodrun"), "-np", "2", "-H", "localhost:2",
+         str(VENV_BIN / "hpctrain"), "train", "--config", str(config), "--run-dir",
+         str(run_dir), *SHORT],
+        env={**os.environ, **mpi_env, "TF_CPP_MIN_LOG_LEVEL": "1"}, capture_output=True,
+        text=True, timeout=600)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    report = json.loads((run_dir / "report.json").read_text())
+    assert report["ranks"] == 2 and report["ranks_in_sync"]["ok"] is True
+    assert report["slurm"]["job_id"] is None
+    assert report["test_accuracy"] > 0.5
+    assert report["global_batch_size"] == 128
+
+
+def test_plain_single_rank(fmnist_h5, tmp_path):
+    config = write_config(tmp_path / "exp.yaml", fmnist_h5)
+    res = hpctrain("train", "--config", str(config), "--run-dir", str(tmp_path / "run"),
+                   "train_limit=2000", "test_limit=500", "epochs=2")
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert report["ranks"] == 1 and report["launcher"] == "none"
+    assert report["epochs_completed"] == 2
+    assert report["images_per_s"]["basis"] == "epochs 2..N"
+    assert "report:" in res.stdout
+
+
+def test_train_bad_config_fails_before_tensorflow(tmp_path, fmnist_h5):
+    config = write_config(tmp_path / "exp.yaml", fmnist_h5, optimiser="adam")
+    res = hpctrain("train", "--config", str(config), timeout=60)
+    assert res.returncode == 2
+    assert "unknown key(s) optimiser" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1, res.stderr

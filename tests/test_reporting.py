@@ -1,0 +1,74 @@
+"""Report statistics (pure functions) and rendering."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from hpctrain.reporting import (
+    build_report,
+    interval95,
+    render_markdown,
+    throughput,
+    time_to_accuracy,
+)
+
+
+def _epochs(accs, rates, windows=None):
+    return [{"epoch": i + 1, "val_accuracy": a, "val_loss": 0.3, "accuracy": a, "loss": 0.3,
+             "images_per_s": r, "elapsed_s": 10.0 * (i + 1), "epoch_s": 9.0,
+             "window_images_per_s": windows or []}
+            for i, (a, r) in enumerate(zip(accs, rates, strict=True))]
+
+
+def test_interval95():
+    r = interval95([100.0, 110.0, 90.0])
+    assert r["mean"] == pytest.approx(100.0)
+    assert r["ci95"] == pytest.approx(1.96 * 10.0)
+    assert interval95([5.0]) == {"mean": 5.0, "ci95": None, "n": 1}
+    assert interval95([])["mean"] is None
+
+
+def test_throughput_excludes_first_epoch():
+    r = throughput(_epochs([0.5, 0.6, 0.7], [10.0, 100.0, 102.0]))
+    assert r["mean"] == pytest.approx(101.0) and r["n"] == 2 and r["basis"] == "epochs 2..N"
+    one = throughput(_epochs([0.5], [10.0], windows=[1.0, 50.0, 52.0]))
+    assert one["mean"] == pytest.approx(51.0) and one["basis"].startswith("epoch 1")
+
+
+def test_time_to_accuracy():
+    t = time_to_accuracy(_epochs([0.81, 0.86, 0.885], [1, 1, 1]), [0.80, 0.85, 0.88, 0.9])
+    assert t == {"0.80": 10.0, "0.85": 20.0, "0.88": 30.0, "0.90": None}
+
+
+def _report(digests):
+    return build_report(
+        config={"experiment": "e", "model": "cnn", "epochs": 2, "batch_size": 64,
+                "learning_rate": 0.001, "accuracy_thresholds": [0.8]},
+        epochs=_epochs([0.7, 0.82], [10.0, 20.0]),
+        env={"size": 2, "launcher": "srun", "job_id": "9", "array_task_id": None,
+             "job_nodelist": "node[1-2]", "num_nodes": 2, "restart_count": 0},
+        node_names=["node2", "node1"], dataset={"dataset": "fashion-mnist",
+                                                 "train_count": 60000, "test_count": 10000,
+                                                 "source_sha256": {}},
+        startup_s=5.0, train_s=20.0, total_s=26.0, weight_digests=digests, status="completed", error=None,
+        versions={"python": "3.11"}, run_dir="/r")
+
+
+def test_build_and_render_report():
+    r = _report(["ab" * 32, "ab" * 32])
+    assert r["nodes"] == 2 and r["node_names"] == ["node1", "node2"]
+    assert r["global_batch_size"] == 128 and r["learning_rate_scaled"] == pytest.approx(0.002)
+    assert r["images_per_s_per_rank"]["mean"] == pytest.approx(10.0)
+    assert r["ranks_in_sync"]["ok"] is True
+    md = render_markdown(r)
+    assert "test accuracy: **0.8200**" in md and "ranks in sync: yes" in md
+    assert "0.80: 20.0 s" in md
+
+
+def test_out_of_sync_is_visible():
+    r = _report(["a" * 64, "b" * 64])
+    assert r["ranks_in_sync"]["ok"] is False
+    assert "ranks in sync: **NO**" in render_markdown(r)
+    assert not math.isnan(r["test_accuracy"])

@@ -1,0 +1,109 @@
+"""The sbatch renderer against golden files, quoting of hostile values, and sbatch itself
+parsing a rendered script with a hostile path (real Slurm, job held and cancelled)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from hpctrain.sbatch import JobSpec, JobSpecError, render_sbatch, sbatch_quote
+
+GOLDEN = Path(__file__).parent / "golden"
+WEIRD = "/scratch/we ird'dir \"q\";touch INJECTED; #x %j $HOME"
+
+
+def _spec(**kw) -> JobSpec:
+    base = dict(job_name="hpctrain-fmnist_cnn", config="/home/u/hpctrain/jobs/configs/a.yaml",
+                run_dir="/home/u/hpctrain/results/a/20260101-000000-abcd",
+                workdir="/home/u/hpctrain", nodes=2, ntasks_per_node=1, cpus_per_task=1,
+                env_setup=("source /home/u/hpctrain/.venv/bin/activate",))
+    base.update(kw)
+    return JobSpec(**base)
+
+
+CASES = {
+    "train_basic": _spec(),
+    "train_gpu_cluster": _spec(nodes=4, ntasks_per_node=4, cpus_per_task=8, gpus_per_node=4,
+                               time="1-00:00:00", partition="gpu", account="proj42",
+                               env_setup=("module load tensorflow/2.21 openmpi/4.1",
+                                          "source $HOME/venvs/hpctrain/bin/activate"),
+                               extra_args=("epochs=90", "batch_size=256")),
+    "train_weird": _spec(job_name="x\"; rm -rf / #", config=f"{WEIRD}/c.yaml:short",
+                         run_dir=f"{WEIRD}/run", workdir=WEIRD, partition="p q",
+                         extra_args=("data=/d/$(reboot)/x y.h5",), allow_run_as_root=True),
+}
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_golden(name):
+    text = render_sbatch(CASES[name])
+    golden = GOLDEN / f"{name}.sbatch"
+    if os.environ.get("UPDATE_GOLDEN"):
+        golden.write_text(text)
+    assert text == golden.read_text()
+
+
+def test_rendered_script_shape():
+    text = render_sbatch(CASES["train_basic"])
+    assert text.startswith("#!/bin/bash\n#SBATCH")
+    assert "set -euo pipefail" in text
+    assert re.search(r"^srun --mpi=pmix .*\\\n  hpctrain train --config ", text, re.M)
+    assert len(text.splitlines()) < 25  # thin, like a hand-written script
+
+
+def test_weird_values_parse_back_in_bash():
+    """bash must see the hostile values as single words, never as commands."""
+    text = render_sbatch(CASES["train_weird"])
+    srun = text[text.index("srun"):].replace("\\\n", " ").strip()
+    out = subprocess.run(["bash", "-c", f"set -- {srun}; printf '%s\\n' \"$@\""],
+                         capture_output=True, text=True, check=True).stdout.splitlines()
+    assert f"{WEIRD}/c.yaml:short" in out
+    assert f"{WEIRD}/run" in out
+    assert "data=/d/$(reboot)/x y.h5" in out
+
+
+def test_sbatch_quote():
+    assert sbatch_quote('a "b" #c \\d') == '"a \\"b\\" \\#c \\\\d"'
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(nodes=0), "--nodes must be >= 1"),
+    (dict(ntasks_per_node=0), "--ntasks-per-node must be >= 1"),
+    (dict(gpus_per_node=-1), "--gpus-per-node"),
+    (dict(time="soon"), "not a Slurm time"),
+    (dict(job_name="a\n#SBATCH --account=other"), "newline"),
+    (dict(run_dir="/x\n/y"), "newline"),
+])
+def test_impossible_requests(change, message):
+    with pytest.raises(JobSpecError, match=re.escape(message)):
+        render_sbatch(_spec(**change))
+
+
+@pytest.mark.slurm
+def test_sbatch_parses_weird_paths(slurm_cluster, weird_tmp_path):
+    """Real sbatch reads the quoted #SBATCH values back exactly, and nothing is injected."""
+    run_dir = weird_tmp_path / "run %x"
+    run_dir.mkdir()
+    spec = _spec(job_name='we"ird; name #1', run_dir=str(run_dir), workdir=str(weird_tmp_path),
+                 nodes=1, env_setup=("true",))
+    script = weird_tmp_path / "job.sbatch"
+    script.write_text(render_sbatch(spec))
+    env = slurm_cluster.env()
+    job_id = subprocess.run(["sbatch", "--parsable", "--hold", str(script)], env=env,
+                            capture_output=True, text=True, check=True).stdout.strip()
+    try:
+        show = subprocess.run(["scontrol", "show", "job", job_id], env=env,
+                              capture_output=True, text=True, check=True).stdout
+        assert 'JobName=we"ird; name #1' in show
+        assert f"StdOut={run_dir}/slurm-{job_id}.out" in show
+        assert f"WorkDir={weird_tmp_path}" in show
+    finally:
+        subprocess.run(["scancel", job_id], env=env, check=True)
+    time.sleep(0.5)
+    assert not (weird_tmp_path / "INJECTED").exists()
+    assert not Path("INJECTED").exists()
