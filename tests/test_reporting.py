@@ -52,7 +52,8 @@ def _report(digests):
         node_names=["node2", "node1"], dataset={"dataset": "fashion-mnist",
                                                  "train_count": 60000, "test_count": 10000,
                                                  "source_sha256": {}},
-        startup_s=5.0, train_s=20.0, total_s=26.0, weight_digests=digests, status="completed", error=None,
+        startup_s=5.0, train_s=20.0, total_s=26.0, weight_digests=digests, status="completed",
+        error=None,
         versions={"python": "3.11"}, run_dir="/r")
 
 

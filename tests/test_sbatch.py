@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
+from conftest import VENV_BIN
 from hpctrain.sbatch import JobSpec, JobSpecError, render_sbatch, sbatch_quote
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -86,24 +87,28 @@ def test_impossible_requests(change, message):
 
 @pytest.mark.slurm
 def test_sbatch_parses_weird_paths(slurm_cluster, weird_tmp_path):
-    """Real sbatch reads the quoted #SBATCH values back exactly, and nothing is injected."""
+    """Real sbatch reads the quoted #SBATCH values back exactly (job name, working directory,
+    output file with a literal `%`), and nothing in them is executed."""
     run_dir = weird_tmp_path / "run %x"
     run_dir.mkdir()
     spec = _spec(job_name='we"ird; name #1', run_dir=str(run_dir), workdir=str(weird_tmp_path),
-                 nodes=1, env_setup=("true",))
+                 config=str(weird_tmp_path / "missing.yaml"), nodes=1,
+                 env_setup=(f"source {shlex.quote(str(VENV_BIN / 'activate'))}",))
     script = weird_tmp_path / "job.sbatch"
     script.write_text(render_sbatch(spec))
     env = slurm_cluster.env()
-    job_id = subprocess.run(["sbatch", "--parsable", "--hold", str(script)], env=env,
-                            capture_output=True, text=True, check=True).stdout.strip()
-    try:
-        show = subprocess.run(["scontrol", "show", "job", job_id], env=env,
-                              capture_output=True, text=True, check=True).stdout
-        assert 'JobName=we"ird; name #1' in show
-        assert f"StdOut={run_dir}/slurm-{job_id}.out" in show
-        assert f"WorkDir={weird_tmp_path}" in show
-    finally:
-        subprocess.run(["scancel", job_id], env=env, check=True)
-    time.sleep(0.5)
+    res = subprocess.run(["sbatch", "--parsable", "--wait", str(script)], env=env,
+                         capture_output=True, text=True, timeout=120)
+    job_id = res.stdout.strip()
+    assert job_id.isdigit(), res.stderr
+    show = subprocess.run(["scontrol", "show", "job", job_id], env=env, capture_output=True,
+                          text=True, check=True).stdout  # (slurmdbd turns `"` into a backtick)
+    assert 'JobName=we"ird; name #1\n' in show
+    assert f"WorkDir={weird_tmp_path}\n" in show
+    log = run_dir / f"slurm-{job_id}.out"  # `%x` stayed literal: no job-name substitution
+    assert log.is_file(), sorted(p.name for p in weird_tmp_path.rglob("*"))
+    text = log.read_text()
+    assert f"hpctrain: job {job_id}" in text
+    assert "config file" in text and "missing.yaml not found" in text  # train ran, refused
     assert not (weird_tmp_path / "INJECTED").exists()
     assert not Path("INJECTED").exists()
