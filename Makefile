@@ -5,7 +5,7 @@ DATA   ?= data/fashion-mnist.h5
 FASHION_SRC ?= /usr/share/datasets/fashion-mnist
 NODES  ?= 2
 
-.PHONY: install install-system demo test lint cluster-up cluster-down clean
+.PHONY: install install-system demo test bench lint cluster-up cluster-down clean
 
 install-system:  ## Debian packages for a laptop/CI (skip on a real cluster: module load)
 	bash env/install-system.sh
@@ -34,3 +34,6 @@ lint: install
 
 clean: cluster-down
 	rm -rf .cluster
+
+bench: install $(DATA)  ## input pipeline: HDF5 shard reader vs in-memory vs per-sample generator
+	$(BIN)/python scripts/bench_input.py --data $(DATA) --out results/bench/input_pipeline

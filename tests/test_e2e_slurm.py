@@ -73,6 +73,21 @@ def test_bad_requests_refused_before_sbatch(slurm_cluster, fmnist_h5, tmp_path, 
     assert before == after  # nothing was queued
 
 
+def test_sbatch_refusal_leaves_nothing(slurm_cluster, fmnist_h5, tmp_path):
+    config = write_config(tmp_path / "exp.yaml", fmnist_h5)
+    res = hpctrain("submit", "--config", str(config), "--partition", "nosuch",
+                   "--run-dir", str(tmp_path / "run"),
+                   env={"SLURM_CONF": str(slurm_cluster.slurm_conf)})
+    assert res.returncode == 1
+    assert "sbatch refused the job" in res.stderr and "partition" in res.stderr.lower()
+    assert len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert not (tmp_path / "run").exists()
+    (tmp_path / "run").mkdir()
+    res = hpctrain("submit", "--config", str(config), "--run-dir", str(tmp_path / "run"),
+                   env={"SLURM_CONF": str(slurm_cluster.slurm_conf)})
+    assert res.returncode == 1 and "already exists" in res.stderr
+
+
 def test_dry_run_submits_nothing(slurm_cluster, fmnist_h5, tmp_path):
     config = write_config(tmp_path / "exp.yaml", fmnist_h5)
     res = hpctrain("submit", "--config", str(config), "--nodes", "2", "--dry-run",

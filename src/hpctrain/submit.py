@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shlex
 import shutil
 import subprocess
 import sys
@@ -53,7 +54,7 @@ def prepare(args) -> tuple[JobSpec, Path]:
     run_dir = Path(args.run_dir).resolve() if args.run_dir else new_run_dir(cfg.experiment)
     venv = Path(args.venv or sys.prefix)
     env_setup = tuple(args.env_setup) if args.env_setup else (
-        f"source {_sh(str(venv / 'bin' / 'activate'))}",)
+        f"source {shlex.quote(str(venv / 'bin' / 'activate'))}",)
     spec = JobSpec(
         job_name=args.job_name or f"hpctrain-{cfg.experiment}",
         config=_absolute_spec(args.config),
@@ -78,12 +79,6 @@ def _absolute_spec(spec: str) -> str:
     return str(path.resolve()) + (f":{variant}" if variant else "")
 
 
-def _sh(value: str) -> str:
-    import shlex
-
-    return shlex.quote(value)
-
-
 def submit(args) -> int:
     spec, run_dir = prepare(args)
     script = render_sbatch(spec)
@@ -94,13 +89,17 @@ def submit(args) -> int:
         raise SubmitError("sbatch not found: load Slurm, or `hpctrain cluster up` for the "
                           "embedded test cluster")
     env = slurm_env()
-    run_dir.mkdir(parents=True, exist_ok=False)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=False)
+    except FileExistsError:
+        raise SubmitError(f"run directory {run_dir} already exists") from None
     job_file = run_dir / "job.sbatch"
     write_text(job_file, script)
     res = subprocess.run(["sbatch", "--parsable", str(job_file)], env=env, capture_output=True,
                          text=True)
     if res.returncode != 0:
-        raise SubmitError(f"sbatch refused the job: {res.stderr.strip()}")
+        shutil.rmtree(run_dir)  # nothing was queued: leave no run directory behind
+        raise SubmitError(f"sbatch refused the job: {' '.join(res.stderr.split())}")
     job_id = res.stdout.strip().split(";")[0]
     write_json(run_dir / "submission.json", {"job_id": job_id, "script": str(job_file),
                                              "slurm_conf": env.get("SLURM_CONF"),
