@@ -20,14 +20,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import h5py  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from hpctrain.data import read_shard, shard_bounds  # noqa: E402
+from hpctrain.data import batches, read_shard, shard_bounds  # noqa: E402
 from hpctrain.fsutil import write_json, write_text  # noqa: E402
 
 
 def pipeline(images, labels, batch: int) -> tf.data.Dataset:
-    return (tf.data.Dataset.from_tensor_slices((images, labels))
-            .shuffle(len(labels), seed=0).batch(batch, drop_remainder=True)
-            .prefetch(tf.data.AUTOTUNE))
+    return batches(tf, images, labels, batch, seed=0, repeat=False)
 
 
 def drain(ds) -> int:

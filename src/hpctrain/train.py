@@ -13,6 +13,7 @@ a mismatch is recorded in the report and fails the run.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import os
 import sys
@@ -61,7 +62,8 @@ def main(argv=None) -> int:
 
 
 def _log(env: JobEnvironment, msg: str) -> None:
-    print(f"[rank {env.rank}/{env.size} {env.node_name}] {msg}", flush=True)
+    elapsed = time.time() - _process_start()
+    print(f"[rank {env.rank}/{env.size} {env.node_name} {elapsed:6.1f}s] {msg}", flush=True)
 
 
 def run(cfg, env: JobEnvironment, run_dir: str | None) -> int:
@@ -70,7 +72,7 @@ def run(cfg, env: JobEnvironment, run_dir: str | None) -> int:
     import tensorflow as tf
 
     from hpctrain.callbacks import EpochRecorder, ShardedEvaluation, WeightCheckpoint
-    from hpctrain.data import describe, read_shard
+    from hpctrain.data import batches, describe, read_shard
     from hpctrain.models import build_model
     from hpctrain.tfcompat import require_keras2
 
@@ -106,12 +108,7 @@ def run(cfg, env: JobEnvironment, run_dir: str | None) -> int:
     if steps == 0:
         raise SystemExit(f"batch_size {cfg.batch_size} exceeds the {len(train.labels)} "
                          "training samples per rank")
-    dataset = (tf.data.Dataset.from_tensor_slices((train.images, train.labels))
-               .shuffle(len(train.labels), seed=cfg.seed + hvd.rank(),
-                        reshuffle_each_iteration=True)
-               .batch(cfg.batch_size, drop_remainder=True)
-               .repeat()
-               .prefetch(tf.data.AUTOTUNE))
+    dataset = batches(tf, train.images, train.labels, cfg.batch_size, seed=cfg.seed + hvd.rank())
 
     model = build_model(cfg.model, info["input_shape"], info["num_classes"])
     scaled_lr = cfg.learning_rate * hvd.size()  # Horovod: scale the learning rate by ranks
@@ -156,6 +153,7 @@ def run(cfg, env: JobEnvironment, run_dir: str | None) -> int:
             _write_report(run_dir, cfg, env, info, recorder, startup_s, node_names,
                           None, status, error)
 
+    _log(env, "training done; checking that ranks hold identical weights")
     # Horovod: every rank hashes its weights; all hashes must be equal
     digest = weights_digest(model.get_weights())
     digests = hvd_tf.allgather_object(digest)
@@ -200,6 +198,7 @@ def weights_digest(weights) -> str:
     return h.hexdigest()
 
 
+@functools.cache
 def _process_start() -> float:
     import psutil
 
