@@ -25,7 +25,7 @@ from hpctrain.fsutil import write_json, write_text  # noqa: E402
 
 
 def pipeline(images, labels, batch: int) -> tf.data.Dataset:
-    return batches(tf, images, labels, batch, seed=0, repeat=False)
+    return batches(tf, images, labels, batch, seed=0, epochs=1)
 
 
 def drain(ds) -> int:

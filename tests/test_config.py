@@ -42,6 +42,17 @@ def test_split_spec():
     (["accuracy_thresholds=[2]"], "accuracy_thresholds must lie in (0, 1]"),
     (["experiment=a b"], "experiment 'a b'"),
     (["noequals"], "not key=value"),
+    (["activation=softplus"], "activation 'softplus' unknown"),
+    (["precision=float8"], "precision 'float8' unknown"),
+    (["lr_schedule=linear"], "lr_schedule 'linear' unknown"),
+    (["lr_schedule=step"], "lr_schedule step needs lr_decay_epochs"),
+    (["lr_schedule=cosine", "warmup_epochs=3"], "leaves no epoch for the cosine schedule"),
+    (["lr_decay_epochs=[2, 1]"], "must be ascending"),
+    (["lr_decay_epochs=[0.5]"], "not before the end of the warm-up"),
+    (["input_shape=[32, 32]"], "input_shape must be [height, width, channels]"),
+    (["input_shape=[32, 32.5, 3]"], "should be a list of integers"),
+    (["target_accuracy=1.5"], "target_accuracy must lie in [0, 1]"),
+    (["xla=maybe"], "should be bool"),
 ])
 def test_bad_values(overrides, message):
     with pytest.raises(ConfigError) as e:
@@ -57,7 +68,7 @@ def test_bad_files(tmp_path):
     with pytest.raises(ConfigError, match="unknown key"):
         load_config(str(tmp_path / "x.yaml"))
     (tmp_path / "y.yaml").write_text("experiment: y\n")
-    with pytest.raises(ConfigError, match="missing required key"):
+    with pytest.raises(ConfigError, match="data is required"):
         load_config(str(tmp_path / "y.yaml"))
     (tmp_path / "z.yaml").write_text("experiment: z\ndata: d\nvariants: {short: {epochs: 1}}\n")
     with pytest.raises(ConfigError, match="no variant 'long'"):
@@ -65,6 +76,29 @@ def test_bad_files(tmp_path):
     (tmp_path / "v.yaml").write_text("experiment: v\ndata: d\nvariants: {short: {epoc: 1}}\n")
     with pytest.raises(ConfigError, match="unknown key"):
         load_config(f"{tmp_path / 'v.yaml'}:short")
+
+
+def test_synthetic_needs_no_data(tmp_path):
+    (tmp_path / "s.yaml").write_text("experiment: s\nsynthetic: true\nmodel: resnet50\n")
+    cfg = load_config(str(tmp_path / "s.yaml"), ["input_shape=[64, 64, 3]"])
+    assert cfg.synthetic and cfg.data == "" and cfg.input_shape == [64, 64, 3]
+
+
+CONFIGS = sorted((REPO / "jobs" / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
+def test_every_experiment_config(path):
+    """Each config loads, has a `short` variant, and its header states the command and the
+    expected result (the big_vision convention)."""
+    cfg = load_config(str(path))
+    short = load_config(f"{path}:short")
+    assert cfg.experiment == path.stem
+    assert short.epochs <= cfg.epochs
+    header = path.read_text().split("\nexperiment:")[0]
+    assert "hpctrain submit" in header and "Expected" in header, path
+    if not cfg.synthetic:
+        assert cfg.expected_accuracy > 0, "a real-data config states what it should reach"
 
 
 def test_parse_overrides_yaml_values():

@@ -42,7 +42,7 @@ def test_submit_two_nodes_to_report(slurm_cluster, fmnist_h5, weird_tmp_path):
     assert [r["epoch"] for r in rows] == [1]
     assert {"loss", "accuracy", "val_loss", "val_accuracy", "epoch_s", "images_per_s"} <= set(
         rows[0])
-    assert list((run_dir / "checkpoints").glob("epoch-0001.h5"))
+    assert (run_dir / "checkpoints" / "epoch-0001" / "state.json").is_file()
     assert not list(run_dir.rglob(".*tmp*"))  # no temporary files left behind
 
     job_id = report["slurm"]["job_id"]

@@ -6,6 +6,7 @@ import math
 
 import pytest
 
+from hpctrain.config import TrainConfig
 from hpctrain.reporting import (
     build_report,
     interval95,
@@ -35,6 +36,10 @@ def test_throughput_excludes_first_epoch():
     assert r["mean"] == pytest.approx(101.0) and r["n"] == 2 and r["basis"] == "epochs 2..N"
     one = throughput(_epochs([0.5], [10.0], windows=[1.0, 50.0, 52.0]))
     assert one["mean"] == pytest.approx(51.0) and one["basis"].startswith("epoch 1")
+    resumed = _epochs([0.5, 0.6, 0.7, 0.8], [10.0, 100.0, 20.0, 104.0])
+    resumed[2]["first_in_segment"] = True  # a resumed segment rebuilt the graph in epoch 3
+    r = throughput(resumed)
+    assert r["mean"] == pytest.approx(102.0) and r["n"] == 2 and "1 resumed segment" in r["basis"]
 
 
 def test_time_to_accuracy():
@@ -42,10 +47,11 @@ def test_time_to_accuracy():
     assert t == {"0.80": 10.0, "0.85": 20.0, "0.88": 30.0, "0.90": None}
 
 
-def _report(digests):
+def _report(digests, segments=None, **config):
     return build_report(
-        config={"experiment": "e", "model": "cnn", "epochs": 2, "batch_size": 64,
-                "learning_rate": 0.001, "accuracy_thresholds": [0.8]},
+        config=TrainConfig(experiment="e", data="d.h5", epochs=2, batch_size=64,
+                           accuracy_thresholds=[0.8], **config).to_dict(),
+        segments=segments,
         epochs=_epochs([0.7, 0.82], [10.0, 20.0]),
         env={"size": 2, "launcher": "srun", "job_id": "9", "array_task_id": None,
              "job_nodelist": "node[1-2]", "num_nodes": 2, "restart_count": 0},
@@ -66,6 +72,21 @@ def test_build_and_render_report():
     md = render_markdown(r)
     assert "test accuracy: **0.8200**" in md and "ranks in sync: yes" in md
     assert "0.80: 20.0 s" in md
+
+
+def test_target_expected_and_segments():
+    segments = [{"first_epoch": 1, "last_epoch": 1, "job_id": "9", "restart_count": 0,
+                 "train_s": 10.0, "started": "t0"},
+                {"first_epoch": 2, "last_epoch": 2, "job_id": "9", "restart_count": 1,
+                 "train_s": 10.0, "started": "t1"}]
+    r = _report(["a" * 64] * 2, segments, target_accuracy=0.75, expected_accuracy=0.83)
+    assert r["target_accuracy"] == {"target": 0.75, "reached": True}
+    assert r["time_to_accuracy_s"]["0.75"] == 20.0
+    assert r["expected_accuracy"] == {"expected": 0.83, "met": False}
+    md = render_markdown(r)
+    assert "segments: 2" in md and "epochs 2-2: job 9, restart 1" in md
+    assert "expected accuracy >= 0.83: **not met**" in md
+    assert _report(["a" * 64] * 2, expected_accuracy=0.8)["expected_accuracy"]["met"]
 
 
 def test_out_of_sync_is_visible():

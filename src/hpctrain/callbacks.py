@@ -1,5 +1,6 @@
 """Keras callbacks of the training loop: epoch timing and metrics, exact sharded evaluation,
-atomic checkpoints. Imported only inside a rank, after TF_USE_LEGACY_KERAS=1 is set."""
+BatchNorm statistics averaging, epoch-keyed dropout seeds, stop at a target accuracy.
+Imported only inside a rank, after TF_USE_LEGACY_KERAS=1 is set."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import horovod.tensorflow as hvd_tf
 import numpy as np
 import tensorflow as tf
 
-from hpctrain.fsutil import atomic_path, write_jsonl
+from hpctrain.fsutil import write_jsonl
 
 
 class ShardedEvaluation(tf.keras.callbacks.Callback):
@@ -40,20 +41,50 @@ class ShardedEvaluation(tf.keras.callbacks.Callback):
             logs["eval_s"] = time.perf_counter() - t0
 
 
-class WeightCheckpoint(tf.keras.callbacks.Callback):
-    """Rank 0 only: save weights after every epoch under a temporary name, then rename; keep
-    the newest `keep` files."""
+class ReseedRandomLayers(tf.keras.callbacks.Callback):
+    """Reset every random layer's generator (Dropout) from (seed, epoch, layer) at the start
+    of each epoch, so the masks of epoch e do not depend on earlier epochs: a resumed run
+    draws exactly the masks an uninterrupted one would. Needs tf.random.Generator-based
+    layers (`tf.keras.backend.experimental.enable_tf_random_generator()` before building)."""
 
-    def __init__(self, directory: Path, keep: int = 2):
+    def __init__(self, seed: int):
         super().__init__()
-        self.directory, self.keep = Path(directory), keep
+        self.seed = seed
+
+    def on_epoch_begin(self, epoch, logs=None):
+        for index, layer in enumerate(self.model.submodules):
+            rng = getattr(layer, "_random_generator", None)
+            if rng is None or not hasattr(rng, "_maybe_init"):
+                continue
+            rng._maybe_init()  # tf-keras creates the generator lazily
+            if getattr(rng, "_generator", None) is not None:
+                rng._generator.reset_from_seed(
+                    (self.seed * 1_000_003 + epoch) * 1_009 + index)
+
+
+class AverageNonTrainable(tf.keras.callbacks.Callback):
+    """Horovod: average non-trainable float weights (BatchNorm moving statistics) over ranks
+    at the end of every epoch, before evaluation. Gradients are averaged, but each rank
+    updates these from its own batches; averaging keeps evaluation and checkpoints identical
+    on all ranks, which the ranks-in-sync check then verifies."""
 
     def on_epoch_end(self, epoch, logs=None):
-        path = self.directory / f"epoch-{epoch + 1:04d}.h5"
-        with atomic_path(path) as tmp:
-            self.model.save_weights(str(tmp))
-        for old in sorted(self.directory.glob("epoch-*.h5"))[:-self.keep]:
-            old.unlink()
+        for i, var in enumerate(self.model.non_trainable_weights):
+            if var.dtype.is_floating:
+                var.assign(hvd_tf.allreduce(var, op=hvd_tf.Average, name=f"hpctrain_nt_{i}"))
+
+
+class TargetAccuracyStop(tf.keras.callbacks.Callback):
+    """Stop once the (allreduced, hence identical on every rank) test accuracy reaches the
+    target; every rank stops after the same epoch."""
+
+    def __init__(self, target: float):
+        super().__init__()
+        self.target = target
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs and logs.get("val_accuracy", 0.0) >= self.target:
+            self.model.stop_training = True
 
 
 class _Timer(tf.keras.callbacks.Callback):
@@ -92,22 +123,26 @@ class _Writer(tf.keras.callbacks.Callback):
         if self.path is not None:
             write_jsonl(self.path, self.recorder.rows)
         if self.print_fn:
+            val = "" if row["val_accuracy"] != row["val_accuracy"] else (  # nan: no test set
+                f" val_acc {row['val_accuracy']:.4f}")
+            evl = "" if not val else f", eval {row['eval_s']:.1f} s"
             self.print_fn(f"epoch {row['epoch']}: loss {row['loss']:.4f} acc "
-                          f"{row['accuracy']:.4f} val_acc {row['val_accuracy']:.4f} "
-                          f"{row['epoch_s']:.1f} s {row['images_per_s']:.0f} img/s, "
-                          f"eval {row['eval_s']:.1f} s")
+                          f"{row['accuracy']:.4f}{val} lr {row['lr'] or 0:.3g} "
+                          f"{row['epoch_s']:.1f} s {row['images_per_s']:.0f} img/s{evl}")
 
 
 class EpochRecorder:
     """Collects one row per epoch (identical on every rank after metric averaging)."""
 
-    def __init__(self, steps: int, global_batch: int, thresholds: list[float], windows: int = 10):
+    def __init__(self, steps: int, global_batch: int, windows: int = 10,
+                 rows: list[dict] | None = None):
         self.images_per_step = global_batch
         self.images_per_epoch = steps * global_batch
         self.window_steps = max(1, steps // windows)  # throughput sampled 10x per epoch
         self.window_rates: list[float] = []
-        self.thresholds = thresholds
-        self.rows: list[dict] = []
+        self.rows: list[dict] = list(rows or [])  # earlier segments' epochs, when resumed
+        self.offset_s = self.rows[-1]["elapsed_s"] if self.rows else 0.0
+        self.first_row = len(self.rows)
         self.train_start = self.train_end = self.epoch_start = self.epoch_seconds = 0.0
         self.timer = _Timer(self)
 
@@ -129,13 +164,14 @@ class EpochRecorder:
             "val_accuracy": float(logs.get("val_accuracy", float("nan"))),
             "lr": float(logs["lr"]) if "lr" in logs else None,
             "epoch_s": self.epoch_seconds,
+            "first_in_segment": len(self.rows) == self.first_row,  # includes graph building
             "eval_s": float(logs.get("eval_s", float("nan"))),
-            "elapsed_s": self.train_seconds,
+            "elapsed_s": self.offset_s + self.train_seconds,
             "images": self.images_per_epoch,
             "images_per_s": self.images_per_epoch / self.epoch_seconds,
             "window_images_per_s": self.window_rates,
             "units": {"epoch_s": "s, training steps only", "eval_s": "s, test-set evaluation",
-                      "elapsed_s": "s since training start",
+                      "elapsed_s": "s of training since the run's start, all segments",
                       "images_per_s": "images/s, all ranks",
                       "window_images_per_s": "images/s, all ranks, per tenth of the epoch",
                       "loss": "cross-entropy (nats)"},

@@ -66,9 +66,7 @@ def _submit(args) -> int:
 def _train(args) -> int:
     from hpctrain.train import main
 
-    argv = ["--config", args.config, *(["--run-dir", args.run_dir] if args.run_dir else []),
-            *args.overrides]
-    return main(argv)
+    return main(args.train_args)  # hpctrain.train parses its own options
 
 
 def _report(args) -> int:
@@ -100,10 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--compression", choices=["lzf", "gzip", "none"], default="lzf")
     s.set_defaults(func=_stage)
 
-    t = sub.add_parser("train", help="train one config (one rank, or under a launcher)")
-    t.add_argument("--config", required=True, help="experiment YAML, optionally FILE:variant")
-    t.add_argument("--run-dir")
-    t.add_argument("overrides", nargs="*", metavar="key=value")
+    t = sub.add_parser("train", add_help=False, prefix_chars="\0",
+                       help="train one config (one rank, or under a launcher); --help for more")
+    t.add_argument("train_args", nargs=argparse.REMAINDER)
     t.set_defaults(func=_train)
 
     b = sub.add_parser("submit", help="render job.sbatch into a run directory and sbatch it")

@@ -18,8 +18,11 @@ from pathlib import Path
 
 import yaml
 
-MODELS = ("cnn",)
+from hpctrain.models import ACTIVATIONS, MODELS
+
 OPTIMIZERS = ("sgd", "rmsprop", "adadelta", "adam")
+SCHEDULES = ("constant", "step", "cosine")
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 
 
 class ConfigError(ValueError):
@@ -29,39 +32,72 @@ class ConfigError(ValueError):
 @dataclass
 class TrainConfig:
     experiment: str
-    data: str  # staged HDF5 file (hpctrain stage); a relative path is taken from the cwd
+    data: str = ""  # staged HDF5 file (hpctrain stage), relative to the cwd; "" if synthetic
     model: str = "cnn"
+    activation: str = "relu"  # mlp5 / mlp5_dropout hidden layers: sigmoid, tanh or relu
     epochs: int = 3
     batch_size: int = 128  # per rank
     optimizer: str = "adam"
     learning_rate: float = 0.001  # for one rank; multiplied by the number of ranks
+    momentum: float = 0.9  # sgd and rmsprop
     warmup_epochs: float = 1.0  # gradual warm-up to the scaled rate (Goyal et al. 2017)
+    lr_schedule: str = "constant"  # after warm-up: constant, step or cosine
+    lr_decay_epochs: list[float] = field(default_factory=list)  # step: where to decay
+    lr_decay: float = 0.1  # step: multiplier at each of lr_decay_epochs
     seed: int = 42
+    deterministic: bool = True  # TensorFlow op determinism: same seed + ranks, same weights
     train_limit: int = 0  # use only the first N training samples (0: all)
     test_limit: int = 0  # use only the first N test samples (0: all)
     accuracy_thresholds: list[float] = field(default_factory=lambda: [0.80, 0.85, 0.88, 0.90])
+    target_accuracy: float = 0.0  # stop once the test accuracy reaches it (0: never)
+    expected_accuracy: float = 0.0  # what the config promises; the report says if it was met
     threads: int = 0  # TensorFlow intra-op threads per rank (0: Slurm's cpus-per-task, else 1)
-    checkpoint: bool = True  # save weights every epoch (rank 0, atomic)
+    checkpoint: bool = True  # save the full training state every epoch (rank 0, atomic)
+    precision: str = "float32"  # or mixed_float16 (with loss scaling) / mixed_bfloat16
+    xla: bool = False  # XLA auto-clustering (GPU; Horovod's allreduce stays outside XLA)
+    synthetic: bool = False  # random tensors on the device instead of `data`: no I/O
+    input_shape: list[int] = field(default_factory=lambda: [224, 224, 3])  # synthetic only
+    num_classes: int = 1000  # synthetic only
+    synthetic_steps: int = 50  # synthetic only: steps per epoch
 
     def validate(self) -> TrainConfig:
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", self.experiment):
             raise ConfigError(f"experiment {self.experiment!r}: use letters, digits, _ . -")
-        if self.model not in MODELS:
-            raise ConfigError(f"model {self.model!r} unknown; choose from {', '.join(MODELS)}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ConfigError(f"optimizer {self.optimizer!r} unknown; "
-                              f"choose from {', '.join(OPTIMIZERS)}")
-        for name in ("epochs", "batch_size"):
+        for key, choices in (("model", MODELS), ("activation", ACTIVATIONS),
+                             ("optimizer", OPTIMIZERS), ("lr_schedule", SCHEDULES),
+                             ("precision", PRECISIONS)):
+            if getattr(self, key) not in choices:
+                raise ConfigError(f"{key} {getattr(self, key)!r} unknown; "
+                                  f"choose from {', '.join(choices)}")
+        if not self.synthetic and not self.data:
+            raise ConfigError("data is required (a staged HDF5 file), unless synthetic=true")
+        for name in ("epochs", "batch_size", "num_classes", "synthetic_steps"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("train_limit", "test_limit", "threads", "warmup_epochs"):
+        for name in ("train_limit", "test_limit", "threads", "warmup_epochs", "momentum",
+                     "lr_decay"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.learning_rate <= 0:
             raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if self.warmup_epochs >= self.epochs and self.lr_schedule != "constant":
+            raise ConfigError(f"warmup_epochs ({self.warmup_epochs}) leaves no epoch for "
+                              f"the {self.lr_schedule} schedule ({self.epochs} epochs)")
+        if self.lr_schedule == "step" and not self.lr_decay_epochs:
+            raise ConfigError("lr_schedule step needs lr_decay_epochs, e.g. [30, 60, 80]")
+        if sorted(self.lr_decay_epochs) != self.lr_decay_epochs or any(
+                e < self.warmup_epochs for e in self.lr_decay_epochs):
+            raise ConfigError(f"lr_decay_epochs {self.lr_decay_epochs} must be ascending "
+                              f"and not before the end of the warm-up ({self.warmup_epochs})")
+        for name in ("target_accuracy", "expected_accuracy"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ConfigError(f"{name} must lie in [0, 1], got {getattr(self, name)}")
         if not all(0 < t <= 1 for t in self.accuracy_thresholds):
             raise ConfigError(f"accuracy_thresholds must lie in (0, 1]: "
                               f"{self.accuracy_thresholds}")
+        if len(self.input_shape) != 3 or any(d < 1 for d in self.input_shape):
+            raise ConfigError(f"input_shape must be [height, width, channels], got "
+                              f"{self.input_shape}")
         return self
 
     def to_dict(self) -> dict:
@@ -70,7 +106,7 @@ class TrainConfig:
 
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 _TYPES = {"int": int, "float": (int, float), "str": str, "bool": bool,
-          "list[float]": list}
+          "list[float]": list, "list[int]": list}
 
 
 def _check_types(values: dict, origin: str) -> dict:
@@ -87,6 +123,9 @@ def _check_types(values: dict, origin: str) -> dict:
             if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value):
                 raise ConfigError(f"{origin}: {key}={value!r} should be a list of numbers")
             values[key] = [float(v) for v in value]
+        elif FIELDS[key].type == "list[int]":
+            if not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+                raise ConfigError(f"{origin}: {key}={value!r} should be a list of integers")
         elif FIELDS[key].type == "float":
             values[key] = float(value)
     return values
@@ -134,7 +173,7 @@ def load_config(spec: str, overrides: list[str] | dict | None = None) -> TrainCo
     if overrides:
         extra = overrides if isinstance(overrides, dict) else parse_overrides(overrides)
         values.update(_check_types(dict(extra), "override"))
-    missing = [k for k in ("experiment", "data") if k not in values]
+    missing = [k for k in ("experiment",) if k not in values]
     if missing:
         raise ConfigError(f"{path}: missing required key(s) {', '.join(missing)}")
     return TrainConfig(**values).validate()

@@ -8,7 +8,7 @@ rank process and closed before training starts.
 `batches` shuffles sample *indices* and gathers whole batches: shuffling the images
 themselves made tf.data refill a buffer of every image at each epoch boundary, which cost
 ~0.2 s per step of the epoch when two ranks share two cores (measured, see the closing note
-of issue 2).
+of issue 2). Each epoch's order is a pure function of (seed, epoch), so resuming is exact.
 """
 
 from __future__ import annotations
@@ -61,16 +61,33 @@ def describe(path: str) -> dict:
 
 
 def batches(tf, images: np.ndarray, labels: np.ndarray, batch_size: int, seed: int,
-            repeat: bool = True):
-    """Shuffled full batches of (images, labels), reshuffled every pass; endless if `repeat`."""
+            first_epoch: int = 0, epochs: int | None = None):
+    """Shuffled full batches of (images, labels), `n // batch_size` per epoch.
+
+    Epoch e's order is a stateless shuffle keyed by (seed, e): it depends on nothing that
+    happened before, so a run resumed at epoch e sees exactly the batches an uninterrupted
+    run would. Endless unless `epochs` is given."""
     images, labels = tf.constant(images), tf.constant(labels)
     n = int(labels.shape[0])
-    ds = (tf.data.Dataset.range(n)
-          .shuffle(n, seed=seed, reshuffle_each_iteration=True)
-          .batch(batch_size, drop_remainder=True))
-    if repeat:
-        ds = ds.repeat()
-    ds = ds.map(lambda idx: (tf.gather(images, idx), tf.gather(labels, idx))).prefetch(2)
+    last = first_epoch + epochs if epochs is not None else np.iinfo(np.int64).max
+
+    def one_epoch(epoch):
+        order = tf.random.experimental.stateless_shuffle(
+            tf.range(n, dtype=tf.int64), seed=tf.stack([tf.constant(seed, tf.int64), epoch]))
+        return tf.data.Dataset.from_tensor_slices(order).batch(batch_size, drop_remainder=True)
+
+    ds = (tf.data.Dataset.range(first_epoch, last).flat_map(one_epoch)
+          .map(lambda idx: (tf.gather(images, idx), tf.gather(labels, idx))).prefetch(2))
     options = tf.data.Options()
     options.autotune.enabled = False
     return ds.with_options(options)
+
+
+def synthetic_batches(tf, input_shape: tuple[int, ...], num_classes: int, batch_size: int,
+                      seed: int):
+    """One batch of random uint8 images and labels made on the device and repeated forever:
+    no I/O and no host-to-device copies (as Horovod's synthetic benchmark)."""
+    gen = tf.random.Generator.from_seed(seed)
+    images = tf.cast(gen.uniform((batch_size, *input_shape), 0, 256, dtype=tf.int32), tf.uint8)
+    labels = gen.uniform((batch_size,), 0, num_classes, dtype=tf.int32)
+    return tf.data.Dataset.from_tensors((images, labels)).repeat()

@@ -27,12 +27,17 @@ def interval95(values: list[float]) -> dict:
 
 
 def throughput(epochs: list[dict]) -> dict:
-    """images/s mean and 95 % interval, excluding the first epoch (graph building, warm-up);
-    a one-epoch run falls back to the tenths of its epoch after the first tenth."""
-    if len(epochs) > 1:
-        return {**interval95([e["images_per_s"] for e in epochs[1:]]), "basis": "epochs 2..N"}
-    windows = epochs[0].get("window_images_per_s", [])[1:] if epochs else []
-    return {**interval95(windows), "basis": "epoch 1, tenths 2..10"}
+    """images/s mean and 95 % interval over the epochs that did not build the graph (the first
+    epoch of the run and of every resumed segment); with none such, the tenths of the last
+    epoch after its first tenth."""
+    steady = [e["images_per_s"] for i, e in enumerate(epochs)
+              if i > 0 and not e.get("first_in_segment", False)]
+    resumed = sum(1 for e in epochs[1:] if e.get("first_in_segment", False))
+    if steady:
+        return {**interval95(steady), "basis": "epochs 2..N" + (
+            f" without the first epoch of {resumed} resumed segment(s)" if resumed else "")}
+    windows = epochs[-1].get("window_images_per_s", [])[1:] if epochs else []
+    return {**interval95(windows), "basis": f"epoch {len(epochs)}, tenths 2..10"}
 
 
 def time_to_accuracy(epochs: list[dict], thresholds: list[float]) -> dict[str, float | None]:
@@ -48,8 +53,11 @@ def time_to_accuracy(epochs: list[dict], thresholds: list[float]) -> dict[str, f
 def build_report(*, config: dict, epochs: list[dict], env: dict, node_names: list[str],
                  dataset: dict, startup_s: float, train_s: float, total_s: float,
                  weight_digests: list[str] | None, status: str, error: str | None,
-                 versions: dict, run_dir: str) -> dict:
+                 versions: dict, run_dir: str, segments: list[dict] | None = None) -> dict:
     ranks = env["size"]
+    thresholds = sorted(set(config["accuracy_thresholds"]) |
+                        ({config["target_accuracy"]} if config["target_accuracy"] else set()))
+    final_acc = epochs[-1].get("val_accuracy") if epochs else None
     total = {**throughput(epochs)}
     per_rank = {k: (v / ranks if isinstance(v, float) else v) for k, v in total.items()}
     last = epochs[-1] if epochs else {}
@@ -72,8 +80,21 @@ def build_report(*, config: dict, epochs: list[dict], env: dict, node_names: lis
         "first_epoch_s": epochs[0]["epoch_s"] if epochs else None,
         "startup_s": startup_s,
         "train_s": train_s,
+        "train_s_all_segments": epochs[-1]["elapsed_s"] if epochs else 0.0,
         "total_s": total_s,
-        "time_to_accuracy_s": time_to_accuracy(epochs, config["accuracy_thresholds"]),
+        "time_to_accuracy_s": time_to_accuracy(epochs, thresholds),
+        "target_accuracy": None if not config["target_accuracy"] else {
+            "target": config["target_accuracy"],
+            "reached": time_to_accuracy(epochs, [config["target_accuracy"]]).popitem()[1]
+            is not None},
+        "expected_accuracy": None if not config["expected_accuracy"] else {
+            "expected": config["expected_accuracy"],
+            "met": final_acc is not None and final_acc >= config["expected_accuracy"]},
+        "training": {k: config[k] for k in (
+            "optimizer", "learning_rate", "momentum", "warmup_epochs", "lr_schedule",
+            "lr_decay_epochs", "lr_decay", "batch_size", "precision", "xla", "seed",
+            "deterministic", "activation", "synthetic")},
+        "segments": segments or [],
         "ranks": ranks,
         "nodes": len(nodes),
         "node_names": nodes,
@@ -91,7 +112,8 @@ def build_report(*, config: dict, epochs: list[dict], env: dict, node_names: lis
         },
         "versions": versions,
         "units": {"startup_s": "s from process start to first training step (rank 0)",
-                  "train_s": "s of model.fit incl. per-epoch evaluation",
+                  "train_s": "s of model.fit incl. per-epoch evaluation, this segment",
+                  "train_s_all_segments": "s of model.fit over all segments of the run",
                   "total_s": "s from process start to the report (rank 0)",
                   "first_epoch_s": "s", "time_to_accuracy_s": "s since training start"},
     }
@@ -129,8 +151,18 @@ def _fmt(value, spec: str = ".4f", none: str = "n/a") -> str:
     return format(value, spec)
 
 
+def _segment_lines(r: dict) -> list[str]:
+    segments = r.get("segments", [])
+    if len(segments) < 2:
+        return []
+    return [f"- segments: {len(segments)} (resumed from checkpoints)"] + [
+        f"  - epochs {s['first_epoch']}-{s['last_epoch']}: job {s['job_id'] or '-'}, "
+        f"restart {s['restart_count']}, {_fmt(s['train_s'], '.1f')} s, started {s['started']}"
+        for s in segments]
+
+
 def render_markdown(r: dict) -> str:
-    ips, ipr = r["images_per_s"], r["images_per_s_per_rank"]
+    ips, ipr, t = r["images_per_s"], r["images_per_s_per_rank"], r["training"]
     ci = f" ± {_fmt(ips['ci95'], '.0f')}" if ips["ci95"] is not None else ""
     sync = r["ranks_in_sync"]
     lines = [
@@ -143,12 +175,20 @@ def render_markdown(r: dict) -> str:
         f"launcher {r['launcher']}, global batch {r['global_batch_size']}",
         f"- throughput: {_fmt(ips['mean'], '.0f')}{ci} images/s total, "
         f"{_fmt(ipr['mean'], '.0f')} per rank ({ips['basis']}, n={ips['n']})",
+        f"- training: {t['optimizer']}, lr {t['learning_rate']:g} per rank, "
+        f"{t['lr_schedule']} after {t['warmup_epochs']:g} warm-up epoch(s), "
+        f"{t['precision']}{', XLA' if t['xla'] else ''}, seed {t['seed']}"
+        + (", synthetic data" if t["synthetic"] else ""),
         f"- startup {_fmt(r['startup_s'], '.1f')} s, first epoch "
         f"{_fmt(r['first_epoch_s'], '.1f')} s, training {_fmt(r['train_s'], '.1f')} s, "
         f"process total {_fmt(r['total_s'], '.1f')} s",
         "- time to accuracy: " + ", ".join(
             f"{k}: {_fmt(v, '.1f', 'not reached')}" + (" s" if v is not None else "")
             for k, v in r["time_to_accuracy_s"].items()),
+        *_segment_lines(r),
+        *([f"- expected accuracy >= {r['expected_accuracy']['expected']}: "
+           + ("met" if r["expected_accuracy"]["met"] else "**not met**")]
+          if r.get("expected_accuracy") else []),
         "- ranks in sync: " + ("not checked" if sync is None else
                                "yes (identical weight hashes)" if sync["ok"] else
                                "**NO**: " + ", ".join(h[:12] for h in sync["weight_sha256"])),

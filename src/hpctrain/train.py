@@ -15,13 +15,14 @@ from __future__ import annotations
 import argparse
 import functools
 import hashlib
+import json
 import os
 import sys
 import time
 from pathlib import Path
 
-from hpctrain import reporting
-from hpctrain.config import ConfigError, load_config
+from hpctrain import checkpoint, reporting
+from hpctrain.config import ConfigError, from_dict, load_config, parse_overrides
 from hpctrain.environment import JobEnvironment
 from hpctrain.fsutil import write_json
 from hpctrain.paths import RESULTS_DIR
@@ -33,10 +34,50 @@ EXIT_OUT_OF_SYNC = 3
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="hpctrain train", description=__doc__.split("\n\n")[0])
-    p.add_argument("--config", required=True, help="experiment YAML, optionally FILE:variant")
+    p.add_argument("--config", help="experiment YAML, optionally FILE:variant (with --resume, "
+                   "default: the run directory's config.json)")
     p.add_argument("--run-dir", help="run directory (default results/<experiment>/<run-id>)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the run directory's newest checkpoint (start afresh "
+                   "if it has none)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     return p.parse_args(argv)
+
+
+# What a resumed run may change; anything else would make it a different experiment.
+RESUME_MAY_CHANGE = {"epochs", "target_accuracy", "expected_accuracy", "threads",
+                     "accuracy_thresholds"}
+
+
+def resolve_config(args) -> tuple:
+    """The config to run and the run directory (or None), checked before any rank starts."""
+    run_dir = Path(args.run_dir).resolve() if args.run_dir else None
+    if args.resume and run_dir is None:
+        raise ConfigError("--resume needs --run-dir (the run to continue)")
+    saved = run_dir / "config.json" if run_dir else None
+    if args.config:
+        cfg = load_config(args.config, args.overrides)
+    elif args.resume and saved.is_file():
+        cfg = from_dict({**json.loads(saved.read_text()), **parse_overrides(args.overrides)})
+    else:
+        raise ConfigError("--config is required" + (f" ({saved} does not exist)"
+                                                    if args.resume else ""))
+    if not cfg.synthetic:
+        cfg.data = str(Path(cfg.data).expanduser().resolve())
+        check_h5(cfg.data)
+    has_checkpoint = run_dir is not None and checkpoint.latest(run_dir / "checkpoints")
+    if has_checkpoint and not args.resume:
+        raise ConfigError(f"{run_dir} already holds checkpoints: pass --resume to continue "
+                          "it, or choose another --run-dir")
+    if args.resume and saved.is_file():
+        before = json.loads(saved.read_text())
+        changed = sorted(k for k, v in cfg.to_dict().items()
+                         if k not in RESUME_MAY_CHANGE and before.get(k) != v)
+        if changed:
+            raise ConfigError(f"cannot resume {run_dir} with a different "
+                              f"{', '.join(changed)} (only {', '.join(sorted(RESUME_MAY_CHANGE))}"
+                              " may change)")
+    return cfg, run_dir
 
 
 def new_run_id(env: JobEnvironment) -> str:
@@ -51,14 +92,12 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     env = JobEnvironment.detect()
     try:  # everything a rank can check alone happens before TensorFlow and Horovod start
-        cfg = load_config(args.config, args.overrides)
-        cfg.data = str(Path(cfg.data).expanduser().resolve())
-        check_h5(cfg.data)
+        cfg, run_dir = resolve_config(args)
     except (ConfigError, StagingError) as e:
         print(f"hpctrain train: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     os.environ["TF_USE_LEGACY_KERAS"] = "1"  # before TensorFlow is imported (Keras 3 trap)
-    return run(cfg, env, args.run_dir)
+    return run(cfg, env, run_dir, resume=args.resume)
 
 
 def _log(env: JobEnvironment, msg: str) -> None:
@@ -66,20 +105,8 @@ def _log(env: JobEnvironment, msg: str) -> None:
     print(f"[rank {env.rank}/{env.size} {env.node_name} {elapsed:6.1f}s] {msg}", flush=True)
 
 
-def run(cfg, env: JobEnvironment, run_dir: str | None) -> int:
-    import horovod.tensorflow as hvd_tf
-    import horovod.tensorflow.keras as hvd
-    import tensorflow as tf
-
-    from hpctrain.callbacks import EpochRecorder, ShardedEvaluation, WeightCheckpoint
-    from hpctrain.data import batches, describe, read_shard
-    from hpctrain.models import build_model
-    from hpctrain.tfcompat import require_keras2
-
-    hvd.init()  # Horovod: initialize Horovod
-    env = env.with_horovod(hvd)
-    require_keras2(tf)
-
+def setup_tensorflow(tf, hvd, cfg, env: JobEnvironment) -> int:
+    """Devices, threads, precision, XLA and seeds; returns the intra-op thread count."""
     # Horovod: pin one GPU per process by local rank (no-op on CPU-only nodes)
     gpus = tf.config.list_physical_devices("GPU")
     for gpu in gpus:
@@ -89,17 +116,30 @@ def run(cfg, env: JobEnvironment, run_dir: str | None) -> int:
     threads = cfg.threads or env.cpus_per_task or 1
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(min(2, threads))
+    if cfg.precision != "float32":
+        # float16/bfloat16 compute, float32 weights; the last layer stays float32 (models.py)
+        tf.keras.mixed_precision.set_global_policy(cfg.precision)
+    if cfg.xla:
+        # Auto-clustering, not jit_compile: Horovod's allreduce ops must stay outside XLA.
+        # On CPU it changes nothing unless TF_XLA_FLAGS=--tf_xla_cpu_global_jit is set.
+        tf.config.optimizer.set_jit("autoclustering")
     tf.keras.utils.set_random_seed(cfg.seed)
+    if cfg.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    tf.keras.backend.experimental.enable_tf_random_generator()  # seedable, resettable dropout
+    return threads
 
-    # Horovod: all ranks agree on one run directory, chosen by rank 0
-    run_dir = Path(hvd_tf.broadcast_object(
-        run_dir or str(RESULTS_DIR / cfg.experiment / new_run_id(env)), root_rank=0))
-    node_names = hvd_tf.allgather_object(env.node_name)  # Horovod: where each rank runs
-    if env.is_main:
-        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-        write_json(run_dir / "config.json", cfg.to_dict())
-    _log(env, f"run dir {run_dir}; ranks on {node_names}; {threads} thread(s)")
 
+def load_data(tf, hvd, cfg):
+    """(info, train shard or None, steps per epoch, test shard or None) for this rank."""
+    from hpctrain.data import describe, read_shard
+
+    if cfg.synthetic:
+        info = {"dataset": "synthetic", "class_names": [], "num_classes": cfg.num_classes,
+                "input_shape": tuple(cfg.input_shape), "source_sha256": {},
+                "train_count": cfg.synthetic_steps * cfg.batch_size * hvd.size(),
+                "test_count": 0}
+        return info, None, cfg.synthetic_steps, None
     # Horovod: each rank reads only its own shard of the training and test sets
     info = describe(cfg.data)
     train = read_shard(cfg.data, "train", hvd.rank(), hvd.size(), cfg.train_limit)
@@ -108,59 +148,117 @@ def run(cfg, env: JobEnvironment, run_dir: str | None) -> int:
     if steps == 0:
         raise SystemExit(f"batch_size {cfg.batch_size} exceeds the {len(train.labels)} "
                          "training samples per rank")
-    dataset = batches(tf, train.images, train.labels, cfg.batch_size, seed=cfg.seed + hvd.rank())
+    return info, train, steps, test
 
-    model = build_model(cfg.model, info["input_shape"], info["num_classes"])
-    scaled_lr = cfg.learning_rate * hvd.size()  # Horovod: scale the learning rate by ranks
-    opt = make_optimizer(tf, cfg.optimizer, scaled_lr)
+
+def run(cfg, env: JobEnvironment, run_dir: Path | None, resume: bool = False) -> int:
+    import horovod.tensorflow as hvd_tf
+    import horovod.tensorflow.keras as hvd
+    import tensorflow as tf
+
+    from hpctrain import callbacks as cb
+    from hpctrain.data import batches, synthetic_batches
+    from hpctrain.models import build_model
+    from hpctrain.optim import lr_schedule_callback, make_optimizer
+    from hpctrain.tfcompat import require_keras2
+
+    hvd.init()  # Horovod: initialize Horovod
+    env = env.with_horovod(hvd)
+    require_keras2(tf)
+    threads = setup_tensorflow(tf, hvd, cfg, env)
+
+    # Horovod: all ranks agree on one run directory, chosen by rank 0
+    run_dir = Path(hvd_tf.broadcast_object(
+        str(run_dir or RESULTS_DIR / cfg.experiment / new_run_id(env)), root_rank=0))
+    node_names = hvd_tf.allgather_object(env.node_name)  # Horovod: where each rank runs
+    found = checkpoint.latest(run_dir / "checkpoints") if resume and env.is_main else None
+    # Horovod: rank 0 picks the checkpoint and broadcasts its epoch; all ranks restore it
+    start_epoch, ckpt_path, state = hvd_tf.broadcast_object(
+        (found[0], str(found[1]), checkpoint.read_state(found[1])) if found else
+        (0, None, {}), root_rank=0)
+    if env.is_main:
+        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        write_json(run_dir / "config.json", cfg.to_dict())
+    _log(env, f"run dir {run_dir}; ranks on {node_names}; {threads} thread(s)"
+              + (f"; resuming after epoch {start_epoch} from {ckpt_path}" if ckpt_path else
+                 "; --resume: no checkpoint yet, starting afresh" if resume else ""))
+
+    info, train, steps, test = load_data(tf, hvd, cfg)
+    if cfg.synthetic:
+        dataset = synthetic_batches(tf, info["input_shape"], info["num_classes"],
+                                    cfg.batch_size, seed=cfg.seed + hvd.rank())
+    else:
+        dataset = batches(tf, train.images, train.labels, cfg.batch_size,
+                          seed=cfg.seed + hvd.rank(), first_epoch=start_epoch)
+
+    model = build_model(cfg.model, info["input_shape"], info["num_classes"], cfg.activation)
+    opt = make_optimizer(tf, cfg.optimizer, cfg.learning_rate, cfg.momentum)
     opt = hvd.DistributedOptimizer(opt)  # Horovod: average gradients across ranks
+    if cfg.precision == "mixed_float16":
+        # Dynamic loss scaling around Horovod's optimizer (Horovod cannot re-create a
+        # LossScaleOptimizer from its config): the scaled gradients are averaged, then
+        # unscaled, so every rank sees the same inf/nan and skips the same steps.
+        opt = tf.keras.mixed_precision.LossScaleOptimizer(opt)
     model.compile(loss="sparse_categorical_crossentropy", optimizer=opt, metrics=["accuracy"])
+    if ckpt_path:
+        checkpoint.restore(tf, ckpt_path, model, opt)
 
-    recorder = EpochRecorder(steps=steps, global_batch=cfg.batch_size * hvd.size(),
-                             thresholds=cfg.accuracy_thresholds)
+    recorder = cb.EpochRecorder(steps=steps, global_batch=cfg.batch_size * hvd.size(),
+                                rows=state.get("rows", []))
+    segments = state.get("segments", []) + [{
+        "first_epoch": start_epoch + 1, "last_epoch": start_epoch, "job_id": env.job_id,
+        "restart_count": env.restart_count, "nodes": sorted(set(node_names)),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "train_s": 0.0}]
+
+    def bookkeeping() -> dict:
+        segments[-1].update(last_epoch=len(recorder.rows), train_s=recorder.train_seconds)
+        return {"rows": recorder.rows, "segments": segments}
+
     callbacks = [
         recorder.timer,  # first: epoch time excludes the evaluation below
+        cb.ReseedRandomLayers(cfg.seed),
         hvd.callbacks.BroadcastGlobalVariablesCallback(0),  # Horovod: rank 0's initial state
+        lr_schedule_callback(tf, cfg, hvd.size(), steps),  # Horovod: scaled lr with warm-up
         hvd.callbacks.MetricAverageCallback(),  # Horovod: average train metrics over ranks
-        ShardedEvaluation(test.images, test.labels, batch_size=512),  # Horovod: allreduced
+        cb.AverageNonTrainable(),  # Horovod: average BatchNorm statistics over ranks
     ]
-    if cfg.warmup_epochs > 0:
-        # Horovod: ramp from the 1-rank rate to the scaled rate (Goyal et al. 2017).
-        callbacks.insert(2, hvd.callbacks.LearningRateWarmupCallback(
-            initial_lr=scaled_lr, warmup_epochs=cfg.warmup_epochs, steps_per_epoch=steps,
-            momentum_correction=False))
+    if test is not None:
+        callbacks.append(cb.ShardedEvaluation(test.images, test.labels, batch_size=512))
+    if cfg.target_accuracy:
+        callbacks.append(cb.TargetAccuracyStop(cfg.target_accuracy))
     if env.is_main:  # Horovod: only rank 0 writes checkpoints and metrics
+        callbacks.append(recorder.writer(run_dir / "metrics.jsonl",
+                                         print_fn=lambda m: _log(env, m)))
         if cfg.checkpoint:
-            callbacks.append(WeightCheckpoint(run_dir / "checkpoints"))
-        callbacks.append(recorder.writer(run_dir / "metrics.jsonl", print_fn=lambda m:
-                                         _log(env, m)))
+            callbacks.append(checkpoint.checkpoint_callback(tf, run_dir / "checkpoints",
+                                                            bookkeeping))
     else:
         callbacks.append(recorder.writer(None))
 
     startup_s = time.time() - _process_start()
-    _log(env, f"{len(train.labels)} train / {len(test.labels)} test samples on this rank, "
-              f"{steps} steps/epoch, global batch {cfg.batch_size * hvd.size()}, "
-              f"lr {scaled_lr:g}; startup {startup_s:.1f} s")
-    status, error = "completed", None
+    _log(env, f"{len(train.labels) if train else 'synthetic'} train / "
+              f"{len(test.labels) if test else 0} test samples on this rank, {steps} "
+              f"steps/epoch, global batch {cfg.batch_size * hvd.size()}, lr "
+              f"{cfg.learning_rate:g} x {hvd.size()} ranks; startup {startup_s:.1f} s")
+    report = functools.partial(_write_report, run_dir, cfg, env, info, recorder, startup_s,
+                               node_names, bookkeeping)
+    reached = bool(cfg.target_accuracy and recorder.rows and
+                   recorder.rows[-1]["val_accuracy"] >= cfg.target_accuracy)
     try:
-        model.fit(dataset, steps_per_epoch=steps, epochs=cfg.epochs, callbacks=callbacks,
-                  verbose=0)
+        if not reached:
+            model.fit(dataset, steps_per_epoch=steps, epochs=cfg.epochs,
+                      initial_epoch=start_epoch, callbacks=callbacks, verbose=0)
     except Exception as e:  # recorded in the report, then re-raised for a non-zero exit
-        status, error = "failed", f"{type(e).__name__}: {e}"
+        if env.is_main:
+            report(None, "failed", f"{type(e).__name__}: {e}")
         raise
-    finally:
-        if status == "failed" and env.is_main:
-            _write_report(run_dir, cfg, env, info, recorder, startup_s, node_names,
-                          None, status, error)
 
     _log(env, "training done; checking that ranks hold identical weights")
     # Horovod: every rank hashes its weights; all hashes must be equal
-    digest = weights_digest(model.get_weights())
-    digests = hvd_tf.allgather_object(digest)
+    digests = hvd_tf.allgather_object(weights_digest(model.get_weights()))
     in_sync = len(set(digests)) == 1
     if env.is_main:
-        path = _write_report(run_dir, cfg, env, info, recorder, startup_s, node_names,
-                             digests, "completed" if in_sync else "ranks-out-of-sync", None)
+        path = report(digests, "completed" if in_sync else "ranks-out-of-sync", None)
         _log(env, f"report: {path} ({time.time() - _process_start():.1f} s since start)")
     if not in_sync:
         _log(env, f"ERROR: ranks hold different weights: {digests}")
@@ -168,27 +266,15 @@ def run(cfg, env: JobEnvironment, run_dir: str | None) -> int:
     return 0
 
 
-def _write_report(run_dir, cfg, env, info, recorder, startup_s, node_names, digests, status,
-                  error) -> Path:
+def _write_report(run_dir, cfg, env, info, recorder, startup_s, node_names, bookkeeping,
+                  digests, status, error) -> Path:
     report = reporting.build_report(
         config=cfg.to_dict(), epochs=recorder.rows, env=env.as_dict(), node_names=node_names,
         dataset=info, startup_s=startup_s, train_s=recorder.train_seconds,
-        total_s=time.time() - _process_start(),
+        total_s=time.time() - _process_start(), segments=bookkeeping()["segments"],
         weight_digests=digests, status=status, error=error,
         versions=reporting.collect_versions(), run_dir=str(run_dir))
     return reporting.write_report(run_dir, report)
-
-
-def make_optimizer(tf, name: str, lr: float):
-    # Legacy (Keras 2) optimizers: Horovod 0.28.1's warm-up callback sets `optimizer.lr`,
-    # and its momentum correction crashes with the new SGD (see shared/notes/stack.md).
-    legacy = tf.keras.optimizers.legacy
-    return {
-        "sgd": lambda: legacy.SGD(learning_rate=lr, momentum=0.9),
-        "rmsprop": lambda: legacy.RMSprop(learning_rate=lr),
-        "adadelta": lambda: legacy.Adadelta(learning_rate=lr),
-        "adam": lambda: legacy.Adam(learning_rate=lr),
-    }[name]()
 
 
 def weights_digest(weights) -> str:

@@ -1,0 +1,77 @@
+"""Full training-state checkpoints: weights, optimizer slots and step counter, and the run's
+bookkeeping (epoch, metrics rows, segments), written by rank 0 after every epoch.
+
+    <run>/checkpoints/epoch-0003/ckpt.index, ckpt.data-*   tf.train.Checkpoint(model, optimizer)
+    <run>/checkpoints/epoch-0003/state.json                 epoch, rows, segments
+
+A checkpoint directory is written under a temporary name and renamed, so `latest()` never
+sees a half-written one; the newest `keep` are kept. What a resumed run needs besides these
+files is a pure function of (seed, epoch): the data order (data.batches) and the dropout
+masks (callbacks.ReseedRandomLayers), so it continues bit for bit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+STATE = "state.json"
+_NAME = re.compile(r"epoch-(\d{4,})")
+
+
+def latest(directory: str | Path) -> tuple[int, Path] | None:
+    """(epoch, path) of the newest complete checkpoint, or None."""
+    found = []
+    for path in Path(directory).glob("epoch-*"):
+        m = _NAME.fullmatch(path.name)
+        if m and (path / STATE).is_file():
+            found.append((int(m.group(1)), path))
+    return max(found) if found else None
+
+
+def read_state(path: str | Path) -> dict:
+    return json.loads((Path(path) / STATE).read_text())
+
+
+def save(tf, directory: str | Path, epoch: int, model, optimizer, state: dict,
+         keep: int = 2) -> Path:
+    """Write checkpoint `epoch` (1-based: epochs completed) atomically; prune old ones."""
+    directory = Path(directory)
+    final = directory / f"epoch-{epoch:04d}"
+    tmp = directory / f".{final.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        tf.train.Checkpoint(model=model, optimizer=optimizer).write(str(tmp / "ckpt"))
+        (tmp / STATE).write_text(json.dumps({**state, "epoch": epoch}, indent=1))
+        if final.exists():  # a previous segment died after this epoch: same contents
+            shutil.rmtree(final)
+        os.rename(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    complete = sorted(p for p in directory.glob("epoch-*") if _NAME.fullmatch(p.name))
+    for old in complete[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def restore(tf, path: str | Path, model, optimizer) -> None:
+    """Load weights now; optimizer slots are restored when Keras creates them (first step)."""
+    status = tf.train.Checkpoint(model=model, optimizer=optimizer).read(
+        str(Path(path) / "ckpt"))
+    status.assert_existing_objects_matched()
+
+
+def checkpoint_callback(tf, directory: Path, state_fn, keep: int = 2):
+    """Rank 0: save after every epoch; `state_fn()` supplies the bookkeeping dict."""
+
+    class EpochCheckpoint(tf.keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            save(tf, directory, epoch + 1, self.model, self.model.optimizer, state_fn(),
+                 keep=keep)
+
+    return EpochCheckpoint()

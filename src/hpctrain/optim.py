@@ -1,0 +1,90 @@
+"""Optimizers and the learning-rate curve: linear scaling by ranks, gradual warm-up, schedule.
+
+The curve is one pure function of the (fractional) epoch, so it is unit-tested, identical on
+every rank, and a resumed run picks it up exactly where it stopped:
+
+    epoch < warmup:   lr * (1 + (size - 1) * epoch / warmup)      # Goyal et al. 2017, sec. 2.2
+    afterwards:       lr * size * schedule(epoch)                 # constant, step or cosine
+
+Why not Horovod's LearningRateWarmupCallback: it compares the integer epoch with the end of
+the warm-up, so a fractional warm-up (0.5 epochs) overshoots the scaled rate (multiplier > 1),
+and it has no cosine schedule. The callback below sets the rate before every step and keeps
+Horovod's momentum correction (Goyal et al. eq. 10) for SGD, whose Keras update puts the
+learning rate inside the velocity.
+"""
+
+from __future__ import annotations
+
+import math
+
+
+def lr_multiplier(epoch: float, *, size: int, warmup_epochs: float, schedule: str,
+                  epochs: int, decay_epochs: list[float] = (), decay: float = 0.1) -> float:
+    """Factor on the one-rank learning rate at a fractional epoch (0 = first step)."""
+    if warmup_epochs > 0 and epoch < warmup_epochs:
+        return 1.0 + (size - 1) * epoch / warmup_epochs
+    if schedule == "constant":
+        factor = 1.0
+    elif schedule == "step":
+        factor = decay ** sum(1 for e in decay_epochs if epoch >= e)
+    elif schedule == "cosine":
+        span = max(epochs - warmup_epochs, 1e-9)
+        progress = min(max((epoch - warmup_epochs) / span, 0.0), 1.0)
+        factor = 0.5 * (1.0 + math.cos(math.pi * progress))
+    else:
+        raise ValueError(f"unknown schedule {schedule!r}")
+    return size * factor
+
+
+def make_optimizer(tf, name: str, lr: float, momentum: float = 0.9):
+    """Legacy (Keras 2) optimizers: Horovod 0.28.1 wraps them, and its momentum correction
+    crashes with the new SGD (see shared/notes/stack.md). Adadelta takes the workshop's
+    Keras 2 default rate 1.0 from the config, not from here."""
+    legacy = tf.keras.optimizers.legacy
+    return {
+        "sgd": lambda: legacy.SGD(learning_rate=lr, momentum=momentum),
+        "rmsprop": lambda: legacy.RMSprop(learning_rate=lr, momentum=momentum),
+        "adadelta": lambda: legacy.Adadelta(learning_rate=lr, rho=0.95),
+        "adam": lambda: legacy.Adam(learning_rate=lr),
+    }[name]()
+
+
+def lr_schedule_callback(tf, cfg, size: int, steps_per_epoch: int):
+    """A Keras callback that applies `lr_multiplier` before every training step."""
+
+    class LearningRateSchedule(tf.keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.epoch = 0
+            self.restore_momentum = None
+
+        def multiplier(self, epoch: float) -> float:
+            return lr_multiplier(epoch, size=size, warmup_epochs=cfg.warmup_epochs,
+                                 schedule=cfg.lr_schedule, epochs=cfg.epochs,
+                                 decay_epochs=cfg.lr_decay_epochs, decay=cfg.lr_decay)
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+        def on_train_batch_begin(self, batch, logs=None):
+            opt = self.model.optimizer
+            old = float(tf.keras.backend.get_value(opt.lr))
+            new = cfg.learning_rate * self.multiplier(self.epoch + batch / steps_per_epoch)
+            if new == old:
+                return
+            tf.keras.backend.set_value(opt.lr, new)
+            if cfg.optimizer == "sgd" and cfg.momentum > 0 and old > 0:
+                # Horovod: momentum correction while the rate changes (Goyal et al. eq. 10)
+                self.restore_momentum = float(tf.keras.backend.get_value(opt.momentum))
+                tf.keras.backend.set_value(opt.momentum, self.restore_momentum * new / old)
+
+        def on_train_batch_end(self, batch, logs=None):
+            if self.restore_momentum is not None:
+                tf.keras.backend.set_value(self.model.optimizer.momentum, self.restore_momentum)
+                self.restore_momentum = None
+
+        def on_epoch_end(self, epoch, logs=None):
+            if logs is not None:
+                logs["lr"] = float(tf.keras.backend.get_value(self.model.optimizer.lr))
+
+    return LearningRateSchedule()
