@@ -5,7 +5,7 @@ DATA   ?= data/fashion-mnist.h5
 FASHION_SRC ?= /usr/share/datasets/fashion-mnist
 NODES  ?= 2
 
-.PHONY: install install-system demo test bench lint cluster-up cluster-down clean
+.PHONY: install install-system demo test bench accuracy lint cluster-up cluster-down clean
 
 install-system:  ## Debian packages for a laptop/CI (skip on a real cluster: module load)
 	bash env/install-system.sh
@@ -23,7 +23,7 @@ cluster-down:
 	@if [ -x $(BIN)/hpctrain ]; then $(BIN)/hpctrain cluster down; fi
 
 demo: install cluster-up $(DATA)  ## Fashion-MNIST CNN, 2 ranks on 2 nodes of the embedded cluster
-	$(BIN)/hpctrain submit --config jobs/configs/fmnist_cnn.yaml --nodes $(NODES) \
+	$(BIN)/hpctrain submit --config jobs/configs/fmnist_cnn.yaml:demo --nodes $(NODES) \
 	  --ntasks-per-node 1 --wait
 
 test: install  ## the whole suite on real parts (brings up its own Slurm cluster)
@@ -37,3 +37,6 @@ clean: cluster-down
 
 bench: install $(DATA)  ## input pipeline: HDF5 shard reader vs in-memory vs per-sample generator
 	$(BIN)/python scripts/bench_input.py --data $(DATA) --out results/bench/input_pipeline
+
+accuracy: install cluster-up $(DATA)  ## every model config, 1 and 2 ranks, -> results/accuracy/README.md
+	bash scripts/accuracy_table.sh

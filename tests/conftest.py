@@ -11,8 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from hpctrain.cluster import EmbeddedCluster
-from hpctrain.staging import stage
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # in-process TensorFlow tests: Keras 2
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from hpctrain.cluster import EmbeddedCluster  # noqa: E402
+from hpctrain.staging import stage  # noqa: E402
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 VENV_BIN = Path(sys.executable).parent
@@ -67,6 +70,29 @@ def write_config(path: Path, data: Path, **extra) -> Path:
            "epochs": 1, **extra}
     path.write_text(yaml.safe_dump(cfg))
     return path
+
+
+def horovodrun(config: Path, run_dir: Path, *overrides: str, resume: bool = False,
+               timeout: float = 600, np: int = 2) -> subprocess.CompletedProcess:
+    """`horovodrun -np 2 -H localhost:2 hpctrain train ...`, as on an interactive node."""
+    env = {**os.environ, "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
+           "TF_CPP_MIN_LOG_LEVEL": "1"}
+    return subprocess.run(
+        [str(VENV_BIN / "horovodrun"), "-np", str(np), "-H", f"localhost:{np}",
+         *horovod_train_args(config, run_dir, *overrides, resume=resume)],
+        env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def horovod_train_args(config: Path, run_dir: Path, *overrides: str,
+                       resume: bool = False) -> list[str]:
+    return [str(VENV_BIN / "hpctrain"), "train", "--config", str(config), "--run-dir",
+            str(run_dir), *(["--resume"] if resume else []), *overrides]
+
+
+def read_report(run_dir: Path) -> dict:
+    import json
+
+    return json.loads((run_dir / "report.json").read_text())
 
 
 @pytest.fixture

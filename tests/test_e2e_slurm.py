@@ -4,11 +4,12 @@ srun --mpi=pmix -> 2 Horovod ranks on 2 logical nodes -> report. Nothing is mock
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 
 import pytest
 
-from conftest import SHORT, hpctrain, write_config
+from conftest import SHORT, VENV_BIN, hpctrain, write_config
 
 pytestmark = pytest.mark.slurm
 
@@ -96,3 +97,28 @@ def test_dry_run_submits_nothing(slurm_cluster, fmnist_h5, tmp_path):
     assert res.stdout.startswith("#!/bin/bash\n#SBATCH")
     assert "--nodes=2" in res.stdout and "srun --mpi=pmix" in res.stdout
     assert not (tmp_path / "run").exists()
+
+
+def test_every_model_through_submit(slurm_cluster, fmnist_h5, tmp_path):
+    """Each model of the zoo as a real 2-node job (tiny data; the accuracy table runs them
+    in full). All jobs are queued at once and share the 4 logical nodes."""
+    from hpctrain.models import MODELS
+
+    env = {"SLURM_CONF": str(slurm_cluster.slurm_conf)}
+    procs = {}
+    for model in MODELS:
+        config = write_config(tmp_path / f"{model}.yaml", fmnist_h5, model=model,
+                              batch_size=32, optimizer="sgd", learning_rate=0.01)
+        args = ["submit", "--config", str(config), "--nodes", "2", "--run-dir",
+                str(tmp_path / model), "--wait", "train_limit=1024", "test_limit=256",
+                "epochs=1"]
+        procs[model] = subprocess.Popen([str(VENV_BIN / "hpctrain"), *args],
+                                        env={**os.environ, **env}, stdout=subprocess.PIPE,
+                                        stderr=subprocess.STDOUT, text=True)
+    for model, proc in procs.items():
+        out, _ = proc.communicate(timeout=900)
+        assert proc.returncode == 0, f"{model}:\n{out[-3000:]}"
+        report = json.loads((tmp_path / model / "report.json").read_text())
+        assert report["model"] == model and report["ranks"] == 2 and report["nodes"] == 2
+        assert report["ranks_in_sync"]["ok"] is True, model
+        assert report["launcher"] == "srun" and report["slurm"]["job_id"]

@@ -94,3 +94,19 @@ def test_out_of_sync_is_visible():
     assert r["ranks_in_sync"]["ok"] is False
     assert "ranks in sync: **NO**" in render_markdown(r)
     assert not math.isnan(r["test_accuracy"])
+
+
+def test_accuracy_table_compares_ranks_and_expectations():
+    from hpctrain.tables import accuracy_table
+
+    two = _report(["a" * 64] * 2, expected_accuracy=0.8)  # 2 ranks, final accuracy 0.82
+    one = {**_report(["a" * 64], expected_accuracy=0.8), "ranks": 1, "nodes": 1,
+           "test_accuracy": 0.8290, "run_dir": "/r1"}
+    md = accuracy_table([two, one])
+    lines = [line for line in md.splitlines() if line.startswith("| e |")]
+    assert len(lines) == 2 and "| 1 × 1 |" in lines[0] and "| 2 × 2 |" in lines[1]
+    assert "-0.90 pp" in lines[1] and "99.23 %" in lines[1]  # the workshop's MNIST CNN
+    assert "2 conv + pool 0.876-0.916" in lines[1]
+    assert "Problems: e: 2 ranks -0.90 pp from 1 rank" in md
+    close = {**one, "test_accuracy": 0.8230}
+    assert "Every run met its expected accuracy" in accuracy_table([two, close])

@@ -83,7 +83,7 @@ class TargetAccuracyStop(tf.keras.callbacks.Callback):
         self.target = target
 
     def on_epoch_end(self, epoch, logs=None):
-        if logs and logs.get("val_accuracy", 0.0) >= self.target:
+        if logs and (logs.get("val_accuracy") or 0.0) >= self.target:
             self.model.stop_training = True
 
 
@@ -123,12 +123,19 @@ class _Writer(tf.keras.callbacks.Callback):
         if self.path is not None:
             write_jsonl(self.path, self.recorder.rows)
         if self.print_fn:
-            val = "" if row["val_accuracy"] != row["val_accuracy"] else (  # nan: no test set
-                f" val_acc {row['val_accuracy']:.4f}")
+            val = "" if row["val_accuracy"] is None else f" val_acc {row['val_accuracy']:.4f}"
             evl = "" if not val else f", eval {row['eval_s']:.1f} s"
             self.print_fn(f"epoch {row['epoch']}: loss {row['loss']:.4f} acc "
                           f"{row['accuracy']:.4f}{val} lr {row['lr'] or 0:.3g} "
                           f"{row['epoch_s']:.1f} s {row['images_per_s']:.0f} img/s{evl}")
+
+
+def _number(value) -> float | None:
+    """A finite float, or None (JSON has no NaN)."""
+    if value is None:
+        return None
+    value = float(value)
+    return value if np.isfinite(value) else None
 
 
 class EpochRecorder:
@@ -158,14 +165,14 @@ class EpochRecorder:
     def add(self, epoch: int, logs: dict) -> dict:
         row = {
             "epoch": epoch + 1,
-            "loss": float(logs.get("loss", float("nan"))),
-            "accuracy": float(logs.get("accuracy", float("nan"))),
-            "val_loss": float(logs.get("val_loss", float("nan"))),
-            "val_accuracy": float(logs.get("val_accuracy", float("nan"))),
+            "loss": _number(logs.get("loss")),
+            "accuracy": _number(logs.get("accuracy")),
+            "val_loss": _number(logs.get("val_loss")),  # None: no test set (synthetic data)
+            "val_accuracy": _number(logs.get("val_accuracy")),
             "lr": float(logs["lr"]) if "lr" in logs else None,
             "epoch_s": self.epoch_seconds,
             "first_in_segment": len(self.rows) == self.first_row,  # includes graph building
-            "eval_s": float(logs.get("eval_s", float("nan"))),
+            "eval_s": _number(logs.get("eval_s")),
             "elapsed_s": self.offset_s + self.train_seconds,
             "images": self.images_per_epoch,
             "images_per_s": self.images_per_epoch / self.epoch_seconds,

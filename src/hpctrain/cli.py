@@ -70,14 +70,22 @@ def _train(args) -> int:
 
 
 def _report(args) -> int:
+    from hpctrain.fsutil import write_text
     from hpctrain.reporting import load_report, render_markdown
+    from hpctrain.tables import accuracy_table
 
-    path = Path(args.run_dir)
-    if not (path / "report.json").exists():
-        print(f"hpctrain report: error: {path}/report.json not found", file=sys.stderr)
+    missing = [d for d in args.run_dirs if not (Path(d) / "report.json").is_file()]
+    if missing:
+        print(f"hpctrain report: error: {missing[0]}/report.json not found", file=sys.stderr)
         return 1
-    report = load_report(path)
-    print(json.dumps(report, indent=2) if args.json else render_markdown(report), end="\n")
+    reports = [load_report(d) for d in args.run_dirs]
+    if args.table:
+        text = accuracy_table(reports)
+        write_text(args.table, text)
+        print(text, end="")
+        return 0
+    for report in reports:
+        print(json.dumps(report, indent=2) if args.json else render_markdown(report), end="\n")
     return 0
 
 
@@ -124,9 +132,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--wait-timeout", type=float, default=3600.0)
     b.set_defaults(func=_submit)
 
-    r = sub.add_parser("report", help="print a run's report")
-    r.add_argument("run_dir")
-    r.add_argument("--json", action="store_true")
+    r = sub.add_parser("report", help="print run reports, or an accuracy table of several")
+    r.add_argument("run_dirs", nargs="+", metavar="run_dir")
+    r.add_argument("--json", action="store_true", help="print report.json")
+    r.add_argument("--table", metavar="FILE.md",
+                   help="write one accuracy table of all the runs (and print it)")
     r.set_defaults(func=_report)
     return p
 

@@ -45,7 +45,7 @@ def time_to_accuracy(epochs: list[dict], thresholds: list[float]) -> dict[str, f
     each threshold (evaluation included, as MLPerf counts it); None if never reached."""
     out = {}
     for t in thresholds:
-        hit = next((e for e in epochs if e["val_accuracy"] >= t), None)
+        hit = next((e for e in epochs if (e["val_accuracy"] or 0.0) >= t), None)
         out[f"{t:.2f}"] = hit["elapsed_s"] if hit else None
     return out
 

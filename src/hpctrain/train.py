@@ -243,7 +243,7 @@ def run(cfg, env: JobEnvironment, run_dir: Path | None, resume: bool = False) ->
     report = functools.partial(_write_report, run_dir, cfg, env, info, recorder, startup_s,
                                node_names, bookkeeping)
     reached = bool(cfg.target_accuracy and recorder.rows and
-                   recorder.rows[-1]["val_accuracy"] >= cfg.target_accuracy)
+                   (recorder.rows[-1]["val_accuracy"] or 0.0) >= cfg.target_accuracy)
     try:
         if not reached:
             model.fit(dataset, steps_per_epoch=steps, epochs=cfg.epochs,

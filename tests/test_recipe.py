@@ -1,0 +1,122 @@
+"""The training recipe on real Horovod ranks (`horovodrun -np 2`): exact resume of a killed
+run, mixed precision and XLA switches on CPU with the ranks-in-sync check, synthetic data
+with BatchNorm, seeds, and stopping at a target accuracy."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import psutil
+import pytest
+
+from conftest import VENV_BIN, horovod_train_args, horovodrun, hpctrain, read_report, write_config
+
+pytestmark = pytest.mark.mpi
+TINY = ["train_limit=2000", "test_limit=500", "batch_size=64"]
+
+
+def _ok(res: subprocess.CompletedProcess) -> None:
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
+
+
+def _kill_ranks(run_dir) -> int:
+    """SIGKILL every rank training into run_dir (as a node failure would)."""
+    killed = 0
+    for proc in psutil.process_iter(["cmdline"]):
+        cmd = proc.info["cmdline"] or []
+        if cmd and os.path.basename(cmd[0]).startswith("python") and str(run_dir) in cmd:
+            proc.send_signal(signal.SIGKILL)
+            killed += 1
+    return killed
+
+
+def test_killed_run_resumes_exactly(fmnist_h5, tmp_path):
+    config = write_config(tmp_path / "exp.yaml", fmnist_h5, model="cnn", epochs=3,
+                          lr_schedule="cosine", optimizer="sgd", learning_rate=0.02)
+    whole, broken = tmp_path / "whole", tmp_path / "broken"
+    _ok(horovodrun(config, whole, *TINY))
+
+    env = {**os.environ, "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
+    proc = subprocess.Popen([str(VENV_BIN / "horovodrun"), "-np", "2", "-H", "localhost:2",
+                             *horovod_train_args(config, broken, *TINY)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (broken / "checkpoints" / "epoch-0001" / "state.json").exists():
+        assert proc.poll() is None and time.time() < deadline, "no checkpoint after epoch 1"
+        time.sleep(0.1)
+    assert _kill_ranks(broken) == 2
+    assert proc.wait(timeout=120) != 0
+    assert not (broken / "report.json").exists() or read_report(broken)["status"] != "completed"
+    done = sorted(p.name for p in (broken / "checkpoints").glob("epoch-*"))
+    assert done and done[-1] < "epoch-0003", done
+
+    res = hpctrain("train", "--config", str(config), "--run-dir", str(broken), *TINY)
+    assert res.returncode == 2 and "pass --resume" in res.stderr  # no silent overwrite
+    _ok(horovodrun(config, broken, *TINY, resume=True))
+    a, b = read_report(whole), read_report(broken)
+    assert b["status"] == "completed" and b["epochs_completed"] == 3
+    assert [s["first_epoch"] for s in b["segments"]] == [1, int(done[-1][-4:]) + 1]
+    rows = [json.loads(line) for line in (broken / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2, 3]  # every epoch once
+    assert abs(a["test_accuracy"] - b["test_accuracy"]) <= 0.003
+    # Data order and dropout masks are functions of (seed, epoch): the resumed run is exact.
+    assert a["ranks_in_sync"]["weight_sha256"] == b["ranks_in_sync"]["weight_sha256"]
+
+
+@pytest.mark.parametrize("overrides", [
+    ["precision=mixed_float16", "optimizer=sgd", "lr_schedule=cosine", "epochs=2"],
+    ["precision=mixed_bfloat16", "xla=true", "optimizer=adam", "lr_schedule=step",
+     "lr_decay_epochs=[1]", "epochs=2", "train_limit=1000"],  # bfloat16 is slow on CPUs
+], ids=["float16-loss-scaling-sgd-cosine", "bfloat16-xla-adam-step"])
+def test_mixed_precision_ranks_in_sync(fmnist_h5, tmp_path, overrides):
+    config = write_config(tmp_path / "exp.yaml", fmnist_h5, learning_rate=0.01)
+    _ok(horovodrun(config, tmp_path / "run", *TINY, *overrides))
+    r = read_report(tmp_path / "run")
+    assert r["ranks_in_sync"]["ok"] is True and r["ranks"] == 2
+    assert r["training"]["precision"] == overrides[0].split("=")[1]
+    assert r["test_accuracy"] > 0.3  # chance is 0.1; two short epochs
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
+    assert rows[-1]["lr"] < rows[0]["lr"]  # the schedule decayed after the warm-up
+
+
+def test_synthetic_resnet_batchnorm_in_sync(tmp_path):
+    """Each rank draws its own synthetic batch, so BatchNorm statistics differ per rank
+    until hpctrain averages them: the ranks-in-sync check proves it does."""
+    config = tmp_path / "syn.yaml"
+    config.write_text("experiment: syn\nsynthetic: true\nmodel: resnet20\n"
+                      "input_shape: [32, 32, 3]\nnum_classes: 10\nbatch_size: 8\n"
+                      "synthetic_steps: 4\nepochs: 2\noptimizer: sgd\nlearning_rate: 0.01\n")
+    _ok(horovodrun(config, tmp_path / "run"))
+    r = read_report(tmp_path / "run")
+    assert r["ranks_in_sync"]["ok"] is True
+    assert r["dataset"]["dataset"] == "synthetic" and r["test_accuracy"] is None
+    assert r["images_per_s"]["mean"] > 0
+
+
+def test_same_seed_same_weights(fmnist_h5, tmp_path):
+    config = write_config(tmp_path / "exp.yaml", fmnist_h5, model="mlp5_dropout", epochs=2)
+    digests = []
+    for name, seed in (("a", 1), ("b", 1), ("c", 2)):
+        res = hpctrain("train", "--config", str(config), "--run-dir", str(tmp_path / name),
+                       *TINY, f"seed={seed}")
+        _ok(res)
+        digests.append(read_report(tmp_path / name)["ranks_in_sync"]["weight_sha256"][0])
+    assert digests[0] == digests[1] != digests[2]
+
+
+def test_stops_at_target_accuracy(fmnist_h5, tmp_path):
+    config = write_config(tmp_path / "exp.yaml", fmnist_h5, model="mlp5", epochs=20,
+                          target_accuracy=0.7)
+    _ok(hpctrain("train", "--config", str(config), "--run-dir", str(tmp_path / "run"),
+                 "train_limit=6000", "test_limit=1000"))
+    r = read_report(tmp_path / "run")
+    assert r["target_accuracy"] == {"target": 0.7, "reached": True}
+    assert r["epochs_completed"] < 20 and r["test_accuracy"] >= 0.7
+    assert r["time_to_accuracy_s"]["0.70"] is not None
+    # Resuming a run that already reached its target trains nothing more.
+    _ok(hpctrain("train", "--run-dir", str(tmp_path / "run"), "--resume"))
+    assert read_report(tmp_path / "run")["epochs_completed"] == r["epochs_completed"]
