@@ -49,8 +49,9 @@ def new_run_dir(experiment: str, results: Path = RESULTS_DIR) -> Path:
 def prepare(args) -> tuple[JobSpec, Path]:
     """Everything checked before sbatch: config, data file, job geometry."""
     cfg = load_config(args.config, args.overrides)
-    data = Path(cfg.data).expanduser()
-    check_h5(data if data.is_absolute() else Path.cwd() / data)
+    if not cfg.synthetic:
+        data = Path(cfg.data).expanduser()
+        check_h5(data if data.is_absolute() else Path.cwd() / data)
     run_dir = Path(args.run_dir).resolve() if args.run_dir else new_run_dir(cfg.experiment)
     venv = Path(args.venv or sys.prefix)
     env_setup = tuple(args.env_setup) if args.env_setup else (
