@@ -122,3 +122,14 @@ def test_every_model_through_submit(slurm_cluster, fmnist_h5, tmp_path):
         assert report["model"] == model and report["ranks"] == 2 and report["nodes"] == 2
         assert report["ranks_in_sync"]["ok"] is True, model
         assert report["launcher"] == "srun" and report["slurm"]["job_id"]
+
+
+def test_synthetic_config_through_submit(slurm_cluster, tmp_path):
+    """A shipped synthetic config (no data file) as a 2-node job; BatchNorm ranks in sync."""
+    res = hpctrain("submit", "--config", "jobs/configs/synthetic_resnet20.yaml:short",
+                   "--nodes", "2", "--run-dir", str(tmp_path / "run"), "--wait",
+                   env={"SLURM_CONF": str(slurm_cluster.slurm_conf)}, timeout=600)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert "test accuracy n/a (completed, job COMPLETED)" in res.stdout
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert report["dataset"]["dataset"] == "synthetic" and report["ranks_in_sync"]["ok"]

@@ -9,7 +9,8 @@ import subprocess
 
 import pytest
 
-from conftest import SHORT, VENV_BIN, hpctrain, write_config
+from conftest import SHORT, VENV_BIN, horovodrun, hpctrain, read_report, write_config
+from hpctrain.models import MODELS
 
 pytestmark = pytest.mark.mpi
 
@@ -49,3 +50,14 @@ def test_train_bad_config_fails_before_tensorflow(tmp_path, fmnist_h5):
     assert res.returncode == 2
     assert "unknown key(s) optimiser" in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1, res.stderr
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_every_model_under_horovodrun(model, fmnist_h5, tmp_path):
+    """Each model of the zoo on 2 Horovod ranks as on an interactive node (tiny data)."""
+    config = write_config(tmp_path / "exp.yaml", fmnist_h5, model=model, batch_size=32)
+    res = horovodrun(config, tmp_path / "run", "train_limit=512", "test_limit=256")
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    report = read_report(tmp_path / "run")
+    assert report["model"] == model and report["ranks"] == 2
+    assert report["ranks_in_sync"]["ok"] is True

@@ -65,3 +65,18 @@ def test_mixed_precision_keeps_float32_outputs(policy):
 def test_unknown_model():
     with pytest.raises(ValueError, match="unknown model 'vgg'"):
         build_model("vgg", (28, 28, 1), 10)
+
+
+@pytest.mark.parametrize("name", ["sgd", "rmsprop", "adadelta", "adam"])
+def test_every_optimizer_takes_a_step(name):
+    from hpctrain.optim import make_optimizer
+
+    tf.keras.utils.set_random_seed(0)
+    model = build_model("softmax", (28, 28, 1), 10)
+    model.compile(loss="sparse_categorical_crossentropy",
+                  optimizer=make_optimizer(tf, name, 0.01, momentum=0.9))
+    x = np.random.default_rng(0).integers(0, 256, (8, 28, 28, 1), dtype=np.uint8)
+    first = model.train_on_batch(x, np.arange(8))
+    for _ in range(5):
+        last = model.train_on_batch(x, np.arange(8))
+    assert last < first  # it learns the batch

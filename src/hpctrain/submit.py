@@ -146,7 +146,9 @@ def summarize(job_id: str, state: str, run_dir: Path) -> int:
         print((run_dir / "report.md").read_text(), end="")
         print(f"report: {report_path}")
         ok = state == "COMPLETED" and report["status"] == "completed"
-        print(f"test accuracy {report['test_accuracy']:.4f} ({report['status']}, job {state})")
+        acc = report["test_accuracy"]
+        print(f"test accuracy {'n/a' if acc is None else f'{acc:.4f}'} "
+              f"({report['status']}, job {state})")
         return 0 if ok else 1
     log = next(iter(sorted(run_dir.glob("slurm-*.out"))), None)
     print(f"job {job_id} ended {state} without a report", file=sys.stderr)
