@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -80,7 +81,9 @@ def _report(args) -> int:
         return 1
     reports = [load_report(d) for d in args.run_dirs]
     if args.table:
-        text = accuracy_table(reports)
+        base = Path(args.table).resolve().parent
+        links = [os.path.relpath(Path(d).resolve() / "report.md", base) for d in args.run_dirs]
+        text = accuracy_table(reports, links=links)
         write_text(args.table, text)
         print(text, end="")
         return 0
