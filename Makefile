@@ -35,8 +35,9 @@ lint: install
 clean: cluster-down
 	rm -rf .cluster
 
-bench: install $(DATA)  ## input pipeline: HDF5 shard reader vs in-memory vs per-sample generator
+bench: install $(DATA)  ## input pipeline (HDF5 vs in-memory vs per-sample), cost of op determinism
 	$(BIN)/python scripts/bench_input.py --data $(DATA) --out results/bench/input_pipeline
+	$(BIN)/python scripts/bench_determinism.py --out results/bench/determinism
 
 accuracy: install cluster-up $(DATA)  ## every model config, 1 and 2 ranks, -> results/accuracy/README.md
 	bash scripts/accuracy_table.sh
