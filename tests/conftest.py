@@ -72,21 +72,25 @@ def write_config(path: Path, data: Path, **extra) -> Path:
     return path
 
 
+# Open MPI refuses root without these. TF_USE_LEGACY_KERAS is left out on purpose: hpctrain
+# must set it itself before TensorFlow loads.
+MPI_ENV = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
+
+
+def horovodrun_command(config: Path, run_dir: Path, *overrides: str, resume: bool = False,
+                       np: int = 2) -> tuple[list[str], dict]:
+    """argv and environment of `horovodrun -np 2 -H localhost:2 hpctrain train ...`."""
+    argv = [str(VENV_BIN / "horovodrun"), "-np", str(np), "-H", f"localhost:{np}",
+            str(VENV_BIN / "hpctrain"), "train", "--config", str(config), "--run-dir",
+            str(run_dir), *(["--resume"] if resume else []), *overrides]
+    return argv, {**os.environ, **MPI_ENV, "TF_CPP_MIN_LOG_LEVEL": "1"}
+
+
 def horovodrun(config: Path, run_dir: Path, *overrides: str, resume: bool = False,
                timeout: float = 600, np: int = 2) -> subprocess.CompletedProcess:
-    """`horovodrun -np 2 -H localhost:2 hpctrain train ...`, as on an interactive node."""
-    env = {**os.environ, "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
-           "TF_CPP_MIN_LOG_LEVEL": "1"}
-    return subprocess.run(
-        [str(VENV_BIN / "horovodrun"), "-np", str(np), "-H", f"localhost:{np}",
-         *horovod_train_args(config, run_dir, *overrides, resume=resume)],
-        env=env, capture_output=True, text=True, timeout=timeout)
-
-
-def horovod_train_args(config: Path, run_dir: Path, *overrides: str,
-                       resume: bool = False) -> list[str]:
-    return [str(VENV_BIN / "hpctrain"), "train", "--config", str(config), "--run-dir",
-            str(run_dir), *(["--resume"] if resume else []), *overrides]
+    """Run it to the end, as on an interactive node."""
+    argv, env = horovodrun_command(config, run_dir, *overrides, resume=resume, np=np)
+    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def read_report(run_dir: Path) -> dict:
@@ -96,9 +100,6 @@ def read_report(run_dir: Path) -> dict:
 
 
 @pytest.fixture
-def mpi_env() -> dict:
-    env = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
-           "TF_USE_LEGACY_KERAS": "1"}
+def mpirun_available() -> None:
     if shutil.which("mpirun") is None:
         pytest.fail("mpirun missing: run env/install-system.sh")
-    return env

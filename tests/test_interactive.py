@@ -4,26 +4,19 @@ plain `hpctrain train` as one rank. Also the bad-input path of `hpctrain train`.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 
 import pytest
 
-from conftest import SHORT, VENV_BIN, horovodrun, hpctrain, read_report, write_config
+from conftest import SHORT, horovodrun, hpctrain, read_report, write_config
 from hpctrain.models import MODELS
 
 pytestmark = pytest.mark.mpi
 
 
-def test_horovodrun_two_ranks(fmnist_h5, tmp_path, mpi_env):
+def test_horovodrun_two_ranks(fmnist_h5, tmp_path, mpirun_available):
     config = write_config(tmp_path / "exp.yaml", fmnist_h5)
     run_dir = tmp_path / "run"
-    res = subprocess.run(
-        [str(VENV_BIN / "horovodrun"), "-np", "2", "-H", "localhost:2",
-         str(VENV_BIN / "hpctrain"), "train", "--config", str(config), "--run-dir",
-         str(run_dir), *SHORT],
-        env={**os.environ, **mpi_env, "TF_CPP_MIN_LOG_LEVEL": "1"}, capture_output=True,
-        text=True, timeout=600)
+    res = horovodrun(config, run_dir, *SHORT)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     report = json.loads((run_dir / "report.json").read_text())
     assert report["ranks"] == 2 and report["ranks_in_sync"]["ok"] is True

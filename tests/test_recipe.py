@@ -13,7 +13,7 @@ import time
 import psutil
 import pytest
 
-from conftest import VENV_BIN, horovod_train_args, horovodrun, hpctrain, read_report, write_config
+from conftest import horovodrun, horovodrun_command, hpctrain, read_report, write_config
 
 pytestmark = pytest.mark.mpi
 TINY = ["train_limit=2000", "test_limit=500", "batch_size=64"]
@@ -40,10 +40,9 @@ def test_killed_run_resumes_exactly(fmnist_h5, tmp_path):
     whole, broken = tmp_path / "whole", tmp_path / "broken"
     _ok(horovodrun(config, whole, *TINY))
 
-    env = {**os.environ, "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
-    proc = subprocess.Popen([str(VENV_BIN / "horovodrun"), "-np", "2", "-H", "localhost:2",
-                             *horovod_train_args(config, broken, *TINY)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    argv, env = horovodrun_command(config, broken, *TINY)
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while not (broken / "checkpoints" / "epoch-0001" / "state.json").exists():
         assert proc.poll() is None and time.time() < deadline, "no checkpoint after epoch 1"

@@ -22,14 +22,20 @@ STATE = "state.json"
 _NAME = re.compile(r"epoch-(\d{4,})")
 
 
-def latest(directory: str | Path) -> tuple[int, Path] | None:
-    """(epoch, path) of the newest complete checkpoint, or None."""
+def complete(directory: str | Path) -> list[tuple[int, Path]]:
+    """(epoch, path) of every complete checkpoint, oldest first."""
     found = []
     for path in Path(directory).glob("epoch-*"):
         m = _NAME.fullmatch(path.name)
         if m and (path / STATE).is_file():
             found.append((int(m.group(1)), path))
-    return max(found) if found else None
+    return sorted(found)
+
+
+def latest(directory: str | Path) -> tuple[int, Path] | None:
+    """(epoch, path) of the newest complete checkpoint, or None."""
+    found = complete(directory)
+    return found[-1] if found else None
 
 
 def read_state(path: str | Path) -> dict:
@@ -53,8 +59,7 @@ def save(tf, directory: str | Path, epoch: int, model, optimizer, state: dict,
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    complete = sorted(p for p in directory.glob("epoch-*") if _NAME.fullmatch(p.name))
-    for old in complete[:-keep]:
+    for _, old in complete(directory)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
 

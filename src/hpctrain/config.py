@@ -179,6 +179,17 @@ def load_config(spec: str, overrides: list[str] | dict | None = None) -> TrainCo
     return TrainConfig(**values).validate()
 
 
+def check_data(cfg: TrainConfig) -> None:
+    """Make `cfg.data` absolute (relative paths are taken from the cwd) and check the staged
+    file before anything is queued or started; synthetic configs have no file."""
+    if cfg.synthetic:
+        return
+    from hpctrain.staging import check_h5
+
+    cfg.data = str(Path(cfg.data).expanduser().resolve())
+    check_h5(cfg.data)
+
+
 def from_dict(values: dict) -> TrainConfig:
     """Rebuild a resolved config (e.g. a run directory's config.json)."""
     return TrainConfig(**_check_types(dict(values), "config.json")).validate()

@@ -17,12 +17,11 @@ import time
 from pathlib import Path
 
 from hpctrain import cluster as embedded
-from hpctrain.config import load_config, split_spec
+from hpctrain.config import check_data, load_config, split_spec
 from hpctrain.fsutil import write_json, write_text
 from hpctrain.paths import RESULTS_DIR
 from hpctrain.reporting import load_report
 from hpctrain.sbatch import JobSpec, render_sbatch
-from hpctrain.staging import check_h5
 
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY",
             "PREEMPTED", "BOOT_FAIL", "DEADLINE"}
@@ -49,9 +48,7 @@ def new_run_dir(experiment: str, results: Path = RESULTS_DIR) -> Path:
 def prepare(args) -> tuple[JobSpec, Path]:
     """Everything checked before sbatch: config, data file, job geometry."""
     cfg = load_config(args.config, args.overrides)
-    if not cfg.synthetic:
-        data = Path(cfg.data).expanduser()
-        check_h5(data if data.is_absolute() else Path.cwd() / data)
+    check_data(cfg)
     run_dir = Path(args.run_dir).resolve() if args.run_dir else new_run_dir(cfg.experiment)
     venv = Path(args.venv or sys.prefix)
     env_setup = tuple(args.env_setup) if args.env_setup else (

@@ -22,11 +22,11 @@ import time
 from pathlib import Path
 
 from hpctrain import checkpoint, reporting
-from hpctrain.config import ConfigError, from_dict, load_config, parse_overrides
+from hpctrain.config import ConfigError, check_data, from_dict, load_config, parse_overrides
 from hpctrain.environment import JobEnvironment
 from hpctrain.fsutil import write_json
 from hpctrain.paths import RESULTS_DIR
-from hpctrain.staging import StagingError, check_h5
+from hpctrain.staging import StagingError
 
 EXIT_BAD_INPUT = 2
 EXIT_OUT_OF_SYNC = 3
@@ -62,9 +62,7 @@ def resolve_config(args) -> tuple:
     else:
         raise ConfigError("--config is required" + (f" ({saved} does not exist)"
                                                     if args.resume else ""))
-    if not cfg.synthetic:
-        cfg.data = str(Path(cfg.data).expanduser().resolve())
-        check_h5(cfg.data)
+    check_data(cfg)
     has_checkpoint = run_dir is not None and checkpoint.latest(run_dir / "checkpoints")
     if has_checkpoint and not args.resume:
         raise ConfigError(f"{run_dir} already holds checkpoints: pass --resume to continue "
