@@ -78,13 +78,19 @@ def test_target_expected_and_segments():
     segments = [{"first_epoch": 1, "last_epoch": 1, "job_id": "9", "restart_count": 0,
                  "train_s": 10.0, "started": "t0"},
                 {"first_epoch": 2, "last_epoch": 2, "job_id": "9", "restart_count": 1,
-                 "train_s": 10.0, "started": "t1"}]
+                 "train_s": 10.0, "started": "t1", "first_step": 0, "last_step": 40,
+                 "ended": "stopped (SIGUSR1)"},
+                {"first_epoch": 3, "first_step": 40, "last_epoch": 3, "job_id": "9",
+                 "restart_count": 2, "train_s": 5.0, "started": "t2", "ended": "completed"}]
     r = _report(["a" * 64] * 2, segments, target_accuracy=0.75, expected_accuracy=0.83)
     assert r["target_accuracy"] == {"target": 0.75, "reached": True}
     assert r["time_to_accuracy_s"]["0.75"] == 20.0
     assert r["expected_accuracy"] == {"expected": 0.83, "met": False}
     md = render_markdown(r)
-    assert "segments: 2" in md and "epochs 2-2: job 9, restart 1" in md
+    assert "segments: 3" in md
+    assert "2. from epoch 1 to 2 (+40 steps): job 9, restart 1, 10.0 s, started t1, " \
+           "stopped (SIGUSR1)" in md
+    assert "3. from epoch 2 (+40 steps) to 3: job 9, restart 2" in md
     assert "expected accuracy >= 0.83: **not met**" in md
     assert _report(["a" * 64] * 2, expected_accuracy=0.8)["expected_accuracy"]["met"]
 

@@ -1,5 +1,9 @@
 """Keras callbacks of the training loop: epoch timing and metrics, exact sharded evaluation,
-BatchNorm statistics averaging, epoch-keyed dropout seeds, stop at a target accuracy.
+BatchNorm statistics averaging, epoch-keyed dropout seeds, stop at a target accuracy,
+stop (and checkpoint mid-epoch) on request.
+
+An epoch cut short by a stop request still ends with `on_epoch_end`, whose `logs` then hold
+`interrupted_at_step`: evaluation and the metrics row skip it, the checkpoint keeps the step.
 Imported only inside a rank, after TF_USE_LEGACY_KERAS=1 is set."""
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ class ShardedEvaluation(tf.keras.callbacks.Callback):
         self._forward = None
 
     def on_epoch_end(self, epoch, logs=None):
+        if logs and logs.get("interrupted_at_step"):
+            return
         t0 = time.perf_counter()
         if self._forward is None:  # plain batched calls: no tf.data iterator to tear down
             self._forward = tf.function(lambda x: self.model(x, training=False))
@@ -42,24 +48,38 @@ class ShardedEvaluation(tf.keras.callbacks.Callback):
 
 
 class ReseedRandomLayers(tf.keras.callbacks.Callback):
-    """Reset every random layer's generator (Dropout) from (seed, epoch, layer) at the start
-    of each epoch, so the masks of epoch e do not depend on earlier epochs: a resumed run
-    draws exactly the masks an uninterrupted one would. Needs tf.random.Generator-based
-    layers (`tf.keras.backend.experimental.enable_tf_random_generator()` before building)."""
+    """Reset every random layer's generator (Dropout) from (seed, epoch, step, layer) before
+    each training step, so no step's masks depend on earlier steps: a run resumed at any
+    epoch or step draws exactly the masks an uninterrupted one would. Needs
+    tf.random.Generator-based layers (`enable_tf_random_generator()` before building)."""
 
     def __init__(self, seed: int):
         super().__init__()
         self.seed = seed
+        self.epoch = 0
+        self.batch_offset = 0  # steps of this epoch done before this fit() (resumed)
+        self.generators: list | None = None
 
     def on_epoch_begin(self, epoch, logs=None):
-        for index, layer in enumerate(self.model.submodules):
-            rng = getattr(layer, "_random_generator", None)
-            if rng is None or not hasattr(rng, "_maybe_init"):
-                continue
-            rng._maybe_init()  # tf-keras creates the generator lazily
-            if getattr(rng, "_generator", None) is not None:
-                rng._generator.reset_from_seed(
-                    (self.seed * 1_000_003 + epoch) * 1_009 + index)
+        self.epoch = epoch
+        if self.generators is None:
+            self.generators = []
+            for index, layer in enumerate(self.model.submodules):
+                rng = getattr(layer, "_random_generator", None)
+                if rng is None or not hasattr(rng, "_maybe_init"):
+                    continue
+                rng._maybe_init()  # tf-keras creates the generator lazily
+                if getattr(rng, "_generator", None) is not None:
+                    self.generators.append((index, rng._generator))
+
+    def on_train_batch_begin(self, batch, logs=None):
+        step = self.batch_offset + batch
+        for index, generator in self.generators:
+            generator.reset_from_seed(
+                ((self.seed * 1_000_003 + self.epoch) * 100_003 + step) * 1_009 + index)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.batch_offset = 0
 
 
 class AverageNonTrainable(tf.keras.callbacks.Callback):
@@ -87,13 +107,53 @@ class TargetAccuracyStop(tf.keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+class StopOnRequest(tf.keras.callbacks.Callback):
+    """Every `every` steps the ranks allreduce their stop requests (preemption.StopRequest);
+    if any rank has one, all stop after the same step. Place it right after the timer, so the
+    callbacks after it see `logs["interrupted_at_step"]` of an epoch cut short."""
+
+    def __init__(self, request, every: int, steps: int):
+        super().__init__()
+        self.request, self.every, self.steps = request, every, steps
+        self.batch_offset = 0  # steps of the current epoch done before this fit() call
+        self.reason: str | None = None
+        self.at: tuple[int, int] | None = None  # (epoch index, steps done in it)
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = self.batch_offset + batch + 1
+        if step % self.every and step != self.steps:
+            return
+        from hpctrain.preemption import decode, encode
+
+        code = hvd_tf.allreduce(  # Horovod: any rank's request stops every rank
+            tf.constant(encode(self.request.reason()), tf.int32), op=hvd_tf.Max,
+            name="hpctrain_stop").numpy()
+        if code:
+            self.reason, self.at = decode(int(code)), (self.epoch, step)
+            self.model.stop_training = True
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.batch_offset = 0
+        if self.at and self.at[1] < self.steps and logs is not None:
+            logs["interrupted_at_step"] = self.at[1]
+
+    @property
+    def interrupted_mid_epoch(self) -> bool:
+        return bool(self.at and self.at[1] < self.steps)
+
+
 class _Timer(tf.keras.callbacks.Callback):
     def __init__(self, recorder: EpochRecorder):
         super().__init__()
         self.recorder = recorder
 
     def on_train_begin(self, logs=None):
-        self.recorder.train_start = time.perf_counter()
+        if not self.recorder.train_start:  # a resumed run may call fit() twice
+            self.recorder.train_start = time.perf_counter()
 
     def on_train_end(self, logs=None):
         self.recorder.train_end = time.perf_counter()
@@ -119,6 +179,9 @@ class _Writer(tf.keras.callbacks.Callback):
         self.recorder, self.path, self.print_fn = recorder, path, print_fn
 
     def on_epoch_end(self, epoch, logs=None):
+        if (logs or {}).get("interrupted_at_step"):
+            self.recorder.interrupt(int(logs["interrupted_at_step"]))
+            return
         row = self.recorder.add(epoch, logs or {})
         if self.path is not None:
             write_jsonl(self.path, self.recorder.rows)
@@ -142,16 +205,27 @@ class EpochRecorder:
     """Collects one row per epoch (identical on every rank after metric averaging)."""
 
     def __init__(self, steps: int, global_batch: int, windows: int = 10,
-                 rows: list[dict] | None = None):
+                 rows: list[dict] | None = None, partial: dict | None = None):
+        self.steps = steps
         self.images_per_step = global_batch
         self.images_per_epoch = steps * global_batch
         self.window_steps = max(1, steps // windows)  # throughput sampled 10x per epoch
         self.window_rates: list[float] = []
         self.rows: list[dict] = list(rows or [])  # earlier segments' epochs, when resumed
-        self.offset_s = self.rows[-1]["elapsed_s"] if self.rows else 0.0
+        self.offset_s = (self.rows[-1]["elapsed_s"] if self.rows else 0.0) + (
+            partial["epoch_s"] if partial else 0.0)
         self.first_row = len(self.rows)
         self.train_start = self.train_end = self.epoch_start = self.epoch_seconds = 0.0
+        # An epoch begun in an earlier segment: {"step": steps done, "epoch_s": their time}
+        self.partial: dict | None = partial
         self.timer = _Timer(self)
+
+    def interrupt(self, step: int) -> None:
+        """The current epoch stopped after `step` of its steps (a stop request)."""
+        before = self.partial or {"step": 0, "epoch_s": 0.0}
+        self.partial = {"step": step, "epoch_s": before["epoch_s"] + self.epoch_seconds,
+                        "resumed_at_steps": before.get("resumed_at_steps", []) + (
+                            [before["step"]] if before["step"] else [])}
 
     def writer(self, path: Path | None, print_fn=None) -> _Writer:
         return _Writer(self, path, print_fn)
@@ -163,6 +237,8 @@ class EpochRecorder:
         return (self.train_end or time.perf_counter()) - self.train_start
 
     def add(self, epoch: int, logs: dict) -> dict:
+        partial, self.partial = self.partial, None
+        epoch_s = self.epoch_seconds + (partial["epoch_s"] if partial else 0.0)
         row = {
             "epoch": epoch + 1,
             "loss": _number(logs.get("loss")),
@@ -170,12 +246,16 @@ class EpochRecorder:
             "val_loss": _number(logs.get("val_loss")),  # None: no test set (synthetic data)
             "val_accuracy": _number(logs.get("val_accuracy")),
             "lr": float(logs["lr"]) if "lr" in logs else None,
-            "epoch_s": self.epoch_seconds,
+            "epoch_s": epoch_s,
             "first_in_segment": len(self.rows) == self.first_row,  # includes graph building
+            # steps at which this epoch was resumed after a stop request (metrics cover the
+            # steps since the last of them)
+            "resumed_at_steps": (partial.get("resumed_at_steps", []) + [partial["step"]])
+            if partial else [],
             "eval_s": _number(logs.get("eval_s")),
             "elapsed_s": self.offset_s + self.train_seconds,
             "images": self.images_per_epoch,
-            "images_per_s": self.images_per_epoch / self.epoch_seconds,
+            "images_per_s": self.images_per_epoch / epoch_s,
             "window_images_per_s": self.window_rates,
             "units": {"epoch_s": "s, training steps only", "eval_s": "s, test-set evaluation",
                       "elapsed_s": "s of training since the run's start, all segments",

@@ -59,6 +59,7 @@ class TrainConfig:
     input_shape: list[int] = field(default_factory=lambda: [224, 224, 3])  # synthetic only
     num_classes: int = 1000  # synthetic only
     synthetic_steps: int = 50  # synthetic only: steps per epoch
+    stop_check_steps: int = 10  # ranks agree on a stop request (time limit) every N steps
 
     def validate(self) -> TrainConfig:
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", self.experiment):
@@ -71,7 +72,8 @@ class TrainConfig:
                                   f"choose from {', '.join(choices)}")
         if not self.synthetic and not self.data:
             raise ConfigError("data is required (a staged HDF5 file), unless synthetic=true")
-        for name in ("epochs", "batch_size", "num_classes", "synthetic_steps"):
+        for name in ("epochs", "batch_size", "num_classes", "synthetic_steps",
+                     "stop_check_steps"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("train_limit", "test_limit", "threads", "warmup_epochs", "momentum",

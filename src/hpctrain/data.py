@@ -61,12 +61,12 @@ def describe(path: str) -> dict:
 
 
 def batches(tf, images: np.ndarray, labels: np.ndarray, batch_size: int, seed: int,
-            first_epoch: int = 0, epochs: int | None = None):
+            first_epoch: int = 0, epochs: int | None = None, first_step: int = 0):
     """Shuffled full batches of (images, labels), `n // batch_size` per epoch.
 
     Epoch e's order is a stateless shuffle keyed by (seed, e): it depends on nothing that
-    happened before, so a run resumed at epoch e sees exactly the batches an uninterrupted
-    run would. Endless unless `epochs` is given."""
+    happened before, so a run resumed at epoch e (and step `first_step` of it) sees exactly
+    the batches an uninterrupted run would. Endless unless `epochs` is given."""
     images, labels = tf.constant(images), tf.constant(labels)
     n = int(labels.shape[0])
     last = first_epoch + epochs if epochs is not None else np.iinfo(np.int64).max
@@ -76,7 +76,7 @@ def batches(tf, images: np.ndarray, labels: np.ndarray, batch_size: int, seed: i
             tf.range(n, dtype=tf.int64), seed=tf.stack([tf.constant(seed, tf.int64), epoch]))
         return tf.data.Dataset.from_tensor_slices(order).batch(batch_size, drop_remainder=True)
 
-    ds = (tf.data.Dataset.range(first_epoch, last).flat_map(one_epoch)
+    ds = (tf.data.Dataset.range(first_epoch, last).flat_map(one_epoch).skip(first_step)
           .map(lambda idx: (tf.gather(images, idx), tf.gather(labels, idx))).prefetch(2))
     options = tf.data.Options()
     options.autotune.enabled = False

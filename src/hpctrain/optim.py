@@ -56,6 +56,7 @@ def lr_schedule_callback(tf, cfg, size: int, steps_per_epoch: int):
         def __init__(self):
             super().__init__()
             self.epoch = 0
+            self.batch_offset = 0  # steps of this epoch done before this fit() (resumed)
             self.restore_momentum = None
 
         def multiplier(self, epoch: float) -> float:
@@ -69,7 +70,8 @@ def lr_schedule_callback(tf, cfg, size: int, steps_per_epoch: int):
         def on_train_batch_begin(self, batch, logs=None):
             opt = self.model.optimizer
             old = float(tf.keras.backend.get_value(opt.lr))
-            new = cfg.learning_rate * self.multiplier(self.epoch + batch / steps_per_epoch)
+            new = cfg.learning_rate * self.multiplier(
+                self.epoch + (self.batch_offset + batch) / steps_per_epoch)
             if new == old:
                 return
             tf.keras.backend.set_value(opt.lr, new)
@@ -84,6 +86,7 @@ def lr_schedule_callback(tf, cfg, size: int, steps_per_epoch: int):
                 self.restore_momentum = None
 
         def on_epoch_end(self, epoch, logs=None):
+            self.batch_offset = 0
             if logs is not None:
                 logs["lr"] = float(tf.keras.backend.get_value(self.model.optimizer.lr))
 

@@ -151,14 +151,20 @@ def _fmt(value, spec: str = ".4f", none: str = "n/a") -> str:
     return format(value, spec)
 
 
+def _position(epoch: int, step: int) -> str:
+    return f"{epoch}" + (f" (+{step} steps)" if step else "")
+
+
 def _segment_lines(r: dict) -> list[str]:
     segments = r.get("segments", [])
-    if len(segments) < 2:
+    if len(segments) < 2 and all(s.get("ended", "completed") == "completed" for s in segments):
         return []
-    return [f"- segments: {len(segments)} (resumed from checkpoints)"] + [
-        f"  - epochs {s['first_epoch']}-{s['last_epoch']}: job {s['job_id'] or '-'}, "
+    return [f"- segments: {len(segments)} (each resumed from the last checkpoint)"] + [
+        f"  - {i}. from epoch {_position(s['first_epoch'] - 1, s.get('first_step', 0))} to "
+        f"{_position(s['last_epoch'], s.get('last_step', 0))}: job {s['job_id'] or '-'}, "
         f"restart {s['restart_count']}, {_fmt(s['train_s'], '.1f')} s, started {s['started']}"
-        for s in segments]
+        f", {s.get('ended', 'completed')}"
+        for i, s in enumerate(segments, 1)]
 
 
 def render_markdown(r: dict) -> str:

@@ -26,6 +26,7 @@ from hpctrain.config import ConfigError, check_data, from_dict, load_config, par
 from hpctrain.environment import JobEnvironment
 from hpctrain.fsutil import write_json
 from hpctrain.paths import RESULTS_DIR
+from hpctrain.preemption import EXIT_REQUEUE, StopRequest
 from hpctrain.staging import StagingError
 
 EXIT_BAD_INPUT = 2
@@ -46,7 +47,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 # What a resumed run may change; anything else would make it a different experiment.
 RESUME_MAY_CHANGE = {"epochs", "target_accuracy", "expected_accuracy", "threads",
-                     "accuracy_thresholds"}
+                     "accuracy_thresholds", "stop_check_steps"}
 
 
 def resolve_config(args) -> tuple:
@@ -87,6 +88,7 @@ def new_run_id(env: JobEnvironment) -> str:
 
 
 def main(argv=None) -> int:
+    stop = StopRequest().install()  # first: a time-limit signal must never kill a rank
     args = parse_args(argv)
     env = JobEnvironment.detect()
     try:  # everything a rank can check alone happens before TensorFlow and Horovod start
@@ -95,7 +97,7 @@ def main(argv=None) -> int:
         print(f"hpctrain train: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     os.environ["TF_USE_LEGACY_KERAS"] = "1"  # before TensorFlow is imported (Keras 3 trap)
-    return run(cfg, env, run_dir, resume=args.resume)
+    return run(cfg, env, run_dir, resume=args.resume, stop=stop)
 
 
 def _log(env: JobEnvironment, msg: str) -> None:
@@ -149,7 +151,8 @@ def load_data(tf, hvd, cfg):
     return info, train, steps, test
 
 
-def run(cfg, env: JobEnvironment, run_dir: Path | None, resume: bool = False) -> int:
+def run(cfg, env: JobEnvironment, run_dir: Path | None, resume: bool = False,
+        stop: StopRequest | None = None) -> int:
     import horovod.tensorflow as hvd_tf
     import horovod.tensorflow.keras as hvd
     import tensorflow as tf
@@ -169,25 +172,31 @@ def run(cfg, env: JobEnvironment, run_dir: Path | None, resume: bool = False) ->
     run_dir = Path(hvd_tf.broadcast_object(
         str(run_dir or RESULTS_DIR / cfg.experiment / new_run_id(env)), root_rank=0))
     node_names = hvd_tf.allgather_object(env.node_name)  # Horovod: where each rank runs
+    stop = stop or StopRequest()
+    if env.is_main:
+        stop.watch(run_dir)  # the batch script's STOP file (time limit near)
     found = checkpoint.latest(run_dir / "checkpoints") if resume and env.is_main else None
-    # Horovod: rank 0 picks the checkpoint and broadcasts its epoch; all ranks restore it
-    start_epoch, ckpt_path, state = hvd_tf.broadcast_object(
-        (found[0], str(found[1]), checkpoint.read_state(found[1])) if found else
-        (0, None, {}), root_rank=0)
+    # Horovod: rank 0 picks the checkpoint and broadcasts where it stands; all ranks restore it
+    start_epoch, start_step, ckpt_path, state = hvd_tf.broadcast_object(
+        (found[0], found[1], str(found[2]), checkpoint.read_state(found[2])) if found else
+        (0, 0, None, {}), root_rank=0)
     if env.is_main:
         (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
         write_json(run_dir / "config.json", cfg.to_dict())
+    where = f"epoch {start_epoch}" + (f" + {start_step} steps" if start_step else "")
     _log(env, f"run dir {run_dir}; ranks on {node_names}; {threads} thread(s)"
-              + (f"; resuming after epoch {start_epoch} from {ckpt_path}" if ckpt_path else
+              + (f"; resuming after {where} from {ckpt_path}" if ckpt_path else
                  "; --resume: no checkpoint yet, starting afresh" if resume else ""))
 
     info, train, steps, test = load_data(tf, hvd, cfg)
-    if cfg.synthetic:
-        dataset = synthetic_batches(tf, info["input_shape"], info["num_classes"],
-                                    cfg.batch_size, seed=cfg.seed + hvd.rank())
-    else:
-        dataset = batches(tf, train.images, train.labels, cfg.batch_size,
-                          seed=cfg.seed + hvd.rank(), first_epoch=start_epoch)
+
+    def dataset(first_epoch: int, first_step: int = 0):
+        if cfg.synthetic:
+            return synthetic_batches(tf, info["input_shape"], info["num_classes"],
+                                     cfg.batch_size, seed=cfg.seed + hvd.rank())
+        return batches(tf, train.images, train.labels, cfg.batch_size,
+                       seed=cfg.seed + hvd.rank(), first_epoch=first_epoch,
+                       first_step=first_step)
 
     model = build_model(cfg.model, info["input_shape"], info["num_classes"], cfg.activation)
     opt = make_optimizer(tf, cfg.optimizer, cfg.learning_rate, cfg.momentum)
@@ -202,21 +211,29 @@ def run(cfg, env: JobEnvironment, run_dir: Path | None, resume: bool = False) ->
         checkpoint.restore(tf, ckpt_path, model, opt)
 
     recorder = cb.EpochRecorder(steps=steps, global_batch=cfg.batch_size * hvd.size(),
-                                rows=state.get("rows", []))
+                                rows=state.get("rows", []), partial=state.get("partial"))
+    stopper = cb.StopOnRequest(stop, every=cfg.stop_check_steps, steps=steps)
     segments = state.get("segments", []) + [{
-        "first_epoch": start_epoch + 1, "last_epoch": start_epoch, "job_id": env.job_id,
-        "restart_count": env.restart_count, "nodes": sorted(set(node_names)),
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "train_s": 0.0}]
+        "first_epoch": start_epoch + 1, "first_step": start_step, "last_epoch": start_epoch,
+        "last_step": 0, "job_id": env.job_id, "restart_count": env.restart_count,
+        "nodes": sorted(set(node_names)), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "train_s": 0.0, "ended": "running"}]
 
     def bookkeeping() -> dict:
-        segments[-1].update(last_epoch=len(recorder.rows), train_s=recorder.train_seconds)
-        return {"rows": recorder.rows, "segments": segments}
+        segments[-1].update(last_epoch=len(recorder.rows), train_s=recorder.train_seconds,
+                            last_step=recorder.partial["step"] if recorder.partial else 0)
+        if stopper.reason:
+            segments[-1]["ended"] = f"stopped ({stopper.reason})"
+        return {"rows": recorder.rows, "segments": segments, "partial": recorder.partial}
 
+    lr_callback = lr_schedule_callback(tf, cfg, hvd.size(), steps)
+    reseed = cb.ReseedRandomLayers(cfg.seed)
     callbacks = [
         recorder.timer,  # first: epoch time excludes the evaluation below
-        cb.ReseedRandomLayers(cfg.seed),
+        stopper,  # second: marks an epoch cut short for the callbacks after it
+        reseed,
         hvd.callbacks.BroadcastGlobalVariablesCallback(0),  # Horovod: rank 0's initial state
-        lr_schedule_callback(tf, cfg, hvd.size(), steps),  # Horovod: scaled lr with warm-up
+        lr_callback,  # Horovod: scaled lr with warm-up
         hvd.callbacks.MetricAverageCallback(),  # Horovod: average train metrics over ranks
         cb.AverageNonTrainable(),  # Horovod: average BatchNorm statistics over ranks
     ]
@@ -243,13 +260,36 @@ def run(cfg, env: JobEnvironment, run_dir: Path | None, resume: bool = False) ->
     reached = bool(cfg.target_accuracy and recorder.rows and
                    (recorder.rows[-1]["val_accuracy"] or 0.0) >= cfg.target_accuracy)
     try:
-        if not reached:
-            model.fit(dataset, steps_per_epoch=steps, epochs=cfg.epochs,
+        if start_step and not reached:  # finish the epoch a stop request cut short
+            lr_callback.batch_offset = stopper.batch_offset = reseed.batch_offset = start_step
+            model.fit(dataset(start_epoch, start_step), steps_per_epoch=steps - start_step,
+                      epochs=start_epoch + 1, initial_epoch=start_epoch, callbacks=callbacks,
+                      verbose=0)
+            start_epoch += 1
+        if not reached and not stopper.reason and start_epoch < cfg.epochs:
+            model.fit(dataset(start_epoch), steps_per_epoch=steps, epochs=cfg.epochs,
                       initial_epoch=start_epoch, callbacks=callbacks, verbose=0)
     except Exception as e:  # recorded in the report, then re-raised for a non-zero exit
         if env.is_main:
+            segments[-1]["ended"] = "failed"
             report(None, "failed", f"{type(e).__name__}: {e}")
         raise
+
+    done = len(recorder.rows) >= cfg.epochs or bool(
+        cfg.target_accuracy and recorder.rows and
+        (recorder.rows[-1]["val_accuracy"] or 0.0) >= cfg.target_accuracy)
+    if stopper.reason and not done:
+        epoch, step = stopper.at
+        where = f"epoch {epoch + 1} step {step}/{steps}"
+        # Horovod: ranks hold the same weights at the checkpoint, too
+        digests = hvd_tf.allgather_object(weights_digest(model.get_weights()))
+        if env.is_main:
+            report(digests, "stopped", f"{stopper.reason}: checkpointed at {where}; "
+                   "continue with --resume (the batch script requeues itself)")
+        _log(env, f"stop requested ({stopper.reason}): checkpointed at {where}, exiting "
+                  f"with {EXIT_REQUEUE} (requeue me)")
+        return EXIT_REQUEUE if len(set(digests)) == 1 else EXIT_OUT_OF_SYNC
+    segments[-1]["ended"] = "completed"
 
     _log(env, "training done; checking that ranks hold identical weights")
     # Horovod: every rank hashes its weights; all hashes must be equal
