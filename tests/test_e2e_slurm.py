@@ -58,6 +58,12 @@ def test_submit_two_nodes_to_report(slurm_cluster, fmnist_h5, weird_tmp_path):
     (["epochs=0"], "epochs must be >= 1"),
     (["bogus_key=1"], "unknown key(s) bogus_key"),
     (["data=/nonexistent/x.h5"], "no such data file"),
+    (["model=resnet9000"], "model 'resnet9000' unknown"),
+    (["--gpus-per-node", "3"], "--gpus-per-node 3: profile embedded nodes have 2 GPU(s)"),
+    (["--nodes", "5"], "--nodes 5: profile embedded has 4 nodes"),
+    (["--time", "4:00:01"], "--time 4:00:01 is over the partition limit 04:00:00"),
+    (["--ntasks-per-node", "2", "--cpus-per-task", "2"], "profile embedded nodes have 2 CPUs"),
+    (["--profile", "nosuch"], "no cluster profile 'nosuch'"),
 ])
 def test_bad_requests_refused_before_sbatch(slurm_cluster, fmnist_h5, tmp_path, args, message):
     config = write_config(tmp_path / "exp.yaml", fmnist_h5)
@@ -91,12 +97,24 @@ def test_sbatch_refusal_leaves_nothing(slurm_cluster, fmnist_h5, tmp_path):
 
 def test_dry_run_submits_nothing(slurm_cluster, fmnist_h5, tmp_path):
     config = write_config(tmp_path / "exp.yaml", fmnist_h5)
+    env = slurm_cluster.env()
+    before = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "JobID"], env=env,
+                            capture_output=True, text=True, check=True).stdout
     res = hpctrain("submit", "--config", str(config), "--nodes", "2", "--dry-run",
                    "--run-dir", str(tmp_path / "run"),
                    env={"SLURM_CONF": str(slurm_cluster.slurm_conf)}, check=True)
     assert res.stdout.startswith("#!/bin/bash\n#SBATCH")
     assert "--nodes=2" in res.stdout and "srun --mpi=pmix" in res.stdout
+    # Slurm's own verdict on the script, without queueing it
+    assert "sbatch --test-only: sbatch: Job" in res.stderr and "node[1-2]" in res.stderr
     assert not (tmp_path / "run").exists()
+    after = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "JobID"], env=env,
+                           capture_output=True, text=True, check=True).stdout
+    assert before == after
+    res = hpctrain("submit", "--config", str(config), "--dry-run", "--partition", "nosuch",
+                   "--run-dir", str(tmp_path / "run"),
+                   env={"SLURM_CONF": str(slurm_cluster.slurm_conf)})
+    assert res.returncode == 1 and "sbatch --test-only refused the job" in res.stderr
 
 
 def test_every_model_through_submit(slurm_cluster, fmnist_h5, tmp_path):

@@ -37,6 +37,25 @@ CASES = {
     "train_weird": _spec(job_name="x\"; rm -rf / #", config=f"{WEIRD}/c.yaml:short",
                          run_dir=f"{WEIRD}/run", workdir=WEIRD, partition="p q",
                          extra_args=("data=/d/$(reboot)/x y.h5",), allow_run_as_root=True),
+    "train_profile_mpirun": _spec(nodes=2, ntasks_per_node=4, cpus_per_task=16,
+                                  gpus_per_node=4, gres_name="gpu", qos="high",
+                                  constraint="a100|h100", account="proj42", partition="gpu",
+                                  launcher="mpirun", signal_seconds=300, max_restarts=5,
+                                  scratch="$TMPDIR", data=f"{WEIRD}/data.h5",
+                                  extra_sbatch=("--exclusive", "--mem=0",
+                                                '--comment=a "b" #c'),
+                                  env_setup=("module load cuda/12.3 openmpi/4.1",)),
+    "train_horovodrun": _spec(launcher="horovodrun", signal_seconds=0),
+    "sweep_weird": _spec(template="sweep.sbatch", run_dir=f"{WEIRD}/sweep", array="0-3%2",
+                         extra_args=("epochs=1",),
+                         array_args=(("learning_rate=0.1", "tag=$(reboot)"),
+                                     ("learning_rate=0.2", "tag=a b"),
+                                     ("learning_rate=0.1", "tag='q'"),
+                                     ("learning_rate=0.2", "tag=;touch INJECTED"))),
+    "stage_weird": _spec(template="stage.sbatch", nodes=1, run_dir=f"{WEIRD}/run",
+                         stage_dataset="fashion-mnist", stage_source=f"{WEIRD}/idx",
+                         data=f"{WEIRD}/data.h5"),
+    "report_basic": _spec(template="report.sbatch", nodes=1, time="00:10:00"),
 }
 
 
@@ -54,18 +73,36 @@ def test_rendered_script_shape():
     assert text.startswith("#!/bin/bash\n#SBATCH")
     assert "set -euo pipefail" in text
     assert re.search(r"^srun --mpi=pmix .*\\\n  hpctrain train --config ", text, re.M)
-    assert len(text.splitlines()) < 25  # thin, like a hand-written script
+    assert "#SBATCH --signal=B:USR1@120" in text and "#SBATCH --requeue" in text
+    assert "scontrol requeue" in text and "--kill-on-bad-exit=1" in text
+    assert len(text.splitlines()) < 60  # thin, like a hand-written script
 
 
-def test_weird_values_parse_back_in_bash():
+def _bash_words(text: str, *expressions: str) -> list[str]:
+    """What bash makes of the script's `run_dir=` and `args=(...)` lines: the words of
+    `expressions` (e.g. '"${args[@]}"'), one per line."""
+    lines = [ln for ln in text.splitlines() if ln.startswith(("run_dir=", "args=("))]
+    program = "\n".join(lines) + "\nprintf '%s\\n' " + " ".join(expressions)
+    return subprocess.run(["bash", "-c", program], capture_output=True, text=True,
+                          check=True).stdout.splitlines()
+
+
+def test_weird_values_parse_back_in_bash(tmp_path):
     """bash must see the hostile values as single words, never as commands."""
     text = render_sbatch(CASES["train_weird"])
-    srun = text[text.index("srun"):].replace("\\\n", " ").strip()
-    out = subprocess.run(["bash", "-c", f"set -- {srun}; printf '%s\\n' \"$@\""],
-                         capture_output=True, text=True, check=True).stdout.splitlines()
-    assert f"{WEIRD}/c.yaml:short" in out
-    assert f"{WEIRD}/run" in out
-    assert "data=/d/$(reboot)/x y.h5" in out
+    train = text[text.index("hpctrain train"):].split("\n")[0]
+    config = train.split("--config ", 1)[1].split(" --run-dir", 1)[0]
+    assert shlex.split(config) == [f"{WEIRD}/c.yaml:short"]
+    assert _bash_words(text, '"$run_dir"', '"${args[@]}"') == [
+        f"{WEIRD}/run", "data=/d/$(reboot)/x y.h5"]
+    sweep = render_sbatch(CASES["sweep_weird"])
+    case = sweep[sweep.index('case "${SLURM_ARRAY_TASK_ID}" in'):sweep.index("esac") + 4]
+    for task, want in enumerate(CASES["sweep_weird"].array_args):
+        out = subprocess.run(["bash", "-c", f"SLURM_ARRAY_TASK_ID={task}\n{case}\n"
+                              "printf '%s\\n' \"${args[@]}\""], capture_output=True,
+                             text=True, check=True, cwd=tmp_path).stdout.splitlines()
+        assert out == ["epochs=1", *want]
+    assert not (tmp_path / "INJECTED").exists()
 
 
 def test_sbatch_quote():
@@ -79,6 +116,9 @@ def test_sbatch_quote():
     (dict(time="soon"), "not a Slurm time"),
     (dict(job_name="a\n#SBATCH --account=other"), "newline"),
     (dict(run_dir="/x\n/y"), "newline"),
+    (dict(launcher="ssh"), "--launcher 'ssh' unknown"),
+    (dict(extra_sbatch=("exclusive",)), "must start with --"),
+    (dict(array_args=(("a=1\n#SBATCH --x",),)), "newline"),
 ])
 def test_impossible_requests(change, message):
     with pytest.raises(JobSpecError, match=re.escape(message)):

@@ -1,4 +1,4 @@
-"""The `hpctrain` command: cluster, stage, submit, train, report."""
+"""The `hpctrain` command: cluster, stage, train, submit, sweep, status, interactive, report."""
 
 from __future__ import annotations
 
@@ -56,12 +56,44 @@ def _stage(args) -> int:
 
 def _submit(args) -> int:
     from hpctrain.submit import SubmitError, submit
+    from hpctrain.sweep import sweep
 
     try:
-        return submit(args)
+        return sweep(args) if args.command == "sweep" else submit(args)
     except SubmitError as e:
-        print(f"hpctrain submit: error: {e}", file=sys.stderr)
+        print(f"hpctrain {args.command}: error: {e}", file=sys.stderr)
         return 1
+
+
+def _status(args) -> int:
+    from hpctrain.paths import RESULTS_DIR
+    from hpctrain.status import find_runs, format_table, rows, sacct
+    from hpctrain.submit import slurm_env
+
+    results = Path(args.results) if args.results else RESULTS_DIR
+    runs = find_runs(results)[:args.last]
+    try:
+        jobs = sacct([r["job_id"] for r in runs], slurm_env())
+    except (RuntimeError, FileNotFoundError) as e:
+        print(f"hpctrain status: error: {e}", file=sys.stderr)
+        return 1
+    print(format_table(rows(runs, jobs, Path.cwd())), end="")
+    return 0
+
+
+def _interactive(args) -> int:
+    from hpctrain.interactive import interactive
+
+    return interactive(args)
+
+
+def _postmortem(args) -> int:
+    from hpctrain.postmortem import record
+
+    failure = record(Path(args.run_dir), args.exit_code, Path(args.log) if args.log else None)
+    print(f"hpctrain: failure recorded in {args.run_dir}/report.json: {failure['summary']}",
+          file=sys.stderr)
+    return 0
 
 
 def _train(args) -> int:
@@ -80,6 +112,17 @@ def _report(args) -> int:
         print(f"hpctrain report: error: {missing[0]}/report.json not found", file=sys.stderr)
         return 1
     reports = [load_report(d) for d in args.run_dirs]
+    if args.check:
+        bad = [f"{d}: {r['status']}" + (" (expected accuracy not met)" if r.get(
+            "expected_accuracy") and not r["expected_accuracy"]["met"] else "")
+            for d, r in zip(args.run_dirs, reports, strict=True)
+            if r["status"] != "completed" or (r.get("expected_accuracy") and
+                                              not r["expected_accuracy"]["met"])]
+        for report in reports:
+            print(render_markdown(report) if "model" in report else json.dumps(report))
+        for line in bad:
+            print(f"hpctrain report: check failed: {line}", file=sys.stderr)
+        return 1 if bad else 0
     if args.table:
         base = Path(args.table).resolve().parent
         links = [os.path.relpath(Path(d).resolve() / "report.md", base) for d in args.run_dirs]
@@ -90,6 +133,43 @@ def _report(args) -> int:
     for report in reports:
         print(json.dumps(report, indent=2) if args.json else render_markdown(report), end="\n")
     return 0
+
+
+def _config_options(p) -> None:
+    p.add_argument("--config", required=True, help="experiment YAML, optionally FILE:variant")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+
+
+def _job_options(p) -> None:
+    """Job settings: the cluster profile's values unless given here."""
+    p.add_argument("--profile", help="cluster profile: env/clusters/NAME.yaml or a path "
+                   "(default $HPCTRAIN_PROFILE, else embedded)")
+    p.add_argument("--nodes", type=int)
+    p.add_argument("--ntasks-per-node", type=int)
+    p.add_argument("--cpus-per-task", type=int)
+    p.add_argument("--gpus-per-node", type=int)
+    p.add_argument("--time", help="Slurm time limit, e.g. 00:30:00")
+    p.add_argument("--partition")
+    p.add_argument("--account")
+    p.add_argument("--qos")
+    p.add_argument("--constraint")
+    p.add_argument("--launcher", choices=["srun", "mpirun", "horovodrun"])
+    p.add_argument("--signal-seconds", type=int, help="USR1 this many s before the time "
+                   "limit: checkpoint and requeue (0: off)")
+    p.add_argument("--max-restarts", type=int, help="requeues before giving up")
+
+
+def _submit_options(p) -> None:
+    p.add_argument("--job-name")
+    p.add_argument("--venv", help="virtualenv the job activates (default: this one), unless "
+                   "the profile has env_setup")
+    p.add_argument("--env-setup", action="append", metavar="LINE",
+                   help="shell line replacing the profile's env_setup (repeatable), e.g. "
+                        "'module load tensorflow/2.21'")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the script and run sbatch --test-only; queue nothing")
+    p.add_argument("--wait", action="store_true", help="wait for the job, print its report")
+    p.add_argument("--wait-timeout", type=float, default=3600.0)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -115,29 +195,52 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=_train)
 
     b = sub.add_parser("submit", help="render job.sbatch into a run directory and sbatch it")
-    b.add_argument("--config", required=True, help="experiment YAML, optionally FILE:variant")
-    b.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
-    b.add_argument("--nodes", type=int, default=1)
-    b.add_argument("--ntasks-per-node", type=int, default=1)
-    b.add_argument("--cpus-per-task", type=int, default=1)
-    b.add_argument("--gpus-per-node", type=int, default=0)
-    b.add_argument("--time", default="00:30:00")
-    b.add_argument("--partition")
-    b.add_argument("--account")
-    b.add_argument("--job-name")
+    _config_options(b)
+    _job_options(b)
+    b.add_argument("--chain", metavar="STEPS", help="stage,train,report (or a part with "
+                   "train): one job per step, each --dependency=afterok on the one before")
+    b.add_argument("--stage-source", help="--chain stage: directory of IDX files or a .npz")
+    b.add_argument("--stage-dataset", choices=["mnist", "fashion-mnist"])
     b.add_argument("--run-dir", help="default results/<experiment>/<run-id>")
-    b.add_argument("--venv", help="virtualenv the job activates (default: this one)")
-    b.add_argument("--env-setup", action="append", metavar="LINE",
-                   help="shell line replacing the venv activation (repeatable), e.g. "
-                        "'module load tensorflow/2.21'")
-    b.add_argument("--dry-run", action="store_true", help="print the script, submit nothing")
-    b.add_argument("--wait", action="store_true", help="wait for the job, print its report")
-    b.add_argument("--wait-timeout", type=float, default=3600.0)
+    _submit_options(b)
     b.set_defaults(func=_submit)
+
+    w = sub.add_parser("sweep", help="one job-array task per point of a parameter grid")
+    _config_options(w)
+    _job_options(w)
+    w.add_argument("--param", action="append", default=[], metavar="KEY=V1,V2",
+                   help="a grid axis (repeatable); tasks are the cross product")
+    w.add_argument("--backend", choices=["array", "submitit"], default="array")
+    w.add_argument("--max-parallel", type=int, help="at most N tasks at once (--array %%N)")
+    w.add_argument("--run-dir", help="sweep directory (default results/<experiment>-sweep/<id>)")
+    _submit_options(w)
+    w.set_defaults(func=_submit)
+
+    st = sub.add_parser("status", help="this project's runs and their Slurm jobs (sacct)")
+    st.add_argument("--results", help="results directory to scan (default results/)")
+    st.add_argument("--last", type=int, default=50, help="newest N submissions")
+    st.set_defaults(func=_status)
+
+    i = sub.add_parser("interactive", help="print (or --run) the salloc / srun --pty lines")
+    i.add_argument("--config", help="experiment config to show in the printed commands")
+    _job_options(i)
+    i.add_argument("--run", action="store_true", help="run salloc with COMMAND (default a "
+                   "shell via srun --pty)")
+    i.add_argument("run_command", nargs=argparse.REMAINDER, metavar="command",
+                   help="-- command to run in salloc")
+    i.set_defaults(func=_interactive)
+
+    pm = sub.add_parser("postmortem", help="(job scripts) record which rank failed and why")
+    pm.add_argument("--run-dir", required=True)
+    pm.add_argument("--exit-code", type=int, required=True)
+    pm.add_argument("--log", help="the job's log (srun/mpirun error lines)")
+    pm.set_defaults(func=_postmortem)
 
     r = sub.add_parser("report", help="print run reports, or an accuracy table of several")
     r.add_argument("run_dirs", nargs="+", metavar="run_dir")
     r.add_argument("--json", action="store_true", help="print report.json")
+    r.add_argument("--check", action="store_true", help="exit 1 unless every run completed "
+                   "and met its expected accuracy (the report step of a chain)")
     r.add_argument("--table", metavar="FILE.md",
                    help="write one accuracy table of all the runs (and print it)")
     r.set_defaults(func=_report)

@@ -12,6 +12,7 @@ setting was found to work is recorded in shared/notes/local-slurm.md.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -110,6 +111,7 @@ class EmbeddedCluster:
             if not shutil.which(tool):
                 raise ClusterError(f"{tool} not found: run env/install-system.sh first")
         self._prepare()
+        self.resolve_node_names()
         self._start_munge()
         self._start_mariadb()
         self._start_slurmdbd()
@@ -153,6 +155,23 @@ class EmbeddedCluster:
             time.sleep(0.3)
         raise ClusterError(f"nodes not idle after {timeout:.0f} s: {states!r}; "
                            f"see {self.root / 'log'}")
+
+    def resolve_node_names(self, hosts: Path = Path("/etc/hosts")) -> bool:
+        """Make node1..nodeN resolve to this host, as real node names resolve on a cluster:
+        horovodrun refuses hosts it cannot resolve. Adds one marked line, once; returns
+        False if /etc/hosts cannot be written (then only the horovodrun launcher fails)."""
+        marker = "# hpctrain embedded cluster"
+        try:
+            text = hosts.read_text()
+            missing = [n for n in self.node_names if not re.search(
+                rf"^127\.0\.0\.1\s.*\b{n}\b", text, re.M)]
+            if missing:
+                with hosts.open("a") as f:
+                    f.write(("" if text.endswith("\n") else "\n")
+                            + f"127.0.0.1 {' '.join(missing)} {marker}\n")
+        except OSError:
+            return False
+        return True
 
     # ---- internals -------------------------------------------------------------------------
     def _prepare(self) -> None:

@@ -44,14 +44,15 @@ class JobEnvironment:
     @classmethod
     def detect(cls, env: Mapping[str, str] | None = None) -> JobEnvironment:
         env = os.environ if env is None else env
-        if "HOROVOD_RANK" in env:  # horovodrun (Gloo) sets these for every rank
+        # Measured on the embedded cluster: ranks of mpirun inside an allocation also carry
+        # SLURM_STEP_ID / SLURM_PROCID (of the orted step, not the rank); ranks of
+        # srun --mpi=pmix carry no OMPI_COMM_WORLD_*. horovodrun --gloo sets HOROVOD_*.
+        if "HOROVOD_RANK" in env:
             launcher = "horovodrun"
-        elif "OMPI_COMM_WORLD_RANK" in env and "SLURM_STEP_ID" not in env:
+        elif "OMPI_COMM_WORLD_RANK" in env:
             launcher = "mpirun"
         elif "SLURM_STEP_ID" in env and "SLURM_PROCID" in env:
             launcher = "srun"
-        elif "OMPI_COMM_WORLD_RANK" in env:
-            launcher = "mpirun"
         else:
             launcher = "none"
         rank = _first_int(env, "HOROVOD_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK",
@@ -67,7 +68,10 @@ class JobEnvironment:
             size=size,
             local_rank=local_rank,
             launcher=launcher,
-            node_name=env.get("SLURMD_NODENAME") or hostname.split(".")[0],
+            # horovodrun starts every rank from the batch step: its HOROVOD_HOSTNAME is the
+            # node it meant, SLURMD_NODENAME the batch node's
+            node_name=env.get("HOROVOD_HOSTNAME") or env.get("SLURMD_NODENAME")
+            or hostname.split(".")[0],
             hostname=hostname,
             job_id=job_id,
             array_task_id=env.get("SLURM_ARRAY_TASK_ID"),

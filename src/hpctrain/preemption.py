@@ -11,7 +11,8 @@ A rank is asked to stop in one of two ways:
 
 The trainer polls `StopRequest.reason()` every few steps and the ranks agree by allreduce
 (callbacks.StopOnRequest); they then finish the step, checkpoint and exit with
-EXIT_REQUEUE, which the batch script answers with `scontrol requeue`.
+EXIT_REQUEUE; rank 0 leaves a REQUEUE file, which the batch script answers with
+`scontrol requeue`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ from pathlib import Path
 
 EXIT_REQUEUE = 75  # sysexits.h EX_TEMPFAIL: checkpointed on request; run again to continue
 STOP_FILE = "STOP"
+# Written by rank 0 once the stop checkpoint is safe. The job script requeues on it rather
+# than on the exit code: srun --kill-on-bad-exit may kill the last ranks while they exit.
+REQUEUE_FILE = "REQUEUE"
 SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
 
 

@@ -36,8 +36,21 @@ class JobSpec:
     time: str = "00:30:00"
     partition: str | None = None
     account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None
+    gres_name: str = "gpu"
+    launcher: str = "srun"  # srun | mpirun | horovodrun
+    signal_seconds: int = 120  # 0: no time-limit signal
+    max_restarts: int = 3
+    scratch: str | None = None  # node-local directory (shell expression) to copy `data` to
+    data: str = ""  # the config's data file (for `scratch`; stage.sbatch writes it)
     env_setup: tuple[str, ...] = ()  # shell lines: `module load ...`, `source venv/bin/activate`
+    extra_sbatch: tuple[str, ...] = ()  # more sbatch options, e.g. "--mem=0"
     extra_args: tuple[str, ...] = ()  # config overrides, key=value
+    array: str | None = None  # sweep.sbatch: --array range, e.g. "0-19%8"
+    array_args: tuple[tuple[str, ...], ...] = ()  # sweep.sbatch: overrides of each task
+    stage_dataset: str = ""  # stage.sbatch
+    stage_source: str = ""  # stage.sbatch
     allow_run_as_root: bool = False
     template: str = field(default="train.sbatch")
 
@@ -53,17 +66,36 @@ class JobSpec:
                                "(minutes, HH:MM:SS or D-HH:MM:SS)")
         if not self.job_name.strip():
             raise JobSpecError("job name is empty")
+        if self.launcher not in ("srun", "mpirun", "horovodrun"):
+            raise JobSpecError(f"--launcher {self.launcher!r} unknown; "
+                               "choose from srun, mpirun, horovodrun")
+        if self.signal_seconds < 0 or self.max_restarts < 0:
+            raise JobSpecError("signal_seconds and max_restarts must be >= 0")
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", self.gres_name):
+            raise JobSpecError(f"gres name {self.gres_name!r}: use letters, digits, _ . -")
         strings = [self.job_name, self.config, self.run_dir, self.workdir, self.partition or "",
-                   self.account or "", *self.env_setup, *self.extra_args]
+                   self.account or "", self.qos or "", self.constraint or "",
+                   self.scratch or "", self.data, self.stage_source, self.array or "",
+                   *self.env_setup, *self.extra_sbatch, *self.extra_args,
+                   *(a for args in self.array_args for a in args)]
         for value in strings:
             if "\n" in value or "\r" in value or "\0" in value:
                 raise JobSpecError(f"newline or NUL in job value {value!r}")
+        for option in self.extra_sbatch:
+            if not option.startswith("--"):
+                raise JobSpecError(f"extra sbatch option {option!r} must start with --")
         return self
 
 
 def sbatch_quote(value: str) -> str:
     """Quote a value for an #SBATCH line as sbatch's option parser reads it."""
     return '"' + re.sub(r'([\\"#])', r"\\\1", str(value)) + '"'
+
+
+def sbatch_option(option: str) -> str:
+    """`--name=value` for an #SBATCH line, the value quoted as sbatch reads it."""
+    name, sep, value = str(option).partition("=")
+    return name + (sep + sbatch_quote(value) if sep else "")
 
 
 def slurm_path(value: str) -> str:
@@ -77,6 +109,7 @@ def _environment(template_dir) -> jinja2.Environment:
                              autoescape=False)
     env.filters["sh"] = lambda v: shlex.quote(str(v))
     env.filters["sb"] = sbatch_quote
+    env.filters["sb_option"] = sbatch_option
     env.filters["slurm_path"] = slurm_path
     return env
 

@@ -26,7 +26,7 @@ from hpctrain.config import ConfigError, check_data, from_dict, load_config, par
 from hpctrain.environment import JobEnvironment
 from hpctrain.fsutil import write_json
 from hpctrain.paths import RESULTS_DIR
-from hpctrain.preemption import EXIT_REQUEUE, StopRequest
+from hpctrain.preemption import EXIT_REQUEUE, REQUEUE_FILE, StopRequest
 from hpctrain.staging import StagingError
 
 EXIT_BAD_INPUT = 2
@@ -281,11 +281,14 @@ def run(cfg, env: JobEnvironment, run_dir: Path | None, resume: bool = False,
     if stopper.reason and not done:
         epoch, step = stopper.at
         where = f"epoch {epoch + 1} step {step}/{steps}"
+        if env.is_main and cfg.checkpoint:  # the checkpoint is on disk: safe to run again
+            (run_dir / REQUEUE_FILE).write_text(f"{where}\n")
         # Horovod: ranks hold the same weights at the checkpoint, too
         digests = hvd_tf.allgather_object(weights_digest(model.get_weights()))
         if env.is_main:
             report(digests, "stopped", f"{stopper.reason}: checkpointed at {where}; "
                    "continue with --resume (the batch script requeues itself)")
+        hvd_tf.broadcast_object(None, root_rank=0)  # Horovod: exit together, after the report
         _log(env, f"stop requested ({stopper.reason}): checkpointed at {where}, exiting "
                   f"with {EXIT_REQUEUE} (requeue me)")
         return EXIT_REQUEUE if len(set(digests)) == 1 else EXIT_OUT_OF_SYNC

@@ -1,0 +1,127 @@
+"""Cluster profiles: what a cluster offers and how jobs run on it, one YAML file per cluster.
+
+    env/clusters/embedded.yaml      the embedded test cluster (`hpctrain cluster up`)
+    env/clusters/example-gpu.yaml   a commented template for a typical GPU cluster
+
+`hpctrain submit --profile NAME` (default $HPCTRAIN_PROFILE, else `embedded`) takes the job
+defaults from the profile; command-line flags override them. The hardware facts (node_gpus,
+node_cpus, max_nodes, max_time) are limits: a request beyond them is refused before sbatch.
+Unknown keys are errors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from hpctrain.config import ConfigError
+from hpctrain.paths import REPO_ROOT
+
+PROFILES_DIR = REPO_ROOT / "env" / "clusters"
+LAUNCHERS = ("srun", "mpirun", "horovodrun")
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str = "embedded"
+    description: str = ""
+    # where jobs go
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None
+    # what one node has, and the partition's limits (None: not checked)
+    node_gpus: int = 0
+    node_cpus: int | None = None
+    max_nodes: int | None = None
+    max_time: str | None = None
+    gres_name: str = "gpu"  # --gres=<gres_name>:<gpus per node>
+    # job defaults (command-line flags override)
+    nodes: int = 1
+    ntasks_per_node: int = 1
+    cpus_per_task: int = 1
+    gpus_per_node: int = 0
+    time: str = "00:30:00"
+    launcher: str = "srun"
+    # shell lines run before training, e.g. `module load ...`; empty: activate this venv
+    env_setup: list[str] = field(default_factory=list)
+    scratch: str | None = None  # node-local directory: the data is copied there first
+    extra_sbatch: list[str] = field(default_factory=list)  # e.g. "--mem=0", "--exclusive"
+    signal_seconds: int = 120  # --signal=B:USR1@N: checkpoint N s before the time limit
+    max_restarts: int = 3  # requeues after a stop request before the job gives up
+
+    def validate(self) -> Profile:
+        if self.launcher not in LAUNCHERS:
+            raise ConfigError(f"profile {self.name}: launcher {self.launcher!r} unknown; "
+                              f"choose from {', '.join(LAUNCHERS)}")
+        for line in self.extra_sbatch:
+            if not line.startswith("--") or "\n" in line:
+                raise ConfigError(f"profile {self.name}: extra_sbatch entry {line!r} must be "
+                                  "one sbatch option starting with --")
+        for key in ("signal_seconds", "max_restarts", "node_gpus", "gpus_per_node"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"profile {self.name}: {key} must be >= 0")
+        return self
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(Profile)}
+
+
+def profile_path(name: str) -> Path:
+    if name.endswith((".yaml", ".yml")) or "/" in name:
+        return Path(name)
+    return PROFILES_DIR / f"{name}.yaml"
+
+
+def default_name() -> str:
+    return os.environ.get("HPCTRAIN_PROFILE") or "embedded"
+
+
+def available() -> list[str]:
+    return sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
+
+
+def load_profile(name: str | None = None) -> Profile:
+    name = name or default_name()
+    path = profile_path(name)
+    if not path.is_file():
+        raise ConfigError(f"no cluster profile {name!r} ({path} not found); "
+                          f"available: {', '.join(available())}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys")
+    unknown = sorted(set(data) - set(FIELDS) - {"name"})
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)}; "
+                          f"known: {', '.join(k for k in FIELDS if k != 'name')}")
+    for key, value in data.items():
+        want = FIELDS[key].type
+        ok = (value is None and "None" in want) or (
+            isinstance(value, list) and want.startswith("list") and
+            all(isinstance(v, str) for v in value)) or (
+            isinstance(value, int) and not isinstance(value, bool) and want.startswith("int")) \
+            or (isinstance(value, str) and want.startswith("str"))
+        if not ok:
+            raise ConfigError(f"{path}: {key}={value!r} should be {want}")
+    return Profile(**{**data, "name": path.stem}).validate()
+
+
+def slurm_minutes(value: str) -> float:
+    """Minutes in a Slurm time string: M, M:S, H:M:S, D-H, D-H:M, D-H:M:S."""
+    days, _, rest = value.rpartition("-") if "-" in value else ("", "", value)
+    parts = [int(p) for p in rest.split(":")]
+    if days:  # D-H, D-H:M, D-H:M:S
+        h, m, s = (parts + [0, 0])[:3]
+        return int(days) * 1440 + h * 60 + m + s / 60
+    if len(parts) == 1:
+        return parts[0]
+    if len(parts) == 2:
+        return parts[0] + parts[1] / 60
+    return parts[0] * 60 + parts[1] + parts[2] / 60
