@@ -29,10 +29,21 @@ def test_mpirun_inside_a_batch_job():
     assert (env.rank, env.size, env.launcher) == (1, 2, "mpirun")
 
 
+def test_mpirun_rank_started_by_an_orted_srun_step():
+    """Measured: mpirun inside an allocation starts its daemons with srun, so its ranks carry
+    the orted step's SLURM_STEP_ID and SLURM_PROCID (the orted's index, not the rank)."""
+    env = JobEnvironment.detect({"SLURM_JOB_ID": "5", "SLURM_STEP_ID": "0", "SLURM_PROCID": "0",
+                                 "SLURMD_NODENAME": "node1", "OMPI_COMM_WORLD_RANK": "1",
+                                 "OMPI_COMM_WORLD_SIZE": "4", "PMIX_RANK": "1"})
+    assert (env.rank, env.size, env.launcher, env.node_name) == (1, 4, "mpirun", "node1")
+
+
 def test_horovodrun_gloo():
     env = JobEnvironment.detect({"HOROVOD_RANK": "1", "HOROVOD_SIZE": "2",
-                                 "HOROVOD_LOCAL_RANK": "1"})
+                                 "HOROVOD_LOCAL_RANK": "1", "HOROVOD_HOSTNAME": "node2",
+                                 "SLURMD_NODENAME": "node1", "SLURM_PROCID": "0"})
     assert (env.rank, env.size, env.local_rank, env.launcher) == (1, 2, 1, "horovodrun")
+    assert env.node_name == "node2"  # the node horovodrun meant, not the batch step's
 
 
 def test_array_job_id():

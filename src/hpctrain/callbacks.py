@@ -154,6 +154,7 @@ class _Timer(tf.keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         if not self.recorder.train_start:  # a resumed run may call fit() twice
             self.recorder.train_start = time.perf_counter()
+        self.recorder.train_end = 0.0  # running again
 
     def on_train_end(self, logs=None):
         self.recorder.train_end = time.perf_counter()

@@ -1,0 +1,92 @@
+"""Pure parts of the job system: profiles, Slurm times, launcher failure lines, sacct
+parsing, sweep grids and chains."""
+
+from __future__ import annotations
+
+import pytest
+
+from hpctrain.config import ConfigError
+from hpctrain.postmortem import last_segment, parse_failures, summary
+from hpctrain.profiles import available, load_profile, slurm_minutes
+from hpctrain.sbatch import JobSpecError
+from hpctrain.status import parse_sacct
+from hpctrain.submit import parse_chain
+from hpctrain.sweep import parse_grid
+
+
+def test_shipped_profiles_load():
+    assert {"embedded", "example-gpu"} <= set(available())
+    emb = load_profile("embedded")
+    assert (emb.partition, emb.node_gpus, emb.max_nodes, emb.launcher) == ("debug", 2, 4, "srun")
+    gpu = load_profile("example-gpu")
+    assert gpu.ntasks_per_node == gpu.gpus_per_node == 4 and gpu.scratch == "$TMPDIR"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("partiton: gpu\n", "unknown key(s) partiton"),
+    ("node_gpus: four\n", "node_gpus='four' should be int"),
+    ("launcher: ssh\n", "launcher 'ssh' unknown"),
+    ("extra_sbatch: [exclusive]\n", "must be one sbatch option"),
+    ("- a\n", "expected a mapping"),
+])
+def test_bad_profiles(tmp_path, text, message):
+    path = tmp_path / "p.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_profile(str(path))
+
+
+@pytest.mark.parametrize("value, minutes", [
+    ("30", 30), ("5:30", 5.5), ("01:00:00", 60), ("2-00:00:00", 2880), ("1-12", 2160),
+    ("1-00:30", 1470)])
+def test_slurm_minutes(value, minutes):
+    assert slurm_minutes(value) == minutes
+
+
+SRUN_LOG = """hpctrain: job 7 on node[1-2], restart 0, t
+0: [rank 0/2 node1] old segment
+hpctrain: job 7 on node[1-2], restart 1, t
+1: Traceback (most recent call last):
+1: MemoryError: out of memory
+srun: error: node2: task 1: Exited with exit code 1
+srun: launch/slurm: _step_signal: Terminating StepId=7.0
+srun: error: node1: task 0: Terminated
+"""
+
+
+def test_failures_from_srun_lines():
+    failures = parse_failures(last_segment(SRUN_LOG))
+    assert [(f["rank"], f["node"], f["reason"]) for f in failures] == [
+        (1, "node2", "Exited with exit code 1"), (0, "node1", "Terminated")]
+    assert failures[0]["detail"] == "MemoryError: out of memory"
+    assert summary(failures, 1).startswith("first failed: rank 1 on node2: Exited with exit")
+
+
+def test_failures_from_mpirun_and_horovodrun_lines():
+    mpi = parse_failures(["mpirun noticed that process rank 3 with PID 99 on node node4 "
+                          "exited on signal 9 (Killed)."])
+    assert mpi == [{"rank": 3, "node": "node4", "reason": "exited on signal 9 (Killed)",
+                    "detail": None}]
+    gloo = parse_failures(["[1]<stderr>:Killed", "Process 1 exit with status code 137.",
+                           "Process 0 exit with status code 143."])
+    assert [(f["rank"], f["reason"]) for f in gloo] == [
+        (1, "exit status 137 (signal 9)"), (0, "exit status 143 (signal 15)")]
+    assert parse_failures(["all fine"]) == [] and "no failed rank" in summary([], 2)
+
+
+def test_sacct_records_count_restarts():
+    jobs = parse_sacct("5|REQUEUED|00:01:00\n5|REQUEUED|00:01:02\n5|COMPLETED|00:00:40\n"
+                       "6_0|RUNNING|00:00:03\n7|CANCELLED by 0|00:00:01\n")
+    assert jobs["5"] == {"state": "COMPLETED", "elapsed": "00:00:40", "restarts": "2"}
+    assert jobs["6_0"]["restarts"] == "0" and jobs["7"]["state"] == "CANCELLED"
+
+
+def test_sweep_grid_and_chain():
+    assert parse_grid(["a=1,2", "b=x"]) == [("a=1", "b=x"), ("a=2", "b=x")]
+    with pytest.raises(ConfigError):
+        parse_grid(["a"])
+    assert parse_chain("stage,train,report") == ("stage", "train", "report")
+    assert parse_chain(None) == ("train",)
+    for bad in ("report,train", "stage", "train,train", "train,deploy"):
+        with pytest.raises(JobSpecError):
+            parse_chain(bad)
