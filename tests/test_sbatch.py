@@ -118,6 +118,7 @@ def test_sbatch_quote():
     (dict(run_dir="/x\n/y"), "newline"),
     (dict(launcher="ssh"), "--launcher 'ssh' unknown"),
     (dict(extra_sbatch=("exclusive",)), "must start with --"),
+    (dict(scratch='/x"; reboot; "'), "without"),
     (dict(array_args=(("a=1\n#SBATCH --x",),)), "newline"),
 ])
 def test_impossible_requests(change, message):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import VENV_BIN, hpctrain, read_report, write_config
+from conftest import REPO, VENV_BIN, hpctrain, read_report, write_config
 
 pytestmark = pytest.mark.slurm
 
@@ -220,6 +220,26 @@ def test_launchers_two_nodes(slurm_cluster, fmnist_h5, tmp_path, launcher):
     assert report["launcher"] == launcher and report["ranks"] == 2
     assert report["rank_nodes"] == ["node1", "node2"]
     assert report["ranks_in_sync"]["ok"] is True
+
+
+def test_profile_file_with_node_local_scratch(slurm_cluster, fmnist_h5, tmp_path):
+    """A profile given by path, with `scratch`: each node copies the data there first, the
+    ranks read that copy, and the job removes it afterwards."""
+    scratch = tmp_path / "node local"
+    scratch.mkdir()
+    profile = tmp_path / "site.yaml"
+    embedded = (REPO / "env" / "clusters" / "embedded.yaml").read_text()
+    profile.write_text(embedded.replace("scratch: null\n", f"scratch: '{scratch}'\nnodes: 2\n"))
+    config = write_config(tmp_path / "exp.yaml", fmnist_h5, model="softmax", batch_size=64)
+    run_dir = tmp_path / "run"
+    res = hpctrain("submit", "--profile", str(profile), "--config", str(config), *TINY,
+                   "--run-dir", str(run_dir), "--wait", env=_env(slurm_cluster), timeout=600)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    report = read_report(run_dir)
+    config_used = json.loads((run_dir / "config.json").read_text())
+    assert config_used["data"] == f"{scratch}/hpctrain-{report['slurm']['job_id']}/data.h5"
+    assert report["nodes"] == 2 and report["status"] == "completed"
+    assert list(scratch.iterdir()) == []  # cleaned up
 
 
 def test_chain_stage_train_report(slurm_cluster, tmp_path):

@@ -42,7 +42,7 @@ class JobSpec:
     launcher: str = "srun"  # srun | mpirun | horovodrun
     signal_seconds: int = 120  # 0: no time-limit signal
     max_restarts: int = 3
-    scratch: str | None = None  # node-local directory (shell expression) to copy `data` to
+    scratch: str | None = None  # node-local directory to copy `data` to; $VARS expand
     data: str = ""  # the config's data file (for `scratch`; stage.sbatch writes it)
     env_setup: tuple[str, ...] = ()  # shell lines: `module load ...`, `source venv/bin/activate`
     extra_sbatch: tuple[str, ...] = ()  # more sbatch options, e.g. "--mem=0"
@@ -81,6 +81,9 @@ class JobSpec:
         for value in strings:
             if "\n" in value or "\r" in value or "\0" in value:
                 raise JobSpecError(f"newline or NUL in job value {value!r}")
+        if self.scratch and re.search(r'["`\\]', self.scratch):
+            raise JobSpecError(f"scratch {self.scratch!r}: a path, optionally with $VARIABLES "
+                               "(it is expanded inside double quotes), without \" ` or \\")
         for option in self.extra_sbatch:
             if not option.startswith("--"):
                 raise JobSpecError(f"extra sbatch option {option!r} must start with --")
