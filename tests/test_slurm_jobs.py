@@ -261,6 +261,23 @@ def test_chain_stage_train_report(slurm_cluster, tmp_path):
     assert read_report(run_dir)["status"] == "completed"
 
 
+def test_chain_stops_at_a_failed_step(slurm_cluster, tmp_path):
+    """Staging from a directory without IDX files fails; train and report are cancelled
+    (--kill-on-invalid-dep), not left pending forever."""
+    (tmp_path / "empty").mkdir()
+    config = write_config(tmp_path / "exp.yaml", tmp_path / "out.h5", model="softmax")
+    run_dir = tmp_path / "run"
+    res = hpctrain("submit", "--config", str(config), *TINY, "--chain", "stage,train,report",
+                   "--stage-source", str(tmp_path / "empty"), "--stage-dataset", "mnist",
+                   "--run-dir", str(run_dir), "--wait", env=_env(slurm_cluster), timeout=300)
+    assert res.returncode == 1, res.stdout[-3000:] + res.stderr[-3000:]
+    jobs = json.loads((run_dir / "submission.json").read_text())["jobs"]
+    assert _sacct(slurm_cluster, jobs["stage"], "State") == ["FAILED"]
+    for step in ("train", "report"):
+        assert _sacct(slurm_cluster, jobs[step], "State")[0] == "CANCELLED", step
+    assert not (tmp_path / "out.h5").exists()
+
+
 def test_interactive_allocation(slurm_cluster):
     res = hpctrain("interactive", "--nodes", "2", "--time", "5", "--run", "--", "srun",
                    "printenv", "SLURMD_NODENAME", env=_env(slurm_cluster), timeout=120)

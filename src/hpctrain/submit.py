@@ -194,7 +194,9 @@ def submit(args) -> int:
         for step in chain:
             job_file = run_dir / ("job.sbatch" if step == "train" else f"{step}.sbatch")
             write_text(job_file, scripts[step])
+            # a failed step cancels the rest of the chain rather than leaving it pending
             after = [f"--dependency=afterok:{job_ids[p]}" for p in job_ids][-1:]
+            after += ["--kill-on-invalid-dep=yes"] if after else []
             job_ids[step] = sbatch(job_file, env, *after)
     except SubmitError:
         for job_id in job_ids.values():  # an incomplete chain must not run

@@ -281,10 +281,10 @@ def run(cfg, env: JobEnvironment, run_dir: Path | None, resume: bool = False,
     if stopper.reason and not done:
         epoch, step = stopper.at
         where = f"epoch {epoch + 1} step {step}/{steps}"
-        if env.is_main and cfg.checkpoint:  # the checkpoint is on disk: safe to run again
-            (run_dir / REQUEUE_FILE).write_text(f"{where}\n")
         # Horovod: ranks hold the same weights at the checkpoint, too
         digests = hvd_tf.allgather_object(weights_digest(model.get_weights()))
+        if env.is_main and cfg.checkpoint and len(set(digests)) == 1:
+            (run_dir / REQUEUE_FILE).write_text(f"{where}\n")  # checkpoint safe: run again
         if env.is_main:
             report(digests, "stopped", f"{stopper.reason}: checkpointed at {where}; "
                    "continue with --resume (the batch script requeues itself)")
