@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from hpctrain.fsutil import write_jsonl
+from hpctrain.preemption import decode, encode
 
 
 class ShardedEvaluation(tf.keras.callbacks.Callback):
@@ -127,8 +128,6 @@ class StopOnRequest(tf.keras.callbacks.Callback):
         step = self.batch_offset + batch + 1
         if step % self.every and step != self.steps:
             return
-        from hpctrain.preemption import decode, encode
-
         code = hvd_tf.allreduce(  # Horovod: any rank's request stops every rank
             tf.constant(encode(self.request.reason()), tf.int32), op=hvd_tf.Max,
             name="hpctrain_stop").numpy()

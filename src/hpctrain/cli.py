@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from hpctrain.config import ConfigError
-from hpctrain.sbatch import JobSpecError
+from hpctrain.sbatch import LAUNCHERS, JobSpecError
 from hpctrain.staging import StagingError
 
 BAD_INPUT = (ConfigError, StagingError, JobSpecError)
@@ -113,11 +113,12 @@ def _report(args) -> int:
         return 1
     reports = [load_report(d) for d in args.run_dirs]
     if args.check:
-        bad = [f"{d}: {r['status']}" + (" (expected accuracy not met)" if r.get(
-            "expected_accuracy") and not r["expected_accuracy"]["met"] else "")
-            for d, r in zip(args.run_dirs, reports, strict=True)
-            if r["status"] != "completed" or (r.get("expected_accuracy") and
-                                              not r["expected_accuracy"]["met"])]
+        bad = []
+        for d, r in zip(args.run_dirs, reports, strict=True):
+            missed = bool(r.get("expected_accuracy")) and not r["expected_accuracy"]["met"]
+            if r["status"] != "completed" or missed:
+                bad.append(f"{d}: {r['status']}" + (" (expected accuracy not met)"
+                                                    if missed else ""))
         for report in reports:
             print(render_markdown(report) if "model" in report else json.dumps(report))
         for line in bad:
@@ -153,7 +154,7 @@ def _job_options(p) -> None:
     p.add_argument("--account")
     p.add_argument("--qos")
     p.add_argument("--constraint")
-    p.add_argument("--launcher", choices=["srun", "mpirun", "horovodrun"])
+    p.add_argument("--launcher", choices=LAUNCHERS)
     p.add_argument("--signal-seconds", type=int, help="USR1 this many s before the time "
                    "limit: checkpoint and requeue (0: off)")
     p.add_argument("--max-restarts", type=int, help="requeues before giving up")

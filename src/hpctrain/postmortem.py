@@ -106,8 +106,7 @@ def record(run_dir: Path, exit_code: int, log: Path | None) -> dict:
                "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     path = run_dir / "report.json"
     report = json.loads(path.read_text()) if path.is_file() else {}
-    if report.get("status") == "completed":
-        report["status"] = "failed"  # the launcher failed after rank 0 finished
+    # "failed" even if rank 0 had written "completed": the launcher failed after that
     report.update(status="failed", failure=failure,
                   error=report.get("error") or failure["summary"])
     report.setdefault("run_dir", str(run_dir))

@@ -20,9 +20,9 @@ import yaml
 
 from hpctrain.config import ConfigError
 from hpctrain.paths import REPO_ROOT
+from hpctrain.sbatch import LAUNCHERS
 
 PROFILES_DIR = REPO_ROOT / "env" / "clusters"
-LAUNCHERS = ("srun", "mpirun", "horovodrun")
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ import jinja2
 
 from hpctrain.paths import JOBS_DIR
 
+LAUNCHERS = ("srun", "mpirun", "horovodrun")
 _TIME = re.compile(r"^(\d+-)?\d{1,2}(:\d{2}){0,2}$|^\d+$")
 
 
@@ -66,9 +67,9 @@ class JobSpec:
                                "(minutes, HH:MM:SS or D-HH:MM:SS)")
         if not self.job_name.strip():
             raise JobSpecError("job name is empty")
-        if self.launcher not in ("srun", "mpirun", "horovodrun"):
+        if self.launcher not in LAUNCHERS:
             raise JobSpecError(f"--launcher {self.launcher!r} unknown; "
-                               "choose from srun, mpirun, horovodrun")
+                               f"choose from {', '.join(LAUNCHERS)}")
         if self.signal_seconds < 0 or self.max_restarts < 0:
             raise JobSpecError("signal_seconds and max_restarts must be >= 0")
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", self.gres_name):

@@ -125,6 +125,14 @@ def require_sbatch() -> None:
                           "embedded test cluster")
 
 
+def create_run_dir(path: Path, what: str = "run directory") -> None:
+    """The new run (or sweep) directory; an existing one is never reused."""
+    try:
+        path.mkdir(parents=True, exist_ok=False)
+    except FileExistsError:
+        raise SubmitError(f"{what} {path} already exists") from None
+
+
 def test_only(script: str, env: dict) -> str:
     """sbatch --test-only on the rendered script: Slurm's own verdict, nothing queued."""
     require_sbatch()
@@ -167,15 +175,14 @@ def submit(args) -> int:
     if "stage" in chain and not cfg.data:
         raise JobSpecError("--chain stage: the config has no data file to stage into")
     specs = {"train": spec}
+    one_task = dict(nodes=1, ntasks_per_node=1, cpus_per_task=1, gpus_per_node=0)
     if "stage" in chain:
         specs["stage"] = replace(spec, template="stage.sbatch", job_name=spec.job_name + "-stage",
-                                 nodes=1, ntasks_per_node=1, cpus_per_task=1, gpus_per_node=0,
                                  stage_dataset=args.stage_dataset,
-                                 stage_source=str(Path(args.stage_source).resolve()))
+                                 stage_source=str(Path(args.stage_source).resolve()), **one_task)
     if "report" in chain:
-        specs["report"] = replace(spec, template="report.sbatch", nodes=1, ntasks_per_node=1,
-                                  cpus_per_task=1, gpus_per_node=0, time="00:10:00",
-                                  job_name=spec.job_name + "-report")
+        specs["report"] = replace(spec, template="report.sbatch", time="00:10:00",
+                                  job_name=spec.job_name + "-report", **one_task)
     scripts = {step: render_sbatch(specs[step]) for step in chain}
     env = slurm_env()
     if args.dry_run:
@@ -185,10 +192,7 @@ def submit(args) -> int:
                   file=sys.stderr)
         return 0
     require_sbatch()
-    try:
-        run_dir.mkdir(parents=True, exist_ok=False)
-    except FileExistsError:
-        raise SubmitError(f"run directory {run_dir} already exists") from None
+    create_run_dir(run_dir)
     job_ids: dict[str, str] = {}
     try:
         for step in chain:
@@ -247,16 +251,23 @@ def wait(job_id: str, env: dict, timeout: float, poll: float = 2.0) -> str:
     raise SubmitError(f"job {job_id} not finished after {timeout:.0f} s (last state {last})")
 
 
+def outcome(run_dir: Path, state: str) -> tuple[bool, str]:
+    """(did the job and the run complete, "test accuracy X (status, job STATE)")."""
+    path = run_dir / "report.json"
+    report = load_report(run_dir) if path.is_file() else {}
+    ok = state == "COMPLETED" and report.get("status") == "completed"
+    acc = report.get("test_accuracy")
+    return ok, (f"test accuracy {'n/a' if acc is None else f'{acc:.4f}'} "
+                f"({report.get('status')}, job {state})")
+
+
 def summarize(job_id: str, state: str, run_dir: Path) -> int:
     report_path = run_dir / "report.json"
     if report_path.exists():
-        report = load_report(run_dir)
         print((run_dir / "report.md").read_text(), end="")
         print(f"report: {report_path}")
-        ok = state == "COMPLETED" and report.get("status") == "completed"
-        acc = report.get("test_accuracy")
-        print(f"test accuracy {'n/a' if acc is None else f'{acc:.4f}'} "
-              f"({report.get('status')}, job {state})")
+        ok, line = outcome(run_dir, state)
+        print(line)
         return 0 if ok else 1
     log = next(iter(sorted(run_dir.glob("slurm-*.out"))), None)
     print(f"job {job_id} ended {state} without a report", file=sys.stderr)

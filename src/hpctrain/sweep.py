@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
 import sys
 import time
 from dataclasses import replace
@@ -27,7 +28,9 @@ from hpctrain.profiles import slurm_minutes
 from hpctrain.sbatch import render_sbatch
 from hpctrain.submit import (
     SubmitError,
+    create_run_dir,
     new_run_dir,
+    outcome,
     prepare,
     require_sbatch,
     sbatch,
@@ -68,10 +71,7 @@ def sweep(args) -> int:
         print(f"# sbatch --test-only: {test_only(script, env)}", file=sys.stderr)
         return 0
     require_sbatch()
-    try:
-        sweep_dir.mkdir(parents=True, exist_ok=False)
-    except FileExistsError:
-        raise SubmitError(f"sweep directory {sweep_dir} already exists") from None
+    create_run_dir(sweep_dir, "sweep directory")
     for i in range(len(tasks)):
         (sweep_dir / f"task-{i}").mkdir()  # Slurm opens each task's log there
     write_text(sweep_dir / "sweep.yaml", yaml.safe_dump({
@@ -84,8 +84,6 @@ def sweep(args) -> int:
         try:
             job_id = sbatch(sweep_dir / "job.sbatch", env)
         except SubmitError:
-            import shutil
-
             shutil.rmtree(sweep_dir)
             raise
     write_json(sweep_dir / "submission.json", {
@@ -99,19 +97,14 @@ def sweep(args) -> int:
 
 
 def _wait_all(job_id: str, tasks, sweep_dir: Path, env: dict, timeout: float) -> int:
-    from hpctrain.reporting import load_report
-
     deadline = time.monotonic() + timeout
     failed = 0
     for i, task in enumerate(tasks):
         state = wait(f"{job_id}_{i}", env, timeout=max(1.0, deadline - time.monotonic()))
         run_dir = sweep_dir / f"task-{i}"
-        report = load_report(run_dir) if (run_dir / "report.json").is_file() else {}
-        acc = report.get("test_accuracy")
-        ok = state == "COMPLETED" and report.get("status") == "completed"
+        ok, line = outcome(run_dir, state)
         failed += not ok
-        print(f"task {i} ({' '.join(task)}): {state}, test accuracy "
-              f"{'n/a' if acc is None else f'{acc:.4f}'}, {run_dir}")
+        print(f"task {i} ({' '.join(task)}): {line}, {run_dir}")
     return 1 if failed else 0
 
 

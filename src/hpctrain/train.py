@@ -257,8 +257,11 @@ def run(cfg, env: JobEnvironment, run_dir: Path | None, resume: bool = False,
               f"{cfg.learning_rate:g} x {hvd.size()} ranks; startup {startup_s:.1f} s")
     report = functools.partial(_write_report, run_dir, cfg, env, info, recorder, startup_s,
                                node_names, bookkeeping)
-    reached = bool(cfg.target_accuracy and recorder.rows and
-                   (recorder.rows[-1]["val_accuracy"] or 0.0) >= cfg.target_accuracy)
+    def target_reached() -> bool:
+        return bool(cfg.target_accuracy and recorder.rows and
+                    (recorder.rows[-1]["val_accuracy"] or 0.0) >= cfg.target_accuracy)
+
+    reached = target_reached()  # a resumed run that had already reached it trains nothing
     try:
         if start_step and not reached:  # finish the epoch a stop request cut short
             lr_callback.batch_offset = stopper.batch_offset = reseed.batch_offset = start_step
@@ -275,10 +278,7 @@ def run(cfg, env: JobEnvironment, run_dir: Path | None, resume: bool = False,
             report(None, "failed", f"{type(e).__name__}: {e}")
         raise
 
-    done = len(recorder.rows) >= cfg.epochs or bool(
-        cfg.target_accuracy and recorder.rows and
-        (recorder.rows[-1]["val_accuracy"] or 0.0) >= cfg.target_accuracy)
-    if stopper.reason and not done:
+    if stopper.reason and len(recorder.rows) < cfg.epochs and not target_reached():
         epoch, step = stopper.at
         where = f"epoch {epoch + 1} step {step}/{steps}"
         # Horovod: ranks hold the same weights at the checkpoint, too
