@@ -20,9 +20,12 @@ python="${PYTHON:-python3}"
 
 TF_KERAS_VERSION=2.21.0
 HOROVOD_VERSION=0.28.1
-HOROVOD_DEPS=(cloudpickle==3.1.2 psutil==7.2.2 packaging==25.0)
+HOROVOD_DEPS=(cloudpickle==3.1.2 packaging==25.0)
 
-stamp_hash="$(cat "$here/install.sh" "$here/requirements.txt" | sha256sum | cut -c1-16)-gpu$gpu"
+# The stamp covers what forces a rebuild of the venv and of Horovod: this script and the
+# TensorFlow pin. The other pins are applied to an existing venv with pip (seconds).
+stamp_hash="$( (cat "$here/install.sh"; grep -i '^tensorflow' "$here/requirements.txt") \
+  | sha256sum | cut -c1-16)-gpu$gpu"
 stamp="$venv/.hpctrain-stamp"
 
 log() { echo "env/install: $*"; }
@@ -43,7 +46,9 @@ verify() {
 }
 
 if [[ -f "$stamp" && "$(cat "$stamp")" == "$stamp_hash" ]]; then
-  log "venv $venv matches the pins ($stamp_hash); verifying"
+  log "venv $venv has TensorFlow and Horovod as pinned ($stamp_hash); syncing the other pins"
+  "$venv/bin/python" -m pip --disable-pip-version-check install -q -r "$here/requirements.txt" \
+    "${HOROVOD_DEPS[@]}" 2>&1 | grep -v "^WARNING: Location" || true
   "$venv/bin/pip" install -q --no-deps --no-build-isolation -e "$repo" >/dev/null
   verify
   log "ok"

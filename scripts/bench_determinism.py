@@ -15,7 +15,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from hpctrain.fsutil import write_json, write_text
+from hpctrain.atomic import write_json, write_text
 
 
 def one_run(config: str, deterministic: bool, threads: int) -> float:

@@ -20,8 +20,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import h5py  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from hpctrain.data import batches, read_shard, shard_bounds  # noqa: E402
-from hpctrain.fsutil import write_json, write_text  # noqa: E402
+from hpctrain.atomic import write_json, write_text  # noqa: E402
+from hpctrain.data.reader import batches, read_shard, shard_bounds  # noqa: E402
 
 
 def pipeline(images, labels, batch: int) -> tf.data.Dataset:

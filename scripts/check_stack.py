@@ -15,7 +15,7 @@ import horovod.tensorflow.keras as hvd  # noqa: E402
 import horovod.tensorflow.keras.callbacks  # noqa: E402,F401  (crashed before the import fix)
 import tensorflow as tf  # noqa: E402
 
-from hpctrain.tfcompat import require_keras2  # noqa: E402
+from hpctrain.train.keras_compat import require_keras2  # noqa: E402
 
 hvd.init()
 keras_version = require_keras2(tf)

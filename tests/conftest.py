@@ -14,8 +14,8 @@ import pytest
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # in-process TensorFlow tests: Keras 2
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from hpctrain.cluster import EmbeddedCluster  # noqa: E402
-from hpctrain.staging import stage  # noqa: E402
+from hpctrain.cluster.embedded import EmbeddedCluster  # noqa: E402
+from hpctrain.data.stage_mnist import stage  # noqa: E402
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 VENV_BIN = Path(sys.executable).parent

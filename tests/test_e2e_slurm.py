@@ -120,7 +120,7 @@ def test_dry_run_submits_nothing(slurm_cluster, fmnist_h5, tmp_path):
 def test_every_model_through_submit(slurm_cluster, fmnist_h5, tmp_path):
     """Each model of the zoo as a real 2-node job (tiny data; the accuracy table runs them
     in full). All jobs are queued at once and share the 4 logical nodes."""
-    from hpctrain.models import MODELS
+    from hpctrain.train.models import MODELS
 
     env = {"SLURM_CONF": str(slurm_cluster.slurm_conf)}
     procs = {}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from hpctrain.environment import JobEnvironment
 
 
@@ -53,10 +55,28 @@ def test_array_job_id():
 
 
 def test_with_horovod_takes_ranks_from_horovod():
-    class FakeHvd:  # the three calls JobEnvironment uses
+    class FakeHvd:  # the four calls JobEnvironment uses
         rank = staticmethod(lambda: 1)
         size = staticmethod(lambda: 2)
         local_rank = staticmethod(lambda: 0)
+        local_size = staticmethod(lambda: 2)
 
     env = JobEnvironment.detect({"SLURM_PROCID": "0"}).with_horovod(FakeHvd)
-    assert (env.rank, env.size, env.local_rank) == (1, 2, 0)
+    assert (env.rank, env.size, env.local_rank, env.local_size) == (1, 2, 0, 2)
+
+
+def test_default_threads_use_the_allowed_cpus():
+    """Outside Slurm one rank takes every CPU it may run on; ranks on one node share them;
+    inside a job step Slurm's --cpus-per-task decides."""
+    cpus = len(os.sched_getaffinity(0))
+    alone = JobEnvironment.detect({})
+    assert alone.cpus_allowed == cpus and alone.default_threads() == cpus
+    two = JobEnvironment.detect({"HOROVOD_RANK": "1", "HOROVOD_SIZE": "2",
+                                 "HOROVOD_LOCAL_SIZE": "2"})
+    assert two.local_size == 2 and two.default_threads() == max(1, cpus // 2)
+    srun = JobEnvironment.detect({"SLURM_STEP_ID": "0", "SLURM_PROCID": "0",
+                                  "SLURM_STEP_NUM_TASKS": "8", "SLURM_STEP_NUM_NODES": "2"})
+    assert srun.local_size == 4
+    step = JobEnvironment.detect({"SLURM_STEP_ID": "0", "SLURM_PROCID": "0",
+                                  "SLURM_CPUS_PER_TASK": "7"})
+    assert step.default_threads() == 7

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from conftest import SHORT, horovodrun, hpctrain, read_report, write_config
-from hpctrain.models import MODELS
+from hpctrain.train.models import MODELS
 
 pytestmark = pytest.mark.mpi
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import pytest
 
-from hpctrain.config import ConfigError
-from hpctrain.postmortem import last_segment, parse_failures, summary
-from hpctrain.profiles import available, load_profile, slurm_minutes
-from hpctrain.sbatch import JobSpecError
-from hpctrain.status import parse_sacct
-from hpctrain.submit import parse_chain
-from hpctrain.sweep import parse_grid
+from hpctrain.slurm.client import parse_sacct
+from hpctrain.slurm.postmortem import last_segment, parse_failures, summary
+from hpctrain.slurm.profiles import ProfileError, available, load_profile, slurm_minutes
+from hpctrain.slurm.script import JobSpecError
+from hpctrain.slurm.status import summarize_records
+from hpctrain.slurm.submit import parse_chain
+from hpctrain.slurm.sweep import parse_grid
+from hpctrain.train.config import ConfigError
 
 
 def test_shipped_profiles_load():
@@ -32,7 +33,7 @@ def test_shipped_profiles_load():
 def test_bad_profiles(tmp_path, text, message):
     path = tmp_path / "p.yaml"
     path.write_text(text)
-    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(ProfileError, match=message.replace("(", r"\(").replace(")", r"\)")):
         load_profile(str(path))
 
 
@@ -75,8 +76,10 @@ def test_failures_from_mpirun_and_horovodrun_lines():
 
 
 def test_sacct_records_count_restarts():
-    jobs = parse_sacct("5|REQUEUED|00:01:00\n5|REQUEUED|00:01:02\n5|COMPLETED|00:00:40\n"
-                       "6_0|RUNNING|00:00:03\n7|CANCELLED by 0|00:00:01\n")
+    records = parse_sacct("5|REQUEUED|00:01:00\n5|REQUEUED|00:01:02\n5|COMPLETED|00:00:40\n"
+                          "6_0|RUNNING|00:00:03\n7|CANCELLED by 0|00:00:01\n")
+    assert records[-1].state == "CANCELLED"  # the wait loop's parser too: not "0"
+    jobs = summarize_records(records)
     assert jobs["5"] == {"state": "COMPLETED", "elapsed": "00:00:40", "restarts": "2"}
     assert jobs["6_0"]["restarts"] == "0" and jobs["7"]["state"] == "CANCELLED"
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from hpctrain.models import MODELS, build_model
+from hpctrain.train.models import MODELS, build_model
 
 # (model, input shape, classes, activation): every model on Fashion-MNIST's shape; the
 # residual nets also at an ImageNet-style shape with many classes.
@@ -69,7 +69,7 @@ def test_unknown_model():
 
 @pytest.mark.parametrize("name", ["sgd", "rmsprop", "adadelta", "adam"])
 def test_every_optimizer_takes_a_step(name):
-    from hpctrain.optim import make_optimizer
+    from hpctrain.train.optim import make_optimizer
 
     tf.keras.utils.set_random_seed(0)
     model = build_model("softmax", (28, 28, 1), 10)

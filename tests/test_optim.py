@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hpctrain.optim import lr_multiplier
+from hpctrain.train.optim import lr_multiplier
 
 
 def curve(epoch, **kw):

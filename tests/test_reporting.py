@@ -6,14 +6,9 @@ import math
 
 import pytest
 
-from hpctrain.config import TrainConfig
-from hpctrain.reporting import (
-    build_report,
-    interval95,
-    render_markdown,
-    throughput,
-    time_to_accuracy,
-)
+from hpctrain.report.run_report import build_report, render_markdown
+from hpctrain.report.statistics import interval95, throughput, time_to_accuracy
+from hpctrain.train.config import TrainConfig
 
 
 def _epochs(accs, rates, windows=None):
@@ -23,11 +18,14 @@ def _epochs(accs, rates, windows=None):
             for i, (a, r) in enumerate(zip(accs, rates, strict=True))]
 
 
-def test_interval95():
+def test_interval95_is_a_confidence_interval_of_the_mean():
     r = interval95([100.0, 110.0, 90.0])
-    assert r["mean"] == pytest.approx(100.0)
-    assert r["ci95"] == pytest.approx(1.96 * 10.0)
-    assert interval95([5.0]) == {"mean": 5.0, "ci95": None, "n": 1}
+    assert r["mean"] == pytest.approx(100.0) and r["stdev"] == pytest.approx(10.0)
+    # Student's t, 2 degrees of freedom: 4.303 * 10 / sqrt(3) (not 1.96 sigma)
+    assert r["ci95"] == pytest.approx(4.303 * 10.0 / math.sqrt(3))
+    many = interval95([float(v) for v in range(1, 201)])  # t -> 1.96 for large n
+    assert many["ci95"] == pytest.approx(1.96 * many["stdev"] / math.sqrt(200), rel=0.01)
+    assert interval95([5.0]) == {"mean": 5.0, "stdev": None, "ci95": None, "n": 1}
     assert interval95([])["mean"] is None
 
 
@@ -103,7 +101,7 @@ def test_out_of_sync_is_visible():
 
 
 def test_accuracy_table_compares_ranks_and_expectations():
-    from hpctrain.tables import accuracy_table
+    from hpctrain.report.accuracy_table import accuracy_table
 
     two = _report(["a" * 64] * 2, expected_accuracy=0.8)  # 2 ranks, final accuracy 0.82
     one = {**_report(["a" * 64], expected_accuracy=0.8), "ranks": 1, "nodes": 1,

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import VENV_BIN
-from hpctrain.sbatch import JobSpec, JobSpecError, render_sbatch, sbatch_quote
+from hpctrain.slurm.script import JobSpec, JobSpecError, make_spec, render_sbatch, sbatch_quote
 
 GOLDEN = Path(__file__).parent / "golden"
 WEIRD = "/scratch/we ird'dir \"q\";touch INJECTED; #x %j $HOME"
@@ -24,7 +24,7 @@ def _spec(**kw) -> JobSpec:
                 workdir="/home/u/hpctrain", nodes=2, ntasks_per_node=1, cpus_per_task=1,
                 env_setup=("source /home/u/hpctrain/.venv/bin/activate",))
     base.update(kw)
-    return JobSpec(**base)
+    return make_spec(**base)
 
 
 CASES = {

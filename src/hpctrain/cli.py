@@ -1,4 +1,5 @@
-"""The `hpctrain` command: cluster, stage, train, submit, sweep, status, interactive, report."""
+"""The `hpctrain` command. The CLI turns flags into the library's own request objects; no
+argparse namespace travels further than this file."""
 
 from __future__ import annotations
 
@@ -8,35 +9,46 @@ import os
 import sys
 from pathlib import Path
 
-from hpctrain.config import ConfigError
-from hpctrain.sbatch import LAUNCHERS, JobSpecError
-from hpctrain.staging import StagingError
+from hpctrain.slurm.script import LAUNCHERS
+from hpctrain.validation import InputError
 
-BAD_INPUT = (ConfigError, StagingError, JobSpecError)
+WORKFLOW = """\
+the workflow, one example each (the embedded cluster runs Slurm on this machine):
+  1. hpctrain cluster up
+       start the embedded Slurm cluster (skip on a real cluster: use --profile)
+  2. hpctrain stage fashion-mnist --source /usr/share/datasets/fashion-mnist \\
+         --out data/fashion-mnist.h5
+       stage the data into HDF5 once
+  3. hpctrain submit --config jobs/configs/fmnist_cnn.yaml:short --nodes 2 --wait
+       render job.sbatch into results/<experiment>/<run-id>/, sbatch it, wait
+  4. hpctrain report results/fmnist_cnn/<run-id>
+       print the run's report (accuracy, images/s, ranks in sync)
+
+also: hpctrain train (one rank, or under srun/mpirun/horovodrun), sweep, status,
+interactive; `hpctrain COMMAND --help` for each."""
 
 
 def _cluster(args) -> int:
-    from hpctrain.cluster import ClusterError, EmbeddedCluster
+    from hpctrain.cluster.embedded import ClusterError, EmbeddedCluster
 
     c = EmbeddedCluster(root=args.dir) if args.dir else EmbeddedCluster()
     try:
         if args.action == "up":
             c.up(timeout=args.timeout)
-            print(f"embedded cluster up: {c.nodes} nodes; export SLURM_CONF={c.slurm_conf}")
+            print(f"embedded cluster {c.cluster_name} up: {c.nodes} nodes; "
+                  f"export SLURM_CONF={c.slurm_conf}")
         elif args.action == "down":
             stopped = c.down()
             print(f"stopped {len(stopped)} daemon(s)" + (f": {' '.join(stopped)}"
                                                         if stopped else ""))
         else:
-            pids = c.running()
-            for name, pid in pids.items():
+            for name, pid in c.running().items():
                 print(f"{name:16s} {'pid ' + str(pid) if pid else 'not running'}")
-            if c.is_up():
-                print(c.sinfo(), end="")
-                print(f"export SLURM_CONF={c.slurm_conf}")
-            else:
+            if not c.is_up():
                 print("embedded cluster is not (fully) up: hpctrain cluster up")
                 return 1
+            print(c.sinfo(), end="")
+            print(f"export SLURM_CONF={c.slurm_conf}")
     except ClusterError as e:
         print(f"hpctrain cluster: error: {e}", file=sys.stderr)
         return 1
@@ -44,7 +56,7 @@ def _cluster(args) -> int:
 
 
 def _stage(args) -> int:
-    from hpctrain.staging import stage
+    from hpctrain.data.stage_mnist import stage
 
     summary = stage(args.dataset, Path(args.source), Path(args.out),
                     compression=None if args.compression == "none" else args.compression)
@@ -54,41 +66,58 @@ def _stage(args) -> int:
     return 0
 
 
-def _submit(args) -> int:
-    from hpctrain.submit import SubmitError, submit
-    from hpctrain.sweep import sweep
+def _request(args):
+    from hpctrain.slurm.request import JOB_KEYS, JobOptions, Request
 
+    return Request(config=args.config, overrides=tuple(args.overrides), profile=args.profile,
+                   job=JobOptions(**{k: getattr(args, k) for k in JOB_KEYS}),
+                   job_name=args.job_name, run_dir=args.run_dir, venv=args.venv,
+                   env_setup=tuple(args.env_setup or ()))
+
+
+def _submit(args) -> int:
+    from hpctrain.slurm.client import SlurmError
+    from hpctrain.slurm.submit import Waiting, parse_chain, submit
+    from hpctrain.slurm.sweep import sweep
+
+    waiting = Waiting(args.wait, args.wait_timeout)
     try:
-        return sweep(args) if args.command == "sweep" else submit(args)
-    except SubmitError as e:
+        if args.command == "sweep":
+            return sweep(_request(args), args.param, backend=args.backend,
+                         max_parallel=args.max_parallel, dry_run=args.dry_run,
+                         waiting=waiting)
+        return submit(_request(args), parse_chain(args.chain), stage_dataset=args.stage_dataset
+                      or "", stage_source=args.stage_source or "", dry_run=args.dry_run,
+                      waiting=waiting)
+    except SlurmError as e:
         print(f"hpctrain {args.command}: error: {e}", file=sys.stderr)
         return 1
 
 
 def _status(args) -> int:
-    from hpctrain.paths import RESULTS_DIR
-    from hpctrain.status import find_runs, format_table, rows, sacct
-    from hpctrain.submit import slurm_env
+    from hpctrain.resources import results_dir
+    from hpctrain.slurm.client import SlurmError
+    from hpctrain.slurm.status import status_table
 
-    results = Path(args.results) if args.results else RESULTS_DIR
-    runs = find_runs(results)[:args.last]
     try:
-        jobs = sacct([r["job_id"] for r in runs], slurm_env())
-    except (RuntimeError, FileNotFoundError) as e:
+        print(status_table(Path(args.results) if args.results else results_dir(), args.last),
+              end="")
+    except SlurmError as e:
         print(f"hpctrain status: error: {e}", file=sys.stderr)
         return 1
-    print(format_table(rows(runs, jobs, Path.cwd())), end="")
     return 0
 
 
 def _interactive(args) -> int:
-    from hpctrain.interactive import interactive
+    from hpctrain.slurm.interactive import interactive
+    from hpctrain.slurm.request import JOB_KEYS, JobOptions
 
-    return interactive(args)
+    return interactive(args.profile, JobOptions(**{k: getattr(args, k) for k in JOB_KEYS}),
+                       config=args.config, run=args.run, command=args.run_command)
 
 
 def _postmortem(args) -> int:
-    from hpctrain.postmortem import record
+    from hpctrain.slurm.postmortem import record
 
     failure = record(Path(args.run_dir), args.exit_code, Path(args.log) if args.log else None)
     print(f"hpctrain: failure recorded in {args.run_dir}/report.json: {failure['summary']}",
@@ -97,33 +126,21 @@ def _postmortem(args) -> int:
 
 
 def _train(args) -> int:
-    from hpctrain.train import main
+    from hpctrain.train.command import main
 
     return main(args.train_args)  # hpctrain.train parses its own options
 
 
 def _report(args) -> int:
-    from hpctrain.fsutil import write_text
-    from hpctrain.reporting import load_report, render_markdown
-    from hpctrain.tables import accuracy_table
+    from hpctrain.atomic import write_text
+    from hpctrain.report.accuracy_table import accuracy_table
+    from hpctrain.report.run_report import check_failures, load_report, render_markdown
 
     missing = [d for d in args.run_dirs if not (Path(d) / "report.json").is_file()]
     if missing:
         print(f"hpctrain report: error: {missing[0]}/report.json not found", file=sys.stderr)
         return 1
     reports = [load_report(d) for d in args.run_dirs]
-    if args.check:
-        bad = []
-        for d, r in zip(args.run_dirs, reports, strict=True):
-            missed = bool(r.get("expected_accuracy")) and not r["expected_accuracy"]["met"]
-            if r["status"] != "completed" or missed:
-                bad.append(f"{d}: {r['status']}" + (" (expected accuracy not met)"
-                                                    if missed else ""))
-        for report in reports:
-            print(render_markdown(report) if "model" in report else json.dumps(report))
-        for line in bad:
-            print(f"hpctrain report: check failed: {line}", file=sys.stderr)
-        return 1 if bad else 0
     if args.table:
         base = Path(args.table).resolve().parent
         links = [os.path.relpath(Path(d).resolve() / "report.md", base) for d in args.run_dirs]
@@ -132,7 +149,15 @@ def _report(args) -> int:
         print(text, end="")
         return 0
     for report in reports:
-        print(json.dumps(report, indent=2) if args.json else render_markdown(report), end="\n")
+        if args.json:
+            print(json.dumps(report, indent=2))
+        else:
+            print(render_markdown(report) if "model" in report else json.dumps(report))
+    if args.check:
+        bad = check_failures(args.run_dirs, reports)
+        for line in bad:
+            print(f"hpctrain report: check failed: {line}", file=sys.stderr)
+        return 1 if bad else 0
     return 0
 
 
@@ -143,8 +168,9 @@ def _config_options(p) -> None:
 
 def _job_options(p) -> None:
     """Job settings: the cluster profile's values unless given here."""
-    p.add_argument("--profile", help="cluster profile: env/clusters/NAME.yaml or a path "
-                   "(default $HPCTRAIN_PROFILE, else embedded)")
+    p.add_argument("--profile", help="cluster profile: a name (looked up in "
+                   "$HPCTRAIN_PROFILES_DIR, ~/.config/hpctrain/clusters/, then the shipped "
+                   "env/clusters/) or a path; default $HPCTRAIN_PROFILE, else embedded")
     p.add_argument("--nodes", type=int)
     p.add_argument("--ntasks-per-node", type=int)
     p.add_argument("--cpus-per-task", type=int)
@@ -174,16 +200,24 @@ def _submit_options(p) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="hpctrain", description=__doc__)
-    sub = p.add_subparsers(dest="command", required=True)
+    p = argparse.ArgumentParser(
+        prog="hpctrain", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="HPC batch training on Slurm: stage data into HDF5, submit "
+        "Horovod-distributed Keras training, read the timing and accuracy reports.",
+        epilog=WORKFLOW)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    c = sub.add_parser("cluster", help="the embedded Slurm test cluster on this host")
+    c = sub.add_parser("cluster", help="the embedded Slurm test cluster on this host",
+                       epilog="example: hpctrain cluster up && hpctrain cluster status")
     c.add_argument("action", choices=["up", "down", "status"])
-    c.add_argument("--dir", help="state directory (default .cluster/ or $HPCTRAIN_CLUSTER_DIR)")
+    c.add_argument("--dir", help="state directory (default .cluster/ of the checkout, or "
+                   "$HPCTRAIN_CLUSTER_DIR)")
     c.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for idle nodes")
     c.set_defaults(func=_cluster)
 
-    s = sub.add_parser("stage", help="stage MNIST-format data into HDF5")
+    s = sub.add_parser("stage", help="stage MNIST-format data into HDF5",
+                       epilog="example: hpctrain stage fashion-mnist --source "
+                       "/usr/share/datasets/fashion-mnist --out data/fashion-mnist.h5")
     s.add_argument("dataset", choices=["mnist", "fashion-mnist"])
     s.add_argument("--source", required=True, help="directory of IDX files or a .npz")
     s.add_argument("--out", required=True, help="HDF5 file to write")
@@ -195,7 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("train_args", nargs=argparse.REMAINDER)
     t.set_defaults(func=_train)
 
-    b = sub.add_parser("submit", help="render job.sbatch into a run directory and sbatch it")
+    b = sub.add_parser("submit", help="render job.sbatch into a run directory and sbatch it",
+                       epilog="example: hpctrain submit --config "
+                       "jobs/configs/fmnist_cnn.yaml:short --nodes 2 --wait epochs=2")
     _config_options(b)
     _job_options(b)
     b.add_argument("--chain", metavar="STEPS", help="stage,train,report (or a part with "
@@ -206,7 +242,9 @@ def build_parser() -> argparse.ArgumentParser:
     _submit_options(b)
     b.set_defaults(func=_submit)
 
-    w = sub.add_parser("sweep", help="one job-array task per point of a parameter grid")
+    w = sub.add_parser("sweep", help="one job-array task per point of a parameter grid",
+                       epilog="example: hpctrain sweep --config jobs/configs/fmnist_cnn.yaml"
+                       ":short --param batch_size=64,128 --param learning_rate=0.001,0.003")
     _config_options(w)
     _job_options(w)
     w.add_argument("--param", action="append", default=[], metavar="KEY=V1,V2",
@@ -218,11 +256,12 @@ def build_parser() -> argparse.ArgumentParser:
     w.set_defaults(func=_submit)
 
     st = sub.add_parser("status", help="this project's runs and their Slurm jobs (sacct)")
-    st.add_argument("--results", help="results directory to scan (default results/)")
+    st.add_argument("--results", help="results directory to scan (default ./results)")
     st.add_argument("--last", type=int, default=50, help="newest N submissions")
     st.set_defaults(func=_status)
 
-    i = sub.add_parser("interactive", help="print (or --run) the salloc / srun --pty lines")
+    i = sub.add_parser("interactive", help="print (or --run) the salloc / srun --pty lines",
+                       epilog="example: hpctrain interactive --nodes 2 --run -- hostname")
     i.add_argument("--config", help="experiment config to show in the printed commands")
     _job_options(i)
     i.add_argument("--run", action="store_true", help="run salloc with COMMAND (default a "
@@ -237,7 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
     pm.add_argument("--log", help="the job's log (srun/mpirun error lines)")
     pm.set_defaults(func=_postmortem)
 
-    r = sub.add_parser("report", help="print run reports, or an accuracy table of several")
+    r = sub.add_parser("report", help="print run reports, or an accuracy table of several",
+                       epilog="example: hpctrain report results/fmnist_cnn/*")
     r.add_argument("run_dirs", nargs="+", metavar="run_dir")
     r.add_argument("--json", action="store_true", help="print report.json")
     r.add_argument("--check", action="store_true", help="exit 1 unless every run completed "
@@ -252,7 +292,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except BAD_INPUT as e:
+    except InputError as e:
         print(f"hpctrain {args.command}: error: {e}", file=sys.stderr)
         return 2
 

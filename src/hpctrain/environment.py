@@ -25,11 +25,19 @@ def _first_int(env: Mapping[str, str], *names: str, default: int | None = None) 
     return default
 
 
+def _cpus_allowed() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
+
+
 @dataclass(frozen=True)
 class JobEnvironment:
     rank: int = 0
     size: int = 1
     local_rank: int = 0
+    local_size: int = 1  # ranks on this node
     launcher: str = "none"  # srun | mpirun | horovodrun | none
     node_name: str = ""  # Slurm's logical node name (SLURMD_NODENAME) or the host name
     hostname: str = ""
@@ -40,6 +48,7 @@ class JobEnvironment:
     cpus_per_task: int | None = None
     restart_count: int = 0
     submit_dir: str | None = None
+    cpus_allowed: int = 1  # CPUs this process may run on (its affinity mask)
 
     @classmethod
     def detect(cls, env: Mapping[str, str] | None = None) -> JobEnvironment:
@@ -61,6 +70,15 @@ class JobEnvironment:
                           default=1)
         local_rank = _first_int(env, "HOROVOD_LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_RANK",
                                 "SLURM_LOCALID", default=0)
+        local_size = _first_int(env, "HOROVOD_LOCAL_SIZE", "OMPI_COMM_WORLD_LOCAL_SIZE",
+                                default=None)
+        if local_size is None and launcher == "srun":
+            # SLURM_TASKS_PER_NODE looks like "2(x3),1"; this node's count is not in it by
+            # name, so take the step's tasks over its nodes (an even spread, as hpctrain asks)
+            tasks = _first_int(env, "SLURM_STEP_NUM_TASKS", "SLURM_NTASKS")
+            nodes = _first_int(env, "SLURM_STEP_NUM_NODES", "SLURM_JOB_NUM_NODES",
+                               "SLURM_NNODES")
+            local_size = max(1, tasks // nodes) if tasks and nodes else None
         hostname = socket.gethostname()
         job_id = env.get("SLURM_ARRAY_JOB_ID") or env.get("SLURM_JOB_ID")
         return cls(
@@ -80,11 +98,22 @@ class JobEnvironment:
             cpus_per_task=_first_int(env, "SLURM_CPUS_PER_TASK"),
             restart_count=_first_int(env, "SLURM_RESTART_COUNT", default=0),
             submit_dir=env.get("SLURM_SUBMIT_DIR"),
+            local_size=local_size or 1,
+            cpus_allowed=_cpus_allowed(),
         )
 
     def with_horovod(self, hvd) -> JobEnvironment:
-        """The same environment with rank, size and local rank from an initialised Horovod."""
-        return replace(self, rank=hvd.rank(), size=hvd.size(), local_rank=hvd.local_rank())
+        """The same environment with rank, size and local ranks from an initialised Horovod."""
+        return replace(self, rank=hvd.rank(), size=hvd.size(), local_rank=hvd.local_rank(),
+                       local_size=hvd.local_size())
+
+    def default_threads(self) -> int:
+        """Intra-op threads for one rank when the config does not say: Slurm's
+        --cpus-per-task inside a job step, else the CPUs this process may use shared by the
+        ranks on this node (a laptop or an interactive node: all of them for one rank)."""
+        if self.cpus_per_task:
+            return self.cpus_per_task
+        return max(1, self.cpus_allowed // max(1, self.local_size))
 
     @property
     def is_main(self) -> bool:

@@ -19,7 +19,7 @@ import re
 import time
 from pathlib import Path
 
-from hpctrain.fsutil import write_json, write_text
+from hpctrain.atomic import write_json, write_text
 
 _SRUN = re.compile(r"srun: error: (?P<node>\S+): tasks? (?P<ranks>[\d,\-]+): (?P<why>.+)$")
 _MPIRUN = re.compile(r"process rank (?P<rank>\d+) with PID \d+ on node (?P<node>\S+) "

@@ -15,8 +15,8 @@ import horovod.tensorflow as hvd_tf
 import numpy as np
 import tensorflow as tf
 
-from hpctrain.fsutil import write_jsonl
-from hpctrain.preemption import decode, encode
+from hpctrain.atomic import write_jsonl
+from hpctrain.train.preemption import decode, encode
 
 
 class ShardedEvaluation(tf.keras.callbacks.Callback):

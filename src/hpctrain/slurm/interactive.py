@@ -12,8 +12,9 @@ import os
 import shlex
 import subprocess
 
-from hpctrain.profiles import load_profile
-from hpctrain.submit import job_settings, slurm_env
+from hpctrain.slurm.client import slurm_env
+from hpctrain.slurm.profiles import load_profile
+from hpctrain.slurm.request import JobOptions
 
 
 def salloc_argv(job: dict, gres_name: str = "gpu") -> list[str]:
@@ -27,12 +28,13 @@ def salloc_argv(job: dict, gres_name: str = "gpu") -> list[str]:
     return argv
 
 
-def lines(args) -> tuple[list[str], str]:
+def lines(profile_name: str | None, options: JobOptions,
+          config: str | None = None) -> tuple[list[str], str]:
     """(salloc argv, the text to print: how to train inside the allocation)."""
-    profile = load_profile(args.profile)
-    job = job_settings(args, profile)
+    profile = load_profile(profile_name)
+    job = options.settings(profile)
     salloc = salloc_argv(job, profile.gres_name)
-    config = shlex.quote(args.config) if args.config else "jobs/configs/fmnist_cnn.yaml:short"
+    config = shlex.quote(config) if config else "jobs/configs/fmnist_cnn.yaml:short"
     ranks = job["nodes"] * job["ntasks_per_node"]
     text = "\n".join([
         f"# interactive session on profile {profile.name}: {ranks} rank(s) on "
@@ -49,13 +51,14 @@ def lines(args) -> tuple[list[str], str]:
     return salloc, text
 
 
-def interactive(args) -> int:
-    salloc, text = lines(args)
-    if not args.run:
+def interactive(profile_name: str | None, options: JobOptions, config: str | None = None,
+                run: bool = False, command: list[str] | None = None) -> int:
+    salloc, text = lines(profile_name, options, config)
+    if not run:
         print(text, end="")
         return 0
-    command = [c for c in args.run_command if c != "--"] or ["srun", "--pty", os.environ.get(
-        "SHELL", "/bin/bash")]
+    command = [c for c in command or [] if c != "--"] or [
+        "srun", "--pty", os.environ.get("SHELL", "/bin/bash")]
     print("+ " + shlex.join([*salloc, *command]), flush=True)
     env = {**slurm_env(), "TF_USE_LEGACY_KERAS": "1"}
     if os.geteuid() == 0:

@@ -10,22 +10,30 @@ from __future__ import annotations
 
 import re
 import shlex
-from dataclasses import dataclass, field
+from pathlib import Path
 
 import jinja2
+from pydantic import ConfigDict, model_validator
 
-from hpctrain.paths import JOBS_DIR
+from hpctrain.resources import template_dirs
+from hpctrain.validation import Checked, InputError, parse
 
 LAUNCHERS = ("srun", "mpirun", "horovodrun")
 _TIME = re.compile(r"^(\d+-)?\d{1,2}(:\d{2}){0,2}$|^\d+$")
+# Values a profile or flag may give that reach the job script unquoted (scratch is expanded
+# inside double quotes so that $TMPDIR works): a path with $VARIABLES, nothing else.
+SAFE_PATH = re.compile(r"^[A-Za-z0-9_./${}-]+$")
 
 
-class JobSpecError(ValueError):
+class JobSpecError(InputError):
     """An impossible job request; the message is one line."""
 
 
-@dataclass(frozen=True)
-class JobSpec:
+class JobSpec(Checked):
+    """Everything a job script is rendered from; checked when built (`make_spec`)."""
+
+    model_config = ConfigDict(frozen=True)
+
     job_name: str
     config: str  # path (or path:variant) handed to `hpctrain train --config`
     run_dir: str
@@ -53,27 +61,28 @@ class JobSpec:
     stage_dataset: str = ""  # stage.sbatch
     stage_source: str = ""  # stage.sbatch
     allow_run_as_root: bool = False
-    template: str = field(default="train.sbatch")
+    template: str = "train.sbatch"
 
-    def validate(self) -> JobSpec:
+    @model_validator(mode="after")
+    def _check(self) -> JobSpec:
         for name in ("nodes", "ntasks_per_node", "cpus_per_task"):
             if getattr(self, name) < 1:
-                raise JobSpecError(f"--{name.replace('_', '-')} must be >= 1, "
-                                   f"got {getattr(self, name)}")
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, "
+                                 f"got {getattr(self, name)}")
         if self.gpus_per_node < 0:
-            raise JobSpecError(f"--gpus-per-node must be >= 0, got {self.gpus_per_node}")
+            raise ValueError(f"--gpus-per-node must be >= 0, got {self.gpus_per_node}")
         if not _TIME.match(self.time):
-            raise JobSpecError(f"--time {self.time!r} is not a Slurm time "
-                               "(minutes, HH:MM:SS or D-HH:MM:SS)")
+            raise ValueError(f"--time {self.time!r} is not a Slurm time "
+                             "(minutes, HH:MM:SS or D-HH:MM:SS)")
         if not self.job_name.strip():
-            raise JobSpecError("job name is empty")
+            raise ValueError("job name is empty")
         if self.launcher not in LAUNCHERS:
-            raise JobSpecError(f"--launcher {self.launcher!r} unknown; "
-                               f"choose from {', '.join(LAUNCHERS)}")
+            raise ValueError(f"--launcher {self.launcher!r} unknown; "
+                             f"choose from {', '.join(LAUNCHERS)}")
         if self.signal_seconds < 0 or self.max_restarts < 0:
-            raise JobSpecError("signal_seconds and max_restarts must be >= 0")
+            raise ValueError("signal_seconds and max_restarts must be >= 0")
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", self.gres_name):
-            raise JobSpecError(f"gres name {self.gres_name!r}: use letters, digits, _ . -")
+            raise ValueError(f"gres name {self.gres_name!r}: use letters, digits, _ . -")
         strings = [self.job_name, self.config, self.run_dir, self.workdir, self.partition or "",
                    self.account or "", self.qos or "", self.constraint or "",
                    self.scratch or "", self.data, self.stage_source, self.array or "",
@@ -81,14 +90,26 @@ class JobSpec:
                    *(a for args in self.array_args for a in args)]
         for value in strings:
             if "\n" in value or "\r" in value or "\0" in value:
-                raise JobSpecError(f"newline or NUL in job value {value!r}")
-        if self.scratch and re.search(r'["`\\]', self.scratch):
-            raise JobSpecError(f"scratch {self.scratch!r}: a path, optionally with $VARIABLES "
-                               "(it is expanded inside double quotes), without \" ` or \\")
+                raise ValueError(f"newline or NUL in job value {value!r}")
+        if self.scratch and not SAFE_PATH.match(self.scratch):
+            raise ValueError(f"scratch {self.scratch!r}: a path, optionally with $VARIABLES "
+                             "(letters, digits and _ . / - $ { } only, as it is expanded "
+                             "inside double quotes in the job): without spaces, quotes, ` "
+                             "or $( )")
         for option in self.extra_sbatch:
             if not option.startswith("--"):
-                raise JobSpecError(f"extra sbatch option {option!r} must start with --")
+                raise ValueError(f"extra sbatch option {option!r} must start with --")
         return self
+
+
+def make_spec(**values) -> JobSpec:
+    """A checked JobSpec, or JobSpecError with one line."""
+    return parse(JobSpec, values, "", JobSpecError)
+
+
+def with_changes(spec: JobSpec, **changes) -> JobSpec:
+    """A copy of `spec` with `changes`, checked again."""
+    return make_spec(**{**spec.model_dump(), **changes})
 
 
 def sbatch_quote(value: str) -> str:
@@ -107,8 +128,8 @@ def slurm_path(value: str) -> str:
     return str(value).replace("%", "%%")
 
 
-def _environment(template_dir) -> jinja2.Environment:
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(template_dir)),
+def _environment(dirs: list[Path]) -> jinja2.Environment:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader([str(d) for d in dirs]),
                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
                              autoescape=False)
     env.filters["sh"] = lambda v: shlex.quote(str(v))
@@ -118,8 +139,9 @@ def _environment(template_dir) -> jinja2.Environment:
     return env
 
 
-def render_sbatch(job: JobSpec, template_dir=JOBS_DIR) -> str:
-    """The job script for `job`: a pure function of its arguments and the template file."""
-    job.validate()
-    text = _environment(template_dir).get_template(job.template).render(job=job)
+def render_sbatch(job: JobSpec, template_dir: Path | None = None) -> str:
+    """The job script for `job`: a pure function of its arguments and the template files
+    (`template_dir`, else $HPCTRAIN_JOBS_DIR, else the templates shipped in the package)."""
+    dirs = [template_dir] if template_dir is not None else template_dirs()
+    text = _environment(dirs).get_template(job.template).render(job=job)
     return text if text.endswith("\n") else text + "\n"

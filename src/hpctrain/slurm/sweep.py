@@ -17,27 +17,19 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import yaml
 
-from hpctrain.config import ConfigError, load_config
-from hpctrain.fsutil import write_json, write_text
-from hpctrain.profiles import slurm_minutes
-from hpctrain.sbatch import render_sbatch
-from hpctrain.submit import (
-    SubmitError,
-    create_run_dir,
-    new_run_dir,
-    outcome,
-    prepare,
-    require_sbatch,
-    sbatch,
-    slurm_env,
-    test_only,
-    wait,
-)
+from hpctrain.atomic import write_text
+from hpctrain.slurm.client import SlurmClient, SlurmError
+from hpctrain.slurm.profiles import slurm_minutes
+from hpctrain.slurm.request import Request, new_run_dir, resolve
+from hpctrain.slurm.script import JobSpec, render_sbatch, with_changes
+from hpctrain.slurm.submit import Waiting, create_run_dir, outcome, write_submission
+from hpctrain.train.config import ConfigError, load_config
+
+BACKENDS = ("array", "submitit")
 
 
 def parse_grid(params: list[str]) -> list[tuple[str, ...]]:
@@ -53,54 +45,57 @@ def parse_grid(params: list[str]) -> list[tuple[str, ...]]:
     return list(itertools.product(*axes))
 
 
-def sweep(args) -> int:
-    tasks = parse_grid(args.param)
+def sweep(req: Request, params: list[str], backend: str = "array",
+          max_parallel: int | None = None, dry_run: bool = False,
+          waiting: Waiting | None = None, client: SlurmClient | None = None) -> int:
+    tasks = parse_grid(params)
+    if backend not in BACKENDS:
+        raise ConfigError(f"backend {backend!r} unknown; choose from {', '.join(BACKENDS)}")
     for task in tasks:  # every task's config must be valid before anything is queued
-        load_config(args.config, [*args.overrides, *task])
-    cfg = load_config(args.config, args.overrides)
-    sweep_dir = Path(args.run_dir).resolve() if args.run_dir else new_run_dir(
+        load_config(req.config, [*req.overrides, *task])
+    cfg = load_config(req.config, list(req.overrides))
+    sweep_dir = Path(req.run_dir).resolve() if req.run_dir else new_run_dir(
         f"{cfg.experiment}-sweep")
-    limit = f"%{args.max_parallel}" if args.max_parallel else ""
-    spec, _, profile, _ = prepare(args, template="sweep.sbatch", run_dir=sweep_dir)
-    spec = replace(spec, array=f"0-{len(tasks) - 1}{limit}", array_args=tuple(tasks),
-                   job_name=args.job_name or f"hpctrain-{cfg.experiment}-sweep")
+    limit = f"%{max_parallel}" if max_parallel else ""
+    resolved = resolve(req, template="sweep.sbatch", run_dir=sweep_dir)
+    spec = with_changes(resolved.spec, array=f"0-{len(tasks) - 1}{limit}",
+                        array_args=tuple(tasks),
+                        job_name=req.job_name or f"hpctrain-{cfg.experiment}-sweep")
     script = render_sbatch(spec)
-    env = slurm_env()
-    if args.dry_run:
+    client = client or SlurmClient()
+    if dry_run:
         sys.stdout.write(script)
-        print(f"# sbatch --test-only: {test_only(script, env)}", file=sys.stderr)
+        print(f"# sbatch --test-only: {client.test_only(script)}", file=sys.stderr)
         return 0
-    require_sbatch()
     create_run_dir(sweep_dir, "sweep directory")
     for i in range(len(tasks)):
         (sweep_dir / f"task-{i}").mkdir()  # Slurm opens each task's log there
     write_text(sweep_dir / "sweep.yaml", yaml.safe_dump({
-        "config": spec.config, "overrides": list(args.overrides), "backend": args.backend,
+        "config": spec.config, "overrides": list(req.overrides), "backend": backend,
         "tasks": {f"task-{i}": list(t) for i, t in enumerate(tasks)}}, sort_keys=False))
-    if args.backend == "submitit":
-        job_id = _submit_submitit(spec, profile, tasks, sweep_dir, args, env)
+    if backend == "submitit":
+        job_id = _submit_submitit(spec, tasks, sweep_dir, max_parallel, client)
     else:
         write_text(sweep_dir / "job.sbatch", script)
         try:
-            job_id = sbatch(sweep_dir / "job.sbatch", env)
-        except SubmitError:
+            job_id = client.sbatch(sweep_dir / "job.sbatch")
+        except SlurmError:
             shutil.rmtree(sweep_dir)
             raise
-    write_json(sweep_dir / "submission.json", {
-        "job_id": job_id, "tasks": len(tasks), "backend": args.backend,
-        "slurm_conf": env.get("SLURM_CONF"), "submitted_at": time.time()})
+    write_submission(sweep_dir, client, job_id, tasks=len(tasks), backend=backend)
     print(f"submitted sweep job {job_id} with {len(tasks)} tasks; sweep dir {sweep_dir}",
           flush=True)
-    if not args.wait:
+    if waiting is None or not waiting.enabled:
         return 0
-    return _wait_all(job_id, tasks, sweep_dir, env, args.wait_timeout)
+    return _wait_all(client, job_id, tasks, sweep_dir, waiting.timeout)
 
 
-def _wait_all(job_id: str, tasks, sweep_dir: Path, env: dict, timeout: float) -> int:
+def _wait_all(client: SlurmClient, job_id: str, tasks, sweep_dir: Path,
+              timeout: float) -> int:
     deadline = time.monotonic() + timeout
     failed = 0
     for i, task in enumerate(tasks):
-        state = wait(f"{job_id}_{i}", env, timeout=max(1.0, deadline - time.monotonic()))
+        state = client.wait(f"{job_id}_{i}", timeout=max(1.0, deadline - time.monotonic()))
         run_dir = sweep_dir / f"task-{i}"
         ok, line = outcome(run_dir, state)
         failed += not ok
@@ -110,7 +105,7 @@ def _wait_all(job_id: str, tasks, sweep_dir: Path, env: dict, timeout: float) ->
 
 def train_task(config: str, run_dir: str, overrides: list[str]) -> dict:
     """One sweep task under submitit (runs in every srun task of the job)."""
-    from hpctrain.train import main
+    from hpctrain.train.command import main
 
     code = main(["--config", config, "--run-dir", run_dir, "--resume", *overrides])
     if code != 0:
@@ -118,10 +113,11 @@ def train_task(config: str, run_dir: str, overrides: list[str]) -> dict:
     return {"run_dir": run_dir}
 
 
-def _submit_submitit(spec, profile, tasks, sweep_dir: Path, args, env) -> str:
+def _submit_submitit(spec: JobSpec, tasks, sweep_dir: Path, max_parallel: int | None,
+                     client: SlurmClient) -> str:
     import submitit
 
-    os.environ.update({k: v for k, v in env.items() if k == "SLURM_CONF"})
+    os.environ.update({k: v for k, v in client.env.items() if k == "SLURM_CONF"})
     executor = submitit.AutoExecutor(folder=sweep_dir / "submitit", cluster="slurm")
     setup = [*spec.env_setup, "export TF_USE_LEGACY_KERAS=1 TF_CPP_MIN_LOG_LEVEL=1"]
     if spec.allow_run_as_root:
@@ -134,11 +130,10 @@ def _submit_submitit(spec, profile, tasks, sweep_dir: Path, args, env) -> str:
         name=spec.job_name, nodes=spec.nodes, tasks_per_node=spec.ntasks_per_node,
         cpus_per_task=spec.cpus_per_task, timeout_min=max(1, int(slurm_minutes(spec.time))),
         slurm_partition=spec.partition, slurm_setup=setup, slurm_srun_args=["--mpi=pmix"],
-        slurm_array_parallelism=args.max_parallel or len(tasks),
+        slurm_array_parallelism=max_parallel or len(tasks),
         slurm_additional_parameters=extra)
     jobs = executor.map_array(
         train_task, [spec.config] * len(tasks),
         [str(sweep_dir / f"task-{i}") for i in range(len(tasks))],
         [[*spec.extra_args, *t] for t in tasks])
     return jobs[0].job_id.split("_")[0]
-

@@ -11,26 +11,25 @@ last. Unknown keys, wrong types and impossible values are errors, reported in on
 
 from __future__ import annotations
 
-import dataclasses
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+from pydantic import Field, model_validator
 
-from hpctrain.models import ACTIVATIONS, MODELS
+from hpctrain.train.models import ACTIVATIONS, MODELS
+from hpctrain.validation import Checked, InputError, parse
 
 OPTIMIZERS = ("sgd", "rmsprop", "adadelta", "adam")
 SCHEDULES = ("constant", "step", "cosine")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """A bad config; the message is one line naming the problem."""
 
 
-@dataclass
-class TrainConfig:
+class TrainConfig(Checked):
     experiment: str
     data: str = ""  # staged HDF5 file (hpctrain stage), relative to the cwd; "" if synthetic
     model: str = "cnn"
@@ -42,95 +41,71 @@ class TrainConfig:
     momentum: float = 0.9  # sgd and rmsprop
     warmup_epochs: float = 1.0  # gradual warm-up to the scaled rate (Goyal et al. 2017)
     lr_schedule: str = "constant"  # after warm-up: constant, step or cosine
-    lr_decay_epochs: list[float] = field(default_factory=list)  # step: where to decay
+    lr_decay_epochs: list[float] = Field(default_factory=list)  # step: where to decay
     lr_decay: float = 0.1  # step: multiplier at each of lr_decay_epochs
     seed: int = 42
     deterministic: bool = True  # TensorFlow op determinism: same seed + ranks, same weights
     train_limit: int = 0  # use only the first N training samples (0: all)
     test_limit: int = 0  # use only the first N test samples (0: all)
-    accuracy_thresholds: list[float] = field(default_factory=lambda: [0.80, 0.85, 0.88, 0.90])
+    accuracy_thresholds: list[float] = Field(default_factory=lambda: [0.80, 0.85, 0.88, 0.90])
     target_accuracy: float = 0.0  # stop once the test accuracy reaches it (0: never)
     expected_accuracy: float = 0.0  # what the config promises; the report says if it was met
-    threads: int = 0  # TensorFlow intra-op threads per rank (0: Slurm's cpus-per-task, else 1)
+    # TensorFlow intra-op threads per rank; 0: Slurm's cpus-per-task, else the CPUs this
+    # process may use divided by the ranks on this node (JobEnvironment.default_threads)
+    threads: int = 0
     checkpoint: bool = True  # save the full training state every epoch (rank 0, atomic)
     precision: str = "float32"  # or mixed_float16 (with loss scaling) / mixed_bfloat16
     xla: bool = False  # XLA auto-clustering (GPU; Horovod's allreduce stays outside XLA)
     synthetic: bool = False  # random tensors on the device instead of `data`: no I/O
-    input_shape: list[int] = field(default_factory=lambda: [224, 224, 3])  # synthetic only
+    input_shape: list[int] = Field(default_factory=lambda: [224, 224, 3])  # synthetic only
     num_classes: int = 1000  # synthetic only
     synthetic_steps: int = 50  # synthetic only: steps per epoch
     stop_check_steps: int = 10  # ranks agree on a stop request (time limit) every N steps
 
-    def validate(self) -> TrainConfig:
+    @model_validator(mode="after")
+    def _check(self) -> TrainConfig:
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", self.experiment):
-            raise ConfigError(f"experiment {self.experiment!r}: use letters, digits, _ . -")
+            raise ValueError(f"experiment {self.experiment!r}: use letters, digits, _ . -")
         for key, choices in (("model", MODELS), ("activation", ACTIVATIONS),
                              ("optimizer", OPTIMIZERS), ("lr_schedule", SCHEDULES),
                              ("precision", PRECISIONS)):
             if getattr(self, key) not in choices:
-                raise ConfigError(f"{key} {getattr(self, key)!r} unknown; "
-                                  f"choose from {', '.join(choices)}")
+                raise ValueError(f"{key} {getattr(self, key)!r} unknown; "
+                                 f"choose from {', '.join(choices)}")
         if not self.synthetic and not self.data:
-            raise ConfigError("data is required (a staged HDF5 file), unless synthetic=true")
+            raise ValueError("data is required (a staged HDF5 file), unless synthetic=true")
         for name in ("epochs", "batch_size", "num_classes", "synthetic_steps",
                      "stop_check_steps"):
             if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("train_limit", "test_limit", "threads", "warmup_epochs", "momentum",
                      "lr_decay"):
             if getattr(self, name) < 0:
-                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.learning_rate <= 0:
-            raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}")
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
         if self.warmup_epochs >= self.epochs and self.lr_schedule != "constant":
-            raise ConfigError(f"warmup_epochs ({self.warmup_epochs}) leaves no epoch for "
-                              f"the {self.lr_schedule} schedule ({self.epochs} epochs)")
+            raise ValueError(f"warmup_epochs ({self.warmup_epochs}) leaves no epoch for "
+                             f"the {self.lr_schedule} schedule ({self.epochs} epochs)")
         if self.lr_schedule == "step" and not self.lr_decay_epochs:
-            raise ConfigError("lr_schedule step needs lr_decay_epochs, e.g. [30, 60, 80]")
+            raise ValueError("lr_schedule step needs lr_decay_epochs, e.g. [30, 60, 80]")
         if sorted(self.lr_decay_epochs) != self.lr_decay_epochs or any(
                 e < self.warmup_epochs for e in self.lr_decay_epochs):
-            raise ConfigError(f"lr_decay_epochs {self.lr_decay_epochs} must be ascending "
-                              f"and not before the end of the warm-up ({self.warmup_epochs})")
+            raise ValueError(f"lr_decay_epochs {self.lr_decay_epochs} must be ascending "
+                             f"and not before the end of the warm-up ({self.warmup_epochs})")
         for name in ("target_accuracy", "expected_accuracy"):
             if not 0 <= getattr(self, name) <= 1:
-                raise ConfigError(f"{name} must lie in [0, 1], got {getattr(self, name)}")
+                raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)}")
         if not all(0 < t <= 1 for t in self.accuracy_thresholds):
-            raise ConfigError(f"accuracy_thresholds must lie in (0, 1]: "
-                              f"{self.accuracy_thresholds}")
+            raise ValueError(f"accuracy_thresholds must lie in (0, 1]: "
+                             f"{self.accuracy_thresholds}")
         if len(self.input_shape) != 3 or any(d < 1 for d in self.input_shape):
-            raise ConfigError(f"input_shape must be [height, width, channels], got "
-                              f"{self.input_shape}")
+            raise ValueError(f"input_shape must be [height, width, channels], got "
+                             f"{self.input_shape}")
         return self
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-
-FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
-_TYPES = {"int": int, "float": (int, float), "str": str, "bool": bool,
-          "list[float]": list, "list[int]": list}
-
-
-def _check_types(values: dict, origin: str) -> dict:
-    unknown = sorted(set(values) - set(FIELDS))
-    if unknown:
-        raise ConfigError(f"{origin}: unknown key(s) {', '.join(unknown)}; "
-                          f"known: {', '.join(FIELDS)}")
-    for key, value in values.items():
-        want = _TYPES[FIELDS[key].type]
-        bad_bool = isinstance(value, bool) and FIELDS[key].type in ("int", "float")
-        if bad_bool or not isinstance(value, want):
-            raise ConfigError(f"{origin}: {key}={value!r} should be {FIELDS[key].type}")
-        if FIELDS[key].type == "list[float]":
-            if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value):
-                raise ConfigError(f"{origin}: {key}={value!r} should be a list of numbers")
-            values[key] = [float(v) for v in value]
-        elif FIELDS[key].type == "list[int]":
-            if not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
-                raise ConfigError(f"{origin}: {key}={value!r} should be a list of integers")
-        elif FIELDS[key].type == "float":
-            values[key] = float(value)
-    return values
+        return self.model_dump()
 
 
 def parse_overrides(items: list[str]) -> dict:
@@ -166,19 +141,30 @@ def load_config(spec: str, overrides: list[str] | dict | None = None) -> TrainCo
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: top level must be a mapping")
     variants = raw.pop("variants", {}) or {}
-    values = _check_types(dict(raw), str(path))
+    values, origin = dict(raw), str(path)
+    _known_keys(values, origin)
     if variant is not None:
         if variant not in variants:
             raise ConfigError(f"{path}: no variant {variant!r} "
                               f"(has: {', '.join(variants) or 'none'})")
-        values.update(_check_types(dict(variants[variant]), f"{path}:{variant}"))
+        origin = f"{path}:{variant}"
+        values.update(_known_keys(dict(variants[variant] or {}), origin))
     if overrides:
         extra = overrides if isinstance(overrides, dict) else parse_overrides(overrides)
-        values.update(_check_types(dict(extra), "override"))
-    missing = [k for k in ("experiment",) if k not in values]
-    if missing:
-        raise ConfigError(f"{path}: missing required key(s) {', '.join(missing)}")
-    return TrainConfig(**values).validate()
+        values.update(_known_keys(dict(extra), "override"))
+        origin += " + overrides"
+    if "experiment" not in values:
+        raise ConfigError(f"{path}: missing required key(s) experiment")
+    return parse(TrainConfig, values, origin, ConfigError)
+
+
+def _known_keys(values: dict, origin: str) -> dict:
+    """Unknown keys are named where they were written (file, variant or override)."""
+    unknown = sorted(set(values) - set(TrainConfig.model_fields))
+    if unknown:
+        raise ConfigError(f"{origin}: unknown key(s) {', '.join(unknown)}; "
+                          f"known: {', '.join(TrainConfig.model_fields)}")
+    return values
 
 
 def check_data(cfg: TrainConfig) -> None:
@@ -186,7 +172,7 @@ def check_data(cfg: TrainConfig) -> None:
     file before anything is queued or started; synthetic configs have no file."""
     if cfg.synthetic:
         return
-    from hpctrain.staging import check_h5
+    from hpctrain.data.layout import check_h5
 
     cfg.data = str(Path(cfg.data).expanduser().resolve())
     check_h5(cfg.data)
@@ -194,4 +180,4 @@ def check_data(cfg: TrainConfig) -> None:
 
 def from_dict(values: dict) -> TrainConfig:
     """Rebuild a resolved config (e.g. a run directory's config.json)."""
-    return TrainConfig(**_check_types(dict(values), "config.json")).validate()
+    return parse(TrainConfig, dict(values), "config.json", ConfigError)

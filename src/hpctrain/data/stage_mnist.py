@@ -23,7 +23,8 @@ import h5py
 import numpy as np
 
 from hpctrain import __version__
-from hpctrain.fsutil import atomic_path
+from hpctrain.atomic import atomic_path
+from hpctrain.data.layout import StagingError, check_h5
 
 CLASS_NAMES = {
     "mnist": [str(i) for i in range(10)],
@@ -37,10 +38,6 @@ IDX_FILES = {  # split -> (images stem, labels stem); both `-idx3-ubyte` and `.i
 NPZ_KEYS = {"train": ("x_train", "y_train"), "test": ("x_test", "y_test")}
 IMAGE_SHAPE = (28, 28)
 CHUNK_SAMPLES = 1024
-
-
-class StagingError(ValueError):
-    """Bad staging input; the message is one line naming the problem."""
 
 
 @dataclass
@@ -110,8 +107,14 @@ def load_npz(source: Path) -> tuple[dict[str, Split], dict[str, str]]:
         missing = [k for pair in NPZ_KEYS.values() for k in pair if k not in npz.files]
         if missing:
             raise StagingError(f"{source}: missing arrays {missing} (has {sorted(npz.files)})")
-        splits = {split: Split(np.asarray(npz[x]), np.asarray(npz[y]))
-                  for split, (x, y) in NPZ_KEYS.items()}
+        splits = {}
+        for split, (x, y) in NPZ_KEYS.items():
+            try:
+                splits[split] = Split(np.asarray(npz[x]), np.asarray(npz[y]))
+            except Exception as e:  # object arrays (pickle refused), corrupt members
+                raise StagingError(f"{source}: cannot read {x}/{y} "
+                                   f"({type(e).__name__}: {' '.join(str(e).split())})"
+                                   ) from None
     return splits, {source.name: sha256(source)}
 
 
@@ -131,14 +134,19 @@ def validate(splits: dict[str, Split], origin: str) -> None:
                                f"but {len(s.labels)} labels")
         if len(s.images) == 0:
             raise StagingError(f"{origin}: {name} split is empty")
-        if s.images.dtype != np.uint8:
-            if s.images.min() < 0 or s.images.max() > 255:
-                raise StagingError(f"{origin}: {name} images are not 8-bit pixel values")
-            s.images = s.images.astype(np.uint8)
-        if s.labels.min() < 0 or s.labels.max() > 9:
-            raise StagingError(f"{origin}: {name} labels outside 0-9 "
-                               f"(min {s.labels.min()}, max {s.labels.max()})")
-        s.labels = s.labels.astype(np.uint8)
+        s.images = _as_uint8(s.images, f"{origin}: {name} images", 255)
+        s.labels = _as_uint8(s.labels, f"{origin}: {name} labels", 9)
+
+
+def _as_uint8(a: np.ndarray, what: str, top: int) -> np.ndarray:
+    """Integer arrays whose values lie in [0, top], as uint8; anything else is refused:
+    a float image in [0, 1] would silently become all zeros, a label 1.9 would become 1."""
+    if a.dtype.kind not in "iu":
+        raise StagingError(f"{what} have dtype {a.dtype}: expected integers 0-{top} "
+                           "(uint8 pixels, integer class labels)")
+    if a.size and (a.min() < 0 or a.max() > top):
+        raise StagingError(f"{what} outside 0-{top} (min {a.min()}, max {a.max()})")
+    return a.astype(np.uint8, copy=False)
 
 
 def write_h5(out: Path, splits: dict[str, Split], attrs: dict, compression: str | None) -> None:
@@ -156,28 +164,6 @@ def write_h5(out: Path, splits: dict[str, Split], attrs: dict, compression: str 
             for k, v in attrs.items():
                 f.attrs[k] = v
         check_h5(tmp, expect={k: len(s.labels) for k, s in splits.items()})
-
-
-def check_h5(path: Path, expect: dict[str, int] | None = None) -> dict:
-    """Open a staged file and check its layout; returns its attributes. Used before any rank
-    starts, so a wrong or truncated file fails with one line instead of a hang in a collective."""
-    if not Path(path).is_file():
-        raise StagingError(f"{path}: no such data file (stage it with `hpctrain stage`)")
-    try:
-        with h5py.File(path, "r") as f:
-            for split in ("train", "test"):
-                if f"{split}/images" not in f or f"{split}/labels" not in f:
-                    raise StagingError(f"{path}: missing {split}/images or {split}/labels")
-                img, lbl = f[f"{split}/images"], f[f"{split}/labels"]
-                if img.ndim != 4 or img.dtype != np.uint8 or img.shape[0] != lbl.shape[0]:
-                    raise StagingError(f"{path}: {split} has images {img.shape} {img.dtype}, "
-                                       f"labels {lbl.shape}")
-                if expect and img.shape[0] != expect[split]:
-                    raise StagingError(f"{path}: {split} holds {img.shape[0]} samples, "
-                                       f"expected {expect[split]}")
-            return dict(f.attrs)
-    except OSError as e:
-        raise StagingError(f"{path}: not a readable HDF5 file ({e})") from None
 
 
 def stage(dataset: str, source: Path, out: Path, compression: str | None = "lzf") -> dict:

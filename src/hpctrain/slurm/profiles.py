@@ -11,22 +11,24 @@ Unknown keys are errors.
 
 from __future__ import annotations
 
-import dataclasses
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+from pydantic import ConfigDict, Field, model_validator
 
-from hpctrain.config import ConfigError
-from hpctrain.paths import REPO_ROOT
-from hpctrain.sbatch import LAUNCHERS
-
-PROFILES_DIR = REPO_ROOT / "env" / "clusters"
+from hpctrain.resources import profile_dirs
+from hpctrain.slurm.script import LAUNCHERS, SAFE_PATH
+from hpctrain.validation import Checked, InputError, parse
 
 
-@dataclass(frozen=True)
-class Profile:
+class ProfileError(InputError):
+    """A missing or bad cluster profile; the message is one line."""
+
+
+class Profile(Checked):
+    model_config = ConfigDict(frozen=True)
+
     name: str = "embedded"
     description: str = ""
     # where jobs go
@@ -48,33 +50,37 @@ class Profile:
     time: str = "00:30:00"
     launcher: str = "srun"
     # shell lines run before training, e.g. `module load ...`; empty: activate this venv
-    env_setup: list[str] = field(default_factory=list)
+    env_setup: list[str] = Field(default_factory=list)
     scratch: str | None = None  # node-local directory: the data is copied there first
-    extra_sbatch: list[str] = field(default_factory=list)  # e.g. "--mem=0", "--exclusive"
+    extra_sbatch: list[str] = Field(default_factory=list)  # e.g. "--mem=0", "--exclusive"
     signal_seconds: int = 120  # --signal=B:USR1@N: checkpoint N s before the time limit
     max_restarts: int = 3  # requeues after a stop request before the job gives up
 
-    def validate(self) -> Profile:
+    @model_validator(mode="after")
+    def _check(self) -> Profile:
         if self.launcher not in LAUNCHERS:
-            raise ConfigError(f"profile {self.name}: launcher {self.launcher!r} unknown; "
-                              f"choose from {', '.join(LAUNCHERS)}")
+            raise ValueError(f"launcher {self.launcher!r} unknown; "
+                             f"choose from {', '.join(LAUNCHERS)}")
         for line in self.extra_sbatch:
             if not line.startswith("--") or "\n" in line:
-                raise ConfigError(f"profile {self.name}: extra_sbatch entry {line!r} must be "
-                                  "one sbatch option starting with --")
+                raise ValueError(f"extra_sbatch entry {line!r} must be one sbatch option "
+                                 "starting with --")
         for key in ("signal_seconds", "max_restarts", "node_gpus", "gpus_per_node"):
             if getattr(self, key) < 0:
-                raise ConfigError(f"profile {self.name}: {key} must be >= 0")
+                raise ValueError(f"{key} must be >= 0")
+        if self.scratch is not None and not SAFE_PATH.match(self.scratch):
+            raise ValueError(f"scratch {self.scratch!r}: a path, optionally with $VARIABLES "
+                             "(letters, digits and _ . / - $ { } only)")
         return self
 
 
-FIELDS = {f.name: f for f in dataclasses.fields(Profile)}
-
-
 def profile_path(name: str) -> Path:
+    """A path as given (NAME.yaml or containing /), else the first NAME.yaml on the search
+    path (resources.profile_dirs); the last candidate if none exists."""
     if name.endswith((".yaml", ".yml")) or "/" in name:
         return Path(name)
-    return PROFILES_DIR / f"{name}.yaml"
+    candidates = [d / f"{name}.yaml" for d in profile_dirs()]
+    return next((c for c in candidates if c.is_file()), candidates[-1])
 
 
 def default_name() -> str:
@@ -82,35 +88,23 @@ def default_name() -> str:
 
 
 def available() -> list[str]:
-    return sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
+    return sorted({p.stem for d in profile_dirs() for p in d.glob("*.yaml")})
 
 
 def load_profile(name: str | None = None) -> Profile:
     name = name or default_name()
     path = profile_path(name)
     if not path.is_file():
-        raise ConfigError(f"no cluster profile {name!r} ({path} not found); "
-                          f"available: {', '.join(available())}")
+        raise ProfileError(f"no cluster profile {name!r} ({path} not found); "
+                           f"available: {', '.join(available())}")
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from None
+        raise ProfileError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of keys")
-    unknown = sorted(set(data) - set(FIELDS) - {"name"})
-    if unknown:
-        raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)}; "
-                          f"known: {', '.join(k for k in FIELDS if k != 'name')}")
-    for key, value in data.items():
-        want = FIELDS[key].type
-        ok = (value is None and "None" in want) or (
-            isinstance(value, list) and want.startswith("list") and
-            all(isinstance(v, str) for v in value)) or (
-            isinstance(value, int) and not isinstance(value, bool) and want.startswith("int")) \
-            or (isinstance(value, str) and want.startswith("str"))
-        if not ok:
-            raise ConfigError(f"{path}: {key}={value!r} should be {want}")
-    return Profile(**{**data, "name": path.stem}).validate()
+        raise ProfileError(f"{path}: expected a mapping of keys")
+    data.pop("name", None)  # a profile is named after its file
+    return parse(Profile, {**data, "name": path.stem}, f"profile {path}", ProfileError)
 
 
 def slurm_minutes(value: str) -> float:

@@ -9,51 +9,19 @@ import json
 import math
 import platform
 import shutil
-import statistics
 import subprocess
 from pathlib import Path
 
-from hpctrain.fsutil import write_json, write_text
-from hpctrain.paths import REPO_ROOT
-
-
-def interval95(values: list[float]) -> dict:
-    """Mean and 95 % interval half-width (1.96 sigma), as Horovod's synthetic benchmark."""
-    if not values:
-        return {"mean": None, "ci95": None, "n": 0}
-    mean = statistics.fmean(values)
-    ci = 1.96 * statistics.stdev(values) if len(values) > 1 else None
-    return {"mean": mean, "ci95": ci, "n": len(values)}
-
-
-def throughput(epochs: list[dict]) -> dict:
-    """images/s mean and 95 % interval over the epochs that did not build the graph (the first
-    epoch of the run and of every resumed segment); with none such, the tenths of the last
-    epoch after its first tenth."""
-    steady = [e["images_per_s"] for i, e in enumerate(epochs)
-              if i > 0 and not e.get("first_in_segment", False)]
-    resumed = sum(1 for e in epochs[1:] if e.get("first_in_segment", False))
-    if steady:
-        return {**interval95(steady), "basis": "epochs 2..N" + (
-            f" without the first epoch of {resumed} resumed segment(s)" if resumed else "")}
-    windows = epochs[-1].get("window_images_per_s", [])[1:] if epochs else []
-    return {**interval95(windows), "basis": f"epoch {len(epochs)}, tenths 2..10"}
-
-
-def time_to_accuracy(epochs: list[dict], thresholds: list[float]) -> dict[str, float | None]:
-    """Seconds from training start to the end of the first epoch whose test accuracy reaches
-    each threshold (evaluation included, as MLPerf counts it); None if never reached."""
-    out = {}
-    for t in thresholds:
-        hit = next((e for e in epochs if (e["val_accuracy"] or 0.0) >= t), None)
-        out[f"{t:.2f}"] = hit["elapsed_s"] if hit else None
-    return out
+from hpctrain.atomic import write_json, write_text
+from hpctrain.report.statistics import throughput, time_to_accuracy
+from hpctrain.resources import checkout_root
 
 
 def build_report(*, config: dict, epochs: list[dict], env: dict, node_names: list[str],
                  dataset: dict, startup_s: float, train_s: float, total_s: float,
                  weight_digests: list[str] | None, status: str, error: str | None,
-                 versions: dict, run_dir: str, segments: list[dict] | None = None) -> dict:
+                 versions: dict, run_dir: str, segments: list[dict] | None = None,
+                 threads: int | None = None) -> dict:
     ranks = env["size"]
     thresholds = sorted(set(config["accuracy_thresholds"]) |
                         ({config["target_accuracy"]} if config["target_accuracy"] else set()))
@@ -96,6 +64,7 @@ def build_report(*, config: dict, epochs: list[dict], env: dict, node_names: lis
             "deterministic", "activation", "synthetic")},
         "segments": segments or [],
         "ranks": ranks,
+        "threads_per_rank": threads,
         "nodes": len(nodes),
         "node_names": nodes,
         "rank_nodes": node_names,
@@ -124,7 +93,7 @@ def collect_versions() -> dict:
     import mpi4py
     import tensorflow as tf
 
-    from hpctrain.tfcompat import keras_version
+    from hpctrain.train.keras_compat import keras_version
 
     mpirun = shutil.which("mpirun")
     mpi_lib = None
@@ -132,8 +101,9 @@ def collect_versions() -> dict:
         res = subprocess.run([mpirun, "--version"], capture_output=True, text=True)
         mpi_lib = (res.stdout or res.stderr).strip().splitlines()[0] if res.returncode == 0 \
             else None
-    git = subprocess.run(["git", "-C", str(REPO_ROOT), "describe", "--always", "--dirty",
-                          "--abbrev=12"], capture_output=True, text=True)
+    root = checkout_root()
+    git = subprocess.run(["git", "-C", str(root), "describe", "--always", "--dirty",
+                          "--abbrev=12"], capture_output=True, text=True) if root else None
     return {
         "python": platform.python_version(),
         "tensorflow": tf.__version__,
@@ -141,7 +111,7 @@ def collect_versions() -> dict:
         "horovod": horovod.__version__,
         "mpi4py": mpi4py.__version__,
         "mpi": mpi_lib,
-        "git_commit": git.stdout.strip() if git.returncode == 0 else None,
+        "git_commit": git.stdout.strip() if git and git.returncode == 0 else None,
     }
 
 
@@ -169,7 +139,7 @@ def _segment_lines(r: dict) -> list[str]:
 
 def render_markdown(r: dict) -> str:
     ips, ipr, t = r["images_per_s"], r["images_per_s_per_rank"], r["training"]
-    ci = f" ± {_fmt(ips['ci95'], '.0f')}" if ips["ci95"] is not None else ""
+    ci = f" ± {_fmt(ips['ci95'], '.0f')}" if ips.get("ci95") is not None else ""
     sync = r["ranks_in_sync"]
     lines = [
         f"# {r['experiment']}: {r['model']} on {r['dataset']['dataset']}",
@@ -180,7 +150,8 @@ def render_markdown(r: dict) -> str:
         f"- ranks: {r['ranks']} on {r['nodes']} node(s) ({', '.join(r['node_names'])}), "
         f"launcher {r['launcher']}, global batch {r['global_batch_size']}",
         f"- throughput: {_fmt(ips['mean'], '.0f')}{ci} images/s total, "
-        f"{_fmt(ipr['mean'], '.0f')} per rank ({ips['basis']}, n={ips['n']})",
+        f"{_fmt(ipr['mean'], '.0f')} per rank (mean"
+        + (" and 95 % CI of the mean" if ci else "") + f" over {ips['basis']}, n={ips['n']})",
         f"- training: {t['optimizer']}, lr {t['learning_rate']:g} per rank, "
         f"{t['lr_schedule']} after {t['warmup_epochs']:g} warm-up epoch(s), "
         f"{t['precision']}{', XLA' if t['xla'] else ''}, seed {t['seed']}"
@@ -214,3 +185,13 @@ def write_report(run_dir: str | Path, report: dict) -> Path:
 
 def load_report(run_dir: str | Path) -> dict:
     return json.loads((Path(run_dir) / "report.json").read_text())
+
+
+def check_failures(run_dirs: list[str], reports: list[dict]) -> list[str]:
+    """One line per run that did not complete or missed its expected accuracy."""
+    bad = []
+    for d, r in zip(run_dirs, reports, strict=True):
+        missed = bool(r.get("expected_accuracy")) and not r["expected_accuracy"]["met"]
+        if r["status"] != "completed" or missed:
+            bad.append(f"{d}: {r['status']}" + (" (expected accuracy not met)" if missed else ""))
+    return bad

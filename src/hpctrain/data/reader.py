@@ -13,7 +13,6 @@ of issue 2). Each epoch's order is a pure function of (seed, epoch), so resuming
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 import h5py
@@ -44,20 +43,6 @@ def read_shard(path: str, split: str, rank: int, size: int, limit: int = 0) -> S
         if stop <= start:
             raise ValueError(f"{path}: {split} has {total} samples, too few for {size} ranks")
         return Shard(images[start:stop], labels[start:stop].astype(np.int32), start, stop, total)
-
-
-def describe(path: str) -> dict:
-    with h5py.File(path, "r") as f:
-        attrs = dict(f.attrs)
-        return {
-            "dataset": str(attrs.get("dataset", "?")),
-            "class_names": json.loads(attrs.get("class_names", "[]")),
-            "num_classes": int(attrs.get("num_classes", 10)),
-            "input_shape": tuple(f["train/images"].shape[1:]),
-            "train_count": int(f["train/images"].shape[0]),
-            "test_count": int(f["test/images"].shape[0]),
-            "source_sha256": json.loads(attrs.get("source_sha256", "{}")),
-        }
 
 
 def batches(tf, images: np.ndarray, labels: np.ndarray, batch_size: int, seed: int,

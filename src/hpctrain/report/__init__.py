@@ -1,0 +1,6 @@
+"""Reports, step 4 of the pipeline: what a run measured, for people and for scripts.
+
+    run_report.py      report.json (everything, with units) and report.md of one run
+    statistics.py      throughput and its interval, time to accuracy
+    accuracy_table.py  several runs side by side with the workshops' figures
+"""

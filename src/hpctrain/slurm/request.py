@@ -1,0 +1,136 @@
+"""A job request, resolved once: cluster profile + experiment config + overrides -> one
+checked `Resolved` (the JobSpec to render, the config, the profile, the run directory).
+
+    request = Request(config="jobs/configs/fmnist_cnn.yaml:short", job=JobOptions(nodes=2))
+    resolved = resolve(request)          # ConfigError / ProfileError / JobSpecError, one line
+
+Order: the profile gives job defaults, explicit job options override them; the experiment
+config is loaded with its overrides and its data file checked; the JobSpec is built and
+checked against what the profile's nodes and partition offer. Nothing is queued here.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shlex
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hpctrain.resources import results_dir
+from hpctrain.slurm.profiles import Profile, load_profile, slurm_minutes
+from hpctrain.slurm.script import JobSpec, JobSpecError, make_spec
+from hpctrain.train.config import TrainConfig, check_data, load_config, split_spec
+
+JOB_KEYS = ("nodes", "ntasks_per_node", "cpus_per_task", "gpus_per_node", "time", "partition",
+            "account", "qos", "constraint", "launcher", "signal_seconds", "max_restarts")
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    """Job geometry and placement asked for explicitly; None: the profile's value."""
+
+    nodes: int | None = None
+    ntasks_per_node: int | None = None
+    cpus_per_task: int | None = None
+    gpus_per_node: int | None = None
+    time: str | None = None
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None
+    launcher: str | None = None
+    signal_seconds: int | None = None
+    max_restarts: int | None = None
+
+    def settings(self, profile: Profile) -> dict:
+        """The profile's job defaults, overridden by the options given."""
+        return {k: getattr(self, k) if getattr(self, k) is not None else getattr(profile, k)
+                for k in JOB_KEYS}
+
+
+@dataclass(frozen=True)
+class Request:
+    config: str  # experiment YAML, optionally FILE:variant
+    overrides: tuple[str, ...] = ()  # key=value for the experiment config
+    profile: str | None = None  # name or path; None: $HPCTRAIN_PROFILE, else embedded
+    job: JobOptions = field(default_factory=JobOptions)
+    job_name: str | None = None
+    run_dir: str | None = None  # None: results/<experiment>/<run-id>
+    venv: str | None = None  # what the job activates, unless env_setup or the profile's
+    env_setup: tuple[str, ...] = ()  # replaces the profile's env_setup lines
+
+
+@dataclass(frozen=True)
+class Resolved:
+    spec: JobSpec
+    cfg: TrainConfig
+    profile: Profile
+    run_dir: Path
+
+
+def new_run_dir(experiment: str) -> Path:
+    run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+    return results_dir() / experiment / run_id
+
+
+def resolve(req: Request, template: str = "train.sbatch", check_data_file: bool = True,
+            run_dir: Path | None = None) -> Resolved:
+    """Everything checked before sbatch: profile, config, data file, job geometry."""
+    profile = load_profile(req.profile)
+    cfg = load_config(req.config, list(req.overrides))
+    if check_data_file:
+        check_data(cfg)
+    run_dir = run_dir or (Path(req.run_dir).resolve() if req.run_dir
+                          else new_run_dir(cfg.experiment))
+    if req.env_setup:
+        env_setup = tuple(req.env_setup)
+    elif profile.env_setup:
+        env_setup = tuple(profile.env_setup)
+    else:
+        venv = Path(req.venv or sys.prefix)
+        env_setup = (f"source {shlex.quote(str(venv / 'bin' / 'activate'))}",)
+    spec = make_spec(
+        job_name=req.job_name or f"hpctrain-{cfg.experiment}",
+        config=absolute_spec(req.config),
+        run_dir=str(run_dir),
+        workdir=str(Path.cwd()),
+        gres_name=profile.gres_name,
+        scratch=profile.scratch if not cfg.synthetic else None,
+        data=str(Path(cfg.data).resolve()) if cfg.data else "",
+        env_setup=env_setup,
+        extra_sbatch=tuple(profile.extra_sbatch),
+        extra_args=tuple(req.overrides),
+        allow_run_as_root=os.geteuid() == 0,
+        template=template,
+        **req.job.settings(profile),
+    )
+    check_fits(spec, profile)
+    return Resolved(spec, cfg, profile, run_dir)
+
+
+def check_fits(spec: JobSpec, profile: Profile) -> None:
+    """Refuse what the profile's cluster cannot run, in one line."""
+    p = profile.name
+    if profile.max_nodes is not None and spec.nodes > profile.max_nodes:
+        raise JobSpecError(f"--nodes {spec.nodes}: profile {p} has {profile.max_nodes} nodes")
+    if spec.gpus_per_node > profile.node_gpus:
+        raise JobSpecError(f"--gpus-per-node {spec.gpus_per_node}: profile {p} nodes have "
+                           f"{profile.node_gpus} GPU(s)")
+    cpus = spec.ntasks_per_node * spec.cpus_per_task
+    if profile.node_cpus is not None and cpus > profile.node_cpus:
+        raise JobSpecError(f"{spec.ntasks_per_node} tasks x {spec.cpus_per_task} CPUs per node "
+                           f"= {cpus}: profile {p} nodes have {profile.node_cpus} CPUs")
+    if profile.max_time and slurm_minutes(spec.time) > slurm_minutes(profile.max_time):
+        raise JobSpecError(f"--time {spec.time} is over the partition limit "
+                           f"{profile.max_time} (profile {p})")
+    if spec.signal_seconds and spec.signal_seconds >= slurm_minutes(spec.time) * 60:
+        raise JobSpecError(f"signal {spec.signal_seconds} s before the limit does not fit in "
+                           f"--time {spec.time}")
+
+
+def absolute_spec(spec: str) -> str:
+    path, variant = split_spec(spec)
+    return str(path.resolve()) + (f":{variant}" if variant else "")

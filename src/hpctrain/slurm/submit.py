@@ -1,0 +1,144 @@
+"""`hpctrain submit`: resolve the request (request.py), render
+results/<experiment>/<run-id>/job.sbatch (and stage.sbatch / report.sbatch for a chain),
+sbatch it, and optionally wait for the job and print its report."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from hpctrain.atomic import write_json, write_text
+from hpctrain.report.run_report import load_report
+from hpctrain.slurm.client import SlurmClient, SlurmError, print_change
+from hpctrain.slurm.request import Request, resolve
+from hpctrain.slurm.script import JobSpecError, render_sbatch, with_changes
+
+STAGE_DATASETS = ("mnist", "fashion-mnist")
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """--wait: block until the job ends, print its report, exit non-zero unless it completed."""
+
+    enabled: bool = False
+    timeout: float = 3600.0
+
+
+def create_run_dir(path: Path, what: str = "run directory") -> None:
+    """The new run (or sweep) directory; an existing one is never reused."""
+    try:
+        path.mkdir(parents=True, exist_ok=False)
+    except FileExistsError:
+        raise SlurmError(f"{what} {path} already exists") from None
+
+
+def write_submission(directory: Path, client: SlurmClient, job_id: str, **extra) -> None:
+    """submission.json: the job id and the cluster it belongs to (job ids repeat across
+    clusters and across re-created embedded clusters; `hpctrain status` matches on both)."""
+    write_json(directory / "submission.json", {
+        "job_id": job_id, "cluster": client.cluster_name(),
+        "slurm_conf": client.env.get("SLURM_CONF"), "submitted_at": time.time(), **extra})
+
+
+CHAIN_STEPS = ("stage", "train", "report")
+
+
+def parse_chain(value: str | None) -> tuple[str, ...]:
+    steps = tuple(s.strip() for s in (value or "train").split(",") if s.strip())
+    if "train" not in steps or any(s not in CHAIN_STEPS for s in steps) or \
+            list(steps) != sorted(steps, key=CHAIN_STEPS.index) or len(set(steps)) != len(steps):
+        raise JobSpecError(f"--chain {value!r}: a subsequence of stage,train,report with train")
+    return steps
+
+
+def submit(req: Request, chain: tuple[str, ...] = ("train",), stage_dataset: str = "",
+           stage_source: str = "", dry_run: bool = False, waiting: Waiting | None = None,
+           client: SlurmClient | None = None) -> int:
+    """Resolve, render and queue the request (a chain: one job per step, afterok)."""
+    if "stage" in chain:
+        if not (stage_source and stage_dataset):
+            raise JobSpecError("--chain stage needs --stage-source and --stage-dataset")
+        if stage_dataset not in STAGE_DATASETS:
+            raise JobSpecError(f"--stage-dataset {stage_dataset!r}: choose from "
+                               f"{', '.join(STAGE_DATASETS)}")
+        if not Path(stage_source).exists():
+            raise JobSpecError(f"--stage-source {stage_source}: no such file or directory")
+    resolved = resolve(req, check_data_file="stage" not in chain)
+    spec, run_dir = resolved.spec, resolved.run_dir
+    if "stage" in chain and not resolved.cfg.data:
+        raise JobSpecError("--chain stage: the config has no data file to stage into")
+    specs = {"train": spec}
+    one_task = dict(nodes=1, ntasks_per_node=1, cpus_per_task=1, gpus_per_node=0)
+    if "stage" in chain:
+        specs["stage"] = with_changes(spec, template="stage.sbatch",
+                                      job_name=spec.job_name + "-stage",
+                                      stage_dataset=stage_dataset,
+                                      stage_source=str(Path(stage_source).resolve()),
+                                      **one_task)
+    if "report" in chain:
+        specs["report"] = with_changes(spec, template="report.sbatch", time="00:10:00",
+                                       job_name=spec.job_name + "-report", **one_task)
+    scripts = {step: render_sbatch(specs[step]) for step in chain}
+    client = client or SlurmClient()
+    if dry_run:
+        for step in chain:
+            sys.stdout.write(scripts[step])
+            print(f"# {step}: sbatch --test-only: {client.test_only(scripts[step])}",
+                  file=sys.stderr)
+        return 0
+    create_run_dir(run_dir)
+    job_ids: dict[str, str] = {}
+    try:
+        for step in chain:
+            job_file = run_dir / ("job.sbatch" if step == "train" else f"{step}.sbatch")
+            write_text(job_file, scripts[step])
+            # a failed step cancels the rest of the chain rather than leaving it pending
+            after = [f"--dependency=afterok:{job_ids[p]}" for p in job_ids][-1:]
+            after += ["--kill-on-invalid-dep=yes"] if after else []
+            job_ids[step] = client.sbatch(job_file, *after)
+    except SlurmError:
+        client.scancel(*job_ids.values())  # an incomplete chain must not run
+        if not job_ids:
+            shutil.rmtree(run_dir)  # nothing was queued: leave no run directory behind
+        raise
+    job_id = job_ids["train"]
+    write_submission(run_dir, client, job_id, jobs=job_ids, script=str(run_dir / "job.sbatch"))
+    print(f"submitted job {job_id}; run dir {run_dir}" + (
+        "" if len(chain) == 1 else
+        f" (chain {' -> '.join(f'{s} {job_ids[s]}' for s in chain)}, afterok)"), flush=True)
+    if waiting is None or not waiting.enabled:
+        return 0
+    last = job_ids[chain[-1]]
+    state = client.wait(last, timeout=waiting.timeout, on_change=print_change)
+    if last != job_id:
+        state = client.state(job_id) or state
+    return summarize(job_id, state, run_dir)
+
+
+def outcome(run_dir: Path, state: str) -> tuple[bool, str]:
+    """(did the job and the run complete, "test accuracy X (status, job STATE)")."""
+    path = run_dir / "report.json"
+    report = load_report(run_dir) if path.is_file() else {}
+    ok = state == "COMPLETED" and report.get("status") == "completed"
+    acc = report.get("test_accuracy")
+    return ok, (f"test accuracy {'n/a' if acc is None else f'{acc:.4f}'} "
+                f"({report.get('status')}, job {state})")
+
+
+def summarize(job_id: str, state: str, run_dir: Path) -> int:
+    report_path = run_dir / "report.json"
+    if report_path.exists():
+        print((run_dir / "report.md").read_text(), end="")
+        print(f"report: {report_path}")
+        ok, line = outcome(run_dir, state)
+        print(line)
+        return 0 if ok else 1
+    log = next(iter(sorted(run_dir.glob("slurm-*.out"))), None)
+    print(f"job {job_id} ended {state} without a report", file=sys.stderr)
+    if log:
+        tail = log.read_text(errors="replace").splitlines()[-30:]
+        print(f"--- last lines of {log} ---", *tail, sep="\n", file=sys.stderr)
+    return 1

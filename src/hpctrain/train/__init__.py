@@ -1,0 +1,18 @@
+"""Training, step 3 of the pipeline: one experiment config on every Horovod rank.
+
+    command.py      `hpctrain train`: check config and run directory, then start the trainer
+    config.py       experiment configs (YAML, variants, key=value overrides)
+    trainer.py      set up -> restore -> fit -> finish, the Horovod recipe
+    run_state.py    where a run stands (epoch, step, metrics, segments), resumed from here
+    data_feed.py    what one rank trains on: its shard of the staged data, or synthetic
+    models.py       the model zoo
+    optim.py        optimizers, warm-up and learning-rate schedules
+    callbacks.py    timing, exact sharded evaluation, BatchNorm averaging, dropout reseeding,
+                    stop on request or at a target accuracy
+    checkpoint.py   full-state checkpoints, written atomically by rank 0
+    preemption.py   stop requests: time limit near, preemption (signals, STOP file)
+    keras_compat.py which Keras is behind tf.keras (Horovod needs Keras 2)
+
+Nothing here imports TensorFlow at import time except trainer.py and callbacks.py, which
+run only inside a rank.
+"""

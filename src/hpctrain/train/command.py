@@ -1,0 +1,101 @@
+"""`hpctrain train`: check the config and the run directory, then train on every rank.
+
+    hpctrain train --config jobs/configs/fmnist_cnn.yaml                     # one rank
+    horovodrun -np 2 -H localhost:2 hpctrain train --config jobs/configs/fmnist_cnn.yaml
+    srun --mpi=pmix hpctrain train --config ... --run-dir results/<exp>/<id>  # what sbatch runs
+    python -m hpctrain.train --config ...                                   # the same
+
+Everything a rank can check alone (config keys and values, the data file, a run directory
+that must not be overwritten) is checked here, before TensorFlow and Horovod start: bad input
+exits with 2 and one line. The training itself is trainer.Trainer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from hpctrain.environment import JobEnvironment
+from hpctrain.train import checkpoint
+from hpctrain.train.config import (
+    ConfigError,
+    TrainConfig,
+    check_data,
+    from_dict,
+    load_config,
+    parse_overrides,
+)
+from hpctrain.train.preemption import StopRequest
+from hpctrain.validation import InputError
+
+EXIT_BAD_INPUT = 2
+
+# What a resumed run may change; anything else would make it a different experiment.
+RESUME_MAY_CHANGE = {"epochs", "target_accuracy", "expected_accuracy", "threads",
+                     "accuracy_thresholds", "stop_check_steps"}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="hpctrain train",
+                                description=(__doc__ or "").split("\n\n")[0],
+                                epilog="example: hpctrain train --config "
+                                "jobs/configs/fmnist_cnn.yaml:short epochs=2")
+    p.add_argument("--config", help="experiment YAML, optionally FILE:variant (with --resume, "
+                   "default: the run directory's config.json)")
+    p.add_argument("--run-dir", help="run directory (default results/<experiment>/<run-id>)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the run directory's newest checkpoint (start afresh "
+                   "if it has none)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    return p.parse_args(argv)
+
+
+def resolve_config(config: str | None, overrides: list[str], run_dir: Path | None,
+                   resume: bool) -> TrainConfig:
+    """The config to run, checked with its data file and against the run directory."""
+    if resume and run_dir is None:
+        raise ConfigError("--resume needs --run-dir (the run to continue)")
+    saved = run_dir / "config.json" if run_dir else None
+    if config:
+        cfg = load_config(config, overrides)
+    elif resume and saved is not None and saved.is_file():
+        cfg = from_dict({**json.loads(saved.read_text()), **parse_overrides(overrides)})
+    else:
+        raise ConfigError("--config is required" + (f" ({saved} does not exist)"
+                                                    if resume else ""))
+    check_data(cfg)
+    if run_dir is not None and checkpoint.latest(run_dir / "checkpoints") and not resume:
+        raise ConfigError(f"{run_dir} already holds checkpoints: pass --resume to continue "
+                          "it, or choose another --run-dir")
+    if resume and saved is not None and saved.is_file():
+        before = json.loads(saved.read_text())
+        changed = sorted(k for k, v in cfg.to_dict().items()
+                         if k not in RESUME_MAY_CHANGE and before.get(k) != v)
+        if changed:
+            raise ConfigError(f"cannot resume {run_dir} with a different "
+                              f"{', '.join(changed)} (only {', '.join(sorted(RESUME_MAY_CHANGE))}"
+                              " may change)")
+    return cfg
+
+
+def main(argv=None) -> int:
+    stop = StopRequest().install()  # first: a time-limit signal must never kill a rank
+    args = parse_args(argv)
+    env = JobEnvironment.detect()
+    run_dir = Path(args.run_dir).resolve() if args.run_dir else None
+    try:  # everything a rank can check alone happens before TensorFlow and Horovod start
+        cfg = resolve_config(args.config, args.overrides, run_dir, args.resume)
+    except InputError as e:
+        print(f"hpctrain train: error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    os.environ["TF_USE_LEGACY_KERAS"] = "1"  # before TensorFlow is imported (Keras 3 trap)
+    from hpctrain.train.trainer import Trainer
+
+    return Trainer(cfg, env, run_dir, resume=args.resume, stop=stop).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

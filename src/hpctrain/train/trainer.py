@@ -1,0 +1,257 @@
+"""Horovod-distributed Keras training of one experiment config, in four steps a reader can
+follow: `set_up` (Horovod, TensorFlow, run directory), `restore` (where the run stands, the
+data, the model), `fit` (one or two `model.fit` calls), `finish` (ranks-in-sync check,
+report, exit code; or checkpoint-and-requeue after a stop request).
+
+The recipe is Horovod's tensorflow2_keras_mnist.py: every distributed line says `# Horovod:`.
+Only rank 0 writes files. Every run ends by checking that all ranks hold identical weights;
+a mismatch is recorded in the report and fails the run (exit 3). Imported only inside a rank,
+after TF_USE_LEGACY_KERAS=1 is set (train/command.py).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import time
+from pathlib import Path
+
+import horovod.tensorflow as hvd_tf
+import horovod.tensorflow.keras as hvd
+import tensorflow as tf
+
+from hpctrain.atomic import write_json
+from hpctrain.environment import JobEnvironment
+from hpctrain.report import run_report
+from hpctrain.resources import results_dir
+from hpctrain.train import callbacks as cb
+from hpctrain.train import checkpoint
+from hpctrain.train.config import TrainConfig
+from hpctrain.train.data_feed import DataFeed
+from hpctrain.train.keras_compat import require_keras2
+from hpctrain.train.models import build_model
+from hpctrain.train.optim import lr_schedule_callback, make_optimizer
+from hpctrain.train.preemption import EXIT_REQUEUE, REQUEUE_FILE, StopRequest
+from hpctrain.train.run_state import RunState
+
+EXIT_OUT_OF_SYNC = 3
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, env: JobEnvironment, run_dir: Path | None,
+                 resume: bool = False, stop: StopRequest | None = None):
+        self.cfg, self.env, self.resume = cfg, env, resume
+        self.run_dir: Path = run_dir or Path()  # chosen by rank 0 in set_up()
+        self._requested_dir = run_dir
+        self.stop = stop or StopRequest()
+
+    def run(self) -> int:
+        self.set_up()
+        self.restore()
+        self.fit()
+        return self.finish()
+
+    # ---- 1. Horovod, TensorFlow, run directory -------------------------------------------
+    def set_up(self) -> None:
+        cfg = self.cfg
+        hvd.init()  # Horovod: initialize Horovod
+        self.env = env = self.env.with_horovod(hvd)
+        require_keras2(tf)
+        self.threads = configure_tensorflow(cfg, env)
+        # Horovod: all ranks agree on one run directory, chosen by rank 0
+        self.run_dir = Path(hvd_tf.broadcast_object(str(
+            self._requested_dir or results_dir() / cfg.experiment / new_run_id(env)),
+            root_rank=0))
+        self.node_names = hvd_tf.allgather_object(env.node_name)  # Horovod: where ranks run
+        if env.is_main:
+            self.stop.watch(self.run_dir)  # the batch script's STOP file (time limit near)
+            (self.run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+            write_json(self.run_dir / "config.json", cfg.to_dict())
+
+    # ---- 2. where the run stands, data, model ----------------------------------------------
+    def restore(self) -> None:
+        cfg, env = self.cfg, self.env
+        # Horovod: rank 0 picks the checkpoint and broadcasts where it stands
+        self.state = state = RunState.pick(hvd_tf, self.run_dir, self.resume, env.is_main)
+        self.log(f"run dir {self.run_dir}; ranks on {self.node_names}; {self.threads} "
+                 "thread(s)" + (f"; {state.describe()}" if state.checkpoint else
+                                "; --resume: no checkpoint yet, starting afresh"
+                                if self.resume else ""))
+        # Horovod: each rank reads only its own shard of the training and test sets
+        self.feed = DataFeed.open(tf, cfg, hvd.rank(), hvd.size())
+        self.model = build_model(cfg.model, self.feed.input_shape, self.feed.num_classes,
+                                 cfg.activation)
+        opt = make_optimizer(tf, cfg.optimizer, cfg.learning_rate, cfg.momentum)
+        opt = hvd.DistributedOptimizer(opt)  # Horovod: average gradients across ranks
+        if cfg.precision == "mixed_float16":
+            # Dynamic loss scaling around Horovod's optimizer (Horovod cannot re-create a
+            # LossScaleOptimizer from its config): the scaled gradients are averaged, then
+            # unscaled, so every rank sees the same inf/nan and skips the same steps.
+            opt = tf.keras.mixed_precision.LossScaleOptimizer(opt)
+        self.model.compile(loss="sparse_categorical_crossentropy", optimizer=opt,
+                           metrics=["accuracy"])
+        if state.checkpoint:
+            checkpoint.restore(tf, state.checkpoint, self.model, opt)
+        state.begin_segment(env, self.node_names)
+        self._make_callbacks()
+        self.startup_s = time.time() - process_start()
+        self.log(f"{self.feed.describe()}, {self.feed.steps} steps/epoch, global batch "
+                 f"{cfg.batch_size * hvd.size()}, lr {cfg.learning_rate:g} x {hvd.size()} "
+                 f"ranks; startup {self.startup_s:.1f} s")
+
+    def _make_callbacks(self) -> None:
+        cfg, env, state, steps = self.cfg, self.env, self.state, self.feed.steps
+        self.recorder = cb.EpochRecorder(steps=steps, global_batch=cfg.batch_size * hvd.size(),
+                                         rows=state.rows, partial=state.partial)
+        self.stopper = cb.StopOnRequest(self.stop, every=cfg.stop_check_steps, steps=steps)
+        self.lr_callback = lr_schedule_callback(tf, cfg, hvd.size(), steps)
+        self.reseed = cb.ReseedRandomLayers(cfg.seed)
+        self.callbacks = [
+            self.recorder.timer,  # first: epoch time excludes the evaluation below
+            self.stopper,  # second: marks an epoch cut short for the callbacks after it
+            self.reseed,
+            hvd.callbacks.BroadcastGlobalVariablesCallback(0),  # Horovod: rank 0's state
+            self.lr_callback,  # Horovod: scaled lr with warm-up
+            hvd.callbacks.MetricAverageCallback(),  # Horovod: average metrics over ranks
+            cb.AverageNonTrainable(),  # Horovod: average BatchNorm statistics over ranks
+        ]
+        if self.feed.test is not None:
+            self.callbacks.append(cb.ShardedEvaluation(self.feed.test.images,
+                                                       self.feed.test.labels, batch_size=512))
+        if cfg.target_accuracy:
+            self.callbacks.append(cb.TargetAccuracyStop(cfg.target_accuracy))
+        if env.is_main:  # Horovod: only rank 0 writes checkpoints and metrics
+            self.callbacks.append(self.recorder.writer(self.run_dir / "metrics.jsonl",
+                                                       print_fn=self.log))
+            if cfg.checkpoint:
+                self.callbacks.append(checkpoint.checkpoint_callback(
+                    tf, self.run_dir / "checkpoints", self.snapshot))
+        else:
+            self.callbacks.append(self.recorder.writer(None))
+
+    # ---- 3. training ---------------------------------------------------------------------
+    def fit(self) -> None:
+        cfg, state, steps = self.cfg, self.state, self.feed.steps
+        epoch = state.epoch
+        if self.target_reached():  # a resumed run that had already reached it trains nothing
+            return
+        try:
+            if state.step:  # finish the epoch a stop request cut short
+                for callback in (self.lr_callback, self.stopper, self.reseed):
+                    callback.batch_offset = state.step
+                self.model.fit(self.feed.batches(epoch, state.step),
+                               steps_per_epoch=steps - state.step, epochs=epoch + 1,
+                               initial_epoch=epoch, callbacks=self.callbacks, verbose=0)
+                epoch += 1
+            if not self.stopper.reason and epoch < cfg.epochs:
+                self.model.fit(self.feed.batches(epoch), steps_per_epoch=steps,
+                               epochs=cfg.epochs, initial_epoch=epoch,
+                               callbacks=self.callbacks, verbose=0)
+        except Exception as e:  # recorded in the report, then re-raised for a non-zero exit
+            if self.env.is_main:
+                self.state.end_segment("failed")
+                self.report(None, "failed", f"{type(e).__name__}: {e}")
+            raise
+
+    def target_reached(self) -> bool:
+        rows = self.recorder.rows
+        return bool(self.cfg.target_accuracy and rows and
+                    (rows[-1]["val_accuracy"] or 0.0) >= self.cfg.target_accuracy)
+
+    # ---- 4. stop-and-requeue, or the ranks-in-sync check and the report -----------------
+    def finish(self) -> int:
+        # Horovod: every rank hashes its weights; all hashes must be equal
+        digests = hvd_tf.allgather_object(weights_digest(self.model.get_weights()))
+        in_sync = len(set(digests)) == 1
+        stopped = self.stopper.reason and len(self.recorder.rows) < self.cfg.epochs \
+            and not self.target_reached()
+        if stopped:
+            return self._checkpointed_stop(digests, in_sync)
+        self.state.end_segment("completed")
+        self.log("training done; ranks hold identical weights" if in_sync else
+                 f"ERROR: ranks hold different weights: {digests}")
+        if self.env.is_main:
+            path = self.report(digests, "completed" if in_sync else "ranks-out-of-sync", None)
+            self.log(f"report: {path} ({time.time() - process_start():.1f} s since start)")
+        return 0 if in_sync else EXIT_OUT_OF_SYNC
+
+    def _checkpointed_stop(self, digests: list[str], in_sync: bool) -> int:
+        epoch, step = self.stopper.at or (0, 0)
+        where = f"epoch {epoch + 1} step {step}/{self.feed.steps}"
+        if self.env.is_main:
+            if self.cfg.checkpoint and in_sync:  # the checkpoint is safe: run again
+                (self.run_dir / REQUEUE_FILE).write_text(f"{where}\n")
+            self.report(digests, "stopped", f"{self.stopper.reason}: checkpointed at {where}; "
+                        "continue with --resume (the batch script requeues itself)")
+        hvd_tf.broadcast_object(None, root_rank=0)  # Horovod: exit together, after the report
+        self.log(f"stop requested ({self.stopper.reason}): checkpointed at {where}, exiting "
+                 f"with {EXIT_REQUEUE} (requeue me)")
+        return EXIT_REQUEUE if in_sync else EXIT_OUT_OF_SYNC
+
+    # ---- helpers -------------------------------------------------------------------------
+    def snapshot(self) -> dict:
+        return self.state.snapshot(self.recorder.rows, self.recorder.partial,
+                                   self.recorder.train_seconds, self.stopper.reason)
+
+    def report(self, digests: list[str] | None, status: str, error: str | None) -> Path:
+        report = run_report.build_report(
+            config=self.cfg.to_dict(), epochs=self.recorder.rows, env=self.env.as_dict(),
+            node_names=self.node_names, dataset=self.feed.info, startup_s=self.startup_s,
+            train_s=self.recorder.train_seconds, total_s=time.time() - process_start(),
+            segments=self.snapshot()["segments"], weight_digests=digests, status=status,
+            error=error, versions=run_report.collect_versions(), run_dir=str(self.run_dir),
+            threads=self.threads)
+        return run_report.write_report(self.run_dir, report)
+
+    def log(self, msg: str) -> None:
+        elapsed = time.time() - process_start()
+        print(f"[rank {self.env.rank}/{self.env.size} {self.env.node_name} {elapsed:6.1f}s] "
+              f"{msg}", flush=True)
+
+
+def configure_tensorflow(cfg: TrainConfig, env: JobEnvironment) -> int:
+    """Devices, threads, precision, XLA and seeds; returns the intra-op thread count."""
+    # Horovod: pin one GPU per process by local rank (no-op on CPU-only nodes)
+    gpus = tf.config.list_physical_devices("GPU")
+    for gpu in gpus:
+        tf.config.experimental.set_memory_growth(gpu, True)
+    if gpus:
+        tf.config.set_visible_devices(gpus[env.local_rank % len(gpus)], "GPU")
+    threads = cfg.threads or env.default_threads()
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(min(2, threads))
+    if cfg.precision != "float32":
+        # float16/bfloat16 compute, float32 weights; the last layer stays float32 (models.py)
+        tf.keras.mixed_precision.set_global_policy(cfg.precision)
+    if cfg.xla:
+        # Auto-clustering, not jit_compile: Horovod's allreduce ops must stay outside XLA.
+        # On CPU it changes nothing unless TF_XLA_FLAGS=--tf_xla_cpu_global_jit is set.
+        tf.config.optimizer.set_jit("autoclustering")
+    tf.keras.utils.set_random_seed(cfg.seed)
+    if cfg.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    tf.keras.backend.experimental.enable_tf_random_generator()  # seedable, resettable dropout
+    return threads
+
+
+def new_run_id(env: JobEnvironment) -> str:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    if env.job_id:
+        task = f"_{env.array_task_id}" if env.array_task_id else ""
+        return f"{stamp}-job{env.job_id}{task}"
+    return f"{stamp}-{os.getpid()}"
+
+
+def weights_digest(weights) -> str:
+    h = hashlib.sha256()
+    for w in weights:
+        h.update(memoryview(w.tobytes()))
+    return h.hexdigest()
+
+
+@functools.cache
+def process_start() -> float:
+    import psutil
+
+    return psutil.Process().create_time()
