@@ -29,8 +29,9 @@ demo: install cluster-up $(DATA)  ## Fashion-MNIST CNN, 2 ranks on 2 nodes of th
 test: install  ## the whole suite on real parts (brings up its own Slurm cluster)
 	$(BIN)/python -m pytest -ra
 
-lint: install
+lint: install  ## ruff over src, tests and scripts; mypy over the package
 	$(BIN)/ruff check src tests scripts
+	$(BIN)/mypy  # over src/hpctrain, configured in pyproject.toml
 
 clean: cluster-down
 	rm -rf .cluster

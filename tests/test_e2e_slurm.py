@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 
 import pytest
 
@@ -151,3 +152,52 @@ def test_synthetic_config_through_submit(slurm_cluster, tmp_path):
     assert "test accuracy n/a (completed, job COMPLETED)" in res.stdout
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     assert report["dataset"]["dataset"] == "synthetic" and report["ranks_in_sync"]["ok"]
+
+
+def _squeue_state(job_id: str, env: dict) -> str:
+    return subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], env=env,
+                          capture_output=True, text=True).stdout.strip()
+
+
+def test_wait_on_a_cancelled_job_returns_promptly(slurm_cluster, tmp_path):
+    """`submit --wait` on a job cancelled with scancel ends within seconds, non-zero, saying
+    CANCELLED (sacct prints "CANCELLED by 0"). `hpctrain status` then shows that run as
+    cancelled, and runs recorded for another cluster (same job id) as such."""
+    results = tmp_path / "results"
+    run_dir = results / "long" / "run"
+    env = {**os.environ, "SLURM_CONF": str(slurm_cluster.slurm_conf)}
+    proc = subprocess.Popen(
+        [str(VENV_BIN / "hpctrain"), "submit", "--config",
+         "jobs/configs/synthetic_resnet20.yaml", "--nodes", "1", "--run-dir", str(run_dir),
+         "--wait", "--wait-timeout", "600", "epochs=50"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (run_dir / "submission.json").is_file():
+            assert time.monotonic() < deadline and proc.poll() is None, "nothing submitted"
+            time.sleep(0.1)
+        job_id = json.loads((run_dir / "submission.json").read_text())["job_id"]
+        while _squeue_state(job_id, env) != "RUNNING":
+            assert time.monotonic() < deadline and proc.poll() is None, "job never ran"
+            time.sleep(0.2)
+        cancelled_at = time.monotonic()
+        subprocess.run(["scancel", job_id], env=env, check=True)
+        out, _ = proc.communicate(timeout=60)
+        assert time.monotonic() - cancelled_at < 60
+    finally:
+        proc.kill()
+    assert proc.returncode == 1, out
+    assert f"job {job_id}: CANCELLED" in out, out
+
+    for name, cluster in (("elsewhere", "another_cluster"), ("unrecorded", None)):
+        other = results / "old" / name
+        other.mkdir(parents=True)
+        sub = {"job_id": job_id, "submitted_at": 1.0, **({"cluster": cluster} if cluster else {})}
+        (other / "submission.json").write_text(json.dumps(sub))
+    status = hpctrain("status", "--results", str(results), env=env, cwd=tmp_path,
+                      check=True).stdout
+    rows = {line.split()[-1]: line for line in status.splitlines()[1:]}
+    assert set(rows) == {"results/long/run", "results/old/elsewhere", "results/old/unrecorded"}
+    assert rows["results/long/run"].split()[1] == "cancelled", status
+    assert "other cluster (another_cluster)" in rows["results/old/elsewhere"]
+    assert "other cluster (not recorded)" in rows["results/old/unrecorded"]

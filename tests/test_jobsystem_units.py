@@ -28,7 +28,7 @@ def test_shipped_profiles_load():
     ("node_gpus: four\n", "node_gpus='four' should be int"),
     ("launcher: ssh\n", "launcher 'ssh' unknown"),
     ("extra_sbatch: [exclusive]\n", "must be one sbatch option"),
-    ("- a\n", "expected a mapping"),
+    ("- a\n", "must be a mapping of keys"),
 ])
 def test_bad_profiles(tmp_path, text, message):
     path = tmp_path / "p.yaml"

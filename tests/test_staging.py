@@ -69,6 +69,27 @@ def test_npz_round_trip(tmp_path):
     assert check_h5(out)["train_count"] == 50
 
 
+def _npz_with(path, **changes):
+    """A valid mnist.npz with some arrays replaced."""
+    rng = np.random.default_rng(0)
+    arrays = {"x_train": rng.integers(0, 256, (50, 28, 28), dtype=np.uint8),
+              "y_train": rng.integers(0, 10, 50, dtype=np.uint8),
+              "x_test": rng.integers(0, 256, (20, 28, 28), dtype=np.uint8),
+              "y_test": rng.integers(0, 10, 20, dtype=np.uint8)}
+    np.savez(path, **{**arrays, **changes})
+    return path
+
+
+def _corrupt_npz(tmp_path):
+    """Flip bytes inside the compressed-or-stored data of one member: a CRC error on read."""
+    path = _npz(tmp_path / "c.npz")
+    raw = bytearray(path.read_bytes())
+    middle = len(raw) // 3
+    raw[middle:middle + 64] = bytes(b ^ 0xFF for b in raw[middle:middle + 64])
+    path.write_bytes(bytes(raw))
+    return path
+
+
 def _truncated_idx(tmp_path):
     d = tmp_path / "idx"
     d.mkdir()
@@ -89,6 +110,14 @@ BAD_SOURCES = {
     "not an npz": (lambda t: (t / "x.npz").write_text("hello") and t / "x.npz",
                    "cannot read as .npz"),
     "truncated idx": (_truncated_idx, "bytes but header"),
+    # images scaled to [0, 1] would become all zeros, label 1.9 would become 1: refused
+    "float images": (lambda t: _npz_with(t / "f.npz", x_train=np.random.default_rng(1).random(
+        (50, 28, 28), dtype=np.float32)), "train images have dtype float32"),
+    "float labels": (lambda t: _npz_with(t / "g.npz", y_test=np.full(20, 1.9)),
+                     "test labels have dtype float64"),
+    "object arrays": (lambda t: _npz_with(t / "o.npz", x_train=np.array(
+        [np.zeros((28, 28), np.uint8)] * 49 + [None], dtype=object)), "cannot read x_train"),
+    "corrupt member": (_corrupt_npz, "cannot read"),
 }
 
 

@@ -17,12 +17,18 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 
 
-def _first_int(env: Mapping[str, str], *names: str, default: int | None = None) -> int | None:
+def _maybe_int(env: Mapping[str, str], *names: str) -> int | None:
+    """The first of `names` that holds an integer, or None."""
     for name in names:
         value = env.get(name, "")
         if value.strip().lstrip("-").isdigit():
             return int(value)
-    return default
+    return None
+
+
+def _first_int(env: Mapping[str, str], *names: str, default: int) -> int:
+    found = _maybe_int(env, *names)
+    return default if found is None else found
 
 
 def _cpus_allowed() -> int:
@@ -70,13 +76,12 @@ class JobEnvironment:
                           default=1)
         local_rank = _first_int(env, "HOROVOD_LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_RANK",
                                 "SLURM_LOCALID", default=0)
-        local_size = _first_int(env, "HOROVOD_LOCAL_SIZE", "OMPI_COMM_WORLD_LOCAL_SIZE",
-                                default=None)
+        local_size = _maybe_int(env, "HOROVOD_LOCAL_SIZE", "OMPI_COMM_WORLD_LOCAL_SIZE")
         if local_size is None and launcher == "srun":
             # SLURM_TASKS_PER_NODE looks like "2(x3),1"; this node's count is not in it by
             # name, so take the step's tasks over its nodes (an even spread, as hpctrain asks)
-            tasks = _first_int(env, "SLURM_STEP_NUM_TASKS", "SLURM_NTASKS")
-            nodes = _first_int(env, "SLURM_STEP_NUM_NODES", "SLURM_JOB_NUM_NODES",
+            tasks = _maybe_int(env, "SLURM_STEP_NUM_TASKS", "SLURM_NTASKS")
+            nodes = _maybe_int(env, "SLURM_STEP_NUM_NODES", "SLURM_JOB_NUM_NODES",
                                "SLURM_NNODES")
             local_size = max(1, tasks // nodes) if tasks and nodes else None
         hostname = socket.gethostname()
@@ -94,8 +99,8 @@ class JobEnvironment:
             job_id=job_id,
             array_task_id=env.get("SLURM_ARRAY_TASK_ID"),
             job_nodelist=env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST"),
-            num_nodes=_first_int(env, "SLURM_JOB_NUM_NODES", "SLURM_NNODES"),
-            cpus_per_task=_first_int(env, "SLURM_CPUS_PER_TASK"),
+            num_nodes=_maybe_int(env, "SLURM_JOB_NUM_NODES", "SLURM_NNODES"),
+            cpus_per_task=_maybe_int(env, "SLURM_CPUS_PER_TASK"),
             restart_count=_first_int(env, "SLURM_RESTART_COUNT", default=0),
             submit_dir=env.get("SLURM_SUBMIT_DIR"),
             local_size=local_size or 1,

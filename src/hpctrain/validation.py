@@ -12,6 +12,7 @@ Models are strict (no "3" -> 3, no true -> 1); an int is accepted where a float 
 from __future__ import annotations
 
 import typing
+from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -81,3 +82,16 @@ def revalidate(obj: M, error: type[InputError] = InputError, origin: str = "") -
     """Check a model again after `model_copy(update=...)` (which does not validate)."""
     values = obj.model_dump()
     return parse(type(obj), values, origin, error)
+
+
+def read_mapping(path: Path, error: type[InputError] = InputError) -> dict[str, Any]:
+    """A YAML file whose top level is a mapping (a config or a profile), or `error`."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise error(f"{path}: invalid YAML ({' '.join(str(e).split())})") from None
+    if not isinstance(data, dict):
+        raise error(f"{path}: the top level must be a mapping of keys")
+    return data

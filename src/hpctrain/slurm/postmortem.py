@@ -35,7 +35,7 @@ SEGMENT_START = "hpctrain: job "
 
 
 def _ranks(spec: str) -> list[int]:
-    out = []
+    out: list[int] = []
     for part in spec.split(","):
         lo, _, hi = part.partition("-")
         out.extend(range(int(lo), int(hi or lo) + 1))
@@ -69,10 +69,10 @@ def parse_failures(lines: list[str]) -> list[dict]:
             found.setdefault(int(m["rank"]), {"rank": int(m["rank"]), "node": None,
                                               "reason": why})
         elif m := _MPIRUN_EXIT.search(line):
-            code = next((c["code"] for c in map(_EXIT_CODE.search, lines[i + 1:i + 3]) if c),
-                        "?")
+            exit_code = next((c["code"] for c in map(_EXIT_CODE.search, lines[i + 1:i + 3])
+                              if c), "?")
             found.setdefault(int(m["rank"]), {"rank": int(m["rank"]), "node": None,
-                                              "reason": f"exited with code {code}"})
+                                              "reason": f"exited with code {exit_code}"})
     for failure in found.values():
         failure["detail"] = last_error(lines, failure["rank"])
     return list(found.values())

@@ -14,12 +14,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import yaml
 from pydantic import ConfigDict, Field, model_validator
 
 from hpctrain.resources import profile_dirs
 from hpctrain.slurm.script import LAUNCHERS, SAFE_PATH
-from hpctrain.validation import Checked, InputError, parse
+from hpctrain.validation import Checked, InputError, parse, read_mapping
 
 
 class ProfileError(InputError):
@@ -97,12 +96,7 @@ def load_profile(name: str | None = None) -> Profile:
     if not path.is_file():
         raise ProfileError(f"no cluster profile {name!r} ({path} not found); "
                            f"available: {', '.join(available())}")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ProfileError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from None
-    if not isinstance(data, dict):
-        raise ProfileError(f"{path}: expected a mapping of keys")
+    data = read_mapping(path, ProfileError)
     data.pop("name", None)  # a profile is named after its file
     return parse(Profile, {**data, "name": path.stem}, f"profile {path}", ProfileError)
 

@@ -60,7 +60,7 @@ def rows(runs: list[dict], jobs: dict[str, dict], base: Path,
          cluster: str | None) -> list[tuple[str, ...]]:
     """One row per job (array tasks each); runs submitted to another cluster (or with no
     cluster recorded) are shown as such: their job ids mean other jobs here."""
-    out = []
+    out: list[tuple[str, ...]] = []
     for run in runs:
         here = cluster is not None and run["cluster"] == cluster
         for job_id in job_ids(run):

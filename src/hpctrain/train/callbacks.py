@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import horovod.tensorflow as hvd_tf
 import numpy as np
@@ -26,7 +27,7 @@ class ShardedEvaluation(tf.keras.callbacks.Callback):
     def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int = 512):
         super().__init__()
         self.images, self.labels, self.batch_size = images, labels, batch_size
-        self._forward = None
+        self._forward: Any = None  # a tf.function, made on first use
 
     def on_epoch_end(self, epoch, logs=None):
         if logs and logs.get("interrupted_at_step"):
@@ -75,7 +76,7 @@ class ReseedRandomLayers(tf.keras.callbacks.Callback):
 
     def on_train_batch_begin(self, batch, logs=None):
         step = self.batch_offset + batch
-        for index, generator in self.generators:
+        for index, generator in self.generators or ():
             generator.reset_from_seed(
                 ((self.seed * 1_000_003 + self.epoch) * 100_003 + step) * 1_009 + index)
 

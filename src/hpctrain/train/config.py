@@ -18,7 +18,7 @@ import yaml
 from pydantic import Field, model_validator
 
 from hpctrain.train.models import ACTIVATIONS, MODELS
-from hpctrain.validation import Checked, InputError, parse
+from hpctrain.validation import Checked, InputError, parse, read_mapping
 
 OPTIMIZERS = ("sgd", "rmsprop", "adadelta", "adam")
 SCHEDULES = ("constant", "step", "cosine")
@@ -134,12 +134,7 @@ def load_config(spec: str, overrides: list[str] | dict | None = None) -> TrainCo
     path, variant = split_spec(spec)
     if not path.is_file():
         raise ConfigError(f"config file {path} not found")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: invalid YAML ({str(e).splitlines()[0]})") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: top level must be a mapping")
+    raw = read_mapping(path, ConfigError)
     variants = raw.pop("variants", {}) or {}
     values, origin = dict(raw), str(path)
     _known_keys(values, origin)

@@ -16,10 +16,11 @@ learning rate inside the velocity.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 
 def lr_multiplier(epoch: float, *, size: int, warmup_epochs: float, schedule: str,
-                  epochs: int, decay_epochs: list[float] = (), decay: float = 0.1) -> float:
+                  epochs: int, decay_epochs: Sequence[float] = (), decay: float = 0.1) -> float:
     """Factor on the one-rank learning rate at a fractional epoch (0 = first step)."""
     if warmup_epochs > 0 and epoch < warmup_epochs:
         return 1.0 + (size - 1) * epoch / warmup_epochs
