@@ -29,6 +29,8 @@ def test_shipped_profiles_load():
     ("launcher: ssh\n", "launcher 'ssh' unknown"),
     ("extra_sbatch: [exclusive]\n", "must be one sbatch option"),
     ("- a\n", "must be a mapping of keys"),
+    ("scratch: /local/$(reboot)\n", "scratch '/local/"),
+    ("scratch: '/local/`id`'\n", "only (it is expanded inside double quotes)"),
 ])
 def test_bad_profiles(tmp_path, text, message):
     path = tmp_path / "p.yaml"

@@ -17,7 +17,7 @@ from pathlib import Path
 from pydantic import ConfigDict, Field, model_validator
 
 from hpctrain.resources import profile_dirs
-from hpctrain.slurm.script import LAUNCHERS, SAFE_PATH
+from hpctrain.slurm.script import LAUNCHERS, SAFE_PATH_RULE, is_safe_path
 from hpctrain.validation import Checked, InputError, parse, read_mapping
 
 
@@ -67,9 +67,8 @@ class Profile(Checked):
         for key in ("signal_seconds", "max_restarts", "node_gpus", "gpus_per_node"):
             if getattr(self, key) < 0:
                 raise ValueError(f"{key} must be >= 0")
-        if self.scratch is not None and not SAFE_PATH.match(self.scratch):
-            raise ValueError(f"scratch {self.scratch!r}: a path, optionally with $VARIABLES "
-                             "(letters, digits and _ . / - $ { } only)")
+        if self.scratch is not None and not is_safe_path(self.scratch):
+            raise ValueError(f"scratch {self.scratch!r}: {SAFE_PATH_RULE}")
         return self
 
 

@@ -20,9 +20,16 @@ from hpctrain.validation import Checked, InputError, parse
 
 LAUNCHERS = ("srun", "mpirun", "horovodrun")
 _TIME = re.compile(r"^(\d+-)?\d{1,2}(:\d{2}){0,2}$|^\d+$")
-# Values a profile or flag may give that reach the job script unquoted (scratch is expanded
-# inside double quotes so that $TMPDIR works): a path with $VARIABLES, nothing else.
-SAFE_PATH = re.compile(r"^[A-Za-z0-9_./${}-]+$")
+# A value that reaches the job script inside double quotes, so that $TMPDIR expands (scratch):
+# a path with $NAME or ${NAME}, nothing that could run a command ($(...), `...`, \, ").
+_VARIABLE = re.compile(r"\$(?:[A-Za-z_][A-Za-z0-9_]*|\{[A-Za-z_][A-Za-z0-9_]*\})")
+_PATH_CHARS = re.compile(r"^[A-Za-z0-9 _./+,=@:%~-]*$")
+SAFE_PATH_RULE = ("a path, optionally with $NAME or ${NAME} variables; letters, digits, spaces "
+                  "and _ . / + , = @ : % ~ - only (it is expanded inside double quotes)")
+
+
+def is_safe_path(value: str) -> bool:
+    return bool(value) and bool(_PATH_CHARS.match(_VARIABLE.sub("", value)))
 
 
 class JobSpecError(InputError):
@@ -91,11 +98,9 @@ class JobSpec(Checked):
         for value in strings:
             if "\n" in value or "\r" in value or "\0" in value:
                 raise ValueError(f"newline or NUL in job value {value!r}")
-        if self.scratch and not SAFE_PATH.match(self.scratch):
-            raise ValueError(f"scratch {self.scratch!r}: a path, optionally with $VARIABLES "
-                             "(letters, digits and _ . / - $ { } only, as it is expanded "
-                             "inside double quotes in the job): without spaces, quotes, ` "
-                             "or $( )")
+        if self.scratch and not is_safe_path(self.scratch):
+            raise ValueError(f"scratch {self.scratch!r}: {SAFE_PATH_RULE}; without "
+                             "quotes, `, \\ or $( )")
         for option in self.extra_sbatch:
             if not option.startswith("--"):
                 raise ValueError(f"extra sbatch option {option!r} must start with --")
