@@ -20,13 +20,19 @@ pytestmark = pytest.mark.slurm
 
 @pytest.fixture(scope="module")
 def fresh_venv(tmp_path_factory) -> Path:
-    venv = tmp_path_factory.mktemp("site") / "venv"
+    site = tmp_path_factory.mktemp("site")
+    # a copy of the source tree, as a site would unpack it (pip builds in the tree it is given)
+    src = site / "hpctrain-src"
+    shutil.copytree(REPO, src, symlinks=True, ignore=shutil.ignore_patterns(
+        ".venv", ".git", ".cluster", "results", "data", "build", "*.egg-info", "__pycache__",
+        ".*_cache"))
+    venv = site / "venv"
     subprocess.run([getattr(sys, "_base_executable", sys.executable), "-m", "venv", str(venv)],
                    check=True, timeout=120)
     # the pinned versions (as constraints: TensorFlow is not installed), from pip's cache
     res = subprocess.run([str(venv / "bin" / "pip"), "install", "-q",
                           "--disable-pip-version-check", "-c",
-                          str(REPO / "env" / "requirements.txt"), str(REPO)],
+                          str(src / "env" / "requirements.txt"), str(src)],
                          capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     return venv
