@@ -23,9 +23,13 @@ def fresh_venv(tmp_path_factory) -> Path:
     site = tmp_path_factory.mktemp("site")
     # a copy of the source tree, as a site would unpack it (pip builds in the tree it is given)
     src = site / "hpctrain-src"
-    shutil.copytree(REPO, src, symlinks=True, ignore=shutil.ignore_patterns(
-        ".venv", ".git", ".cluster", "results", "data", "build", "*.egg-info", "__pycache__",
-        ".*_cache"))
+    local = {".venv", ".git", ".cluster", "results", "data", "build"}  # top level only
+
+    def ignore(directory: str, names: list[str]) -> set[str]:
+        junk = {n for n in names if n == "__pycache__" or n.endswith((".egg-info", "_cache"))}
+        return junk | (local & set(names) if Path(directory) == REPO else set())
+
+    shutil.copytree(REPO, src, symlinks=True, ignore=ignore)
     venv = site / "venv"
     subprocess.run([getattr(sys, "_base_executable", sys.executable), "-m", "venv", str(venv)],
                    check=True, timeout=120)

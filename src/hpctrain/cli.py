@@ -171,16 +171,17 @@ def _job_options(p) -> None:
     p.add_argument("--profile", help="cluster profile: a name (looked up in "
                    "$HPCTRAIN_PROFILES_DIR, ~/.config/hpctrain/clusters/, then the shipped "
                    "env/clusters/) or a path; default $HPCTRAIN_PROFILE, else embedded")
-    p.add_argument("--nodes", type=int)
-    p.add_argument("--ntasks-per-node", type=int)
-    p.add_argument("--cpus-per-task", type=int)
-    p.add_argument("--gpus-per-node", type=int)
+    p.add_argument("--nodes", type=int, help="nodes (default: the profile's)")
+    p.add_argument("--ntasks-per-node", type=int, help="ranks per node (one per GPU)")
+    p.add_argument("--cpus-per-task", type=int, help="CPUs per rank = its intra-op threads")
+    p.add_argument("--gpus-per-node", type=int, help="GPUs per node (--gres)")
     p.add_argument("--time", help="Slurm time limit, e.g. 00:30:00")
     p.add_argument("--partition")
     p.add_argument("--account")
     p.add_argument("--qos")
     p.add_argument("--constraint")
-    p.add_argument("--launcher", choices=LAUNCHERS)
+    p.add_argument("--launcher", choices=LAUNCHERS, help="how the job starts its ranks "
+                   "(default: the profile's, srun)")
     p.add_argument("--signal-seconds", type=int, help="USR1 this many s before the time "
                    "limit: checkpoint and requeue (0: off)")
     p.add_argument("--max-restarts", type=int, help="requeues before giving up")
@@ -230,6 +231,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=_train)
 
     b = sub.add_parser("submit", help="render job.sbatch into a run directory and sbatch it",
+                       description="Check the request against the cluster profile, render "
+                       "results/<experiment>/<run-id>/job.sbatch, sbatch it; with --wait, "
+                       "wait and print the report. Flags override the profile's job "
+                       "defaults; key=value overrides the experiment config.",
                        epilog="example: hpctrain submit --config "
                        "jobs/configs/fmnist_cnn.yaml:short --nodes 2 --wait epochs=2")
     _config_options(b)

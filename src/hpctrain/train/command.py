@@ -1,4 +1,4 @@
-"""`hpctrain train`: check the config and the run directory, then train on every rank.
+"""Train one experiment config: as one rank, or as every rank under srun, mpirun or horovodrun.
 
     hpctrain train --config jobs/configs/fmnist_cnn.yaml                     # one rank
     horovodrun -np 2 -H localhost:2 hpctrain train --config jobs/configs/fmnist_cnn.yaml
