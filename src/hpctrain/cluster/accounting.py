@@ -1,5 +1,6 @@
 """The accounting store of the embedded cluster: a private MariaDB (data directory under the
-cluster's root, socket and 127.0.0.1 only) with a `slurm` user for slurmdbd.
+cluster's root, socket and 127.0.0.1 only) with a `slurm` user for slurmdbd, and the
+cluster's registration in it.
 
 The password is generated per install (`secrets`), kept in a 0600 file and in the 0600
 slurmdbd.conf, and reaches MariaDB on the client's standard input, never on a command line
@@ -47,4 +48,21 @@ def create_slurm_user(socket_path: Path, pw: str, timeout: float = 30.0) -> None
             return
         if time.monotonic() > deadline:
             raise ClusterError(f"mariadb kept failing: {' '.join(res.stderr.split())}")
+        time.sleep(0.3)
+
+
+def register_cluster(name: str, env: dict, marker: Path, timeout: float = 30.0) -> None:
+    """Add the cluster to the accounting database (it must be there before slurmctld
+    starts), once: `marker` records that it was done. Retried while slurmdbd starts."""
+    if marker.exists():
+        return
+    deadline = time.monotonic() + timeout
+    while True:
+        res = subprocess.run(["sacctmgr", "-i", "add", "cluster", name], env=env,
+                             capture_output=True, text=True, timeout=60)
+        if res.returncode == 0 or "already exists" in res.stdout + res.stderr:
+            marker.touch()
+            return
+        if time.monotonic() > deadline:
+            raise ClusterError(f"sacctmgr kept failing: {' '.join(res.stderr.split())}")
         time.sleep(0.3)

@@ -105,7 +105,8 @@ class EmbeddedCluster:
         self._start_munge()
         self._start_mariadb()
         self._start("slurmdbd", ["slurmdbd"])  # reads slurmdbd.conf beside $SLURM_CONF
-        self._register_cluster()
+        accounting.register_cluster(self.cluster_name, self.env(),
+                                    self.root / "state" / "cluster-registered")
         self._start("slurmctld", ["slurmctld"])
         for node in self.node_names:
             self._start(f"slurmd.{node}", ["slurmd", "-N", node])
@@ -212,22 +213,6 @@ class EmbeddedCluster:
         ], foreground=True, wait_for=sock)
         if fresh:
             accounting.create_slurm_user(sock, accounting.password(self.root))
-
-    def _register_cluster(self) -> None:
-        """The cluster must exist in the accounting database before slurmctld starts."""
-        marker = self.root / "state" / "cluster-registered"
-        if marker.exists():
-            return
-        deadline = time.monotonic() + 30
-        while True:
-            res = self._run(["sacctmgr", "-i", "add", "cluster", self.cluster_name],
-                            check=False)
-            if res.returncode == 0 or "already exists" in res.stdout + res.stderr:
-                marker.touch()
-                return
-            if time.monotonic() > deadline:
-                raise ClusterError(f"sacctmgr kept failing: {res.stderr.strip()}")
-            time.sleep(0.3)
 
     def _start(self, name: str, argv: list[str], *, foreground: bool = False,
                wait_for: Path | None = None) -> None:

@@ -148,7 +148,8 @@ def render_markdown(r: dict) -> str:
         f"- test accuracy: **{_fmt(r['test_accuracy'])}** after "
         f"{r['epochs_completed']}/{r['epochs']} epochs (test loss {_fmt(r['test_loss'])})",
         f"- ranks: {r['ranks']} on {r['nodes']} node(s) ({', '.join(r['node_names'])}), "
-        f"launcher {r['launcher']}, global batch {r['global_batch_size']}",
+        + (f"{r['threads_per_rank']} thread(s) each, " if r.get("threads_per_rank") else "")
+        + f"launcher {r['launcher']}, global batch {r['global_batch_size']}",
         f"- throughput: {_fmt(ips['mean'], '.0f')}{ci} images/s total, "
         f"{_fmt(ipr['mean'], '.0f')} per rank (mean"
         + (" and 95 % CI of the mean" if ci else "") + f" over {ips['basis']}, n={ips['n']})",
