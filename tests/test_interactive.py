@@ -4,6 +4,7 @@ plain `hpctrain train` as one rank. Also the bad-input path of `hpctrain train`.
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -32,6 +33,8 @@ def test_plain_single_rank(fmnist_h5, tmp_path):
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     assert report["ranks"] == 1 and report["launcher"] == "none"
+    # one rank outside Slurm uses every CPU it may run on (not 1 thread)
+    assert report["threads_per_rank"] == len(os.sched_getaffinity(0))
     assert report["epochs_completed"] == 2
     assert report["images_per_s"]["basis"] == "epochs 2..N"
     assert "report:" in res.stdout
