@@ -95,3 +95,18 @@ def test_sweep_grid_and_chain():
     for bad in ("report,train", "stage", "train,train", "train,deploy"):
         with pytest.raises(JobSpecError):
             parse_chain(bad)
+
+
+def test_status_rows_match_runs_on_their_cluster(tmp_path):
+    from pathlib import Path
+
+    from hpctrain.slurm.status import rows
+
+    runs = [{"job_id": "1", "cluster": "here", "run_dir": tmp_path / "a", "tasks": None},
+            {"job_id": "1", "cluster": "there", "run_dir": tmp_path / "b", "tasks": None},
+            {"job_id": "1", "cluster": None, "run_dir": tmp_path / "c", "tasks": None}]
+    jobs = {"1": {"state": "COMPLETED", "elapsed": "00:01:00", "restarts": "0"}}
+    states = [r[1] for r in rows(runs, jobs, Path(tmp_path), "here")]
+    assert states == ["done", "other cluster (there)", "other cluster (not recorded)"]
+    unreachable = [r[1] for r in rows(runs, jobs, Path(tmp_path), None)]
+    assert unreachable == ["unknown (no Slurm reachable)"] * 3

@@ -64,13 +64,16 @@ def rows(runs: list[dict], jobs: dict[str, dict], base: Path,
     for run in runs:
         here = cluster is not None and run["cluster"] == cluster
         for job_id in job_ids(run):
+            info = {"elapsed": "", "restarts": ""}
             if here:
                 info = jobs.get(job_id, {"state": "?", "elapsed": "", "restarts": ""})
                 state = STATES.get(info["state"], info["state"].lower())
+            elif cluster is None:
+                state = "unknown (no Slurm reachable)"
+            elif run["cluster"]:
+                state = f"other cluster ({run['cluster']})"
             else:
-                info = {"elapsed": "", "restarts": ""}
-                state = f"other cluster ({run['cluster']})" if run["cluster"] else \
-                    "other cluster (not recorded)"
+                state = "other cluster (not recorded)"
             task = job_id.partition("_")[2]
             run_dir = run["run_dir"] / f"task-{task}" if task else run["run_dir"]
             out.append((job_id, state, info["elapsed"], info["restarts"],
@@ -83,7 +86,8 @@ def status_table(results: Path, last: int, client: SlurmClient | None = None) ->
     client = client or SlurmClient()
     runs = find_runs(results)[:last]
     cluster = client.cluster_name()
-    ids = [j for run in runs if run["cluster"] == cluster for j in job_ids(run)]
+    ids = [j for run in runs if cluster is not None and run["cluster"] == cluster
+           for j in job_ids(run)]
     jobs = summarize_records(client.records(ids, duplicates=True))
     return format_table(rows(runs, jobs, Path.cwd(), cluster))
 
