@@ -67,10 +67,10 @@ def _stage(args) -> int:
 
 
 def _request(args):
-    from hpctrain.slurm.request import JOB_KEYS, JobOptions, Request
+    from hpctrain.slurm.request import JobOptions, Request
 
     return Request(config=args.config, overrides=tuple(args.overrides), profile=args.profile,
-                   job=JobOptions(**{k: getattr(args, k) for k in JOB_KEYS}),
+                   job=JobOptions.taken_from(args),
                    job_name=args.job_name, run_dir=args.run_dir, venv=args.venv,
                    env_setup=tuple(args.env_setup or ()))
 
@@ -110,9 +110,9 @@ def _status(args) -> int:
 
 def _interactive(args) -> int:
     from hpctrain.slurm.interactive import interactive
-    from hpctrain.slurm.request import JOB_KEYS, JobOptions
+    from hpctrain.slurm.request import JobOptions
 
-    return interactive(args.profile, JobOptions(**{k: getattr(args, k) for k in JOB_KEYS}),
+    return interactive(args.profile, JobOptions.taken_from(args),
                        config=args.config, run=args.run, command=args.run_command)
 
 

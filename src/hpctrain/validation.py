@@ -11,6 +11,7 @@ Models are strict (no "3" -> 3, no true -> 1); an int is accepted where a float 
 
 from __future__ import annotations
 
+import types
 import typing
 from pathlib import Path
 from typing import Any, TypeVar
@@ -37,7 +38,7 @@ def _type_name(model: type[BaseModel], key: str) -> str:
         return "?"
     ann = field.annotation
     origin, args = typing.get_origin(ann), typing.get_args(ann)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+    if origin in (typing.Union, types.UnionType):
         names = [a.__name__ for a in args if a is not type(None)]
         return f"{' | '.join(names)} or null"
     if origin in (list, tuple):
@@ -76,12 +77,6 @@ def parse(model: type[M], values: dict[str, Any], origin: str,
         return model.model_validate(values)
     except ValidationError as e:
         raise error(" ".join(_one_line(model, e, origin, values).split())) from None
-
-
-def revalidate(obj: M, error: type[InputError] = InputError, origin: str = "") -> M:
-    """Check a model again after `model_copy(update=...)` (which does not validate)."""
-    values = obj.model_dump()
-    return parse(type(obj), values, origin, error)
 
 
 def read_mapping(path: Path, error: type[InputError] = InputError) -> dict[str, Any]:

@@ -16,16 +16,13 @@ import secrets
 import shlex
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from hpctrain.resources import results_dir
 from hpctrain.slurm.profiles import Profile, load_profile, slurm_minutes
 from hpctrain.slurm.script import JobSpec, JobSpecError, make_spec
 from hpctrain.train.config import TrainConfig, check_data, load_config, split_spec
-
-JOB_KEYS = ("nodes", "ntasks_per_node", "cpus_per_task", "gpus_per_node", "time", "partition",
-            "account", "qos", "constraint", "launcher", "signal_seconds", "max_restarts")
 
 
 @dataclass(frozen=True)
@@ -45,10 +42,18 @@ class JobOptions:
     signal_seconds: int | None = None
     max_restarts: int | None = None
 
+    @classmethod
+    def taken_from(cls, source: object) -> JobOptions:
+        """The options of the same names on `source` (e.g. parsed command-line flags)."""
+        return cls(**{k: getattr(source, k) for k in JOB_KEYS})
+
     def settings(self, profile: Profile) -> dict:
         """The profile's job defaults, overridden by the options given."""
         return {k: getattr(self, k) if getattr(self, k) is not None else getattr(profile, k)
                 for k in JOB_KEYS}
+
+
+JOB_KEYS = tuple(f.name for f in fields(JobOptions))
 
 
 @dataclass(frozen=True)
