@@ -66,6 +66,21 @@ def _stage(args) -> int:
     return 0
 
 
+def _stage_imagefolder(args) -> int:
+    from hpctrain.data.stage_imagefolder import Options, stage_imagefolder
+    from hpctrain.environment import JobEnvironment
+
+    env = JobEnvironment.detect()
+    opts = Options(source=Path(args.source), out=Path(args.out), size=args.size,
+                   shards=args.shards, policy=args.resize,
+                   compression=None if args.compression == "none" else args.compression,
+                   workers=args.workers or env.default_threads(),
+                   max_unreadable=args.max_unreadable, seed=args.seed)
+    log = print if env.rank == 0 else (lambda line: print(line, file=sys.stderr))
+    stage_imagefolder(opts, env, log=log)
+    return 0
+
+
 def _request(args):
     from hpctrain.slurm.request import JobOptions, Request
 
@@ -216,14 +231,50 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for idle nodes")
     c.set_defaults(func=_cluster)
 
-    s = sub.add_parser("stage", help="stage MNIST-format data into HDF5",
-                       epilog="example: hpctrain stage fashion-mnist --source "
-                       "/usr/share/datasets/fashion-mnist --out data/fashion-mnist.h5")
-    s.add_argument("dataset", choices=["mnist", "fashion-mnist"])
-    s.add_argument("--source", required=True, help="directory of IDX files or a .npz")
-    s.add_argument("--out", required=True, help="HDF5 file to write")
-    s.add_argument("--compression", choices=["lzf", "gzip", "none"], default="lzf")
-    s.set_defaults(func=_stage)
+    s = sub.add_parser("stage", help="stage data into HDF5: MNIST-format files or an "
+                       "ImageNet-layout image tree",
+                       description="Stage a data set into HDF5 once; every rank then reads "
+                       "its share fast. `hpctrain stage KIND --help` for each kind.")
+    kinds = s.add_subparsers(dest="dataset", required=True, metavar="KIND")
+    for name in ("fashion-mnist", "mnist"):
+        m = kinds.add_parser(name, help=f"{name} IDX files or a Keras .npz -> one HDF5 file",
+                             epilog="example: hpctrain stage fashion-mnist --source "
+                             "/usr/share/datasets/fashion-mnist --out data/fashion-mnist.h5")
+        m.add_argument("--source", required=True, help="directory of IDX files or a .npz")
+        m.add_argument("--out", required=True, help="HDF5 file to write")
+        m.add_argument("--compression", choices=["lzf", "gzip", "none"], default="lzf")
+        m.set_defaults(func=_stage)
+    f = kinds.add_parser(
+        "imagefolder", formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="an ImageNet-layout tree (train/<class>/*.JPEG, val/<class>/...) -> HDF5 shards",
+        description="Decode and resize every image of an ImageNet-layout tree to SIZE x SIZE "
+        "RGB and write HDF5 shards per split plus manifest.json into OUT. Each shard is "
+        "written under a temporary name and renamed; rerunning the same command after a "
+        "kill skips the complete shards.",
+        epilog="examples:\n"
+        "  hpctrain stage imagefolder --source data/fmnist-tree --out data/fmnist-32 --size 32\n"
+        "  srun --mpi=pmix -n 8 -c 4 hpctrain stage imagefolder --source /data/imagenet \\\n"
+        "      --out /scratch/$USER/imagenet-256 --size 256 --shards 1024\n"
+        "      (8 ranks, each writes its own shards with 4 worker processes)")
+    f.add_argument("--source", required=True, help="the tree: train/<class>/* and val/<class>/*"
+                   " (or test/<class>/*)")
+    f.add_argument("--out", required=True, help="directory for the shards and manifest.json")
+    f.add_argument("--size", type=int, required=True, help="staged images are SIZE x SIZE x 3")
+    f.add_argument("--shards", type=int, default=0, help="training shards (the evaluation "
+                   "split gets a proportional number); default: ~1 GiB each, at least 8")
+    f.add_argument("--resize", choices=["center-crop", "stretch"], default="center-crop",
+                   help="center-crop: shorter side to SIZE, then the central square "
+                   "(default); stretch: the whole image to SIZE x SIZE")
+    f.add_argument("--compression", choices=["none", "lzf", "gzip"], default="none",
+                   help="HDF5 filter (default none: fastest to read; see results/bench)")
+    f.add_argument("--workers", type=int, default=0, help="local worker processes per rank "
+                   "(default: Slurm's --cpus-per-task, else the CPUs available)")
+    f.add_argument("--max-unreadable", type=float, default=0.001, metavar="FRACTION",
+                   help="fail if more than this fraction of images cannot be decoded "
+                   "(default 0.001); they are skipped and listed either way")
+    f.add_argument("--seed", type=int, default=0, help="seed of the order images are "
+                   "spread over shards")
+    f.set_defaults(func=_stage_imagefolder)
 
     t = sub.add_parser("train", add_help=False, prefix_chars="\0",
                        help="train one config (one rank, or under a launcher); --help for more")

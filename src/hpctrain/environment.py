@@ -130,3 +130,20 @@ class JobEnvironment:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+def mpi_world(env: JobEnvironment):
+    """mpi4py's COMM_WORLD when the launcher started several ranks, else None (one process:
+    MPI is not initialised at all). Refuses a launch whose ranks cannot see each other, e.g.
+    `srun` without `--mpi=pmix`, where every task would be a world of its own."""
+    if env.size <= 1:
+        return None
+    from mpi4py import MPI
+
+    comm = MPI.COMM_WORLD
+    if comm.Get_size() != env.size or comm.Get_rank() != env.rank:
+        raise RuntimeError(
+            f"the launcher started {env.size} tasks, but MPI sees a world of "
+            f"{comm.Get_size()} (rank {comm.Get_rank()}): start with `srun --mpi=pmix` "
+            "or `mpirun`")
+    return comm

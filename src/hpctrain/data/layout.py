@@ -1,17 +1,24 @@
-"""The layout of a staged HDF5 file, and the checks every reader and submitter runs on it.
+"""What a staged data set is, and the checks every reader and submitter runs on it. Two
+layouts, read by the same reader (reader.py) as a list of `Piece`s per split:
+
+A single HDF5 file (MNIST family, stage_mnist.py):
 
     train/images  (N, H, W, C) uint8, chunked along N     train/labels  (N,) uint8
     test/images   (M, H, W, C) uint8                      test/labels   (M,) uint8
     attributes: dataset, class_names (JSON), num_classes, source, source_sha256 (JSON),
                 train_count, test_count, staged_by
 
-`check_h5` runs before anything is queued or any rank starts, so a wrong or truncated file
+A directory of HDF5 shards plus manifest.json (image folders, shards.py and
+stage_imagefolder.py): `images`/`labels` in every shard, the manifest lists them per split.
+
+`check_staged` runs before anything is queued or any rank starts, so a wrong or truncated file
 fails with one line instead of a hang in a collective.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
@@ -45,7 +52,60 @@ def check_h5(path: str | Path, expect: dict[str, int] | None = None) -> dict:
         raise StagingError(f"{path}: not a readable HDF5 file ({e})") from None
 
 
+@dataclass(frozen=True)
+class Piece:
+    """Rows [start, stop) of one HDF5 file's `{prefix}images` and `{prefix}labels`."""
+    path: str
+    prefix: str  # "train/" or "test/" in a single file; "" in a shard
+    start: int
+    stop: int
+    chunk: int  # rows per HDF5 chunk of the images: reads are aligned to it
+
+    @property
+    def count(self) -> int:
+        return self.stop - self.start
+
+
+def check_staged(path: str | Path) -> dict:
+    """Check a staged file or shard directory; returns its description (see `describe`)."""
+    if Path(path).is_dir():
+        from hpctrain.data.shards import load_manifest
+
+        load_manifest(path)
+    else:
+        check_h5(path)
+    return describe(str(path))
+
+
+def split_pieces(path: str, split: str) -> list[Piece]:
+    """Every row of `split` ("train" or "test") as pieces, in order."""
+    if Path(path).is_dir():
+        from hpctrain.data.shards import load_manifest
+
+        manifest = load_manifest(path)
+        rows = int(manifest.get("chunk_rows", 1))
+        return [Piece(str(Path(path) / s["file"]), "", 0, s["count"], min(rows, s["count"]))
+                for s in manifest["splits"][split]["shards"] if s["count"]]
+    with h5py.File(path, "r") as f:
+        images = f[f"{split}/images"]
+        return [Piece(str(path), f"{split}/", 0, images.shape[0],
+                      (images.chunks or (1024,))[0])]
+
+
 def describe(path: str) -> dict:
+    if Path(path).is_dir():
+        from hpctrain.data.shards import MANIFEST, file_sha256, load_manifest
+
+        m = load_manifest(path)
+        return {
+            "dataset": f"imagefolder ({Path(m['source']).name})",
+            "class_names": m["class_names"],
+            "num_classes": int(m["num_classes"]),
+            "input_shape": tuple(m["image_shape"]),
+            "train_count": int(m["splits"]["train"]["count"]),
+            "test_count": int(m["splits"]["test"]["count"]),
+            "source_sha256": {MANIFEST: file_sha256(Path(path) / MANIFEST)},
+        }
     with h5py.File(path, "r") as f:
         attrs = dict(f.attrs)
         return {

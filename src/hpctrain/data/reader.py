@@ -1,57 +1,222 @@
-"""Read a rank's shard of a staged HDF5 file (see staging.py for the layout).
+"""Read a rank's share of a staged data set (layout.py) as tf.data batches, streaming.
 
-Each rank reads only its own contiguous slice of the training set, as a few large chunk-aligned
-reads (single-sample reads through h5py are bound by the GIL). The shard is then served from
-memory by tf.data; MNIST-family shards are tens of MB. The file handle is opened inside the
-rank process and closed before training starts.
+    reader = RankReader.open(data, "train", rank, size, batch_size=128, seed=seed + rank)
+    ds = reader.dataset(tf, first_epoch=0, augment=...)   # endless shuffled batches
+    for images, labels in RankReader.open(data, "test", rank, size, 512).in_order(): ...
 
-`batches` shuffles sample *indices* and gathers whole batches: shuffling the images
-themselves made tf.data refill a buffer of every image at each epoch boundary, which cost
-~0.2 s per step of the epoch when two ranks share two cores (measured, see the closing note
-of issue 2). Each epoch's order is a pure function of (seed, epoch), so resuming is exact.
+Each rank gets a contiguous, equal-sized range of the split (the last `total % size` samples
+are left out, so every rank runs the same number of steps); over shards, that is whole shards
+when their number is a multiple of the ranks. The range is cut into blocks of whole HDF5 chunks
+(~16 MiB); an epoch visits the blocks in a random order, a window of several blocks at a time
+(the shuffle buffer, `shuffle_mb`), reads each window with a few large `read_direct` calls and
+permutes its rows. The only Python work is per window, never per sample: tf.data then slices
+whole batches, augments them on the fly (augment.py) and prefetches. Files are opened in the
+thread that reads them, inside the rank's process. Memory per rank: about three windows.
+
+Epoch e's order is a pure function of (seed, e): a run resumed at epoch e, step s computes the
+order, skips the windows before step s unread, and sees exactly the batches an uninterrupted
+run would.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 
 import h5py
 import numpy as np
 
+from hpctrain.data.layout import Piece, split_pieces
 
-@dataclass
-class Shard:
-    images: np.ndarray  # (n, H, W, C) uint8
-    labels: np.ndarray  # (n,) int32
-    start: int
-    stop: int
-    total: int  # samples in the split (after any limit)
+BLOCK_BYTES = 16 << 20
 
 
 def shard_bounds(total: int, rank: int, size: int) -> tuple[int, int]:
-    """Contiguous, equal-sized shards; the last `total % size` samples are left out so every
+    """Contiguous, equal-sized ranges; the last `total % size` samples are left out so every
     rank runs the same number of steps (a rank with more steps would hang the others)."""
     per_rank = total // size
     return rank * per_rank, (rank + 1) * per_rank
 
 
-def read_shard(path: str, split: str, rank: int, size: int, limit: int = 0) -> Shard:
-    with h5py.File(path, "r") as f:
-        images, labels = f[f"{split}/images"], f[f"{split}/labels"]
-        total = images.shape[0] if not limit else min(limit, images.shape[0])
-        start, stop = shard_bounds(total, rank, size)
-        if stop <= start:
-            raise ValueError(f"{path}: {split} has {total} samples, too few for {size} ranks")
-        return Shard(images[start:stop], labels[start:stop].astype(np.int32), start, stop, total)
+def rank_pieces(pieces: list[Piece], rank: int, size: int, limit: int = 0
+                ) -> tuple[list[Piece], int]:
+    """This rank's rows of the concatenated pieces (of the first `limit` rows if given), and
+    the split's total after the limit."""
+    total = sum(p.count for p in pieces)
+    total = min(limit, total) if limit else total
+    start, stop = shard_bounds(total, rank, size)
+    if stop <= start:
+        raise ValueError(f"{pieces[0].path if pieces else '?'}: {total} samples, too few for "
+                         f"{size} ranks")
+    mine, offset = [], 0
+    for p in pieces:
+        lo, hi = max(start, offset), min(stop, offset + p.count)
+        if lo < hi:
+            mine.append(replace(p, start=p.start + lo - offset, stop=p.start + hi - offset))
+        offset += p.count
+    return mine, total
 
 
-def batches(tf, images: np.ndarray, labels: np.ndarray, batch_size: int, seed: int,
-            first_epoch: int = 0, epochs: int | None = None, first_step: int = 0):
-    """Shuffled full batches of (images, labels), `n // batch_size` per epoch.
+def blocks_of(pieces: list[Piece], rows: int) -> list[Piece]:
+    """Cut pieces into blocks of about `rows` rows whose inner boundaries are chunk-aligned."""
+    out = []
+    for p in pieces:
+        step = max(p.chunk, rows // p.chunk * p.chunk)
+        edges = [p.start, *range((p.start // step + 1) * step, p.stop, step), p.stop]
+        out += [replace(p, start=a, stop=b) for a, b in zip(edges, edges[1:], strict=False)]
+    return out
 
-    Epoch e's order is a stateless shuffle keyed by (seed, e): it depends on nothing that
-    happened before, so a run resumed at epoch e (and step `first_step` of it) sees exactly
-    the batches an uninterrupted run would. Endless unless `epochs` is given."""
+
+class _Files:
+    """Open HDF5 files of one reading thread; closed when the reading is done."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, h5py.File] = {}
+
+    def read(self, blocks: list[Piece], shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+        n = sum(b.count for b in blocks)
+        images = np.empty((n, *shape), np.uint8)
+        labels = np.empty((n,), np.int32)
+        at = 0
+        for b in blocks:
+            f = self.files.get(b.path)
+            if f is None:
+                f = self.files[b.path] = h5py.File(b.path, "r")
+            f[b.prefix + "images"].read_direct(images, np.s_[b.start:b.stop],
+                                               np.s_[at:at + b.count])
+            labels[at:at + b.count] = f[b.prefix + "labels"][b.start:b.stop]
+            at += b.count
+        return images, labels
+
+    def close(self) -> None:
+        for f in self.files.values():
+            f.close()
+        self.files.clear()
+
+
+@dataclass
+class RankReader:
+    pieces: list[Piece]  # this rank's rows
+    total: int  # rows of the split (after any limit), over all ranks
+    shape: tuple[int, ...]  # (H, W, C) as staged
+    batch_size: int
+    seed: int
+    window_blocks: int  # blocks per shuffle window
+    blocks: list[Piece]
+
+    @classmethod
+    def open(cls, data: str, split: str, rank: int, size: int, batch_size: int,
+             seed: int = 0, limit: int = 0, shuffle_mb: int = 128) -> RankReader:
+        all_pieces = split_pieces(data, split)
+        mine, total = rank_pieces(all_pieces, rank, size, limit)
+        with h5py.File(mine[0].path, "r") as f:
+            shape = tuple(f[mine[0].prefix + "images"].shape[1:])
+        row_bytes = int(np.prod(shape))
+        block_rows = max(1, BLOCK_BYTES // row_bytes)
+        window = max(1, (shuffle_mb << 20) // BLOCK_BYTES)
+        return cls(mine, total, shape, batch_size, seed, window, blocks_of(mine, block_rows))
+
+    @property
+    def rows(self) -> int:
+        return sum(p.count for p in self.pieces)
+
+    @property
+    def steps(self) -> int:
+        """Full batches per epoch (the remainder of each epoch is left out)."""
+        return self.rows // self.batch_size
+
+    def windows(self, epoch: int) -> list[tuple[list[Piece], np.ndarray]]:
+        """Epoch `epoch`'s order: windows of blocks, each with a permutation of its rows."""
+        rng = np.random.default_rng([self.seed, epoch])
+        order = rng.permutation(len(self.blocks))
+        out = []
+        for i in range(0, len(order), self.window_blocks):
+            chosen = [self.blocks[j] for j in order[i:i + self.window_blocks]]
+            out.append((chosen, rng.permutation(sum(b.count for b in chosen))))
+        return out
+
+    def epoch_arrays(self, epoch: int, first_step: int = 0
+                     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Epoch `epoch` from step `first_step`, as arrays whose lengths are multiples of the
+        batch size (batch i of the epoch is rows [i*B, (i+1)*B) of their concatenation)."""
+        b, used, skip = self.batch_size, self.steps * self.batch_size, first_step * self.batch_size
+        files, pos = _Files(), 0
+        carry: tuple[np.ndarray, np.ndarray] | None = None
+        try:
+            for blocks, perm in self.windows(epoch):
+                n = len(perm)
+                lo, hi = max(0, skip - pos), min(n, used - pos)
+                pos += n
+                if hi <= lo:
+                    if pos >= used:
+                        break
+                    continue
+                images, labels = files.read(blocks, self.shape)
+                rows = perm[lo:hi]
+                x, y = images[rows], labels[rows]
+                del images, labels
+                if carry is not None:
+                    need = b - len(carry[1])
+                    head = (np.concatenate([carry[0], x[:need]]),
+                            np.concatenate([carry[1], y[:need]]))
+                    if len(head[1]) < b:
+                        carry = head
+                        continue
+                    yield head
+                    x, y, carry = x[need:], y[need:], None
+                k = len(y) // b * b
+                if k:
+                    yield x[:k], y[:k]
+                carry = (x[k:].copy(), y[k:].copy()) if k < len(y) else None
+        finally:
+            files.close()
+
+    def dataset(self, tf, first_epoch: int = 0, first_step: int = 0,
+                epochs: int | None = None, augment=None):
+        """Endless (or `epochs`) shuffled batches from `first_epoch`, step `first_step`.
+        `augment(images, labels, epoch, step)` runs on whole batches in the tf.data graph."""
+        b, shape = self.batch_size, self.shape
+        last = first_epoch + epochs if epochs is not None else np.iinfo(np.int64).max
+        spec = (tf.TensorSpec((None, *shape), tf.uint8), tf.TensorSpec((None,), tf.int32))
+
+        def gen(epoch, skip):
+            yield from self.epoch_arrays(int(epoch), int(skip))
+
+        def one_epoch(epoch):
+            skip = tf.where(epoch == first_epoch, tf.constant(first_step, tf.int64),
+                            tf.constant(0, tf.int64))
+            ds = tf.data.Dataset.from_generator(gen, output_signature=spec,
+                                                args=(epoch, skip))
+            ds = ds.prefetch(2)  # the next window is read while this one is consumed
+            ds = ds.flat_map(lambda x, y: tf.data.Dataset.from_tensor_slices(
+                (tf.reshape(x, (-1, b, *shape)), tf.reshape(y, (-1, b)))))
+            if augment is not None:
+                ds = ds.enumerate(skip).map(
+                    lambda step, xy: augment(xy[0], xy[1], epoch, step))
+            return ds
+
+        ds = tf.data.Dataset.range(first_epoch, last).flat_map(one_epoch).prefetch(2)
+        options = tf.data.Options()
+        options.autotune.enabled = False
+        return ds.with_options(options)
+
+    def in_order(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Every row of this rank in order, in batches (the last one may be short): for
+        evaluation. Reads a window at a time."""
+        files = _Files()
+        try:
+            for i in range(0, len(self.blocks), self.window_blocks):
+                images, labels = files.read(self.blocks[i:i + self.window_blocks], self.shape)
+                for j in range(0, len(labels), self.batch_size):
+                    yield images[j:j + self.batch_size], labels[j:j + self.batch_size]
+        finally:
+            files.close()
+
+
+def memory_batches(tf, images: np.ndarray, labels: np.ndarray, batch_size: int, seed: int,
+                   first_epoch: int = 0, epochs: int | None = None, augment=None):
+    """The same arrays served from memory by tf.data: a stateless shuffle of indices per epoch
+    and one gather per batch. The in-memory baseline of the input benchmark."""
     images, labels = tf.constant(images), tf.constant(labels)
     n = int(labels.shape[0])
     last = first_epoch + epochs if epochs is not None else np.iinfo(np.int64).max
@@ -59,10 +224,13 @@ def batches(tf, images: np.ndarray, labels: np.ndarray, batch_size: int, seed: i
     def one_epoch(epoch):
         order = tf.random.experimental.stateless_shuffle(
             tf.range(n, dtype=tf.int64), seed=tf.stack([tf.constant(seed, tf.int64), epoch]))
-        return tf.data.Dataset.from_tensor_slices(order).batch(batch_size, drop_remainder=True)
+        ds = tf.data.Dataset.from_tensor_slices(order).batch(batch_size, drop_remainder=True)
+        ds = ds.map(lambda idx: (tf.gather(images, idx), tf.gather(labels, idx)))
+        if augment is not None:
+            ds = ds.enumerate().map(lambda step, xy: augment(xy[0], xy[1], epoch, step))
+        return ds
 
-    ds = (tf.data.Dataset.range(first_epoch, last).flat_map(one_epoch).skip(first_step)
-          .map(lambda idx: (tf.gather(images, idx), tf.gather(labels, idx))).prefetch(2))
+    ds = tf.data.Dataset.range(first_epoch, last).flat_map(one_epoch).prefetch(2)
     options = tf.data.Options()
     options.autotune.enabled = False
     return ds.with_options(options)

@@ -22,11 +22,12 @@ from hpctrain.train.preemption import decode, encode
 
 class ShardedEvaluation(tf.keras.callbacks.Callback):
     """Evaluate each rank's test shard and sum loss and hits over ranks, so `val_loss` and
-    `val_accuracy` are exact for the whole test set (and identical on every rank)."""
+    `val_accuracy` are exact for the whole test set (and identical on every rank).
+    `batches()` yields this rank's (images, labels) in order, a window at a time."""
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int = 512):
+    def __init__(self, batches):
         super().__init__()
-        self.images, self.labels, self.batch_size = images, labels, batch_size
+        self.batches = batches
         self._forward: Any = None  # a tf.function, made on first use
 
     def on_epoch_end(self, epoch, logs=None):
@@ -35,13 +36,15 @@ class ShardedEvaluation(tf.keras.callbacks.Callback):
         t0 = time.perf_counter()
         if self._forward is None:  # plain batched calls: no tf.data iterator to tear down
             self._forward = tf.function(lambda x: self.model(x, training=False))
-        probs = np.concatenate([self._forward(self.images[i:i + self.batch_size]).numpy()
-                                for i in range(0, len(self.labels), self.batch_size)])
-        picked = probs[np.arange(len(self.labels)), self.labels]
-        loss_sum = float(-np.log(np.clip(picked, 1e-7, 1.0)).sum())
-        hits = float((probs.argmax(axis=1) == self.labels).sum())
+        loss_sum, hits, count = 0.0, 0.0, 0
+        for images, labels in self.batches():
+            probs = self._forward(images).numpy()
+            picked = probs[np.arange(len(labels)), labels]
+            loss_sum += float(-np.log(np.clip(picked, 1e-7, 1.0)).sum())
+            hits += float((probs.argmax(axis=1) == labels).sum())
+            count += len(labels)
         totals = hvd_tf.allreduce(  # Horovod: sum over ranks
-            tf.constant([loss_sum, hits, float(len(self.labels))], tf.float64),
+            tf.constant([loss_sum, hits, float(count)], tf.float64),
             op=hvd_tf.Sum, name="hpctrain_eval").numpy()
         if logs is not None:
             logs["val_loss"] = totals[0] / totals[2]

@@ -31,7 +31,8 @@ class ConfigError(InputError):
 
 class TrainConfig(Checked):
     experiment: str
-    data: str = ""  # staged HDF5 file (hpctrain stage), relative to the cwd; "" if synthetic
+    # staged HDF5 file or shard directory (hpctrain stage), relative to the cwd; "" if synthetic
+    data: str = ""
     model: str = "cnn"
     activation: str = "relu"  # mlp5 / mlp5_dropout hidden layers: sigmoid, tanh or relu
     epochs: int = 3
@@ -45,6 +46,12 @@ class TrainConfig(Checked):
     lr_decay: float = 0.1  # step: multiplier at each of lr_decay_epochs
     seed: int = 42
     deterministic: bool = True  # TensorFlow op determinism: same seed + ranks, same weights
+    # train and evaluate on crop x crop windows of the staged images (0: the whole image);
+    # with `augment`, training takes a random window and flips it at random, evaluation the
+    # central one (ImageNet: stage 256 or 160, crop 224 or 128)
+    crop: int = 0
+    augment: bool = False
+    shuffle_mb: int = 128  # the reader's shuffle window per rank, in MiB (about 3x in memory)
     train_limit: int = 0  # use only the first N training samples (0: all)
     test_limit: int = 0  # use only the first N test samples (0: all)
     accuracy_thresholds: list[float] = Field(default_factory=lambda: [0.80, 0.85, 0.88, 0.90])
@@ -73,13 +80,14 @@ class TrainConfig(Checked):
                 raise ValueError(f"{key} {getattr(self, key)!r} unknown; "
                                  f"choose from {', '.join(choices)}")
         if not self.synthetic and not self.data:
-            raise ValueError("data is required (a staged HDF5 file), unless synthetic=true")
+            raise ValueError("data is required (a staged HDF5 file or shard directory), unless "
+                             "synthetic=true")
         for name in ("epochs", "batch_size", "num_classes", "synthetic_steps",
-                     "stop_check_steps"):
+                     "stop_check_steps", "shuffle_mb"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("train_limit", "test_limit", "threads", "warmup_epochs", "momentum",
-                     "lr_decay"):
+                     "lr_decay", "crop"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.learning_rate <= 0:
@@ -167,10 +175,14 @@ def check_data(cfg: TrainConfig) -> None:
     file before anything is queued or started; synthetic configs have no file."""
     if cfg.synthetic:
         return
-    from hpctrain.data.layout import check_h5
+    from hpctrain.data.layout import check_staged
 
     cfg.data = str(Path(cfg.data).expanduser().resolve())
-    check_h5(cfg.data)
+    info = check_staged(cfg.data)
+    height, width = info["input_shape"][:2]
+    if cfg.crop > min(height, width):
+        raise ConfigError(f"crop {cfg.crop} is larger than the staged images "
+                          f"({height}x{width}) of {cfg.data}")
 
 
 def from_dict(values: dict) -> TrainConfig:

@@ -1,17 +1,23 @@
-"""What one rank trains and evaluates on: its shard of a staged HDF5 file (data/reader.py),
-or synthetic tensors made on the device; the batches of any epoch from any step.
+"""What one rank trains and evaluates on: its share of a staged file or shard directory
+(data/reader.py), or synthetic tensors made on the device; the batches of any epoch from any
+step, and the test batches in order.
 
     feed = DataFeed.open(tf, cfg, rank, size)
     model.fit(feed.batches(epoch, first_step), steps_per_epoch=feed.steps, ...)
+    for images, labels in feed.test_batches(512): ...
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
+from hpctrain.data.augment import center_crop, crop_flip
 from hpctrain.data.layout import describe
-from hpctrain.data.reader import Shard, batches, read_shard, synthetic_batches
+from hpctrain.data.reader import RankReader, synthetic_batches
 from hpctrain.train.config import TrainConfig
 
 
@@ -20,10 +26,10 @@ class DataFeed:
     tf: Any
     cfg: TrainConfig
     rank: int
-    info: dict  # dataset, class_names, num_classes, input_shape, counts, source_sha256
+    info: dict  # dataset, class_names, num_classes, input_shape (as trained), counts, sha256
     steps: int  # per epoch, the same on every rank
-    train: Shard | None  # None: synthetic
-    test: Shard | None
+    train: RankReader | None  # None: synthetic
+    test: RankReader | None
 
     @classmethod
     def open(cls, tf, cfg: TrainConfig, rank: int, size: int) -> DataFeed:
@@ -34,13 +40,19 @@ class DataFeed:
                     "test_count": 0}
             return cls(tf, cfg, rank, info, cfg.synthetic_steps, None, None)
         info = describe(cfg.data)
-        train = read_shard(cfg.data, "train", rank, size, cfg.train_limit)
-        test = read_shard(cfg.data, "test", rank, size, cfg.test_limit)
-        steps = len(train.labels) // cfg.batch_size
-        if steps == 0:
-            raise SystemExit(f"batch_size {cfg.batch_size} exceeds the {len(train.labels)} "
+        staged: tuple[int, ...] = tuple(info["input_shape"])  # type: ignore[arg-type]
+        if cfg.crop:
+            info["staged_shape"] = staged
+            info["input_shape"] = (cfg.crop, cfg.crop, staged[2])
+        seed = cfg.seed + rank
+        train = RankReader.open(cfg.data, "train", rank, size, cfg.batch_size, seed,
+                                cfg.train_limit, cfg.shuffle_mb)
+        test = RankReader.open(cfg.data, "test", rank, size, 512, seed, cfg.test_limit,
+                               cfg.shuffle_mb)
+        if train.steps == 0:
+            raise SystemExit(f"batch_size {cfg.batch_size} exceeds the {train.rows} "
                              "training samples per rank")
-        return cls(tf, cfg, rank, info, steps, train, test)
+        return cls(tf, cfg, rank, info, train.steps, train, test)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -51,18 +63,42 @@ class DataFeed:
         return int(self.info["num_classes"])
 
     def batches(self, first_epoch: int, first_step: int = 0):
-        """Endless batches from `first_epoch`, step `first_step`: the order is a function of
-        (seed, rank, epoch), so a resumed run sees what an uninterrupted one would."""
-        seed = self.cfg.seed + self.rank
+        """Endless batches from `first_epoch`, step `first_step`: the order (and any random
+        crop) is a function of (seed, rank, epoch, step), so a resumed run sees what an
+        uninterrupted one would."""
+        tf, cfg = self.tf, self.cfg
         if self.train is None:
-            return synthetic_batches(self.tf, self.input_shape, self.num_classes,
-                                     self.cfg.batch_size, seed=seed)
-        return batches(self.tf, self.train.images, self.train.labels, self.cfg.batch_size,
-                       seed=seed, first_epoch=first_epoch, first_step=first_step)
+            return synthetic_batches(tf, self.input_shape, self.num_classes, cfg.batch_size,
+                                     seed=cfg.seed + self.rank)
+        crop = self.input_shape[0]
+        augment = None
+        if cfg.augment:
+            augment = crop_flip(tf, crop, seed=cfg.seed + self.rank)
+        elif crop != self.train.shape[0]:
+            augment = _center(tf, crop)
+        return self.train.dataset(tf, first_epoch, first_step, augment=augment)
+
+    def test_batches(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """This rank's test rows in order (centre-cropped to the training size)."""
+        assert self.test is not None
+        crop = self.input_shape[0]
+        for images, labels in self.test.in_order():
+            yield center_crop(images, crop), labels
 
     def describe(self) -> str:
         if self.train is None:
             return "synthetic train / 0 test samples on this rank"
-        return (f"{len(self.train.labels)} train / "
-                f"{len(self.test.labels) if self.test is not None else 0} test samples on "
-                "this rank")
+        crop = self.input_shape
+        return (f"{self.train.rows} train / {self.test.rows if self.test else 0} test "
+                f"samples on this rank, {'x'.join(map(str, self.train.shape))} staged, "
+                f"trained at {'x'.join(map(str, crop))}"
+                + (" with random crops and flips" if self.cfg.augment else ""))
+
+
+def _center(tf, crop: int):
+    def augment(images, labels, epoch, step):
+        h, w = images.shape[1], images.shape[2]
+        top, left = (h - crop) // 2, (w - crop) // 2
+        return images[:, top:top + crop, left:left + crop], labels
+
+    return augment

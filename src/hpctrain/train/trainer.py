@@ -117,8 +117,7 @@ class Trainer:
             cb.AverageNonTrainable(),  # Horovod: average BatchNorm statistics over ranks
         ]
         if self.feed.test is not None:
-            self.callbacks.append(cb.ShardedEvaluation(self.feed.test.images,
-                                                       self.feed.test.labels, batch_size=512))
+            self.callbacks.append(cb.ShardedEvaluation(self.feed.test_batches))
         if cfg.target_accuracy:
             self.callbacks.append(cb.TargetAccuracyStop(cfg.target_accuracy))
         if env.is_main:  # Horovod: only rank 0 writes checkpoints and metrics

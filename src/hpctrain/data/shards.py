@@ -1,0 +1,152 @@
+"""A staged image-folder directory: HDF5 shards per split, and the manifest that lists them.
+
+    OUT/manifest.json                  classes, per-shard counts, bytes and sha256, the resize
+                                       policy, the source and its fingerprint
+    OUT/train-00000-of-00016.h5        images (n, S, S, 3) uint8, labels (n,) int32,
+    ...                                paths (n,) source paths; attrs: plan, split, shard
+    OUT/test-00000-of-00002.h5         (the evaluation split: the source's val/ or test/)
+
+A shard appears under its final name only when complete (written under a temporary name and
+renamed); the manifest appears last, when every shard is there. Images are chunked in slabs
+of about 4 MiB along N, so a reader's large reads are whole chunks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from hpctrain.atomic import atomic_path, write_json
+from hpctrain.data.layout import StagingError
+
+MANIFEST = "manifest.json"
+FORMAT = "hpctrain-imagefolder/1"
+CHUNK_BYTES = 4 << 20
+
+
+def shard_name(split: str, index: int, total: int) -> str:
+    return f"{split}-{index:05d}-of-{total:05d}.h5"
+
+
+def chunk_rows(image_bytes: int, capacity: int) -> int:
+    return max(1, min(capacity, round(CHUNK_BYTES / image_bytes)))
+
+
+class ShardWriter:
+    """Write one shard image by image, a chunk at a time, under a temporary name; `finish`
+    trims it to the images actually written (unreadable ones are skipped) and renames it."""
+
+    def __init__(self, path: Path, capacity: int, shape: tuple[int, int, int],
+                 compression: str | None, attrs: dict):
+        self.path, self.capacity, self.attrs = path, max(1, capacity), attrs
+        self._atomic = atomic_path(path)
+        self.tmp = self._atomic.__enter__()
+        self.file = h5py.File(self.tmp, "w")
+        rows = chunk_rows(int(np.prod(shape)), self.capacity)
+        self.images = self.file.create_dataset(
+            "images", shape=(self.capacity, *shape), maxshape=(self.capacity, *shape),
+            dtype=np.uint8, chunks=(rows, *shape), compression=compression)
+        self.buffer = np.empty((rows, *shape), np.uint8)
+        self.labels: list[int] = []
+        self.paths: list[str] = []
+        self.filled = 0  # images in the buffer
+        self.count = 0  # images written or buffered
+
+    def add(self, image: np.ndarray, label: int, path: str) -> None:
+        self.buffer[self.filled] = image
+        self.filled += 1
+        self.count += 1
+        self.labels.append(label)
+        self.paths.append(path)
+        if self.filled == len(self.buffer):
+            self._flush()
+
+    def _flush(self) -> None:
+        start = self.count - self.filled
+        self.images[start:self.count] = self.buffer[:self.filled]
+        self.filled = 0
+
+    def finish(self) -> None:
+        self._flush()
+        self.images.resize(self.count, axis=0)
+        self.file.create_dataset("labels", data=np.asarray(self.labels, np.int32))
+        self.file.create_dataset("paths", data=np.asarray(self.paths, dtype=object),
+                                 dtype=h5py.string_dtype())
+        for key, value in {**self.attrs, "count": self.count}.items():
+            self.file.attrs[key] = value
+        self.file.close()
+        self._atomic.__exit__(None, None, None)
+
+    def abort(self) -> None:
+        self.file.close()
+        self._atomic.__exit__(RuntimeError, RuntimeError("aborted"), None)
+
+
+def complete_shard(path: Path, plan: str) -> dict | None:
+    """The attributes of `path` if it is a complete shard of this staging plan, else None
+    (missing, from another plan, or unreadable: then it is staged again)."""
+    if not path.is_file():
+        return None
+    try:
+        with h5py.File(path, "r") as f:
+            attrs = dict(f.attrs)
+            n = f["images"].shape[0]
+            if attrs.get("plan") != plan or attrs.get("count") != n or f["labels"].shape != (n,):
+                return None
+            return attrs
+    except (OSError, KeyError):
+        return None
+
+
+def remove_stale_temporaries(path: Path) -> None:
+    """Temporary files a killed writer of this shard left behind (see atomic.atomic_path)."""
+    for stale in path.parent.glob(f".{path.stem}.tmp*{path.suffix}"):
+        stale.unlink(missing_ok=True)
+
+
+def file_sha256(path: Path, block: int = 8 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(block):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_manifest(out: Path, manifest: dict) -> None:
+    write_json(out / MANIFEST, manifest)
+
+
+def load_manifest(out: str | Path) -> dict:
+    """The manifest of a staged directory, checked for the shards it lists (names and sizes;
+    contents are checked by sha256 when copied, see local_copy.py)."""
+    out = Path(out)
+    path = out / MANIFEST
+    if not path.is_file():
+        partial = ([p for p in out.glob("*.h5") if not p.name.startswith(".")]
+                   if out.is_dir() else [])
+        hint = (f"; it holds {len(partial)} shard(s) of an unfinished staging: rerun the same "
+                "`hpctrain stage imagefolder` command to finish it") if partial else ""
+        raise StagingError(f"{out}: no {MANIFEST} (not a staged image folder){hint}")
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise StagingError(f"{path}: unreadable ({e})") from None
+    if manifest.get("format") != FORMAT:
+        raise StagingError(f"{path}: format {manifest.get('format')!r}, expected {FORMAT!r}")
+    subset = manifest.get("node_local_subset")  # a node-local copy holds only what it needs
+    for split in ("train", "test"):
+        for shard in manifest["splits"][split]["shards"]:
+            f = out / shard["file"]
+            if subset is not None and shard["file"] not in subset:
+                continue
+            if not f.is_file():
+                raise StagingError(f"{out}: shard {shard['file']} listed in {MANIFEST} is "
+                                   "missing")
+            if f.stat().st_size != shard["bytes"]:
+                raise StagingError(f"{f}: {f.stat().st_size} bytes, {MANIFEST} says "
+                                   f"{shard['bytes']} (changed or truncated)")
+    return manifest

@@ -1,0 +1,136 @@
+"""The streaming reader (data/reader.py) on real staged files: ranks get disjoint equal ranges,
+every row once per epoch, exact resume from any step, bounded windows, augmentation that is
+a pure function of (seed, epoch, step); the same reader for a single MNIST file."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from hpctrain.data.augment import center_crop, crop_flip
+from hpctrain.data.layout import Piece, split_pieces
+from hpctrain.data.reader import RankReader, blocks_of, memory_batches, rank_pieces
+
+
+@pytest.fixture(scope="module")
+def shard_dir(tmp_path_factory):
+    """A staged-like directory: 3 shards of unequal size, each row's label = its global row."""
+    from hpctrain.data.shards import ShardWriter, write_manifest
+
+    out = tmp_path_factory.mktemp("shards")
+    shards, row = [], 0
+    for i, n in enumerate((700, 650, 610)):
+        w = ShardWriter(out / f"train-{i:05d}-of-00003.h5", n, (12, 12, 3), None,
+                        {"plan": "x", "split": "train", "shard": i})
+        for _ in range(n):
+            w.add(np.full((12, 12, 3), row % 251, np.uint8), row, f"r{row}")
+            row += 1
+        w.finish()
+        shards.append({"file": w.path.name, "count": n, "bytes": w.path.stat().st_size,
+                       "sha256": ""})
+    w = ShardWriter(out / "test-00000-of-00001.h5", 100, (12, 12, 3), None, {})
+    for i in range(100):
+        w.add(np.full((12, 12, 3), i, np.uint8), i, f"t{i}")
+    w.finish()
+    test = [{"file": w.path.name, "count": 100, "bytes": w.path.stat().st_size, "sha256": ""}]
+    write_manifest(out, {
+        "format": "hpctrain-imagefolder/1", "source": "/x", "class_names": ["a"],
+        "num_classes": 1, "image_shape": [12, 12, 3], "chunk_rows": 64,
+        "splits": {"train": {"count": 1960, "shards": shards},
+                   "test": {"count": 100, "shards": test}}})
+    return out
+
+
+def rows_of(reader: RankReader, epoch: int, first_step: int = 0) -> np.ndarray:
+    return np.concatenate([y for _, y in reader.epoch_arrays(epoch, first_step)])
+
+
+def test_ranks_get_disjoint_equal_ranges(shard_dir):
+    pieces = split_pieces(str(shard_dir), "train")
+    assert [p.count for p in pieces] == [700, 650, 610]
+    got = []
+    for rank in range(3):
+        mine, total = rank_pieces(pieces, rank, 3)
+        assert total == 1960 and sum(p.count for p in mine) == 653
+        got += [(p.path, r) for p in mine for r in range(p.start, p.stop)]
+    assert len(got) == len(set(got)) == 1959  # the last 1960 % 3 rows are left out
+    mine, total = rank_pieces(pieces, 1, 2, limit=1000)  # the first 1000 rows
+    assert total == 1000 and [(p.start, p.stop) for p in mine] == [(500, 700), (0, 300)]
+
+
+def test_blocks_are_chunk_aligned():
+    blocks = blocks_of([Piece("f", "", 30, 1000, 64)], 200)
+    assert blocks[0].start == 30 and blocks[-1].stop == 1000
+    assert all(b.start % 64 == 0 for b in blocks[1:]) and all(b.count <= 192 for b in blocks)
+    assert sum(b.count for b in blocks) == 970
+
+
+def test_every_row_once_per_epoch_and_exact_resume(shard_dir):
+    reader = RankReader.open(str(shard_dir), "train", 1, 2, batch_size=32, seed=5)
+    reader.blocks = blocks_of(reader.pieces, 100)
+    reader.window_blocks = 2  # several windows, so batches straddle them
+    assert reader.steps == 980 // 32
+    full = rows_of(reader, 3)
+    assert len(full) == reader.steps * 32 and len(set(full.tolist())) == len(full)
+    assert set(full.tolist()) <= set(range(980, 1960))  # rank 1's half (labels = global rows)
+    assert not np.array_equal(full, rows_of(reader, 4))  # a new order each epoch
+    np.testing.assert_array_equal(full, rows_of(reader, 3))  # a function of (seed, epoch)
+    for step in (1, 7, 19, reader.steps - 1):
+        np.testing.assert_array_equal(rows_of(reader, 3, step), full[step * 32:])
+    # images travel with their labels
+    for x, y in reader.epoch_arrays(3):
+        assert (x[:, 0, 0, 0] == (y % 251)).all()
+
+
+def test_dataset_batches_resume_and_augment(shard_dir):
+    reader = RankReader.open(str(shard_dir), "train", 0, 1, batch_size=16, seed=1)
+    reader.window_blocks = 1
+    augment = crop_flip(tf, 8, seed=3)
+    ds = reader.dataset(tf, first_epoch=2, epochs=2, augment=augment)
+    batches = [(x.numpy(), y.numpy()) for x, y in ds]
+    assert len(batches) == 2 * reader.steps
+    assert all(x.shape == (16, 8, 8, 3) for x, _ in batches)
+    resumed = [(x.numpy(), y.numpy()) for x, y in
+               reader.dataset(tf, first_epoch=2, first_step=10, epochs=2, augment=augment)]
+    assert len(resumed) == len(batches) - 10
+    for (x1, y1), (x2, y2) in zip(batches[10:], resumed, strict=True):
+        np.testing.assert_array_equal(y1, y2)
+        np.testing.assert_array_equal(x1, x2)
+
+
+def test_crop_flip_takes_windows_and_mirrors():
+    base = np.arange(10 * 10, dtype=np.uint8).reshape(1, 10, 10, 1).repeat(64, axis=0)
+    out = crop_flip(tf, 6, seed=0)(tf.constant(base), tf.zeros(64, tf.int32), 0, 0)[0].numpy()
+    flipped = 0
+    for img in out:
+        row0, col0 = divmod(int(img[..., 0].min()), 10)
+        window = base[0, row0:row0 + 6, col0:col0 + 6]
+        if np.array_equal(img, window):
+            continue
+        np.testing.assert_array_equal(img, window[:, ::-1])
+        flipped += 1
+    assert 10 < flipped < 54  # about half
+    np.testing.assert_array_equal(center_crop(base, 6)[0], base[0, 2:8, 2:8])
+
+
+def test_in_order_covers_the_rank_and_mnist_file_uses_the_same_reader(shard_dir, fmnist_h5):
+    test = RankReader.open(str(shard_dir), "test", 1, 2, batch_size=30)
+    got = np.concatenate([y for _, y in test.in_order()])
+    np.testing.assert_array_equal(got, np.arange(50, 100))
+    reader = RankReader.open(str(fmnist_h5), "train", 0, 2, batch_size=128, seed=0)
+    assert reader.shape == (28, 28, 1) and reader.rows == 30000
+    with h5py.File(fmnist_h5, "r") as f:
+        labels = f["train/labels"][:30000]
+    rows = np.concatenate([y for _, y in reader.epoch_arrays(0)])
+    got, have = np.bincount(rows, minlength=10), np.bincount(labels, minlength=10)
+    assert got.sum() == reader.steps * 128 and (got <= have).all()  # a remainder is dropped
+    assert (have - got).sum() == 30000 - reader.steps * 128
+
+
+def test_memory_baseline_matches_shapes(shard_dir):
+    reader = RankReader.open(str(shard_dir), "train", 0, 1, batch_size=16, seed=1)
+    images, labels = next(iter(reader.epoch_arrays(0)))
+    ds = memory_batches(tf, images, labels, 16, seed=0, epochs=1)
+    assert sum(1 for _ in ds) == len(labels) // 16
