@@ -36,8 +36,20 @@ lint: install  ## ruff over src, tests and scripts; mypy over the package
 clean: cluster-down
 	rm -rf .cluster
 
-bench: install $(DATA)  ## input pipeline (HDF5 vs in-memory vs per-sample), cost of op determinism
-	$(BIN)/python scripts/bench_input.py --data $(DATA) --out results/bench/input_pipeline
+BENCH_TREE := data/bench-tree
+$(BENCH_TREE): | install
+	$(BIN)/python scripts/make_imagefolder.py --out $@ --train 2000 --val 400
+data/bench-256: | $(BENCH_TREE)
+	$(BIN)/hpctrain stage imagefolder --source $(BENCH_TREE) --out $@ --size 256 --shards 4
+data/bench-256-lzf: | $(BENCH_TREE)
+	$(BIN)/hpctrain stage imagefolder --source $(BENCH_TREE) --out $@ --size 256 --shards 4 \
+	  --compression lzf
+
+bench: install $(DATA) data/bench-256 data/bench-256-lzf  ## input pipeline, staging, op determinism
+	$(BIN)/python scripts/bench_input.py --data $(DATA) --images data/bench-256 \
+	  --images-lzf data/bench-256-lzf --out results/bench/input_pipeline
+	$(BIN)/python scripts/bench_staging.py --tree $(BENCH_TREE) --images 2000 --size 224 \
+	  --out results/bench/staging
 	$(BIN)/python scripts/bench_determinism.py --out results/bench/determinism
 
 accuracy: install cluster-up $(DATA)  ## every model config, 1 and 2 ranks, -> results/accuracy/README.md

@@ -63,6 +63,15 @@ def hpctrain(*args: str, env: dict | None = None, cwd: Path = REPO, timeout: flo
     return res
 
 
+def make_tree(out: Path, train: int, val: int, unreadable: int = 2) -> Path:
+    """A small ImageNet-layout tree of real Fashion-MNIST images (scripts/make_imagefolder.py)."""
+    subprocess.run([str(VENV_BIN / "python"), str(REPO / "scripts" / "make_imagefolder.py"),
+                    "--out", str(out), "--train", str(train), "--val", str(val),
+                    "--unreadable", str(unreadable), "--workers", "2"],
+                   check=True, capture_output=True, timeout=300)
+    return out
+
+
 def write_config(path: Path, data: Path, **extra) -> Path:
     import yaml
 

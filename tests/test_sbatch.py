@@ -41,7 +41,7 @@ CASES = {
                                   gpus_per_node=4, gres_name="gpu", qos="high",
                                   constraint="a100|h100", account="proj42", partition="gpu",
                                   launcher="mpirun", signal_seconds=300, max_restarts=5,
-                                  scratch="$TMPDIR", data=f"{WEIRD}/data.h5",
+                                  scratch="$TMPDIR", data=f"{WEIRD}/shards $(x)",
                                   extra_sbatch=("--exclusive", "--mem=0",
                                                 '--comment=a "b" #c'),
                                   env_setup=("module load cuda/12.3 openmpi/4.1",)),
@@ -55,6 +55,11 @@ CASES = {
     "stage_weird": _spec(template="stage.sbatch", nodes=1, run_dir=f"{WEIRD}/run",
                          stage_dataset="fashion-mnist", stage_source=f"{WEIRD}/idx",
                          data=f"{WEIRD}/data.h5"),
+    "stage_imagefolder_weird": _spec(template="stage.sbatch", nodes=2, cpus_per_task=8,
+                                     run_dir=f"{WEIRD}/run", stage_dataset="imagefolder",
+                                     stage_source=f"{WEIRD}/tree", data=f"{WEIRD}/staged",
+                                     stage_args=("--size", "256", "--resize", "center-crop",
+                                                 "--max-unreadable", "$(reboot)")),
     "report_basic": _spec(template="report.sbatch", nodes=1, time="00:10:00"),
 }
 

@@ -240,7 +240,10 @@ def test_profile_file_with_node_local_scratch(slurm_cluster, fmnist_h5, tmp_path
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     report = read_report(run_dir)
     config_used = json.loads((run_dir / "config.json").read_text())
-    assert config_used["data"] == f"{scratch}/hpctrain-{report['slurm']['job_id']}/data.h5"
+    job = report["slurm"]["job_id"]
+    assert config_used["data"] == f"{scratch}/hpctrain-{job}/{{node}}/{fmnist_h5.name}"
+    log = (run_dir / f"slurm-{job}.out").read_text()
+    assert "node1: 1 file(s)" in log and "node2: 1 file(s)" in log
     assert report["nodes"] == 2 and report["status"] == "completed"
     assert list(scratch.iterdir()) == []  # cleaned up
 

@@ -16,19 +16,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import MPI_ENV, REPO, VENV_BIN, hpctrain
+from conftest import MPI_ENV, VENV_BIN, hpctrain, make_tree
 from hpctrain.data.imagefolder import load_image
 from hpctrain.data.shards import file_sha256
 
 pytestmark = pytest.mark.usefixtures("mpirun_available")
-
-
-def make_tree(out: Path, train: int, val: int, unreadable: int = 2) -> Path:
-    subprocess.run([str(VENV_BIN / "python"), str(REPO / "scripts" / "make_imagefolder.py"),
-                    "--out", str(out), "--train", str(train), "--val", str(val),
-                    "--unreadable", str(unreadable), "--workers", "2"],
-                   check=True, capture_output=True, timeout=300)
-    return out
 
 
 @pytest.fixture(scope="module")

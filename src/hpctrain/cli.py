@@ -81,6 +81,19 @@ def _stage_imagefolder(args) -> int:
     return 0
 
 
+def _stage_local_copy(args) -> int:
+    from hpctrain.data.local_copy import copy_for_node
+    from hpctrain.environment import JobEnvironment
+    from hpctrain.train.config import check_data, load_config
+
+    cfg = load_config(args.config, args.overrides)
+    check_data(cfg)
+    env = JobEnvironment.detect()
+    copy_for_node(cfg.data, args.dest, env.node_name, env.node_index, env.num_nodes or 1,
+                  args.ranks_per_node, {"train": cfg.train_limit, "test": cfg.test_limit})
+    return 0
+
+
 def _request(args):
     from hpctrain.slurm.request import JobOptions, Request
 
@@ -103,10 +116,27 @@ def _submit(args) -> int:
                          waiting=waiting)
         return submit(_request(args), parse_chain(args.chain), stage_dataset=args.stage_dataset
                       or "", stage_source=args.stage_source or "", dry_run=args.dry_run,
-                      waiting=waiting)
+                      waiting=waiting, stage_args=_stage_options(args))
     except SlurmError as e:
         print(f"hpctrain {args.command}: error: {e}", file=sys.stderr)
         return 1
+
+
+def _stage_options(args) -> tuple[str, ...]:
+    """--stage-options of an image tree, checked now by `hpctrain stage imagefolder`'s own
+    parser (a typo fails here, not in the queued job)."""
+    import shlex
+
+    options = tuple(shlex.split(args.stage_options or ""))
+    if options and args.stage_dataset != "imagefolder":
+        raise InputError("--stage-options is for --stage-dataset imagefolder")
+    if args.stage_dataset == "imagefolder":
+        if any(o.split("=")[0] in ("--source", "--out") for o in options):
+            raise InputError("--stage-options: --source is --stage-source, --out is the "
+                             "config's data")
+        build_parser().parse_args(["stage", "imagefolder", "--source", ".", "--out", ".",
+                                   *options])
+    return options
 
 
 def _status(args) -> int:
@@ -275,6 +305,18 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--seed", type=int, default=0, help="seed of the order images are "
                    "spread over shards")
     f.set_defaults(func=_stage_imagefolder)
+    lc = kinds.add_parser(
+        "local-copy", help="(job scripts) copy what this node's ranks read to node-local disk",
+        description="Run once per node inside a job (srun --ntasks-per-node=1): copies the "
+        "shards this node's ranks read (or the whole HDF5 file) into DEST/<node>/, verifying "
+        "each shard's sha256; train with data=DEST/{node}/<name>.",
+        epilog="example: srun --ntasks-per-node=1 hpctrain stage local-copy --config C "
+        "--dest \"$TMPDIR/hpctrain-$SLURM_JOB_ID\" --ranks-per-node 4")
+    _config_options(lc)
+    lc.add_argument("--dest", required=True, help="node-local directory (the profile's scratch)")
+    lc.add_argument("--ranks-per-node", type=int, required=True,
+                    help="training ranks per node (the job's --ntasks-per-node)")
+    lc.set_defaults(func=_stage_local_copy)
 
     t = sub.add_parser("train", add_help=False, prefix_chars="\0",
                        help="train one config (one rank, or under a launcher); --help for more")
@@ -292,8 +334,12 @@ def build_parser() -> argparse.ArgumentParser:
     _job_options(b)
     b.add_argument("--chain", metavar="STEPS", help="stage,train,report (or a part with "
                    "train): one job per step, each --dependency=afterok on the one before")
-    b.add_argument("--stage-source", help="--chain stage: directory of IDX files or a .npz")
-    b.add_argument("--stage-dataset", choices=["mnist", "fashion-mnist"])
+    b.add_argument("--stage-source", help="--chain stage: directory of IDX files or a .npz, "
+                   "or an image tree (train/<class>/*, val/<class>/*)")
+    b.add_argument("--stage-dataset", choices=["mnist", "fashion-mnist", "imagefolder"])
+    b.add_argument("--stage-options", metavar="'--size S ...'", help="--stage-dataset "
+                   "imagefolder: options of `hpctrain stage imagefolder`, e.g. '--size 32 "
+                   "--shards 8' (the job stages with one rank per node)")
     b.add_argument("--run-dir", help="default results/<experiment>/<run-id>")
     _submit_options(b)
     b.set_defaults(func=_submit)

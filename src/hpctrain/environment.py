@@ -51,6 +51,7 @@ class JobEnvironment:
     array_task_id: str | None = None
     job_nodelist: str | None = None
     num_nodes: int | None = None
+    node_index: int = 0  # this node's index in the job step (SLURM_NODEID)
     cpus_per_task: int | None = None
     restart_count: int = 0
     submit_dir: str | None = None
@@ -100,6 +101,7 @@ class JobEnvironment:
             array_task_id=env.get("SLURM_ARRAY_TASK_ID"),
             job_nodelist=env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST"),
             num_nodes=_maybe_int(env, "SLURM_JOB_NUM_NODES", "SLURM_NNODES"),
+            node_index=_first_int(env, "SLURM_NODEID", default=0),
             cpus_per_task=_maybe_int(env, "SLURM_CPUS_PER_TASK"),
             restart_count=_first_int(env, "SLURM_RESTART_COUNT", default=0),
             submit_dir=env.get("SLURM_SUBMIT_DIR"),

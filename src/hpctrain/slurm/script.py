@@ -67,6 +67,7 @@ class JobSpec(Checked):
     array_args: tuple[tuple[str, ...], ...] = ()  # sweep.sbatch: overrides of each task
     stage_dataset: str = ""  # stage.sbatch
     stage_source: str = ""  # stage.sbatch
+    stage_args: tuple[str, ...] = ()  # stage.sbatch, imagefolder: --size S --shards K ...
     allow_run_as_root: bool = False
     template: str = "train.sbatch"
 
@@ -93,7 +94,7 @@ class JobSpec(Checked):
         strings = [self.job_name, self.config, self.run_dir, self.workdir, self.partition or "",
                    self.account or "", self.qos or "", self.constraint or "",
                    self.scratch or "", self.data, self.stage_source, self.array or "",
-                   *self.env_setup, *self.extra_sbatch, *self.extra_args,
+                   *self.env_setup, *self.extra_sbatch, *self.extra_args, *self.stage_args,
                    *(a for args in self.array_args for a in args)]
         for value in strings:
             if "\n" in value or "\r" in value or "\0" in value:
@@ -105,6 +106,12 @@ class JobSpec(Checked):
             if not option.startswith("--"):
                 raise ValueError(f"extra sbatch option {option!r} must start with --")
         return self
+
+
+    @property
+    def data_name(self) -> str:
+        """The data file's or shard directory's name (its node-local copy keeps it)."""
+        return Path(self.data).name
 
 
 def make_spec(**values) -> JobSpec:

@@ -16,7 +16,7 @@ from hpctrain.slurm.client import SlurmClient, SlurmError, print_change
 from hpctrain.slurm.request import Request, resolve
 from hpctrain.slurm.script import JobSpecError, render_sbatch, with_changes
 
-STAGE_DATASETS = ("mnist", "fashion-mnist")
+STAGE_DATASETS = ("mnist", "fashion-mnist", "imagefolder")
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ def parse_chain(value: str | None) -> tuple[str, ...]:
 
 def submit(req: Request, chain: tuple[str, ...] = ("train",), stage_dataset: str = "",
            stage_source: str = "", dry_run: bool = False, waiting: Waiting | None = None,
-           client: SlurmClient | None = None) -> int:
+           client: SlurmClient | None = None, stage_args: tuple[str, ...] = ()) -> int:
     """Resolve, render and queue the request (a chain: one job per step, afterok)."""
     if "stage" in chain:
         if not (stage_source and stage_dataset):
@@ -73,11 +73,15 @@ def submit(req: Request, chain: tuple[str, ...] = ("train",), stage_dataset: str
     specs = {"train": spec}
     one_task = dict(nodes=1, ntasks_per_node=1, cpus_per_task=1, gpus_per_node=0)
     if "stage" in chain:
+        # an image tree: one rank per node of the training job, all of its CPUs as workers
+        geometry = dict(ntasks_per_node=1, gpus_per_node=0,
+                        cpus_per_task=spec.ntasks_per_node * spec.cpus_per_task
+                        ) if stage_dataset == "imagefolder" else one_task
         specs["stage"] = with_changes(spec, template="stage.sbatch",
                                       job_name=spec.job_name + "-stage",
                                       stage_dataset=stage_dataset,
                                       stage_source=str(Path(stage_source).resolve()),
-                                      **one_task)
+                                      stage_args=stage_args, **geometry)
     if "report" in chain:
         specs["report"] = with_changes(spec, template="report.sbatch", time="00:10:00",
                                        job_name=spec.job_name + "-report", **one_task)

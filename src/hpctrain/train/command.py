@@ -54,7 +54,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def resolve_config(config: str | None, overrides: list[str], run_dir: Path | None,
-                   resume: bool) -> TrainConfig:
+                   resume: bool, node_name: str = "") -> TrainConfig:
     """The config to run, checked with its data file and against the run directory."""
     if resume and run_dir is None:
         raise ConfigError("--resume needs --run-dir (the run to continue)")
@@ -66,7 +66,7 @@ def resolve_config(config: str | None, overrides: list[str], run_dir: Path | Non
     else:
         raise ConfigError("--config is required" + (f" ({saved} does not exist)"
                                                     if resume else ""))
-    check_data(cfg)
+    check_data(cfg, node_name)
     if run_dir is not None and checkpoint.latest(run_dir / "checkpoints") and not resume:
         raise ConfigError(f"{run_dir} already holds checkpoints: pass --resume to continue "
                           "it, or choose another --run-dir")
@@ -87,7 +87,7 @@ def main(argv=None) -> int:
     env = JobEnvironment.detect()
     run_dir = Path(args.run_dir).resolve() if args.run_dir else None
     try:  # everything a rank can check alone happens before TensorFlow and Horovod start
-        cfg = resolve_config(args.config, args.overrides, run_dir, args.resume)
+        cfg = resolve_config(args.config, args.overrides, run_dir, args.resume, env.node_name)
     except InputError as e:
         print(f"hpctrain train: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -170,15 +170,26 @@ def _known_keys(values: dict, origin: str) -> dict:
     return values
 
 
-def check_data(cfg: TrainConfig) -> None:
+NODE = "{node}"  # in `data`: the Slurm node name of the rank (node-local copies, one per node)
+
+
+def data_on(cfg: TrainConfig, node_name: str) -> str:
+    """The data path as seen on node `node_name` (`{node}` replaced)."""
+    return cfg.data.replace(NODE, node_name)
+
+
+def check_data(cfg: TrainConfig, node_name: str = "") -> None:
     """Make `cfg.data` absolute (relative paths are taken from the cwd) and check the staged
-    file before anything is queued or started; synthetic configs have no file."""
+    file before anything is queued or started; synthetic configs have no file. A path with
+    `{node}` (a node-local copy) is checked where it will be read: on `node_name`."""
     if cfg.synthetic:
         return
     from hpctrain.data.layout import check_staged
 
     cfg.data = str(Path(cfg.data).expanduser().resolve())
-    info = check_staged(cfg.data)
+    if NODE in cfg.data and not node_name:
+        return  # rendered into a job script; each rank checks its node's copy
+    info = check_staged(data_on(cfg, node_name))
     height, width = info["input_shape"][:2]
     if cfg.crop > min(height, width):
         raise ConfigError(f"crop {cfg.crop} is larger than the staged images "

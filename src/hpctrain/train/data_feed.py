@@ -18,7 +18,7 @@ import numpy as np
 from hpctrain.data.augment import center_crop, crop_flip
 from hpctrain.data.layout import describe
 from hpctrain.data.reader import RankReader, synthetic_batches
-from hpctrain.train.config import TrainConfig
+from hpctrain.train.config import TrainConfig, data_on
 
 
 @dataclass
@@ -32,22 +32,23 @@ class DataFeed:
     test: RankReader | None
 
     @classmethod
-    def open(cls, tf, cfg: TrainConfig, rank: int, size: int) -> DataFeed:
+    def open(cls, tf, cfg: TrainConfig, rank: int, size: int, node_name: str = "") -> DataFeed:
         if cfg.synthetic:
             info = {"dataset": "synthetic", "class_names": [], "num_classes": cfg.num_classes,
                     "input_shape": tuple(cfg.input_shape), "source_sha256": {},
                     "train_count": cfg.synthetic_steps * cfg.batch_size * size,
                     "test_count": 0}
             return cls(tf, cfg, rank, info, cfg.synthetic_steps, None, None)
-        info = describe(cfg.data)
+        data = data_on(cfg, node_name)  # a node-local copy: this node's
+        info = describe(data)
         staged: tuple[int, ...] = tuple(info["input_shape"])  # type: ignore[arg-type]
         if cfg.crop:
             info["staged_shape"] = staged
             info["input_shape"] = (cfg.crop, cfg.crop, staged[2])
         seed = cfg.seed + rank
-        train = RankReader.open(cfg.data, "train", rank, size, cfg.batch_size, seed,
+        train = RankReader.open(data, "train", rank, size, cfg.batch_size, seed,
                                 cfg.train_limit, cfg.shuffle_mb)
-        test = RankReader.open(cfg.data, "test", rank, size, 512, seed, cfg.test_limit,
+        test = RankReader.open(data, "test", rank, size, 512, seed, cfg.test_limit,
                                cfg.shuffle_mb)
         if train.steps == 0:
             raise SystemExit(f"batch_size {cfg.batch_size} exceeds the {train.rows} "

@@ -79,7 +79,7 @@ class Trainer:
                                 "; --resume: no checkpoint yet, starting afresh"
                                 if self.resume else ""))
         # Horovod: each rank reads only its own shard of the training and test sets
-        self.feed = DataFeed.open(tf, cfg, hvd.rank(), hvd.size())
+        self.feed = DataFeed.open(tf, cfg, hvd.rank(), hvd.size(), env.node_name)
         self.model = build_model(cfg.model, self.feed.input_shape, self.feed.num_classes,
                                  cfg.activation)
         opt = make_optimizer(tf, cfg.optimizer, cfg.learning_rate, cfg.momentum)

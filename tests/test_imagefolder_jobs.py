@@ -1,0 +1,82 @@
+"""The image-tree path as jobs on the embedded cluster: `--chain stage,train,report` stages a
+real tree with one MPI rank per node, each node copies the shards its ranks read to its
+node-local scratch, and the ranks train on their node's copy."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, hpctrain, make_tree, read_report, write_config
+
+
+@pytest.mark.slurm
+def test_image_tree_chain_with_node_local_copies(slurm_cluster, tmp_path):
+    tree = make_tree(tmp_path / "tree", 400, 100)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    profile = tmp_path / "site.yaml"
+    embedded = (REPO / "env" / "clusters" / "embedded.yaml").read_text()
+    profile.write_text(embedded.replace("scratch: null\n", f"scratch: '{scratch}'\n"))
+    staged = tmp_path / "staged"
+    config = write_config(tmp_path / "exp.yaml", staged, model="cnn", batch_size=32,
+                          crop=20, augment=True)
+    run_dir = tmp_path / "run"
+    res = hpctrain("submit", "--profile", str(profile), "--config", str(config), "--nodes", "2",
+                   "--chain", "stage,train,report", "--stage-dataset", "imagefolder",
+                   "--stage-source", str(tree), "--stage-options",
+                   "--size 24 --shards 4 --max-unreadable 0.02", "--run-dir", str(run_dir),
+                   "--wait", env={"SLURM_CONF": str(slurm_cluster.slurm_conf)}, timeout=900)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    jobs = json.loads((run_dir / "submission.json").read_text())["jobs"]
+    stage_log = (run_dir / f"slurm-{jobs['stage']}-stage.out").read_text()
+    # two MPI ranks (srun --mpi=pmix, one per node), each writing its own shards
+    assert "[rank 0] staging 3 of 5 shards" in stage_log
+    assert "[rank 1] staging 2 of 5 shards" in stage_log
+    manifest = json.loads((staged / "manifest.json").read_text())
+    assert manifest["splits"]["train"]["count"] == 400 and len(manifest["unreadable"]) == 4
+    train_log = (run_dir / f"slurm-{jobs['train']}.out").read_text()
+    # each node copied only what its rank reads: half of the training shards + the test shard
+    assert "node1: 3 file(s)" in train_log and "node2: 3 file(s)" in train_log
+    used = json.loads((run_dir / "config.json").read_text())["data"]
+    assert used == f"{scratch}/hpctrain-{jobs['train']}/{{node}}/staged"
+    report = read_report(run_dir)
+    assert report["status"] == "completed" and report["ranks_in_sync"]["ok"] is True
+    assert report["rank_nodes"] == ["node1", "node2"]
+    assert report["dataset"]["test_count"] == 100 and report["dataset"]["num_classes"] == 10
+    assert list(scratch.iterdir()) == []  # the copies are removed when the job ends
+
+
+@pytest.fixture(scope="module")
+def staged_256(tmp_path_factory) -> Path:
+    """A tiny tree staged at 256x256, as ImageNet is."""
+    root = tmp_path_factory.mktemp("t256")
+    tree = make_tree(root / "tree", 20, 10, unreadable=0)
+    hpctrain("stage", "imagefolder", "--source", str(tree), "--out", str(root / "staged"),
+             "--size", "256", "--shards", "2", check=True)
+    return root / "staged"
+
+
+@pytest.mark.parametrize("mode", ["synthetic", "real"])
+def test_resnet50_at_224(staged_256, tmp_path, mode):
+    """The ImageNet config's model, a few steps at 224x224x3: synthetic tensors, and random
+    224 crops of images staged at 256 (evaluated on the centre crop)."""
+    config = REPO / "jobs" / "configs" / "imagenet_resnet50.yaml"
+    overrides = ["epochs=1", "batch_size=2", "warmup_epochs=0", "lr_schedule=constant",
+                 "lr_decay_epochs=[]", "checkpoint=false"]
+    if mode == "synthetic":
+        overrides += ["synthetic=true", "input_shape=[224,224,3]", "synthetic_steps=2"]
+    else:
+        overrides += [f"data={staged_256}", "train_limit=4", "test_limit=4"]
+    run_dir = tmp_path / "run"
+    hpctrain("train", "--config", str(config), "--run-dir", str(run_dir), *overrides,
+             check=True, timeout=600)
+    report = read_report(run_dir)
+    assert report["status"] == "completed" and report["model"] == "resnet50"
+    assert report["dataset"]["input_shape"] == [224, 224, 3]
+    assert report["images_per_s"]["mean"] > 0
+    if mode == "real":
+        assert report["dataset"]["staged_shape"] == [256, 256, 3]
+        assert report["dataset"]["num_classes"] == 10 and report["test_accuracy"] is not None
