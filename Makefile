@@ -39,16 +39,19 @@ clean: cluster-down
 BENCH_TREE := data/bench-tree
 $(BENCH_TREE): | install
 	$(BIN)/python scripts/make_imagefolder.py --out $@ --train 2000 --val 400
-data/bench-256: | $(BENCH_TREE)
-	$(BIN)/hpctrain stage imagefolder --source $(BENCH_TREE) --out $@ --size 256 --shards 4
-data/bench-256-lzf: | $(BENCH_TREE)
-	$(BIN)/hpctrain stage imagefolder --source $(BENCH_TREE) --out $@ --size 256 --shards 4 \
-	  --compression lzf
+data/fmnist-tree: | install
+	$(BIN)/python scripts/make_imagefolder.py --out $@
+STAGE_BENCH = $(BIN)/hpctrain stage imagefolder --source $(BENCH_TREE) --size 256 --shards 4 \
+	  --max-unreadable 0.01
+data/bench-256/manifest.json: | $(BENCH_TREE)
+	$(STAGE_BENCH) --out $(@D)
+data/bench-256-lzf/manifest.json: | $(BENCH_TREE)
+	$(STAGE_BENCH) --out $(@D) --compression lzf
 
-bench: install $(DATA) data/bench-256 data/bench-256-lzf  ## input pipeline, staging, op determinism
+bench: install $(DATA) data/fmnist-tree data/bench-256/manifest.json data/bench-256-lzf/manifest.json  ## input, staging, determinism
 	$(BIN)/python scripts/bench_input.py --data $(DATA) --images data/bench-256 \
 	  --images-lzf data/bench-256-lzf --out results/bench/input_pipeline
-	$(BIN)/python scripts/bench_staging.py --tree $(BENCH_TREE) --images 2000 --size 224 \
+	$(BIN)/python scripts/bench_staging.py --tree data/fmnist-tree --images 6000 --size 224 \
 	  --out results/bench/staging
 	$(BIN)/python scripts/bench_determinism.py --out results/bench/determinism
 

@@ -272,7 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "/usr/share/datasets/fashion-mnist --out data/fashion-mnist.h5")
         m.add_argument("--source", required=True, help="directory of IDX files or a .npz")
         m.add_argument("--out", required=True, help="HDF5 file to write")
-        m.add_argument("--compression", choices=["lzf", "gzip", "none"], default="lzf")
+        m.add_argument("--compression", choices=["none", "lzf", "gzip"], default="none",
+                       help="HDF5 filter (default none: read without Python's GIL, see "
+                       "results/bench/input_pipeline.md; lzf: smaller, slower to read)")
         m.set_defaults(func=_stage)
     f = kinds.add_parser(
         "imagefolder", formatter_class=argparse.RawDescriptionHelpFormatter,

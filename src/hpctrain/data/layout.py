@@ -79,6 +79,8 @@ def check_staged(path: str | Path) -> dict:
 
 def split_pieces(path: str, split: str) -> list[Piece]:
     """Every row of `split` ("train" or "test") as pieces, in order."""
+    if not Path(path).exists():
+        raise StagingError(f"{path}: no such staged file or directory")
     if Path(path).is_dir():
         from hpctrain.data.shards import load_manifest
 

@@ -20,6 +20,7 @@ run would.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
@@ -68,22 +69,66 @@ def blocks_of(pieces: list[Piece], rows: int) -> list[Piece]:
 
 
 class _Files:
-    """Open HDF5 files of one reading thread; closed when the reading is done."""
+    """The open files of one reading thread; closed when the reading is done.
+
+    Uncompressed images (the default of both stagings) are read with `os.preadv` at the
+    chunks' byte offsets, which HDF5 reports once per chunk: the copy from the page cache (or
+    the disk) runs without Python's GIL, so the training loop is never held up by it.
+    Compressed images go through h5py, which holds the GIL while it decompresses."""
 
     def __init__(self) -> None:
         self.files: dict[str, h5py.File] = {}
+        self.fds: dict[str, int] = {}
+        self.offsets: dict[tuple[str, str], tuple[int, list[int]] | None] = {}
 
-    def read(self, blocks: list[Piece], shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    def _layout(self, f: h5py.File, b: Piece) -> tuple[int, list[int]] | None:
+        """(rows per chunk, byte offset of each chunk) of uncompressed images, else None."""
+        key = (b.path, b.prefix)
+        if key not in self.offsets:
+            images = f[b.prefix + "images"]
+            layout = None
+            if images.dtype == np.uint8 and not images.compression and images.shape[0]:
+                if images.chunks is None:
+                    layout = (images.shape[0], [images.id.get_offset()])
+                elif images.chunks[1:] == images.shape[1:]:
+                    rows = images.chunks[0]
+                    offsets = []
+                    for start in range(0, images.shape[0], rows):
+                        info = images.id.get_chunk_info_by_coord((start,) + (0,) * (
+                            images.ndim - 1))
+                        offsets.append(info.byte_offset)
+                    layout = (rows, offsets)
+            self.offsets[key] = layout
+        return self.offsets[key]
+
+    def read(self, blocks: list[Piece], shape: tuple[int, ...], out: np.ndarray | None = None
+             ) -> tuple[np.ndarray, np.ndarray]:
+        """The blocks' rows, into `out` if given (a reused buffer: fresh memory costs a page
+        fault per 4 KiB on first touch, which made a window read 3-10x slower here)."""
         n = sum(b.count for b in blocks)
-        images = np.empty((n, *shape), np.uint8)
+        images = np.empty((n, *shape), np.uint8) if out is None else out[:n]
         labels = np.empty((n,), np.int32)
+        row_bytes = int(np.prod(shape))
+        flat = images.reshape(n, row_bytes)
         at = 0
         for b in blocks:
             f = self.files.get(b.path)
             if f is None:
                 f = self.files[b.path] = h5py.File(b.path, "r")
-            f[b.prefix + "images"].read_direct(images, np.s_[b.start:b.stop],
-                                               np.s_[at:at + b.count])
+                self.fds[b.path] = os.open(b.path, os.O_RDONLY)
+            layout = self._layout(f, b)
+            if layout is None:
+                f[b.prefix + "images"].read_direct(images, np.s_[b.start:b.stop],
+                                                   np.s_[at:at + b.count])
+            else:
+                rows, offsets = layout
+                row = b.start
+                while row < b.stop:  # one pread per chunk (rows within a chunk are contiguous)
+                    chunk, within = divmod(row, rows)
+                    take = min(b.stop - row, rows - within)
+                    _pread(self.fds[b.path], flat[at + row - b.start:][:take],
+                           offsets[chunk] + within * row_bytes)
+                    row += take
             labels[at:at + b.count] = f[b.prefix + "labels"][b.start:b.stop]
             at += b.count
         return images, labels
@@ -91,7 +136,19 @@ class _Files:
     def close(self) -> None:
         for f in self.files.values():
             f.close()
+        for fd in self.fds.values():
+            os.close(fd)
         self.files.clear()
+        self.fds.clear()
+
+
+def _pread(fd: int, out: np.ndarray, offset: int) -> None:
+    view = memoryview(out).cast("B")
+    while len(view):
+        got = os.preadv(fd, [view], offset)
+        if got <= 0:
+            raise OSError(f"short read at byte {offset} (file truncated?)")
+        view, offset = view[got:], offset + got
 
 
 @dataclass
@@ -135,10 +192,20 @@ class RankReader:
             out.append((chosen, rng.permutation(sum(b.count for b in chosen))))
         return out
 
-    def epoch_arrays(self, epoch: int, first_step: int = 0
-                     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Epoch `epoch` from step `first_step`, as arrays whose lengths are multiples of the
-        batch size (batch i of the epoch is rows [i*B, (i+1)*B) of their concatenation)."""
+    def window_buffer(self) -> np.ndarray:
+        """A buffer for the largest window, to read every window of every epoch into."""
+        rows = max(sum(b.count for b in self.blocks[i:i + self.window_blocks])
+                   for i in range(0, len(self.blocks), self.window_blocks))
+        rows = max(rows, max(b.count for b in self.blocks) * self.window_blocks)
+        return np.empty((rows, *self.shape), np.uint8)
+
+    def epoch_windows(self, epoch: int, first_step: int = 0, buffer: np.ndarray | None = None
+                      ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Epoch `epoch` from step `first_step`, as (images, labels, index) per window: each
+        row of `index` (k, B) is the next batch's rows of `images`. The window is handed on
+        as read, and overwritten by the next one when `buffer` is given (tf.data's
+        from_generator copies what it is given); a batch that straddles two windows comes
+        as its own small item."""
         b, used, skip = self.batch_size, self.steps * self.batch_size, first_step * self.batch_size
         files, pos = _Files(), 0
         carry: tuple[np.ndarray, np.ndarray] | None = None
@@ -151,54 +218,68 @@ class RankReader:
                     if pos >= used:
                         break
                     continue
-                images, labels = files.read(blocks, self.shape)
+                images, labels = files.read(blocks, self.shape, buffer)
                 rows = perm[lo:hi]
-                x, y = images[rows], labels[rows]
-                del images, labels
                 if carry is not None:
                     need = b - len(carry[1])
-                    head = (np.concatenate([carry[0], x[:need]]),
-                            np.concatenate([carry[1], y[:need]]))
+                    head = (np.concatenate([carry[0], images[rows[:need]]]),
+                            np.concatenate([carry[1], labels[rows[:need]]]))
+                    rows = rows[need:]
                     if len(head[1]) < b:
                         carry = head
                         continue
-                    yield head
-                    x, y, carry = x[need:], y[need:], None
-                k = len(y) // b * b
+                    yield head[0], head[1], np.arange(b, dtype=np.int32).reshape(1, b)
+                k = len(rows) // b
                 if k:
-                    yield x[:k], y[:k]
-                carry = (x[k:].copy(), y[k:].copy()) if k < len(y) else None
+                    yield images, labels, rows[:k * b].astype(np.int32).reshape(k, b)
+                rest = rows[k * b:]
+                carry = (images[rest], labels[rest]) if len(rest) else None
         finally:
             files.close()
+
+    def epoch_arrays(self, epoch: int, first_step: int = 0
+                     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """The same as whole batches' rows in order (for tests and tools)."""
+        for images, labels, index in self.epoch_windows(epoch, first_step):
+            yield images[index.ravel()], labels[index.ravel()]
 
     def dataset(self, tf, first_epoch: int = 0, first_step: int = 0,
                 epochs: int | None = None, augment=None):
         """Endless (or `epochs`) shuffled batches from `first_epoch`, step `first_step`.
-        `augment(images, labels, epoch, step)` runs on whole batches in the tf.data graph."""
+        `augment(images, labels, epoch, step)` runs on whole batches in the tf.data graph.
+
+        One generator runs through all the epochs, and the prefetch after it reads the next
+        window (across epoch boundaries too) while the current one is cut into batches, one
+        gather per batch, as an in-memory pipeline does."""
         b, shape = self.batch_size, self.shape
         last = first_epoch + epochs if epochs is not None else np.iinfo(np.int64).max
-        spec = (tf.TensorSpec((None, *shape), tf.uint8), tf.TensorSpec((None,), tf.int32))
+        spec = (tf.TensorSpec((None, *shape), tf.uint8), tf.TensorSpec((None,), tf.int32),
+                tf.TensorSpec((None, b), tf.int32), tf.TensorSpec((), tf.int64),
+                tf.TensorSpec((), tf.int64))
 
-        def gen(epoch, skip):
-            yield from self.epoch_arrays(int(epoch), int(skip))
+        def windows():
+            epoch, buffer = first_epoch, self.window_buffer()
+            while epoch < last:
+                step = first_step if epoch == first_epoch else 0
+                for x, y, index in self.epoch_windows(epoch, step, buffer):
+                    yield x, y, index, epoch, step
+                    step += len(index)
+                epoch += 1
 
-        def one_epoch(epoch):
-            skip = tf.where(epoch == first_epoch, tf.constant(first_step, tf.int64),
-                            tf.constant(0, tf.int64))
-            ds = tf.data.Dataset.from_generator(gen, output_signature=spec,
-                                                args=(epoch, skip))
-            ds = ds.prefetch(2)  # the next window is read while this one is consumed
-            ds = ds.flat_map(lambda x, y: tf.data.Dataset.from_tensor_slices(
-                (tf.reshape(x, (-1, b, *shape)), tf.reshape(y, (-1, b)))))
-            if augment is not None:
-                ds = ds.enumerate(skip).map(
-                    lambda step, xy: augment(xy[0], xy[1], epoch, step))
-            return ds
+        def batches(x, y, index, epoch, step):
+            k = tf.shape(index, out_type=tf.int64)[0]
+            return tf.data.Dataset.from_tensor_slices((index, step + tf.range(k))).map(
+                lambda i, s: (tf.gather(x, i), tf.gather(y, i), epoch, s))
 
-        ds = tf.data.Dataset.range(first_epoch, last).flat_map(one_epoch).prefetch(2)
+        ds = tf.data.Dataset.from_generator(windows, output_signature=spec).prefetch(2)
+        ds = ds.flat_map(batches)
+        if augment is None:
+            ds = ds.map(lambda x, y, epoch, step: (x, y))
+        else:
+            ds = ds.map(lambda x, y, epoch, step: augment(x, y, epoch, step))
         options = tf.data.Options()
         options.autotune.enabled = False
-        return ds.with_options(options)
+        return ds.prefetch(2).with_options(options)
 
     def in_order(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Every row of this rank in order, in batches (the last one may be short): for
@@ -213,27 +294,32 @@ class RankReader:
             files.close()
 
 
-def memory_batches(tf, images: np.ndarray, labels: np.ndarray, batch_size: int, seed: int,
+def memory_batches(tf, images, labels, batch_size: int, seed: int,
                    first_epoch: int = 0, epochs: int | None = None, augment=None):
     """The same arrays served from memory by tf.data: a stateless shuffle of indices per epoch
-    and one gather per batch. The in-memory baseline of the input benchmark."""
-    images, labels = tf.constant(images), tf.constant(labels)
+    and one gather per batch (the arrays captured once, by the top-level map). The in-memory
+    baseline of the input benchmark. `images`, `labels`: arrays or tensors."""
+    images, labels = tf.convert_to_tensor(images), tf.convert_to_tensor(labels)
     n = int(labels.shape[0])
+    steps = n // batch_size
     last = first_epoch + epochs if epochs is not None else np.iinfo(np.int64).max
 
     def one_epoch(epoch):
         order = tf.random.experimental.stateless_shuffle(
             tf.range(n, dtype=tf.int64), seed=tf.stack([tf.constant(seed, tf.int64), epoch]))
-        ds = tf.data.Dataset.from_tensor_slices(order).batch(batch_size, drop_remainder=True)
-        ds = ds.map(lambda idx: (tf.gather(images, idx), tf.gather(labels, idx)))
-        if augment is not None:
-            ds = ds.enumerate().map(lambda step, xy: augment(xy[0], xy[1], epoch, step))
-        return ds
+        index = tf.reshape(order[:steps * batch_size], (steps, batch_size))
+        return tf.data.Dataset.from_tensor_slices(
+            (index, tf.fill([steps], epoch), tf.range(steps, dtype=tf.int64)))
 
-    ds = tf.data.Dataset.range(first_epoch, last).flat_map(one_epoch).prefetch(2)
+    ds = tf.data.Dataset.range(first_epoch, last).flat_map(one_epoch)
+    ds = ds.map(lambda i, e, s: (tf.gather(images, i), tf.gather(labels, i), e, s))
+    if augment is None:
+        ds = ds.map(lambda x, y, e, s: (x, y))
+    else:
+        ds = ds.map(lambda x, y, e, s: augment(x, y, e, s))
     options = tf.data.Options()
     options.autotune.enabled = False
-    return ds.with_options(options)
+    return ds.prefetch(2).with_options(options)
 
 
 def synthetic_batches(tf, input_shape: tuple[int, ...], num_classes: int, batch_size: int,

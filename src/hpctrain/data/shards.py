@@ -49,7 +49,8 @@ class ShardWriter:
         rows = chunk_rows(int(np.prod(shape)), self.capacity)
         self.images = self.file.create_dataset(
             "images", shape=(self.capacity, *shape), maxshape=(self.capacity, *shape),
-            dtype=np.uint8, chunks=(rows, *shape), compression=compression)
+            dtype=np.uint8, chunks=(rows, *shape), compression=compression,
+            fillvalue=None, fill_time="never")  # every kept row is written: no fill pass
         self.buffer = np.empty((rows, *shape), np.uint8)
         self.labels: list[int] = []
         self.paths: list[str] = []

@@ -166,7 +166,7 @@ def write_h5(out: Path, splits: dict[str, Split], attrs: dict, compression: str 
         check_h5(tmp, expect={k: len(s.labels) for k, s in splits.items()})
 
 
-def stage(dataset: str, source: Path, out: Path, compression: str | None = "lzf") -> dict:
+def stage(dataset: str, source: Path, out: Path, compression: str | None = None) -> dict:
     """Stage `source` (IDX directory or .npz) as `dataset` into `out`; returns a summary."""
     source = Path(source)
     if dataset not in CLASS_NAMES:
