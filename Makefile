@@ -52,7 +52,9 @@ bench: install $(DATA) data/fmnist-tree data/bench-256/manifest.json data/bench-
 	$(BIN)/python scripts/bench_input.py --data $(DATA) --images data/bench-256 \
 	  --images-lzf data/bench-256-lzf --out results/bench/input_pipeline
 	$(BIN)/python scripts/bench_staging.py --tree data/fmnist-tree --images 6000 --size 224 \
-	  --out results/bench/staging
+	  --out results/bench/staging_224
+	$(BIN)/python scripts/bench_staging.py --tree data/fmnist-tree --images 6000 --size 32 \
+	  --out results/bench/staging_32
 	$(BIN)/python scripts/bench_determinism.py --out results/bench/determinism
 
 accuracy: install cluster-up $(DATA)  ## every model config, 1 and 2 ranks, -> results/accuracy/README.md

@@ -24,6 +24,9 @@ the workflow, one example each (the embedded cluster runs Slurm on this machine)
   4. hpctrain report results/fmnist_cnn/<run-id>
        print the run's report (accuracy, images/s, ranks in sync)
 
+an image tree (ImageNet layout) instead of step 2:
+     hpctrain stage imagefolder --source data/fmnist-tree --out data/fmnist-tree-32 --size 32
+
 also: hpctrain train (one rank, or under srun/mpirun/horovodrun), sweep, status,
 interactive; `hpctrain COMMAND --help` for each."""
 
@@ -280,9 +283,10 @@ def build_parser() -> argparse.ArgumentParser:
         "imagefolder", formatter_class=argparse.RawDescriptionHelpFormatter,
         help="an ImageNet-layout tree (train/<class>/*.JPEG, val/<class>/...) -> HDF5 shards",
         description="Decode and resize every image of an ImageNet-layout tree to SIZE x SIZE "
-        "RGB and write HDF5 shards per split plus manifest.json into OUT. Each shard is "
-        "written under a temporary name and renamed; rerunning the same command after a "
-        "kill skips the complete shards.",
+        "RGB and write\nHDF5 shards per split plus manifest.json into OUT. Each shard is "
+        "written under a temporary\nname and renamed; rerunning the same command after a "
+        "kill skips the complete shards.\nUnder srun/mpirun, every rank stages its own "
+        "shards (rank 0 walks the tree once).",
         epilog="examples:\n"
         "  hpctrain stage imagefolder --source data/fmnist-tree --out data/fmnist-32 --size 32\n"
         "  srun --mpi=pmix -n 8 -c 4 hpctrain stage imagefolder --source /data/imagenet \\\n"
@@ -298,7 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="center-crop: shorter side to SIZE, then the central square "
                    "(default); stretch: the whole image to SIZE x SIZE")
     f.add_argument("--compression", choices=["none", "lzf", "gzip"], default="none",
-                   help="HDF5 filter (default none: fastest to read; see results/bench)")
+                   help="HDF5 filter (default none: fastest to read; see "
+                   "results/bench/input_pipeline.md)")
     f.add_argument("--workers", type=int, default=0, help="local worker processes per rank "
                    "(default: Slurm's --cpus-per-task, else the CPUs available)")
     f.add_argument("--max-unreadable", type=float, default=0.001, metavar="FRACTION",

@@ -143,7 +143,7 @@ class _Files:
 
 
 def _pread(fd: int, out: np.ndarray, offset: int) -> None:
-    view = memoryview(out).cast("B")
+    view = out.data.cast("B")
     while len(view):
         got = os.preadv(fd, [view], offset)
         if got <= 0:
