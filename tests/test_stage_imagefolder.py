@@ -194,3 +194,49 @@ def test_size_is_checked(tree, tmp_path):
     res = hpctrain("stage", "imagefolder", "--source", str(tree), "--out", str(tmp_path),
                    "--size", "4")
     assert res.returncode == 2 and "--size 4: expected 8-4096 pixels" in res.stderr
+
+
+def test_local_copy_takes_a_nodes_share_and_refuses_a_corrupt_shard(staged, tmp_path):
+    from hpctrain.data.layout import StagingError
+    from hpctrain.data.local_copy import copy_for_node, files_for_ranks
+
+    m = json.loads((staged / "manifest.json").read_text())
+    # 2 nodes x 1 rank: node 0 reads train shards 0-1 and the first half of the test shard
+    names = files_for_ranks(str(staged), range(0, 1), 2, {})
+    assert names == ["test-00000-of-00001.h5", "train-00000-of-00004.h5",
+                     "train-00001-of-00004.h5"]
+    dest = copy_for_node(str(staged), str(tmp_path / "scratch"), "node1", 0, 2, 1, {},
+                         log=lambda _: None)
+    assert dest == tmp_path / "scratch" / "node1" / staged.name
+    copied = json.loads((dest / "manifest.json").read_text())
+    assert copied["node_local_subset"] == names and copied["splits"] == m["splits"]
+    assert sorted(p.name for p in shards(dest)) == names
+    # with a limit, every rank reads the first shard
+    assert files_for_ranks(str(staged), range(1, 2), 2, {"train": 50, "test": 10}) == [
+        "test-00000-of-00001.h5", "train-00000-of-00004.h5"]
+    # a shard that no longer matches its sha256 is refused and leaves nothing behind
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for f in staged.iterdir():
+        (bad / f.name).write_bytes(f.read_bytes())
+    shard = bad / "train-00002-of-00004.h5"
+    raw = bytearray(shard.read_bytes())
+    raw[-100] ^= 0xFF
+    shard.write_bytes(bytes(raw))
+    with pytest.raises(StagingError, match="sha256 .* differs from the manifest"):
+        copy_for_node(str(bad), str(tmp_path / "scratch2"), "node2", 1, 2, 1, {},
+                      log=lambda _: None)
+    assert not (tmp_path / "scratch2" / "node2" / "bad" / shard.name).exists()
+
+
+def test_submit_checks_stage_options_before_queueing(tree, tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text(f"experiment: x\ndata: {tmp_path / 'out'}\nmodel: cnn\n")
+    res = hpctrain("submit", "--config", str(config), "--chain", "stage,train",
+                   "--stage-dataset", "imagefolder", "--stage-source", str(tree),
+                   "--stage-options", "--size 32 --shardz 4", "--dry-run")
+    assert res.returncode == 2 and "unrecognized arguments: --shardz 4" in res.stderr
+    res = hpctrain("submit", "--config", str(config), "--chain", "stage,train",
+                   "--stage-dataset", "imagefolder", "--stage-source", str(tree),
+                   "--stage-options", f"--size 32 --out {tmp_path}", "--dry-run")
+    assert res.returncode == 2 and "--out is the config's data" in res.stderr
