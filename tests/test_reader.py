@@ -113,6 +113,9 @@ def test_crop_flip_takes_windows_and_mirrors():
         flipped += 1
     assert 10 < flipped < 54  # about half
     np.testing.assert_array_equal(center_crop(base, 6)[0], base[0, 2:8, 2:8])
+    # the same crop inside a tf.data graph (training at a crop without augmentation)
+    ds = tf.data.Dataset.from_tensors(base).map(lambda x: center_crop(x, 6))
+    np.testing.assert_array_equal(next(iter(ds)).numpy(), base[:, 2:8, 2:8])
 
 
 def test_in_order_covers_the_rank_and_mnist_file_uses_the_same_reader(shard_dir, fmnist_h5):

@@ -11,8 +11,6 @@ resumed run draws the same crops as an uninterrupted one.
 
 from __future__ import annotations
 
-import numpy as np
-
 
 def crop_flip(tf, crop: int, seed: int, flip: bool = True):
     """`augment(images, labels, epoch, step)` for RankReader.dataset / memory_batches."""
@@ -36,8 +34,9 @@ def crop_flip(tf, crop: int, seed: int, flip: bool = True):
     return augment
 
 
-def center_crop(images: np.ndarray, crop: int) -> np.ndarray:
-    """The central crop x crop window of a batch (a view, no copy)."""
+def center_crop(images, crop: int):
+    """The central crop x crop window of a batch: a numpy view, or a slice in a tf.data graph
+    (the static height and width are known there)."""
     h, w = images.shape[1:3]
     if crop == h and crop == w:
         return images

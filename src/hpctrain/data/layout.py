@@ -67,12 +67,9 @@ class Piece:
 
 
 def check_staged(path: str | Path) -> dict:
-    """Check a staged file or shard directory; returns its description (see `describe`)."""
-    if Path(path).is_dir():
-        from hpctrain.data.shards import load_manifest
-
-        load_manifest(path)
-    else:
+    """Check a staged file or shard directory; returns its description (see `describe`, which
+    for a directory loads, and so checks, the manifest and its shards)."""
+    if not Path(path).is_dir():
         check_h5(path)
     return describe(str(path))
 

@@ -8,10 +8,11 @@ Each rank gets a contiguous, equal-sized range of the split (the last `total % s
 are left out, so every rank runs the same number of steps); over shards, that is whole shards
 when their number is a multiple of the ranks. The range is cut into blocks of whole HDF5 chunks
 (~16 MiB); an epoch visits the blocks in a random order, a window of several blocks at a time
-(the shuffle buffer, `shuffle_mb`), reads each window with a few large `read_direct` calls and
-permutes its rows. The only Python work is per window, never per sample: tf.data then slices
-whole batches, augments them on the fly (augment.py) and prefetches. Files are opened in the
-thread that reads them, inside the rank's process. Memory per rank: about three windows.
+(the shuffle buffer, `shuffle_mb`), reads each window into one reused buffer (`os.preadv` at
+the chunks' offsets, without the GIL; h5py for compressed data) and draws a permutation of its
+rows. The only Python work is per window, never per sample: tf.data then gathers whole
+batches, augments them on the fly (augment.py) and prefetches. Files are opened in the thread
+that reads them, inside the rank's process. Memory per rank: about three windows.
 
 Epoch e's order is a pure function of (seed, e): a run resumed at epoch e, step s computes the
 order, skips the windows before step s unread, and sees exactly the batches an uninterrupted
@@ -193,10 +194,9 @@ class RankReader:
         return out
 
     def window_buffer(self) -> np.ndarray:
-        """A buffer for the largest window, to read every window of every epoch into."""
-        rows = max(sum(b.count for b in self.blocks[i:i + self.window_blocks])
-                   for i in range(0, len(self.blocks), self.window_blocks))
-        rows = max(rows, max(b.count for b in self.blocks) * self.window_blocks)
+        """A buffer that holds any window (windows are random groups of `window_blocks`
+        blocks), to read every window of every epoch into."""
+        rows = max(b.count for b in self.blocks) * self.window_blocks
         return np.empty((rows, *self.shape), np.uint8)
 
     def epoch_windows(self, epoch: int, first_step: int = 0, buffer: np.ndarray | None = None
@@ -272,14 +272,7 @@ class RankReader:
                 lambda i, s: (tf.gather(x, i), tf.gather(y, i), epoch, s))
 
         ds = tf.data.Dataset.from_generator(windows, output_signature=spec).prefetch(2)
-        ds = ds.flat_map(batches)
-        if augment is None:
-            ds = ds.map(lambda x, y, epoch, step: (x, y))
-        else:
-            ds = ds.map(lambda x, y, epoch, step: augment(x, y, epoch, step))
-        options = tf.data.Options()
-        options.autotune.enabled = False
-        return ds.prefetch(2).with_options(options)
+        return _augmented(tf, ds.flat_map(batches), augment)
 
     def in_order(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Every row of this rank in order, in batches (the last one may be short): for
@@ -313,10 +306,16 @@ def memory_batches(tf, images, labels, batch_size: int, seed: int,
 
     ds = tf.data.Dataset.range(first_epoch, last).flat_map(one_epoch)
     ds = ds.map(lambda i, e, s: (tf.gather(images, i), tf.gather(labels, i), e, s))
+    return _augmented(tf, ds, augment)
+
+
+def _augmented(tf, ds, augment):
+    """(images, labels, epoch, step) batches -> (images, labels), through `augment` if given;
+    prefetched, with tf.data's autotuning off (both pipelines alike)."""
     if augment is None:
-        ds = ds.map(lambda x, y, e, s: (x, y))
+        ds = ds.map(lambda x, y, epoch, step: (x, y))
     else:
-        ds = ds.map(lambda x, y, e, s: augment(x, y, e, s))
+        ds = ds.map(lambda x, y, epoch, step: augment(x, y, epoch, step))
     options = tf.data.Options()
     options.autotune.enabled = False
     return ds.prefetch(2).with_options(options)

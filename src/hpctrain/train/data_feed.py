@@ -9,7 +9,7 @@ step, and the test batches in order.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,11 +72,14 @@ class DataFeed:
             return synthetic_batches(tf, self.input_shape, self.num_classes, cfg.batch_size,
                                      seed=cfg.seed + self.rank)
         crop = self.input_shape[0]
-        augment = None
+        augment: Callable[..., Any] | None = None
         if cfg.augment:
             augment = crop_flip(tf, crop, seed=cfg.seed + self.rank)
         elif crop != self.train.shape[0]:
-            augment = _center(tf, crop)
+            def centre(images, labels, epoch, step):  # evaluation's crop, in the graph
+                return center_crop(images, crop), labels
+
+            augment = centre
         return self.train.dataset(tf, first_epoch, first_step, augment=augment)
 
     def test_batches(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -95,11 +98,3 @@ class DataFeed:
                 f"trained at {'x'.join(map(str, crop))}"
                 + (" with random crops and flips" if self.cfg.augment else ""))
 
-
-def _center(tf, crop: int):
-    def augment(images, labels, epoch, step):
-        h, w = images.shape[1], images.shape[2]
-        top, left = (h - crop) // 2, (w - crop) // 2
-        return images[:, top:top + crop, left:left + crop], labels
-
-    return augment
