@@ -15,7 +15,7 @@ import time
 
 class Progress:
     def __init__(self, total: int, what: str, prefix: str = "", bar: bool | None = None,
-                 every_s: float = 60.0, stream=None):
+                 every_s: float = 60.0, stream=None, unit: str = "img"):
         self.total, self.what, self.prefix = max(0, total), what, prefix
         self.stream = stream or sys.stderr
         self.done = 0
@@ -28,7 +28,7 @@ class Progress:
         if use_bar:
             from tqdm import tqdm
 
-            self._bar = tqdm(total=self.total, desc=f"{prefix}{what}", unit="img",
+            self._bar = tqdm(total=self.total, desc=f"{prefix}{what}", unit=unit,
                              file=self.stream, smoothing=0.05, dynamic_ncols=True)
 
     def update(self, n: int, note: str = "") -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from hpctrain.atomic import write_json, write_text
 from hpctrain.report.statistics import throughput, time_to_accuracy
+from hpctrain.report.step_times import render_lines, step_time_summary
 from hpctrain.resources import checkout_root
 
 
@@ -21,8 +22,10 @@ def build_report(*, config: dict, epochs: list[dict], env: dict, node_names: lis
                  dataset: dict, startup_s: float, train_s: float, total_s: float,
                  weight_digests: list[str] | None, status: str, error: str | None,
                  versions: dict, run_dir: str, segments: list[dict] | None = None,
-                 threads: int | None = None) -> dict:
+                 threads: int | None = None, model_size: dict | None = None,
+                 started_unix: float | None = None) -> dict:
     ranks = env["size"]
+    accumulate = config.get("accumulate_steps", 1)
     thresholds = sorted(set(config["accuracy_thresholds"]) |
                         ({config["target_accuracy"]} if config["target_accuracy"] else set()))
     final_acc = epochs[-1].get("val_accuracy") if epochs else None
@@ -47,6 +50,7 @@ def build_report(*, config: dict, epochs: list[dict], env: dict, node_names: lis
         "images_per_s": {**total, "unit": "images/s, all ranks"},
         "images_per_s_per_rank": {**per_rank, "unit": "images/s per rank"},
         "first_epoch_s": epochs[0]["epoch_s"] if epochs else None,
+        "images_per_epoch": epochs[-1].get("images") if epochs else None,
         "startup_s": startup_s,
         "train_s": train_s,
         "train_s_all_segments": epochs[-1]["elapsed_s"] if epochs else 0.0,
@@ -69,8 +73,13 @@ def build_report(*, config: dict, epochs: list[dict], env: dict, node_names: lis
         "nodes": len(nodes),
         "node_names": nodes,
         "rank_nodes": node_names,
-        "global_batch_size": config["batch_size"] * ranks,
-        "learning_rate_scaled": config["learning_rate"] * ranks,
+        "global_batch_size": config["batch_size"] * ranks * accumulate,
+        "accumulate_steps": accumulate,
+        "learning_rate_scaled": config["learning_rate"] * ranks * accumulate,
+        "model_size": model_size,
+        "step_times": step_time_summary(epochs),
+        "eval_s_total": sum(e.get("eval_s") or 0.0 for e in epochs),
+        "started_unix": started_unix,
         "launcher": env["launcher"],
         "slurm": {"job_id": env["job_id"], "array_task_id": env["array_task_id"],
                   "nodelist": env["job_nodelist"], "num_nodes": env["num_nodes"],
@@ -85,6 +94,8 @@ def build_report(*, config: dict, epochs: list[dict], env: dict, node_names: lis
                   "train_s": "s of model.fit incl. per-epoch evaluation, this segment",
                   "train_s_all_segments": "s of model.fit over all segments of the run",
                   "total_s": "s from process start to the report (rank 0)",
+                  "started_unix": "rank 0's process start, Unix time (s)",
+                  "eval_s_total": "s of test-set evaluation, all epochs",
                   "first_epoch_s": "s", "time_to_accuracy_s": "s since training start"},
     }
 
@@ -150,7 +161,9 @@ def render_markdown(r: dict) -> str:
         f"{r['epochs_completed']}/{r['epochs']} epochs (test loss {_fmt(r['test_loss'])})",
         f"- ranks: {r['ranks']} on {r['nodes']} node(s) ({', '.join(r['node_names'])}), "
         + (f"{r['threads_per_rank']} thread(s) each, " if r.get("threads_per_rank") else "")
-        + f"launcher {r['launcher']}, global batch {r['global_batch_size']}",
+        + f"launcher {r['launcher']}, global batch {r['global_batch_size']}"
+        + (f" ({r['accumulate_steps']} accumulated batches per update)"
+           if r.get("accumulate_steps", 1) > 1 else ""),
         f"- throughput: {_fmt(ips['mean'], '.0f')}{ci} images/s total, "
         f"{_fmt(ipr['mean'], '.0f')} per rank (mean"
         + (" and 95 % CI of the mean" if ci else "") + f" over {ips['basis']}, n={ips['n']})",
@@ -165,6 +178,7 @@ def render_markdown(r: dict) -> str:
             f"{k}: {_fmt(v, '.1f', 'not reached')}" + (" s" if v is not None else "")
             for k, v in r["time_to_accuracy_s"].items()),
         *_segment_lines(r),
+        *render_lines(r.get("step_times") or {}),
         *([f"- expected accuracy >= {r['expected_accuracy']['expected']}: "
            + ("met" if r["expected_accuracy"]["met"] else "**not met**")]
           if r.get("expected_accuracy") else []),

@@ -55,6 +55,25 @@ def parse_sacct(text: str) -> list[JobRecord]:
     return records
 
 
+def _unix(stamp: str) -> float | None:
+    """sacct's local time (2026-11-24T02:33:01) -> Unix seconds; None for Unknown/None."""
+    try:
+        return time.mktime(time.strptime(stamp.strip(), "%Y-%m-%dT%H:%M:%S"))
+    except ValueError:
+        return None
+
+
+def parse_job_times(text: str) -> dict[str, dict]:
+    """Lines of `sacct -X -n -P -o JobID,Submit,Start,End` -> {job id: times}."""
+    out = {}
+    for line in text.splitlines():
+        parts = line.split("|")
+        if len(parts) == 4 and parts[0].strip():
+            out[parts[0].strip()] = {k: _unix(v) for k, v in
+                                     zip(("submit", "start", "end"), parts[1:], strict=True)}
+    return out
+
+
 class SlurmClient:
     def __init__(self, env: Mapping[str, str] | None = None):
         self.env = dict(env) if env is not None else slurm_env()
@@ -111,6 +130,17 @@ class SlurmClient:
         if res.returncode != 0:
             raise SlurmError(f"sacct failed: {self._one_line(res)}")
         return parse_sacct(res.stdout)
+
+    def job_times(self, job_ids: list[str]) -> dict[str, dict]:
+        """{job id: {"submit", "start", "end"}} in Unix seconds (None where not yet) from
+        accounting; the last run of a requeued job."""
+        if not job_ids:
+            return {}
+        res = self._run(["sacct", "-X", "-n", "-P", "-j", ",".join(job_ids),
+                         "-o", "JobID,Submit,Start,End"])
+        if res.returncode != 0:
+            raise SlurmError(f"sacct failed: {self._one_line(res)}")
+        return parse_job_times(res.stdout)
 
     def state(self, job_id: str) -> str | None:
         """The job's state from accounting, falling back to squeue for a job just queued."""

@@ -261,6 +261,8 @@ class EpochRecorder:
             "images": self.images_per_epoch,
             "images_per_s": self.images_per_epoch / epoch_s,
             "window_images_per_s": self.window_rates,
+            # every rank's median (and mean) input / compute / allreduce / other s per step
+            "rank_steps": logs.get("rank_steps", []),
             "units": {"epoch_s": "s, training steps only", "eval_s": "s, test-set evaluation",
                       "elapsed_s": "s of training since the run's start, all segments",
                       "images_per_s": "images/s, all ranks",

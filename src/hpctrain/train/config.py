@@ -37,6 +37,10 @@ class TrainConfig(Checked):
     activation: str = "relu"  # mlp5 / mlp5_dropout hidden layers: sigmoid, tanh or relu
     epochs: int = 3
     batch_size: int = 128  # per rank
+    # gradient accumulation (Horovod's backward_passes_per_step): each update averages this
+    # many local batches per rank, so the global batch is batch_size x ranks x accumulate_steps
+    # and the learning rate scales with it (emulates a larger cluster's global batch)
+    accumulate_steps: int = 1
     optimizer: str = "adam"
     learning_rate: float = 0.001  # for one rank; multiplied by the number of ranks
     momentum: float = 0.9  # sgd and rmsprop
@@ -68,6 +72,7 @@ class TrainConfig(Checked):
     num_classes: int = 1000  # synthetic only
     synthetic_steps: int = 50  # synthetic only: steps per epoch
     stop_check_steps: int = 10  # ranks agree on a stop request (time limit) every N steps
+    timeline: bool = False  # write Horovod's timeline (chrome://tracing) to timeline.json
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
@@ -82,7 +87,7 @@ class TrainConfig(Checked):
         if not self.synthetic and not self.data:
             raise ValueError("data is required (a staged HDF5 file or shard directory), unless "
                              "synthetic=true")
-        for name in ("epochs", "batch_size", "num_classes", "synthetic_steps",
+        for name in ("epochs", "batch_size", "accumulate_steps", "num_classes", "synthetic_steps",
                      "stop_check_steps", "shuffle_mb"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")

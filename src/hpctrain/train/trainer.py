@@ -34,6 +34,7 @@ from hpctrain.train.models import build_model
 from hpctrain.train.optim import lr_schedule_callback, make_optimizer
 from hpctrain.train.preemption import EXIT_REQUEUE, REQUEUE_FILE, StopRequest
 from hpctrain.train.run_state import RunState
+from hpctrain.train.step_timing import StepClock
 
 EXIT_OUT_OF_SYNC = 3
 
@@ -55,6 +56,8 @@ class Trainer:
     # ---- 1. Horovod, TensorFlow, run directory -------------------------------------------
     def set_up(self) -> None:
         cfg = self.cfg
+        if cfg.timeline:  # Horovod: timeline started below, once the run directory is known
+            os.environ["HOROVOD_TIMELINE"] = "DYNAMIC"
         hvd.init()  # Horovod: initialize Horovod
         self.env = env = self.env.with_horovod(hvd)
         require_keras2(tf)
@@ -68,6 +71,8 @@ class Trainer:
             self.stop.watch(self.run_dir)  # the batch script's STOP file (time limit near)
             (self.run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
             write_json(self.run_dir / "config.json", cfg.to_dict())
+        if cfg.timeline:  # Horovod: rank 0 records every rank's negotiation and allreduces
+            hvd_tf.start_timeline(str(self.run_dir / "timeline.json"))
 
     # ---- 2. where the run stands, data, model ----------------------------------------------
     def restore(self) -> None:
@@ -83,7 +88,11 @@ class Trainer:
         self.model = build_model(cfg.model, self.feed.input_shape, self.feed.num_classes,
                                  cfg.activation)
         opt = make_optimizer(tf, cfg.optimizer, cfg.learning_rate, cfg.momentum)
-        opt = hvd.DistributedOptimizer(opt)  # Horovod: average gradients across ranks
+        opt = hvd.DistributedOptimizer(  # Horovod: average gradients across ranks
+            opt, backward_passes_per_step=cfg.accumulate_steps,  # (of N local batches)
+            average_aggregated_gradients=True)
+        self.clock = StepClock(hvd.rank(), env.node_name)
+        self.clock.instrument(self.model, opt)  # per-rank input / compute / allreduce times
         if cfg.precision == "mixed_float16":
             # Dynamic loss scaling around Horovod's optimizer (Horovod cannot re-create a
             # LossScaleOptimizer from its config): the scaled gradients are averaged, then
@@ -105,7 +114,9 @@ class Trainer:
         self.recorder = cb.EpochRecorder(steps=steps, global_batch=cfg.batch_size * hvd.size(),
                                          rows=state.rows, partial=state.partial)
         self.stopper = cb.StopOnRequest(self.stop, every=cfg.stop_check_steps, steps=steps)
-        self.lr_callback = lr_schedule_callback(tf, cfg, hvd.size(), steps)
+        # Horovod: the rate scales with the global batch (ranks x accumulated batches)
+        self.lr_callback = lr_schedule_callback(tf, cfg, hvd.size() * cfg.accumulate_steps,
+                                                steps)
         self.reseed = cb.ReseedRandomLayers(cfg.seed)
         self.callbacks = [
             self.recorder.timer,  # first: epoch time excludes the evaluation below
@@ -115,6 +126,7 @@ class Trainer:
             self.lr_callback,  # Horovod: scaled lr with warm-up
             hvd.callbacks.MetricAverageCallback(),  # Horovod: average metrics over ranks
             cb.AverageNonTrainable(),  # Horovod: average BatchNorm statistics over ranks
+            self.clock,  # last with per-step hooks; gathers every rank's step times
         ]
         if self.feed.test is not None:
             self.callbacks.append(cb.ShardedEvaluation(self.feed.test_batches))
@@ -168,6 +180,8 @@ class Trainer:
         if stopped:
             return self._checkpointed_stop(digests, in_sync)
         self.state.end_segment("completed")
+        if self.cfg.timeline:
+            hvd_tf.stop_timeline()  # Horovod: flush timeline.json
         self.log("training done; ranks hold identical weights" if in_sync else
                  f"ERROR: ranks hold different weights: {digests}")
         if self.env.is_main:
@@ -200,7 +214,12 @@ class Trainer:
             train_s=self.recorder.train_seconds, total_s=time.time() - process_start(),
             segments=self.snapshot()["segments"], weight_digests=digests, status=status,
             error=error, versions=run_report.collect_versions(), run_dir=str(self.run_dir),
-            threads=self.threads)
+            threads=self.threads, started_unix=process_start(), model_size={
+                "parameters": int(self.model.count_params()),
+                "trainable_parameters": int(sum(w.shape.num_elements() or 0
+                                                for w in self.model.trainable_weights)),
+                "gradient_bytes": int(sum((w.shape.num_elements() or 0) * w.dtype.size
+                                          for w in self.model.trainable_weights))})
         return run_report.write_report(self.run_dir, report)
 
     def log(self, msg: str) -> None:

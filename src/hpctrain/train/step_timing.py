@@ -1,0 +1,149 @@
+"""Where each rank's training steps go: waiting for input, its own compute, the gradient
+allreduce, and the rest, measured on every rank, every step, so a slow rank is named.
+
+Three timestamps are taken inside the training graph (small Python functions ordered by
+control dependencies) and two in Python around each step:
+
+    batch begin (callback) -> train_step starts -> gradients ready -> allreduced -> batch end
+    |------- input -------|------ compute -----|--- allreduce ---|---- other ----|
+
+- input: the next batch (tf.data) plus the function call; large when the input is too slow.
+- compute: forward and backward pass of this rank's batch: a straggler's is the largest.
+- allreduce: from this rank's last gradient to the averaged gradients: transfer time not
+  hidden behind the backward pass, plus the wait for slower ranks (a fast rank waits here).
+- other: applying the update, metrics and the other callbacks.
+
+The gradient timestamp does not hold the allreduce back (no control dependency on it), so
+Horovod still overlaps communication with the backward pass. The first steps of every
+`model.fit` (graph tracing) are left out. Every epoch the ranks' medians are allgathered;
+the metrics row of the epoch gets them (`rank_steps`), identical on every rank.
+
+`HPCTRAIN_TEST_SLOW_RANK=RANK:SECONDS` (a test hook) makes that rank sleep inside its
+compute every step: the straggler tests slow a rank on purpose with it.
+Imported only inside a rank, after TF_USE_LEGACY_KERAS=1 is set.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+
+import horovod.tensorflow as hvd_tf
+import numpy as np
+import tensorflow as tf
+
+PARTS = ("input_s", "compute_s", "allreduce_s", "other_s")
+SKIP_STEPS = 3  # steps at the start of each fit() call: tracing, first allocations
+SLOW_RANK_ENV = "HPCTRAIN_TEST_SLOW_RANK"
+
+
+def slow_rank_hook(rank: int) -> float:
+    """Seconds this rank sleeps per step under the test hook (0.0: not slowed)."""
+    value = os.environ.get(SLOW_RANK_ENV, "")
+    if not value:
+        return 0.0
+    who, _, seconds = value.partition(":")
+    return float(seconds or 0.05) if int(who) == rank else 0.0
+
+
+class StepClock(tf.keras.callbacks.Callback):
+    """Install with `clock.instrument(model, optimizer)` before `model.compile`'s first
+    step, add as the LAST callback (its batch-begin then follows the other callbacks')."""
+
+    def __init__(self, rank: int, node: str):
+        super().__init__()
+        self.rank, self.node = rank, node
+        # train_step start, gradients ready, gradients allreduced: Unix time in seconds
+        self.marks = [0.0, 0.0, 0.0]
+        self.sleep_s = slow_rank_hook(rank)
+        self.steps: list[tuple[float, ...]] = []
+        self.begin = 0.0
+        self.seen = 0  # steps since the last fit() began
+
+    # ---- the graph side ------------------------------------------------------------------
+    def _mark(self, index: int, tensors: list) -> tf.Tensor:
+        """A graph op that stores the time once `tensors` are computed. They are its data
+        inputs (one element of each): a control dependency on the outputs of Horovod's
+        allreduce (a nested tf.function) does not wait for it; a data dependency does.
+        A Python function, not tf.timestamp: op determinism (our default) refuses Timestamp."""
+        marks = self.marks
+        sleep_s = self.sleep_s if index == 0 else 0.0
+
+        def stamp(_probe):
+            marks[index] = time.time()
+            if sleep_s:  # the test hook: this rank computes slowly (after the stamp)
+                time.sleep(sleep_s)
+            return np.float64(marks[index])
+
+        probe = tf.concat([tf.cast(tf.reshape(getattr(t, "values", t), [-1])[:1], tf.float32)
+                           for t in tensors if t is not None], axis=0)
+        return tf.py_function(stamp, [probe], tf.float64, name=f"hpctrain_mark{index}")
+
+    def instrument(self, model, optimizer) -> None:
+        """Timestamp the start of `model.train_step` and Horovod's gradient allreduce. Both
+        are instance attributes, so Keras' train function and Horovod's optimizer call them
+        like the methods they replace."""
+        train_step = model.train_step
+
+        def timed_train_step(data):
+            start = self._mark(0, tf.nest.flatten(data))
+            with tf.control_dependencies([start]):
+                data = tf.nest.map_structure(tf.identity, data)
+            return train_step(data)
+
+        allreduce = optimizer._allreduce  # Horovod's DistributedOptimizer
+
+        def timed_allreduce(grads, variables):
+            ready = self._mark(1, list(grads))
+            reduced = allreduce(grads, variables)
+            with tf.control_dependencies([ready]):
+                done = self._mark(2, list(reduced))
+            with tf.control_dependencies([done]):
+                return [None if g is None else tf.identity(g) for g in reduced]
+
+        model.train_step = timed_train_step
+        optimizer._allreduce = timed_allreduce
+
+    # ---- the Python side -----------------------------------------------------------------
+    def on_train_begin(self, logs=None):
+        self.seen = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.steps = []
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.begin = time.time()
+
+    def on_train_batch_end(self, batch, logs=None):
+        end = time.time()
+        self.seen += 1
+        if self.seen <= SKIP_STEPS:
+            return
+        start, ready, reduced = self.marks
+        if not self.begin <= start <= ready <= reduced <= end:
+            return  # a step without Horovod's allreduce (e.g. accumulating gradients)
+        self.steps.append((start - self.begin, ready - start, reduced - ready, end - reduced))
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None or logs.get("interrupted_at_step"):
+            return
+        mine = summarize_steps(self.steps, self.rank, self.node)
+        # Horovod: every rank's medians, so rank 0 can name a slow one
+        logs["rank_steps"] = hvd_tf.allgather_object(mine, name="hpctrain_rank_steps")
+
+
+def summarize_steps(steps: list[tuple[float, ...]], rank: int, node: str) -> dict:
+    """Per part over an epoch's timed steps: the median (robust: straggler detection) and
+    the mean (the parts' means add up to the mean step, which throughput is made of)."""
+    out: dict = {"rank": rank, "node": node, "steps": len(steps)}
+    keys = [*PARTS, "step_s"]
+    if not steps:
+        return {**out, **{k: None for k in keys}, "mean": {k: None for k in keys},
+                "step_p90_s": None}
+    arr = np.asarray(steps)
+    arr = np.column_stack([arr, arr.sum(axis=1)])
+    out.update({k: float(statistics.median(arr[:, i])) for i, k in enumerate(keys)})
+    out["mean"] = {k: float(arr[:, i].mean()) for i, k in enumerate(keys)}
+    out["step_p90_s"] = float(np.percentile(arr[:, -1], 90))
+    return out
