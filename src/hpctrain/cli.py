@@ -27,6 +27,8 @@ the workflow, one example each (the embedded cluster runs Slurm on this machine)
 an image tree (ImageNet layout) instead of step 2:
      hpctrain stage imagefolder --source data/fmnist-tree --out data/fmnist-tree-32 --size 32
 
+scaling: hpctrain study --config C --nodes 1,2,4 (then hpctrain project --study DIR)
+
 also: hpctrain train (one rank, or under srun/mpirun/horovodrun), sweep, status,
 interactive; `hpctrain COMMAND --help` for each."""
 
@@ -188,6 +190,10 @@ def _report(args) -> int:
     if missing:
         print(f"hpctrain report: error: {missing[0]}/report.json not found", file=sys.stderr)
         return 1
+    if args.out:
+        from hpctrain.scaling.commands import aggregate
+
+        return aggregate(args)
     reports = [load_report(d) for d in args.run_dirs]
     if args.table:
         base = Path(args.table).resolve().parent
@@ -393,7 +399,16 @@ def build_parser() -> argparse.ArgumentParser:
                    "and met its expected accuracy (the report step of a chain)")
     r.add_argument("--table", metavar="FILE.md",
                    help="write one accuracy table of all the runs (and print it)")
+    r.add_argument("--out", metavar="DIR", help="write the scaling tables and plots of "
+                   "these runs (runs.csv, summary.csv, README.md, PNGs) into DIR, as "
+                   "`hpctrain study` does")
+    r.add_argument("--title", help="--out: the README's title (default: the experiment)")
+    r.add_argument("--note", help="--out: a paragraph on what the numbers mean")
     r.set_defaults(func=_report)
+
+    from hpctrain.scaling.commands import add_commands
+
+    add_commands(sub, _config_options)
     return p
 
 

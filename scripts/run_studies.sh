@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The committed scaling studies (results/studies/), one `hpctrain study` command each, run
+# one after another on the embedded cluster (`make studies`). Each is resumable: rerun this
+# script and only runs without a completed report are submitted again.
+set -euo pipefail
+bin="${VENV:-.venv}/bin"
+"$bin/hpctrain" study --config jobs/configs/fmnist_cnn.yaml:study --nodes 1,2,4 \
+  --mode strong --repeats 2 --name fmnist_cnn-strong
+"$bin/hpctrain" study --config jobs/configs/fmnist_cnn.yaml:study --nodes 1,2,4 \
+  --mode weak --repeats 2 --name fmnist_cnn-weak
+"$bin/hpctrain" study --config jobs/configs/synthetic_resnet20.yaml:study --nodes 1,2,4 \
+  --mode strong --repeats 3 --name synthetic_resnet20-strong
+"$bin/hpctrain" study --config jobs/configs/synthetic_resnet20.yaml:study --nodes 1,2,4 \
+  --mode weak --repeats 3 --name synthetic_resnet20-weak
+# Accuracy at scale: global batches 128 to 4,096 emulated on 2 ranks with gradient
+# accumulation, linear learning-rate scaling with and without a 1-epoch warm-up.
+"$bin/hpctrain" study --config jobs/configs/fmnist_cnn_large_batch.yaml --nodes 2 \
+  --mode batch --global-batches 128,512,2048,4096 --name fmnist_cnn-large-batch

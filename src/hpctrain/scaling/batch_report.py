@@ -1,0 +1,77 @@
+"""A `--mode batch` study's table, plot and README: test accuracy vs the global batch,
+with linear learning-rate scaling, with and without warm-up (Goyal et al. 2017)."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from pathlib import Path
+
+import pandas as pd
+
+from hpctrain.atomic import write_text
+from hpctrain.scaling.plots import accuracy_vs_batch
+
+
+def summarize_batches(runs: pd.DataFrame) -> pd.DataFrame:
+    done = runs[runs["status"] == "completed"]
+    rows = []
+    for (g, w), group in done.groupby(["global_batch", "warmup_epochs"], sort=True):
+        acc = [float(a) for a in group["test_accuracy"] if a is not None and not math.isnan(a)]
+        first = group.iloc[0]
+        rows.append({
+            "global_batch": int(g), "warmup_epochs": float(w), "repeats": len(group),
+            "ranks": int(first["ranks"]), "accumulate_steps": int(first["accumulate_steps"]),
+            "learning_rate_scaled": float(first["learning_rate_scaled"]),
+            "updates_per_epoch": float(first["images_per_epoch"]) / g,
+            "epochs": int(first["epochs"]),
+            "test_accuracy": statistics.fmean(acc) if acc else None,
+            "test_accuracy_min": min(acc) if acc else None,
+            "test_accuracy_max": max(acc) if acc else None,
+            "images_per_s": statistics.fmean(group["images_per_s"]),
+            "train_s": statistics.fmean(group["train_s"]),
+        })
+    return pd.DataFrame(rows)
+
+
+def write_batch_study(out: Path, runs: pd.DataFrame, *, title: str, command: str) -> dict:
+    out.mkdir(parents=True, exist_ok=True)
+    shown = runs.assign(run_dir=[str(Path(p).relative_to(out.resolve()))
+                                 if Path(p).resolve().is_relative_to(out.resolve()) else p
+                                 for p in runs["run_dir"]])
+    write_text(out / "runs.csv", shown.to_csv(index=False, float_format="%.6g"))
+    s = summarize_batches(runs)
+    write_text(out / "summary.csv", s.to_csv(index=False, float_format="%.6g"))
+    pictures = {"accuracy_vs_batch": accuracy_vs_batch(s, out / "accuracy_vs_batch.png", title)} \
+        if len(s) else {}
+    write_text(out / "README.md", render(s, runs, title, command))
+    return {"mode": "batch", "points": len(s), "runs": len(runs), "pictures": sorted(pictures)}
+
+
+def render(s: pd.DataFrame, runs: pd.DataFrame, title: str, command: str) -> str:
+    lines = [f"# {title}: accuracy vs global batch", "", "Reproduce with:", "", "```",
+             command, "```", ""]
+    if not len(s):
+        return "\n".join(lines + ["No completed run yet.", ""])
+    first = runs.iloc[0]
+    lines += [
+        f"{first['model']} on {first['dataset']}, {int(s['ranks'].iloc[0])} ranks; larger "
+        "global batches are emulated by accumulating each rank's gradients over several "
+        "batches before Horovod averages them (backward_passes_per_step), so every update "
+        "sees the global batch a larger cluster would. The learning rate scales linearly "
+        "with the global batch; warm-up ramps it up from the one-rank rate over the first "
+        "epochs (Goyal et al. 2017), or not at all. The epochs are the same at every point: "
+        "larger batches make fewer updates.", "",
+        "| global batch | warm-up epochs | accumulated batches | learning rate | updates per "
+        "epoch | test accuracy | repeats |",
+        "|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in s.itertuples():
+        spread = "" if r.repeats < 2 else f" [{r.test_accuracy_min:.4f}-{r.test_accuracy_max:.4f}]"
+        acc = "n/a" if r.test_accuracy is None or pd.isna(r.test_accuracy) else \
+            f"{r.test_accuracy:.4f}{spread}"
+        lines.append(f"| {r.global_batch} | {r.warmup_epochs:g} | {r.accumulate_steps} | "
+                     f"{r.learning_rate_scaled:g} | {r.updates_per_epoch:.1f} | {acc} | "
+                     f"{r.repeats} |")
+    lines += ["", "Raw rows: [runs.csv](runs.csv); per point: [summary.csv](summary.csv).", "",
+              "![accuracy vs global batch](accuracy_vs_batch.png)", ""]
+    return "\n".join(lines)

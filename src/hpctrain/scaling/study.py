@@ -1,0 +1,332 @@
+"""`hpctrain study`: one config over several node counts, one Slurm job per point and repeat,
+then the study's tables, plots and node-hour budget in results/studies/<name>/.
+
+    hpctrain study --config jobs/configs/fmnist_cnn.yaml:study --nodes 1,2,4 --mode strong
+
+- strong scaling keeps the global batch of the smallest point (per-rank batch = global /
+  ranks, which must divide) and its learning rate (the per-rank rate is scaled down by the
+  same factor, so `learning_rate x ranks` is equal at every point);
+- weak scaling keeps the per-rank batch (and so the global batch grows with the ranks);
+- `--mode batch --global-batches 128,512,4096` asks whether accuracy holds at large global
+  batches: on fixed nodes, each rank accumulates gradients over several batches (Horovod's
+  backward_passes_per_step) to emulate the global batch of a larger cluster, with the
+  learning rate scaled linearly with it, once with the config's warm-up and once without
+  (Goyal et al. 2017).
+Each point is its own job with its own geometry (not an array: arrays share one geometry).
+By default the jobs run one after another (`--dependency=afterany` on the previous one), so
+points never share nodes or the file system with each other; `--parallel` lets them overlap.
+A study is resumed by running the same command again: runs with a completed report are kept,
+others are moved aside (`<run>.failed-<time>`) and submitted again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from hpctrain.atomic import write_json, write_text
+from hpctrain.progress import Progress
+from hpctrain.resources import results_dir
+from hpctrain.slurm.client import SlurmClient, SlurmError
+from hpctrain.slurm.request import Request, resolve
+from hpctrain.slurm.script import render_sbatch
+from hpctrain.slurm.submit import create_run_dir, write_submission
+from hpctrain.train.config import ConfigError, TrainConfig, load_config
+
+MODES = ("strong", "weak", "batch")
+
+
+@dataclass(frozen=True)
+class Point:
+    nodes: int
+    ranks: int
+    batch_size: int  # per rank
+    learning_rate: float  # per rank (the trainer multiplies by ranks)
+    accumulate_steps: int = 1
+    warmup_epochs: float | None = None  # None: the config's
+
+    def overrides(self) -> tuple[str, ...]:
+        extra = () if self.accumulate_steps == 1 and self.warmup_epochs is None else (
+            f"accumulate_steps={self.accumulate_steps}", f"warmup_epochs={self.warmup_epochs}")
+        return (f"batch_size={self.batch_size}", f"learning_rate={self.learning_rate!r}",
+                *extra)
+
+    @property
+    def name(self) -> str:
+        if self.warmup_epochs is None:
+            return f"n{self.nodes}-r{self.ranks}"
+        global_batch = self.batch_size * self.ranks * self.accumulate_steps
+        return f"g{global_batch}-warmup{self.warmup_epochs:g}"
+
+
+def batch_points(cfg: TrainConfig, nodes: int, tasks_per_node: int,
+                 global_batches: tuple[int, ...]) -> list[Point]:
+    """Each global batch by gradient accumulation on `nodes`, with and without warm-up."""
+    ranks = nodes * tasks_per_node
+    per_update = cfg.batch_size * ranks
+    warmups = (cfg.warmup_epochs, 0.0) if cfg.warmup_epochs else (0.0,)
+    points = []
+    for g in global_batches:
+        if g % per_update:
+            raise ConfigError(f"--global-batches {g}: not a multiple of batch_size "
+                              f"{cfg.batch_size} x {ranks} ranks = {per_update}")
+        points += [Point(nodes, ranks, cfg.batch_size, cfg.learning_rate, g // per_update,
+                         float(w)) for w in warmups]
+    return points
+
+
+def parse_nodes(value: str, flag: str = "--nodes") -> tuple[int, ...]:
+    """"1,2,4" -> (1, 2, 4): positive integers, sorted, without repeats."""
+    try:
+        nodes = tuple(sorted({int(v) for v in value.split(",") if v.strip()}))
+    except ValueError:
+        raise ConfigError(f"{flag} {value!r}: a comma-separated list, e.g. 1,2,4") from None
+    if not nodes or nodes[0] < 1:
+        raise ConfigError(f"{flag} {value!r}: values must be >= 1")
+    return nodes
+
+
+def plan_points(cfg: TrainConfig, nodes: tuple[int, ...], tasks_per_node: int,
+                mode: str) -> list[Point]:
+    """The study's points; strong scaling keeps the smallest point's global batch and rate."""
+    if mode not in MODES[:2]:
+        raise ConfigError(f"--mode {mode!r}: choose from {', '.join(MODES)}")
+    base_ranks = nodes[0] * tasks_per_node
+    points = []
+    for n in nodes:
+        ranks = n * tasks_per_node
+        if mode == "weak":
+            points.append(Point(n, ranks, cfg.batch_size, cfg.learning_rate))
+            continue
+        global_batch = cfg.batch_size * base_ranks
+        if global_batch % ranks:
+            raise ConfigError(f"strong scaling: the global batch {global_batch} (batch_size "
+                              f"{cfg.batch_size} x {base_ranks} ranks) does not divide "
+                              f"over {ranks} ranks; choose a batch_size that does")
+        points.append(Point(n, ranks, global_batch // ranks,
+                            cfg.learning_rate * base_ranks / ranks))
+    return points
+
+
+@dataclass(frozen=True)
+class Study:
+    request: Request  # config, overrides, profile and job options shared by every point
+    nodes: tuple[int, ...]
+    tasks_per_node: int = 1
+    mode: str = "strong"
+    repeats: int = 1
+    name: str = ""
+    parallel: bool = False
+    global_batches: tuple[int, ...] = ()  # --mode batch
+
+    def points(self, cfg: TrainConfig) -> list[Point]:
+        if self.mode != "batch":
+            if self.global_batches:
+                raise ConfigError("--global-batches is for --mode batch")
+            return plan_points(cfg, self.nodes, self.tasks_per_node, self.mode)
+        if len(self.nodes) != 1 or not self.global_batches:
+            raise ConfigError("--mode batch: one --nodes value and --global-batches, e.g. "
+                              "--nodes 2 --global-batches 128,512,4096")
+        return batch_points(cfg, self.nodes[0], self.tasks_per_node, self.global_batches)
+
+    def directory(self) -> Path:
+        return results_dir() / "studies" / self.name
+
+    def plan(self) -> dict:
+        return {"config": self.request.config, "overrides": list(self.request.overrides),
+                "nodes": list(self.nodes), "tasks_per_node": self.tasks_per_node,
+                "mode": self.mode, "profile": self.request.profile,
+                **({"global_batches": list(self.global_batches)} if self.global_batches
+                   else {})}
+
+    def command(self) -> str:
+        import shlex
+
+        args = ["hpctrain", "study", "--config", self.request.config, "--nodes",
+                ",".join(map(str, self.nodes)), "--tasks-per-node", str(self.tasks_per_node),
+                "--mode", self.mode, *(["--global-batches", ",".join(map(
+                    str, self.global_batches))] if self.global_batches else []),
+                "--repeats", str(self.repeats), "--name", self.name,
+                *(["--profile", self.request.profile] if self.request.profile else []),
+                *self.request.overrides]
+        return shlex.join(args)
+
+
+def run_dir_of(study_dir: Path, point: Point, repeat: int) -> Path:
+    return study_dir / "runs" / f"{point.name}-rep{repeat}"
+
+
+def completed(run_dir: Path) -> bool:
+    path = run_dir / "report.json"
+    if not path.is_file():
+        return False
+    try:
+        return json.loads(path.read_text()).get("status") == "completed"
+    except json.JSONDecodeError:
+        return False
+
+
+def run_study(study: Study, dry_run: bool = False, wait: bool = True,
+              timeout: float = 6 * 3600.0, client: SlurmClient | None = None) -> int:
+    req = study.request
+    cfg = load_config(req.config, list(req.overrides))
+    if study.repeats < 1:
+        raise ConfigError("--repeats must be >= 1")
+    points = study.points(cfg)
+    study_dir = study.directory()
+    plan_file = study_dir / "plan.json"
+    if plan_file.is_file() and json.loads(plan_file.read_text()) != study.plan():
+        raise ConfigError(f"study {study.name!r} exists with another plan ({plan_file}); "
+                          "give a new --name")
+    client = client or SlurmClient()
+    todo, running = [], []
+    for r in range(study.repeats):  # repeat by repeat (A B C A B C): drift hits every point
+        for p in points:
+            run_dir = run_dir_of(study_dir, p, r)
+            if completed(run_dir):
+                continue
+            job = _live_job(run_dir, client)
+            if job:  # submitted earlier (--no-wait) and not finished: wait for it
+                running.append((job, run_dir))
+            else:
+                todo.append((p, r))
+    resolved = [resolve(_point_request(study, p, run_dir_of(study_dir, p, r)))
+                for p, r in todo]  # every point checked before anything is queued
+    if study.mode == "batch":
+        shape = f"{points[0].ranks} ranks on {points[0].nodes} node(s), global batches " + \
+            ", ".join(f"{p.batch_size * p.ranks * p.accumulate_steps} (warm-up "
+                      f"{p.warmup_epochs:g})" for p in points)
+    else:
+        shape = ", ".join(f"{p.nodes} node(s) x {p.ranks // p.nodes} = {p.ranks} ranks, "
+                          f"batch {p.batch_size}/rank" for p in points)
+    print(f"study {study.name}: {study.mode} study of {cfg.experiment} over {shape}; "
+          f"{study.repeats} repeat(s); "
+          f"{len(todo)} run(s) to submit, {len(running)} queued or running, "
+          f"{len(points) * study.repeats - len(todo) - len(running)} done", flush=True)
+    if dry_run:
+        for res in resolved:
+            script = render_sbatch(res.spec)
+            print(f"# {res.run_dir}: sbatch --test-only: {client.test_only(script)}",
+                  file=sys.stderr)
+            sys.stdout.write(script)
+        return 0
+    study_dir.mkdir(parents=True, exist_ok=True)
+    write_json(plan_file, study.plan())
+    jobs = running + _submit_all(study, resolved, client,
+                                 after=running[-1][0] if running else None)
+    if not wait:
+        return 0
+    failed = _wait_all(client, jobs, timeout)
+    summary = collect(study_dir, study.command(), client, study.name, embedded=_embedded(req),
+                      mode=study.mode)
+    print(f"study {study.name}: {summary['points']} point(s), {summary['runs']} run(s) -> "
+          f"{study_dir / 'README.md'}")
+    return 1 if failed else 0
+
+
+def _point_request(study: Study, point: Point, run_dir: Path) -> Request:
+    req = study.request
+    job = dataclasses.replace(req.job, nodes=point.nodes, ntasks_per_node=study.tasks_per_node)
+    return dataclasses.replace(req, overrides=(*req.overrides, *point.overrides()), job=job,
+                               run_dir=str(run_dir),
+                               job_name=req.job_name or f"study-{study.name}-{point.name}")
+
+
+def _live_job(run_dir: Path, client: SlurmClient) -> str | None:
+    from hpctrain.slurm.client import TERMINAL
+
+    path = run_dir / "submission.json"
+    if not path.is_file():
+        return None
+    job_id = str(json.loads(path.read_text())["job_id"])
+    state = client.state(job_id)
+    return job_id if state and state not in TERMINAL else None
+
+
+def _submit_all(study: Study, resolved, client: SlurmClient,
+                after: str | None = None) -> list[tuple[str, Path]]:
+    jobs: list[tuple[str, Path]] = []
+    previous = after
+    for res in resolved:
+        run_dir = res.run_dir
+        if run_dir.exists():  # an earlier attempt that did not complete: keep it aside
+            run_dir.rename(run_dir.with_name(f"{run_dir.name}.failed-"
+                                             f"{time.strftime('%Y%m%d-%H%M%S')}"))
+        create_run_dir(run_dir)
+        job_file = run_dir / "job.sbatch"
+        write_text(job_file, render_sbatch(res.spec))
+        deps = [] if study.parallel or not previous else [f"--dependency=afterany:{previous}"]
+        try:
+            job_id = client.sbatch(job_file, *deps)
+        except SlurmError:
+            client.scancel(*(j for j, _ in jobs))  # no half-submitted study left queued
+            raise
+        write_submission(run_dir, client, job_id, study=study.name, script=str(job_file))
+        jobs.append((job_id, run_dir))
+        previous = job_id
+        print(f"submitted job {job_id}: {run_dir}", flush=True)
+    return jobs
+
+
+def _wait_all(client: SlurmClient, jobs: list[tuple[str, Path]], timeout: float) -> int:
+    deadline = time.monotonic() + timeout
+    failed = 0
+    with Progress(len(jobs), "study runs", unit="run", every_s=300.0,
+                  stream=sys.stdout) as progress:
+        for job_id, run_dir in jobs:
+            state = client.wait(job_id, timeout=max(1.0, deadline - time.monotonic()))
+            ok = state == "COMPLETED" and completed(run_dir)
+            failed += not ok
+            progress.update(1, note=f"job {job_id} {state}: {run_dir.name}")
+    return failed
+
+
+def _embedded(req: Request) -> bool:
+    from hpctrain.slurm.profiles import load_profile
+
+    return load_profile(req.profile).name == "embedded"
+
+
+def shared_core_note(ranks: list[int]) -> str:
+    cores = os.cpu_count() or 1
+    beyond = [r for r in ranks if r > cores]
+    return (f"These runs used the embedded Slurm cluster: its logical nodes are processes on "
+            f"one machine with {cores} CPU core(s), shared by all ranks. Up to {cores} "
+            f"rank(s), the efficiency says how well hpctrain and Horovod turn more cores into "
+            f"throughput (allreduce over loopback, no network), against a generous base: a "
+            f"single rank's input pipeline and Horovod threads run on the cores it leaves idle,"
+            f" which more ranks must share (compare the compute column at the same per-rank "
+            f"batch)."
+            + (f" At {', '.join(map(str, beyond))} ranks the ranks outnumber the cores: "
+               f"ideal would need cores that do not exist, so the efficiency there measures "
+               f"core sharing, not communication, and says nothing about a real cluster."
+               if beyond else "")
+            + " Statements about real clusters come from `hpctrain project`, which takes "
+            "this study's compute time per step and model size into a communication cost "
+            "model checked against published figures.")
+
+
+def collect(study_dir: Path, command: str, client: SlurmClient | None, title: str,
+            embedded: bool, mode: str = "") -> dict:
+    from hpctrain.scaling.study_report import load_runs, write_study
+
+    run_dirs = sorted(d for d in (study_dir / "runs").iterdir()
+                      if d.is_dir() and ".failed-" not in d.name)
+    job_ids = [json.loads((d / "submission.json").read_text())["job_id"]
+               for d in run_dirs if (d / "submission.json").is_file()]
+    try:
+        jobs = client.job_times(job_ids) if client else {}
+    except SlurmError:
+        jobs = {}
+    runs = load_runs(run_dirs, jobs)
+    if mode == "batch":
+        from hpctrain.scaling.batch_report import write_batch_study
+
+        return write_batch_study(study_dir, runs, title=title, command=command)
+    note = shared_core_note(sorted(set(runs["ranks"]))) if embedded and len(runs) else ""
+    return write_study(study_dir, runs, title=title, command=command, note=note)

@@ -1,0 +1,155 @@
+"""A study directory's tables and README: runs.csv, summary.csv, README.md and the plots,
+from any set of run directories (`hpctrain study` writes them at the end; `hpctrain report
+RUN_DIR... --out DIR` writes them for runs submitted by hand)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from hpctrain.atomic import write_text
+from hpctrain.report.run_report import load_report
+from hpctrain.scaling import plots
+from hpctrain.scaling.aggregate import run_row, runs_table, scaling_mode, summarize
+
+
+def _f(value, spec: str = ".0f", none: str = "n/a") -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return none
+    return format(value, spec)
+
+
+def load_runs(run_dirs: list[Path], jobs: dict[str, dict] | None = None) -> pd.DataFrame:
+    """One row per run directory holding a report; `jobs`: Slurm times by job id."""
+    rows = []
+    for d in run_dirs:
+        if not (d / "report.json").is_file():
+            continue
+        report = load_report(d)
+        if "images_per_s" not in report:  # a postmortem-only report of a failed job
+            continue
+        job = (jobs or {}).get(str(report["slurm"]["job_id"]))
+        rows.append(run_row(report, str(d), job))
+    return runs_table(rows) if rows else pd.DataFrame()
+
+
+def write_study(out: Path, runs: pd.DataFrame, *, title: str, command: str,
+                note: str = "", base: Path | None = None) -> dict:
+    """Write runs.csv, summary.csv, the plots and README.md into `out`; the summary."""
+    out.mkdir(parents=True, exist_ok=True)
+    base = base or out
+    shown = runs.assign(run_dir=[_relative(p, base) for p in runs["run_dir"]])
+    write_text(out / "runs.csv", shown.to_csv(index=False, float_format="%.6g"))
+    summary = summarize(runs)
+    write_text(out / "summary.csv", summary.to_csv(index=False, float_format="%.6g"))
+    mode = scaling_mode(summary)
+    made = plots.all_plots(summary, out, f"{title} ({mode} scaling)") \
+        if len(summary) else {}
+    projected = (out / "projection.md").is_file()
+    write_text(out / "README.md", render(summary, runs, title=title, mode=mode,
+                                         command=command, note=note, pictures=made,
+                                         projected=projected))
+    return {"mode": mode, "points": len(summary), "runs": len(runs),
+            "pictures": sorted(made)}
+
+
+def _relative(path: str, base: Path) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(base.resolve()))
+    except ValueError:
+        return path
+
+
+def render(s: pd.DataFrame, runs: pd.DataFrame, *, title: str, mode: str, command: str,
+           note: str, pictures: dict, projected: bool = False) -> str:
+    first = runs.iloc[0] if len(runs) else None
+    failed = runs[runs["status"] != "completed"] if len(runs) else runs
+    lines = [f"# {title}: {mode} scaling", "",
+             "Reproduce with:", "", "```", command, "```", ""]
+    if first is not None:
+        lines += [f"{first['model']} on {first['dataset']}"
+                  + (" (synthetic data: throughput only)" if first["synthetic"] else
+                     " (real data)")
+                  + f"; {len(runs)} run(s), {len(s)} point(s); "
+                  + ("the global batch is fixed" if mode == "strong" else
+                     "the per-rank batch is fixed" if mode == "weak" else "batches vary")
+                  + ". Raw rows: [runs.csv](runs.csv), per point: [summary.csv](summary.csv).",
+                  ""]
+    if note:
+        lines += ["## What these numbers mean", "", note, ""]
+    if projected:
+        lines += ["Projected to real clusters from this study's smallest point: "
+                  "[projection.md](projection.md) (its command is in it).", ""]
+    if not len(s):
+        return "\n".join(lines + ["No completed run yet.", ""])
+    target = s["target_accuracy"].dropna()
+    tgt = f"{target.iloc[0]:.2f}" if len(target) else None
+    lines += ["## Per point", "",
+              "| nodes | ranks | global batch | images/s (95 % interval) | speedup | "
+              "efficiency | s per epoch (+ eval) | node-h per epoch | "
+              + (f"s to {tgt} | node-h to {tgt} | " if tgt else "") + "test accuracy |",
+              "|---:|---:|---:|---|---:|---:|---:|---:|" + ("---:|---:|" if tgt else "")
+              + "---:|"]
+    for r in s.itertuples():
+        ci = f" ± {_f(r.images_per_s_ci95)}" if not pd.isna(r.images_per_s_ci95) else ""
+        sp = f"{r.speedup:.2f}" + (f" ± {r.speedup_ci95:.2f}"
+                                   if not pd.isna(r.speedup_ci95) else "")
+        lines.append(
+            f"| {r.nodes} | {r.ranks} | {r.global_batch} | {_f(r.images_per_s)}{ci} "
+            f"({r.interval}) | {sp} | {100 * r.efficiency:.0f} % | {_f(r.epoch_s, '.1f')} "
+            f"(+ {_f(r.eval_s_per_epoch, '.1f')}) | {_f(r.node_hours_per_epoch, '.3g')} | "
+            + (f"{_f(r.time_to_target_s, '.0f', 'not reached')} | "
+               f"{_f(r.node_hours_to_target, '.3g', '-')} | " if tgt else "")
+            + f"{_f(r.test_accuracy, '.4f')} |")
+    lines += ["", *_budget(s, tgt, str(runs["experiment"].iloc[0])), "",
+              "## Where the time goes", "",
+              "Per training step (mean over ranks and repeats, ms): each rank's own work is "
+              "input + compute; allreduce is the gradient exchange not hidden behind the "
+              "backward pass, including waiting for slower ranks.", "",
+              "| ranks | step | input | compute | allreduce | other | stragglers | "
+              "job start -> Python | startup | report -> job end | job |",
+              "|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|"]
+    for r in s.itertuples():
+        ms = [_f(None if pd.isna(v) else 1e3 * v, ".1f")
+              for v in (r.step_s, r.input_s, r.compute_s, r.allreduce_s, r.other_s)]
+        lines.append(f"| {r.ranks} | " + " | ".join(ms) + f" | {r.stragglers or 'none'} | "
+                     f"{_f(r.launch_s, '.1f')} s | {_f(r.startup_s, '.1f')} s | "
+                     f"{_f(r.teardown_s, '.1f')} s | {_f(r.job_s, '.0f')} s |")
+    if len(failed):
+        lines += ["", "Runs that did not complete (left out): "
+                  + ", ".join(f"{_relative(p, Path.cwd())} ({st})"
+                              for p, st in zip(failed["run_dir"], failed["status"],
+                                               strict=True))]
+    lines += ["", "## Pictures", ""]
+    captions = {"throughput": "Throughput vs ranks, with the ideal line",
+                "efficiency": "Scaling efficiency vs ranks",
+                "breakdown": "Where the time goes, per step and per job",
+                "time_to_accuracy": "Time and node-hours to the target accuracy"}
+    for key, path in pictures.items():
+        lines += [f"{captions[key]}:", "", f"![{key}]({Path(path).name})", ""]
+    return "\n".join(lines)
+
+
+def _budget(s: pd.DataFrame, tgt: str | None, experiment: str) -> list[str]:
+    lines = ["## Node-hour budget", ""]
+    if tgt and s["node_hours_to_target"].notna().any():
+        for r in s.itertuples():
+            if not pd.isna(r.node_hours_to_target):
+                lines.append(f"- To train {experiment} to {tgt} test accuracy you need "
+                             f"**{r.node_hours_to_target:.3g} node-hours at {r.nodes} "
+                             f"node(s)** ({r.ranks} rank(s); {r.time_to_target_s:.0f} s of "
+                             f"training + {r.startup_s:.0f} s startup).")
+        best = s.loc[s["node_hours_to_target"].idxmin()]
+        lines.append(f"- Cheapest: {int(best['nodes'])} node(s); fastest: "
+                     f"{int(s.loc[s['time_to_target_s'].idxmin()]['nodes'])} node(s).")
+    lines += ["- Per epoch: " + "; ".join(
+        f"{_f(r.node_hours_per_epoch, '.3g')} node-h at {r.nodes} node(s)"
+        for r in s.itertuples()) + " (multiply by your epochs; add startup once per job)."]
+    return lines
+
+
+def study_metadata(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {}
