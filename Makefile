@@ -5,7 +5,7 @@ DATA   ?= data/fashion-mnist.h5
 FASHION_SRC ?= /usr/share/datasets/fashion-mnist
 NODES  ?= 2
 
-.PHONY: install install-system demo test bench accuracy lint cluster-up cluster-down clean
+.PHONY: install install-system demo test bench accuracy studies projection lint cluster-up cluster-down clean
 
 install-system:  ## Debian packages for a laptop/CI (skip on a real cluster: module load)
 	bash env/install-system.sh
@@ -59,3 +59,12 @@ bench: install $(DATA) data/fmnist-tree data/bench-256/manifest.json data/bench-
 
 accuracy: install cluster-up $(DATA)  ## every model config, 1 and 2 ranks, -> results/accuracy/README.md
 	bash scripts/accuracy_table.sh
+
+studies: install cluster-up $(DATA)  ## the committed scaling studies -> results/studies/ (resumable)
+	bash scripts/run_studies.sh
+	for s in fmnist_cnn-strong fmnist_cnn-weak synthetic_resnet20-strong synthetic_resnet20-weak; do \
+	  $(BIN)/hpctrain project --study results/studies/$$s --gpus 1,8,64,512 --gpus-per-node 4 \
+	    --network 25Gb/s --out results/studies/$$s/projection.md >/dev/null; done
+
+projection: install  ## the cost model checked against published figures -> results/projection/
+	$(BIN)/hpctrain project --published --out results/projection >/dev/null

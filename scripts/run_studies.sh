@@ -15,4 +15,4 @@ bin="${VENV:-.venv}/bin"
 # Accuracy at scale: global batches 128 to 4,096 emulated on 2 ranks with gradient
 # accumulation, linear learning-rate scaling with and without a 1-epoch warm-up.
 "$bin/hpctrain" study --config jobs/configs/fmnist_cnn_large_batch.yaml --nodes 2 \
-  --mode batch --global-batches 128,512,2048,4096 --name fmnist_cnn-large-batch
+  --mode batch --global-batches 128,512,1024,2048,4096 --name fmnist_cnn-large-batch

@@ -214,3 +214,30 @@ def test_study_refuses_bad_input_before_queueing(tmp_path):
     odd = hpctrain("study", "--config", cfg, "--nodes", "1,3", "batch_size=64", env=env)
     assert odd.returncode == 2 and "does not divide" in odd.stderr
     assert not Path(tmp_path / "studies").exists()
+
+
+def test_a_study_can_gain_points_but_not_change():
+    from hpctrain.scaling.study import extends
+
+    old = {"config": "c.yaml", "overrides": [], "tasks_per_node": 1, "mode": "strong",
+           "profile": None, "nodes": [1, 2]}
+    assert extends(old, old)
+    assert extends(old, {**old, "nodes": [1, 2, 4]})  # a point added
+    assert not extends(old, {**old, "nodes": [1, 4]})  # a point dropped
+    assert not extends(old, {**old, "nodes": [2, 4]})  # strong: the base sets the batch
+    assert extends({**old, "mode": "weak"}, {**old, "mode": "weak", "nodes": [2, 1, 8]})
+    assert not extends(old, {**old, "overrides": ["epochs=2"]})
+    batch = {**old, "mode": "batch", "nodes": [2], "global_batches": [128, 2048]}
+    assert extends(batch, {**batch, "global_batches": [128, 1024, 2048]})
+    assert not extends(batch, {**batch, "global_batches": [128]})
+
+
+def test_accuracy_vs_batch_read_in_words():
+    from hpctrain.scaling.batch_report import reading
+
+    s = pd.DataFrame({"global_batch": [128, 128, 512, 512, 2048, 2048],
+                      "warmup_epochs": [0.0, 1.0] * 3,
+                      "test_accuracy": [0.90, 0.899, 0.88, 0.895, 0.10, 0.60]})
+    no, warm = reading(s)
+    assert "without warm-up" in no and "up to global batch 128; 512 reaches 0.8800" in no
+    assert "up to global batch 512; 2048 reaches 0.6000" in warm

@@ -70,8 +70,33 @@ def render(s: pd.DataFrame, runs: pd.DataFrame, title: str, command: str) -> str
         acc = "n/a" if r.test_accuracy is None or pd.isna(r.test_accuracy) else \
             f"{r.test_accuracy:.4f}{spread}"
         lines.append(f"| {r.global_batch} | {r.warmup_epochs:g} | {r.accumulate_steps} | "
-                     f"{r.learning_rate_scaled:g} | {r.updates_per_epoch:.1f} | {acc} | "
+                     f"{r.learning_rate_scaled:g} | {r.updates_per_epoch:g} | {acc} | "
                      f"{r.repeats} |")
+    lines += ["", *reading(s)]
     lines += ["", "Raw rows: [runs.csv](runs.csv); per point: [summary.csv](summary.csv).", "",
               "![accuracy vs global batch](accuracy_vs_batch.png)", ""]
     return "\n".join(lines)
+
+
+def reading(s: pd.DataFrame, tolerance: float = 0.01) -> list[str]:
+    """The table in words: per warm-up setting, the largest global batch whose accuracy stays
+    within `tolerance` of the smallest global batch's, and the first one that falls below."""
+    done = s.dropna(subset=["test_accuracy"])
+    if done.empty:
+        return []
+    smallest = int(done["global_batch"].min())
+    ref = float(done[done["global_batch"] == smallest]["test_accuracy"].max())
+    lines = []
+    for warmup, group in done.groupby("warmup_epochs", sort=False):
+        group = group.sort_values("global_batch")
+        held = [int(b) for b, a in zip(group["global_batch"], group["test_accuracy"],
+                                       strict=True) if a >= ref - tolerance]
+        fell = group[group["test_accuracy"] < ref - tolerance]
+        how = f"with a warm-up of {warmup:g} epoch(s)" if warmup else "without warm-up"
+        text = (f"- {how}: accuracy within {100 * tolerance:g} point(s) of global batch "
+                f"{smallest} ({ref:.4f}) up to global batch {max(held) if held else 'none'}")
+        if len(fell):
+            first = fell.iloc[0]
+            text += (f"; {int(first['global_batch'])} reaches {first['test_accuracy']:.4f}")
+        lines.append(text + ".")
+    return lines

@@ -171,6 +171,19 @@ def completed(run_dir: Path) -> bool:
         return False
 
 
+def extends(old: dict, new: dict) -> bool:
+    """Whether plan `new` is plan `old` with points added, never removed or changed: the same
+    config, overrides, mode and job options, every old point still planned, and in strong
+    mode the same smallest point (it sets the global batch of every point)."""
+    fixed = ("config", "overrides", "tasks_per_node", "mode", "profile")
+    if any(old.get(k) != new.get(k) for k in fixed):
+        return False
+    if not set(old["nodes"]) <= set(new["nodes"]) or \
+            not set(old.get("global_batches", [])) <= set(new.get("global_batches", [])):
+        return False
+    return new["mode"] != "strong" or min(old["nodes"]) == min(new["nodes"])
+
+
 def run_study(study: Study, dry_run: bool = False, wait: bool = True,
               timeout: float = 6 * 3600.0, client: SlurmClient | None = None) -> int:
     req = study.request
@@ -180,8 +193,10 @@ def run_study(study: Study, dry_run: bool = False, wait: bool = True,
     points = study.points(cfg)
     study_dir = study.directory()
     plan_file = study_dir / "plan.json"
-    if plan_file.is_file() and json.loads(plan_file.read_text()) != study.plan():
-        raise ConfigError(f"study {study.name!r} exists with another plan ({plan_file}); "
+    if plan_file.is_file() and not extends(json.loads(plan_file.read_text()), study.plan()):
+        raise ConfigError(f"study {study.name!r} exists with another plan ({plan_file}): a "
+                          "study can gain points (more --nodes or --global-batches) but not "
+                          "change its config, mode, job options or (strong) smallest point; "
                           "give a new --name")
     client = client or SlurmClient()
     todo, running = [], []

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
 from pathlib import Path
 
 import pandas as pd
@@ -48,10 +49,9 @@ def write_study(out: Path, runs: pd.DataFrame, *, title: str, command: str,
     mode = scaling_mode(summary)
     made = plots.all_plots(summary, out, f"{title} ({mode} scaling)") \
         if len(summary) else {}
-    projected = (out / "projection.md").is_file()
     write_text(out / "README.md", render(summary, runs, title=title, mode=mode,
                                          command=command, note=note, pictures=made,
-                                         projected=projected))
+                                         where=_relative(str(out), Path.cwd())))
     return {"mode": mode, "points": len(summary), "runs": len(runs),
             "pictures": sorted(made)}
 
@@ -64,7 +64,7 @@ def _relative(path: str, base: Path) -> str:
 
 
 def render(s: pd.DataFrame, runs: pd.DataFrame, *, title: str, mode: str, command: str,
-           note: str, pictures: dict, projected: bool = False) -> str:
+           note: str, pictures: dict, where: str = "DIR") -> str:
     first = runs.iloc[0] if len(runs) else None
     failed = runs[runs["status"] != "completed"] if len(runs) else runs
     lines = [f"# {title}: {mode} scaling", "",
@@ -80,9 +80,11 @@ def render(s: pd.DataFrame, runs: pd.DataFrame, *, title: str, mode: str, comman
                   ""]
     if note:
         lines += ["## What these numbers mean", "", note, ""]
-    if projected:
-        lines += ["Projected to real clusters from this study's smallest point: "
-                  "[projection.md](projection.md) (its command is in it).", ""]
+    lines += ["Projected to real clusters from the smallest point's compute time and the "
+              "model's gradient bytes: [projection.md](projection.md), written by "
+              f"`hpctrain project --study {shlex.quote(where)} --gpus 1,8,64,512 "
+              f"--gpus-per-node 4 --network 25Gb/s --out "
+              f"{shlex.quote(where + '/projection.md')}`.", ""]
     if not len(s):
         return "\n".join(lines + ["No completed run yet.", ""])
     target = s["target_accuracy"].dropna()
