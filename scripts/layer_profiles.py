@@ -33,6 +33,9 @@ def layer_flops(layer) -> float:
         return 2.0 * out[1] * out[2] * kh * kw * layer.input.shape[-1]
     if isinstance(layer, tf.keras.layers.Dense):
         return 2.0 * layer.input.shape[-1] * layer.units
+    if isinstance(layer, tf.keras.layers.LSTM):  # 4 gates per step: input and recurrent
+        steps, width = layer.input.shape[1], layer.input.shape[-1]
+        return 2.0 * steps * 4 * layer.units * (width + layer.units)
     return 0.0
 
 
@@ -71,7 +74,9 @@ def main() -> int:
         "resnet101": lambda: apps.ResNet101(weights=None),
         "inception_v3": lambda: apps.InceptionV3(weights=None),
         "vgg16": lambda: apps.VGG16(weights=None),
-        "zoo:cnn": lambda: build_model("cnn", (28, 28, 1), 10, "relu"),
+        **{f"zoo:{m}": (lambda m=m: build_model(m, (28, 28, 1), 10, "relu"))
+           for m in ("softmax", "mlp5", "mlp5_dropout", "cnn", "cnn64", "cnn_bn",
+                     "cnn_notebook", "lenet5", "lstm")},
         "zoo:resnet20": lambda: build_model("resnet20", (32, 32, 3), 10, "relu"),
         "zoo:resnet50": lambda: build_model("resnet50", (224, 224, 3), 1000, "relu"),
     }

@@ -45,6 +45,21 @@ def test_layer_structure_matches_the_workshops():
     assert [c.filters for c in convs] == [6, 16, 120]
     assert convs[0].input_shape[1:3] == (32, 32)  # 28x28 padded by 2
     assert build_model("softmax", (28, 28, 1), 10).count_params() == 784 * 10 + 10
+    cnn = build_model("cnn", (28, 28, 1), 10).layers  # as taught: 32, 32, 0.25, 256, 0.25
+    assert [c.filters for c in cnn if isinstance(c, tf.keras.layers.Conv2D)] == [32, 32]
+    assert [d.rate for d in cnn if isinstance(d, tf.keras.layers.Dropout)] == [0.25, 0.25]
+    assert [d.units for d in cnn if isinstance(d, tf.keras.layers.Dense)] == [256, 10]
+    wide = build_model("cnn64", (28, 28, 1), 10).layers
+    assert [c.filters for c in wide if isinstance(c, tf.keras.layers.Conv2D)] == [32, 64]
+    assert [d.rate for d in wide if isinstance(d, tf.keras.layers.Dropout)] == [0.25, 0.5]
+    bn = build_model("cnn_bn", (28, 28, 1), 10).layers
+    assert [c.filters for c in bn if isinstance(c, tf.keras.layers.Conv2D)] == [75, 50, 25]
+    assert sum(isinstance(b, tf.keras.layers.BatchNormalization) for b in bn) == 3
+    assert isinstance(bn[3], tf.keras.layers.BatchNormalization)  # conv 75 -> BatchNorm
+    lstm = build_model("lstm", (28, 28, 1), 10).layers
+    cells = [c for c in lstm if isinstance(c, tf.keras.layers.LSTM)]
+    assert [(c.units, c.return_sequences) for c in cells] == [(128, True), (64, False)]
+    assert cells[0].input_shape == (None, 28, 28)  # 28 time steps of 28 pixels
     nb = build_model("cnn_notebook", (28, 28, 1), 10)
     assert [d.units for d in nb.layers if isinstance(d, tf.keras.layers.Dense)] == [
         1024, 1024, 10]

@@ -241,3 +241,14 @@ def test_accuracy_vs_batch_read_in_words():
     no, warm = reading(s)
     assert "without warm-up" in no and "up to global batch 128; 512 reaches 0.8800" in no
     assert "up to global batch 512; 2048 reaches 0.6000" in warm
+
+
+def test_layer_profile_found_by_parameter_count():
+    """Runs recorded before the zoo's `cnn` became the workshop CNN ran today's `cnn64`:
+    their parameter count finds its layers."""
+    from hpctrain.scaling.projection import layer_profile
+
+    old = layer_profile("cnn64")
+    assert old is not None and layer_profile("cnn")["parameters"] != old["parameters"]
+    assert layer_profile("cnn", old["parameters"]) == old
+    assert layer_profile("cnn", 12345) is None  # nothing of that size: spread evenly

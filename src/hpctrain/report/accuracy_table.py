@@ -25,6 +25,7 @@ FASHION_BASELINE = {
     "mlp5": "MLP ~0.88",
     "mlp5_dropout": "MLP ~0.88",
     "cnn": "2 conv + pool 0.876-0.916",
+    "cnn64": "2 conv + pool 0.876-0.916",
     "cnn_notebook": "2 conv + pool 0.876-0.916",
     "lenet5": "2 conv + pool 0.876-0.916",
 }

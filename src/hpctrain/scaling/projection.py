@@ -19,11 +19,16 @@ from hpctrain.scaling.costmodel import Network, Options, Workload, project
 from hpctrain.validation import InputError
 
 
-def layer_profile(model: str) -> dict | None:
-    """Per-layer gradient bytes and FLOPs (scripts/layer_profiles.py), or None."""
+def layer_profile(model: str, parameters: int | None = None) -> dict | None:
+    """Per-layer gradient bytes and FLOPs (scripts/layer_profiles.py), or None. With the
+    run's parameter count, the profile must match it: a zoo model renamed since the run (the
+    old `cnn` is now `cnn64`) is found by its parameter count instead."""
     data = json.loads(resources.files("hpctrain.scaling").joinpath(
         "layer_profiles.json").read_text())
-    return data.get(model) or data.get(f"zoo:{model}")
+    found = data.get(model) or data.get(f"zoo:{model}")
+    if parameters is None or (found and found["parameters"] == parameters):
+        return found
+    return next((p for p in data.values() if p["parameters"] == parameters), None)
 
 
 def backward_layers(profile: dict | None) -> tuple[tuple[float, float], ...]:
@@ -65,7 +70,8 @@ def from_study(study_dir: Path) -> Calibration:
     model = str(r["model"].iloc[0])
     step = float(s["step_s"]) - float(s["allreduce_s"])
     nbytes = float(r["gradient_bytes"].dropna().iloc[0])
-    profile = layer_profile(model)
+    params = r["parameters"].dropna().tolist() if "parameters" in r else []
+    profile = layer_profile(model, int(params[0]) if params else None)
     return Calibration(
         f"{study_dir.name}: {model}, {int(s['ranks'])} rank(s) at batch "
         f"{int(s['batch_per_rank'])}: {1e3 * step:.1f} ms per step without allreduce "
