@@ -64,6 +64,78 @@ def test_killed_run_resumes_exactly(fmnist_h5, tmp_path):
     assert abs(a["test_accuracy"] - b["test_accuracy"]) <= 0.003
     # Data order and dropout masks are functions of (seed, epoch): the resumed run is exact.
     assert a["ranks_in_sync"]["weight_sha256"] == b["ranks_in_sync"]["weight_sha256"]
+    _check_pictures(whole, broken, fmnist_h5, tmp_path)
+
+
+def _check_pictures(whole, resumed, h5, tmp_path):
+    """The report's pictures from 2 real ranks (sharing the runs above), drawn again by
+    `hpctrain report` when missing, and `hpctrain predict` with the run's checkpoint."""
+    r = read_report(whole)
+    files = r["pictures"]["files"]
+    assert set(files) == {"curves", "confusion", "mistakes", "correct"}
+    md = (whole / "report.md").read_text()
+    for name in files.values():
+        assert (whole / name).read_bytes()[:4] == b"\x89PNG" and f"]({name})" in md
+    counts = r["pictures"]["confusion"]  # gathered from both ranks: the whole test set
+    assert sum(map(sum, counts)) == 500
+    trace = sum(counts[i][i] for i in range(len(counts)))
+    assert abs(trace / 500 - r["test_accuracy"]) <= 0.002  # the evaluation's own predictions
+    assert read_report(resumed)["pictures"]["files"]["curves"] == "curves.png"
+    # missing pictures are drawn again from the checkpoint
+    for name in files.values():
+        (whole / name).unlink()
+    res = hpctrain("report", str(whole))
+    _ok(res)
+    assert "pictures drawn again" in res.stderr and (whole / "confusion.png").is_file()
+    assert read_report(whole)["pictures"]["confusion"] == counts
+    # predict: a test image exported as PNG gets what the staged image gets
+    import h5py
+    import numpy as np
+    from PIL import Image
+
+    with h5py.File(h5, "r") as f:
+        images, labels = f["test/images"][:20], f["test/labels"][:20]
+        names = [n.decode() if isinstance(n, bytes) else n
+                 for n in json.loads(f.attrs["class_names"])]
+    chosen = None
+    for i in range(20):  # the first test image the run classifies correctly
+        out = hpctrain("predict", "--run", str(whole), "--h5", str(h5), "--index", str(i))
+        _ok(out)
+        if out.stdout.split("1. ")[1].startswith(names[labels[i]] + " "):
+            chosen, staged_line = i, out.stdout
+            break
+    assert chosen is not None, "none of the first 20 test images classified correctly"
+    png = tmp_path / "a shoe, maybe.png"
+    Image.fromarray(np.asarray(images[chosen])[..., 0]).save(png)
+    out = hpctrain("predict", "--run", str(whole), str(png), "--top", "3")
+    _ok(out)
+    assert out.stdout.split(": ", 1)[1].strip() == \
+        staged_line.split(": ", 1)[1].split("  (true")[0].strip()
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    out = hpctrain("predict", "--run", str(whole), str(png), str(bad))
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "broken.png" in out.stderr
+    assert out.stdout == ""  # nothing classified when one input is bad
+
+
+@pytest.mark.parametrize("model,more", [
+    ("cnn", []),
+    # BatchNorm's moving statistics (momentum 0.99) keep 0.99**steps of their initial values:
+    # the first layer's true variance is ~0.005, the initial 1, so inference matches training
+    # only after ~500 steps (0.99**500 = 0.007). 15 steps give chance; small batches, more steps.
+    ("cnn_bn", ["train_limit=4000", "batch_size=8", "epochs=2"]),
+    ("lstm", ["epochs=3"]),
+])
+def test_workshop_models_on_two_ranks(fmnist_h5, tmp_path, model, more):
+    """The workshop CNN, the batch-normalised one (BatchNorm statistics averaged over the
+    ranks) and the LSTM through the same recipe: they learn, and the ranks end identical."""
+    config = write_config(tmp_path / "exp.yaml", fmnist_h5, model=model, epochs=1,
+                          pictures=False)
+    _ok(horovodrun(config, tmp_path / "run", *TINY, *more))
+    r = read_report(tmp_path / "run")
+    assert r["status"] == "completed" and r["ranks_in_sync"]["ok"] and r["ranks"] == 2
+    assert r["test_accuracy"] > 0.5, r["test_accuracy"]  # 10 classes: chance is 0.1
+    assert r["pictures"] is None  # pictures: false
 
 
 @pytest.mark.parametrize("overrides", [

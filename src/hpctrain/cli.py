@@ -202,6 +202,15 @@ def _report(args) -> int:
         write_text(args.table, text)
         print(text, end="")
         return 0
+    if not (args.json or args.check):
+        from hpctrain.report.commands import pictures_missing, redraw
+
+        for d, report in zip(args.run_dirs, reports, strict=True):
+            if pictures_missing(Path(d), report):
+                drawn = redraw(Path(d), report)
+                print(f"hpctrain report: {d}: pictures drawn again ("
+                      f"{', '.join(drawn['files']) or 'none'})"
+                      + (f"; {drawn['error']}" if drawn["error"] else ""), file=sys.stderr)
     for report in reports:
         if args.json:
             print(json.dumps(report, indent=2))
@@ -406,9 +415,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--note", help="--out: a paragraph on what the numbers mean")
     r.set_defaults(func=_report)
 
+    from hpctrain.report import commands as report_commands
     from hpctrain.scaling.commands import add_commands
 
     add_commands(sub, _config_options)
+    report_commands.add_commands(sub)
     return p
 
 

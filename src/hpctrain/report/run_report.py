@@ -23,7 +23,7 @@ def build_report(*, config: dict, epochs: list[dict], env: dict, node_names: lis
                  weight_digests: list[str] | None, status: str, error: str | None,
                  versions: dict, run_dir: str, segments: list[dict] | None = None,
                  threads: int | None = None, model_size: dict | None = None,
-                 started_unix: float | None = None) -> dict:
+                 started_unix: float | None = None, pictures: dict | None = None) -> dict:
     ranks = env["size"]
     accumulate = config.get("accumulate_steps", 1)
     thresholds = sorted(set(config["accuracy_thresholds"]) |
@@ -40,8 +40,8 @@ def build_report(*, config: dict, epochs: list[dict], env: dict, node_names: lis
         "run_dir": run_dir,
         "model": config["model"],
         "dataset": {k: dataset[k] for k in ("dataset", "train_count", "test_count",
-                                            "num_classes", "input_shape", "staged_shape",
-                                            "source_sha256") if k in dataset},
+                                            "num_classes", "class_names", "input_shape",
+                                            "staged_shape", "source_sha256") if k in dataset},
         "epochs": config["epochs"],
         "epochs_completed": len(epochs),
         "test_accuracy": last.get("val_accuracy"),
@@ -80,6 +80,7 @@ def build_report(*, config: dict, epochs: list[dict], env: dict, node_names: lis
         "step_times": step_time_summary(epochs),
         "eval_s_total": sum(e.get("eval_s") or 0.0 for e in epochs),
         "started_unix": started_unix,
+        "pictures": pictures,
         "launcher": env["launcher"],
         "slurm": {"job_id": env["job_id"], "array_task_id": env["array_task_id"],
                   "nodelist": env["job_nodelist"], "num_nodes": env["num_nodes"],
@@ -96,6 +97,8 @@ def build_report(*, config: dict, epochs: list[dict], env: dict, node_names: lis
                   "total_s": "s from process start to the report (rank 0)",
                   "started_unix": "rank 0's process start, Unix time (s)",
                   "eval_s_total": "s of test-set evaluation, all epochs",
+                  "pictures": "PNG files in the run directory; seconds after training; "
+                              "confusion[true][predicted]: test images",
                   "first_epoch_s": "s", "time_to_accuracy_s": "s since training start"},
     }
 
@@ -188,8 +191,31 @@ def render_markdown(r: dict) -> str:
         f"- Slurm job {r['slurm']['job_id'] or '-'} on {r['slurm']['nodelist'] or '-'}",
         "- versions: " + ", ".join(f"{k} {v}" for k, v in r["versions"].items()),
         "",
+        *picture_lines(r.get("pictures")),
     ]
     return "\n".join(lines)
+
+
+CAPTIONS = {"curves": "Learning curves: accuracy and loss per epoch on the training and the "
+                      "test set, and the learning rate",
+            "confusion": "Confusion matrix on the test set: counts, and each true class "
+                         "row-normalised",
+            "mistakes": "Misclassified test images, the most confident mistakes first "
+                        "(predicted class, confidence, true class)",
+            "correct": "Correctly classified test images"}
+
+
+def picture_lines(pictures: dict | None) -> list[str]:
+    if not pictures:
+        return []
+    lines = ["## Pictures", ""]
+    for key, caption in CAPTIONS.items():
+        name = pictures.get("files", {}).get(key)
+        if name:
+            lines += [f"{caption}:", "", f"![{key}]({name})", ""]
+    if pictures.get("error"):
+        lines += [f"Pictures not drawn: {pictures['error']}", ""]
+    return lines
 
 
 def write_report(run_dir: str | Path, report: dict) -> Path:

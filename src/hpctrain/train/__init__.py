@@ -12,7 +12,10 @@
     checkpoint.py   full-state checkpoints, written atomically by rank 0
     preemption.py   stop requests: time limit near, preemption (signals, STOP file)
     keras_compat.py which Keras is behind tf.keras (Horovod needs Keras 2)
+    step_timing.py  per-rank step times: input, compute, allreduce, other
+    predictions.py  the test-set predictions behind the report's pictures, from every rank
+    inference.py    a finished run's model and image preparation (`hpctrain predict`)
 
-Nothing here imports TensorFlow at import time except trainer.py and callbacks.py, which
-run only inside a rank.
+Nothing here imports TensorFlow at import time except trainer.py, callbacks.py and
+step_timing.py, which run only inside a rank.
 """

@@ -73,6 +73,8 @@ class TrainConfig(Checked):
     synthetic_steps: int = 50  # synthetic only: steps per epoch
     stop_check_steps: int = 10  # ranks agree on a stop request (time limit) every N steps
     timeline: bool = False  # write Horovod's timeline (chrome://tracing) to timeline.json
+    # after training: learning curves, confusion matrix and example grids in report.md
+    pictures: bool = True
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:

@@ -26,7 +26,7 @@ from hpctrain.environment import JobEnvironment
 from hpctrain.report import run_report
 from hpctrain.resources import results_dir
 from hpctrain.train import callbacks as cb
-from hpctrain.train import checkpoint
+from hpctrain.train import checkpoint, predictions
 from hpctrain.train.config import TrainConfig
 from hpctrain.train.data_feed import DataFeed
 from hpctrain.train.keras_compat import require_keras2
@@ -184,8 +184,10 @@ class Trainer:
             hvd_tf.stop_timeline()  # Horovod: flush timeline.json
         self.log("training done; ranks hold identical weights" if in_sync else
                  f"ERROR: ranks hold different weights: {digests}")
+        drawn = self.draw() if self.cfg.pictures else None
         if self.env.is_main:
-            path = self.report(digests, "completed" if in_sync else "ranks-out-of-sync", None)
+            path = self.report(digests, "completed" if in_sync else "ranks-out-of-sync", None,
+                               drawn)
             self.log(f"report: {path} ({time.time() - process_start():.1f} s since start)")
         return 0 if in_sync else EXIT_OUT_OF_SYNC
 
@@ -202,19 +204,52 @@ class Trainer:
                  f"with {EXIT_REQUEUE} (requeue me)")
         return EXIT_REQUEUE if in_sync else EXIT_OUT_OF_SYNC
 
+    def draw(self) -> dict:
+        """The report's pictures, after training (their time is not training time): every
+        rank predicts its share of the test set, all agree on the examples to show, rank 0
+        draws. A drawing error is reported, never fails the run."""
+        t0 = time.time()
+        part, merged = None, None
+        if self.feed.test is not None:
+            model = self.model
+            part = predictions.predict_share(lambda x: model(x, training=False).numpy(),
+                                             self.feed.test_batches(), self.feed.num_classes)
+        # Horovod: confusion counts and candidates' labels from every rank, images not yet
+        metas = hvd_tf.allgather_object(None if part is None else predictions.metadata(part))
+        if part is not None and all(m is not None for m in metas):
+            choice = predictions.select(metas)  # the same on every rank
+            # Horovod: only the chosen images travel
+            images = hvd_tf.allgather_object(predictions.chosen_images(part, choice,
+                                                                       hvd.rank()))
+            merged = predictions.assemble(metas, choice, images)
+        files, error = {}, None
+        if self.env.is_main:
+            try:
+                files = predictions.write_pictures(
+                    self.run_dir, self.recorder.rows, merged,
+                    list(self.feed.info.get("class_names") or []),
+                    f"{self.cfg.experiment}: {self.cfg.model}")
+            except Exception as e:  # noqa: BLE001 - the trained model matters more
+                error = f"{type(e).__name__}: {e}"
+                self.log(f"WARNING: pictures not drawn: {error}")
+        return {"files": files, "seconds": round(time.time() - t0, 2), "error": error,
+                "confusion": None if merged is None else merged["counts"].tolist()}
+
     # ---- helpers -------------------------------------------------------------------------
     def snapshot(self) -> dict:
         return self.state.snapshot(self.recorder.rows, self.recorder.partial,
                                    self.recorder.train_seconds, self.stopper.reason)
 
-    def report(self, digests: list[str] | None, status: str, error: str | None) -> Path:
+    def report(self, digests: list[str] | None, status: str, error: str | None,
+               pictures: dict | None = None) -> Path:
         report = run_report.build_report(
             config=self.cfg.to_dict(), epochs=self.recorder.rows, env=self.env.as_dict(),
             node_names=self.node_names, dataset=self.feed.info, startup_s=self.startup_s,
             train_s=self.recorder.train_seconds, total_s=time.time() - process_start(),
             segments=self.snapshot()["segments"], weight_digests=digests, status=status,
             error=error, versions=run_report.collect_versions(), run_dir=str(self.run_dir),
-            threads=self.threads, started_unix=process_start(), model_size={
+            threads=self.threads, started_unix=process_start(), pictures=pictures,
+            model_size={
                 "parameters": int(self.model.count_params()),
                 "trainable_parameters": int(sum(w.shape.num_elements() or 0
                                                 for w in self.model.trainable_weights)),
