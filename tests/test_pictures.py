@@ -98,3 +98,16 @@ def test_confusion_counts():
     counts = pictures.confusion_counts(np.array([0, 0, 1, 2, 2, 2]), np.array([0, 1, 1, 2, 2, 0]),
                                        3)
     assert counts.tolist() == [[1, 1, 0], [0, 1, 0], [1, 0, 2]]
+
+
+def test_picture_lines_inline_in_report_md_one_line_on_a_terminal():
+    from hpctrain.report.run_report import picture_lines
+
+    pics = {"files": {"curves": "curves.png", "confusion": "confusion.png"}, "error": None}
+    md = picture_lines(pics)
+    assert "![curves](curves.png)" in md and "![confusion](confusion.png)" in md
+    assert picture_lines(pics, inline=False) == [
+        "- pictures: curves.png, confusion.png (report.md shows them)"]
+    assert picture_lines({"files": {}, "error": "no test set"}, inline=False) == [
+        "- pictures not drawn: no test set"]
+    assert picture_lines(None) == [] == picture_lines(None, inline=False)

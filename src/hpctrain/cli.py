@@ -215,7 +215,8 @@ def _report(args) -> int:
         if args.json:
             print(json.dumps(report, indent=2))
         else:
-            print(render_markdown(report) if "model" in report else json.dumps(report))
+            print(render_markdown(report, inline_pictures=False) if "model" in report
+                  else json.dumps(report))
     if args.check:
         bad = check_failures(args.run_dirs, reports)
         for line in bad:

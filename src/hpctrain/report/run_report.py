@@ -152,7 +152,8 @@ def _segment_lines(r: dict) -> list[str]:
         for i, s in enumerate(segments, 1)]
 
 
-def render_markdown(r: dict) -> str:
+def render_markdown(r: dict, inline_pictures: bool = True) -> str:
+    """report.md; for a terminal (inline_pictures=False) the pictures are one line."""
     ips, ipr, t = r["images_per_s"], r["images_per_s_per_rank"], r["training"]
     ci = f" ± {_fmt(ips['ci95'], '.0f')}" if ips.get("ci95") is not None else ""
     sync = r["ranks_in_sync"]
@@ -191,7 +192,7 @@ def render_markdown(r: dict) -> str:
         f"- Slurm job {r['slurm']['job_id'] or '-'} on {r['slurm']['nodelist'] or '-'}",
         "- versions: " + ", ".join(f"{k} {v}" for k, v in r["versions"].items()),
         "",
-        *picture_lines(r.get("pictures")),
+        *picture_lines(r.get("pictures"), inline_pictures),
     ]
     return "\n".join(lines)
 
@@ -205,9 +206,13 @@ CAPTIONS = {"curves": "Learning curves: accuracy and loss per epoch on the train
             "correct": "Correctly classified test images"}
 
 
-def picture_lines(pictures: dict | None) -> list[str]:
+def picture_lines(pictures: dict | None, inline: bool = True) -> list[str]:
     if not pictures:
         return []
+    if not inline:
+        files = ", ".join(pictures.get("files", {}).values())
+        return ([f"- pictures: {files} (report.md shows them)"] if files else []) + (
+            [f"- pictures not drawn: {pictures['error']}"] if pictures.get("error") else [])
     lines = ["## Pictures", ""]
     for key, caption in CAPTIONS.items():
         name = pictures.get("files", {}).get(key)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hpctrain.atomic import write_json, write_text
-from hpctrain.report.run_report import load_report
+from hpctrain.report.run_report import load_report, render_markdown
 from hpctrain.slurm.client import SlurmClient, SlurmError, print_change
 from hpctrain.slurm.request import Request, resolve
 from hpctrain.slurm.script import JobSpecError, render_sbatch, with_changes
@@ -135,7 +135,10 @@ def outcome(run_dir: Path, state: str) -> tuple[bool, str]:
 def summarize(job_id: str, state: str, run_dir: Path) -> int:
     report_path = run_dir / "report.json"
     if report_path.exists():
-        print((run_dir / "report.md").read_text(), end="")
+        report = load_report(run_dir)
+        text = (render_markdown(report, inline_pictures=False) if "model" in report
+                else (run_dir / "report.md").read_text())
+        print(text.rstrip("\n"))
         print(f"report: {report_path}")
         ok, line = outcome(run_dir, state)
         print(line)
