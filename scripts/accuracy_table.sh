@@ -5,6 +5,7 @@
 #
 #   make accuracy                                  # all of them (about an hour on 2 cores)
 #   scripts/accuracy_table.sh fmnist_softmax       # only these configs
+#   scripts/accuracy_table.sh fmnist_cnn:workshop  # a variant (runs/fmnist_cnn-workshop)
 #
 # Runs land in results/accuracy/runs/<config>/<N>rank; a run whose report.json exists is kept,
 # so an interrupted table resumes. Needs the embedded cluster (make cluster-up) and the data.
@@ -14,12 +15,15 @@ BIN=${BIN:-.venv/bin}
 OUT=results/accuracy
 if [ $# -gt 0 ]; then configs=("$@"); else
   # one config per zoo model: not the image-tree config (its own data, 20 min) nor the
-  # large-batch one (its study, results/studies/fmnist_cnn-large-batch, is its table)
+  # large-batch one (its study, results/studies/fmnist_cnn-large-batch, is its table); and
+  # the workshop CNN trained as the workshops teach it (Adadelta 1.0, 12 epochs)
   configs=($(cd jobs/configs && ls fmnist_*.yaml synthetic_*.yaml | sed 's/\.yaml$//' \
-    | grep -v -e '^fmnist_tree_' -e '_large_batch$'))
+    | grep -v -e '^fmnist_tree_' -e '_large_batch$') fmnist_cnn:workshop)
 fi
-for name in "${configs[@]}"; do
-  spec=jobs/configs/$name.yaml
+for entry in "${configs[@]}"; do
+  name=${entry/:/-}  # fmnist_cnn:workshop runs in runs/fmnist_cnn-workshop
+  spec=jobs/configs/${entry%%:*}.yaml
+  [ "$entry" = "${entry%%:*}" ] || spec=$spec:${entry#*:}
   case $name in synthetic_*) spec=$spec:short ;; esac
   for ranks in 2 1; do
     dir=$OUT/runs/$name/${ranks}rank
