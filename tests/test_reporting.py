@@ -114,3 +114,19 @@ def test_accuracy_table_compares_ranks_and_expectations():
     assert "Problems: e: 2 ranks -0.90 pp from 1 rank" in md
     close = {**one, "test_accuracy": 0.8230}
     assert "Every run met its expected accuracy" in accuracy_table([two, close])
+
+
+def test_accuracy_table_keeps_a_config_and_its_workshop_variant_apart():
+    from hpctrain.report.accuracy_table import accuracy_table
+
+    def run(ranks, optimizer, epochs, acc):
+        r = _report(["a" * 64] * ranks)
+        return {**r, "ranks": ranks, "nodes": ranks, "test_accuracy": acc,
+                "epochs_completed": epochs, "run_dir": f"/{optimizer}{ranks}",
+                "training": {**r["training"], "optimizer": optimizer}}
+
+    md = accuracy_table([run(2, "adam", 5, 0.92), run(1, "adadelta", 5, 0.90),
+                         run(2, "adadelta", 5, 0.91), run(1, "adam", 5, 0.93)])
+    lines = [line for line in md.splitlines() if line.startswith("| e |")]
+    assert ["adadelta" in line for line in lines] == [True, True, False, False]
+    assert "+1.00 pp" in lines[1] and "-1.00 pp" in lines[3]  # each vs its own recipe

@@ -56,14 +56,17 @@ NOTE = (
 
 def accuracy_table(reports: list[dict], title: str = "Accuracy of the model zoo",
                    links: list[str] | None = None) -> str:
-    """One row per run, grouped by experiment, 1-rank row first; the gap of each multi-rank
-    run to the 1-rank run of the same experiment and epochs, in percentage points. `links`
-    (one per report) turn the experiment names into links to the runs."""
+    """One row per run, grouped by experiment and recipe (optimizer, rate, epochs: a config
+    and its `:workshop` variant are two groups), 1-rank row first; the gap of each multi-rank
+    run to the 1-rank run of the same group, in percentage points. `links` (one per report)
+    turn the experiment names into links to the runs."""
     if links is not None:
         reports = [{**r, "_link": link} for r, link in zip(reports, links, strict=True)]
-    by_exp: dict[str, list[dict]] = defaultdict(list)
+    by_exp: dict[tuple, list[dict]] = defaultdict(list)
     for r in reports:
-        by_exp[r["experiment"]].append(r)
+        t = r.get("training", {})
+        by_exp[(r["experiment"], str(t.get("optimizer")), float(t.get("learning_rate") or 0),
+                r["epochs_completed"])].append(r)
     rows = [
         "| experiment | model | dataset | ranks × nodes | epochs | global batch | optimizer "
         "| test accuracy | vs 1 rank | expected | training time | images/s | workshop MNIST "
@@ -71,11 +74,11 @@ def accuracy_table(reports: list[dict], title: str = "Accuracy of the model zoo"
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     problems = []
-    for exp in sorted(by_exp):
-        runs = sorted(by_exp[exp], key=lambda r: (r["ranks"], r["run_dir"]))
-        single = {r["epochs_completed"]: r for r in runs if r["ranks"] == 1}
+    for key in sorted(by_exp):
+        exp, runs = key[0], sorted(by_exp[key], key=lambda r: (r["ranks"], r["run_dir"]))
+        single = next((r for r in runs if r["ranks"] == 1), None)
         for r in runs:
-            ref = single.get(r["epochs_completed"]) if r["ranks"] > 1 else None
+            ref = single if r["ranks"] > 1 else None
             gap = None if ref is None or r["test_accuracy"] is None else \
                 100 * (r["test_accuracy"] - ref["test_accuracy"])
             exp_acc = r.get("expected_accuracy")
