@@ -23,7 +23,8 @@ def build_report(*, config: dict, epochs: list[dict], env: dict, node_names: lis
                  weight_digests: list[str] | None, status: str, error: str | None,
                  versions: dict, run_dir: str, segments: list[dict] | None = None,
                  threads: int | None = None, model_size: dict | None = None,
-                 started_unix: float | None = None, pictures: dict | None = None) -> dict:
+                 started_unix: float | None = None, pictures: dict | None = None,
+                 startup_marks: dict[str, float] | None = None) -> dict:
     ranks = env["size"]
     accumulate = config.get("accumulate_steps", 1)
     thresholds = sorted(set(config["accuracy_thresholds"]) |
@@ -52,6 +53,7 @@ def build_report(*, config: dict, epochs: list[dict], env: dict, node_names: lis
         "first_epoch_s": epochs[0]["epoch_s"] if epochs else None,
         "images_per_epoch": epochs[-1].get("images") if epochs else None,
         "startup_s": startup_s,
+        "startup_phases_s": startup_phases(startup_marks or {}),
         "train_s": train_s,
         "train_s_all_segments": epochs[-1]["elapsed_s"] if epochs else 0.0,
         "total_s": total_s,
@@ -91,7 +93,8 @@ def build_report(*, config: dict, epochs: list[dict], env: dict, node_names: lis
             "weight_sha256": weight_digests,
         },
         "versions": versions,
-        "units": {"startup_s": "s from process start to first training step (rank 0)",
+        "units": {"startup_s": "s from process start to the start of training (rank 0)",
+                  "startup_phases_s": "s per startup phase, rank 0, to the first step's end",
                   "train_s": "s of model.fit incl. per-epoch evaluation, this segment",
                   "train_s_all_segments": "s of model.fit over all segments of the run",
                   "total_s": "s from process start to the report (rank 0)",
@@ -178,6 +181,9 @@ def render_markdown(r: dict, inline_pictures: bool = True) -> str:
         f"- startup {_fmt(r['startup_s'], '.1f')} s, first epoch "
         f"{_fmt(r['first_epoch_s'], '.1f')} s, training {_fmt(r['train_s'], '.1f')} s, "
         f"process total {_fmt(r['total_s'], '.1f')} s",
+        *(["- startup phases (rank 0): " + ", ".join(
+            f"{k} {v:.1f} s" for k, v in r["startup_phases_s"])]
+          if r.get("startup_phases_s") else []),
         "- time to accuracy: " + ", ".join(
             f"{k}: {_fmt(v, '.1f', 'not reached')}" + (" s" if v is not None else "")
             for k, v in r["time_to_accuracy_s"].items()),
@@ -204,6 +210,13 @@ CAPTIONS = {"curves": "Learning curves: accuracy and loss per epoch on the train
             "mistakes": "Misclassified test images, the most confident mistakes first "
                         "(predicted class, confidence, true class)",
             "correct": "Correctly classified test images"}
+
+
+def startup_phases(marks: dict[str, float]) -> list[list]:
+    """Consecutive timestamps (each ends the phase named by its key; the first is the start)
+    -> [[phase, seconds], ...] in order (a list: report.json's keys are sorted)."""
+    names, times = list(marks), list(marks.values())
+    return [[names[i], round(times[i] - times[i - 1], 3)] for i in range(1, len(names))]
 
 
 def picture_lines(pictures: dict | None, inline: bool = True) -> list[str]:

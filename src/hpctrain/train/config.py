@@ -23,6 +23,8 @@ from hpctrain.validation import Checked, InputError, parse, read_mapping
 OPTIMIZERS = ("sgd", "rmsprop", "adadelta", "adam")
 SCHEDULES = ("constant", "step", "cosine")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+# per-step mechanisms a benchmark can switch off, one at a time, to measure what each costs
+MECHANISMS = ("stop_check", "reseed", "lr_callback", "step_timing")
 
 
 class ConfigError(InputError):
@@ -75,6 +77,11 @@ class TrainConfig(Checked):
     timeline: bool = False  # write Horovod's timeline (chrome://tracing) to timeline.json
     # after training: learning curves, confusion matrix and example grids in report.md
     pictures: bool = True
+    # benchmarks only (make bench): per-step mechanisms to switch off to measure their cost.
+    # Without stop_check a time limit loses the epoch; without reseed a resumed run's dropout
+    # differs; without lr_callback the rate is the config's, unscaled and without warm-up;
+    # without step_timing the report has no step-time breakdown.
+    without: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
@@ -99,6 +106,9 @@ class TrainConfig(Checked):
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        for name in self.without:
+            if name not in MECHANISMS:
+                raise ValueError(f"without: {name!r} unknown; choose from {', '.join(MECHANISMS)}")
         if self.warmup_epochs >= self.epochs and self.lr_schedule != "constant":
             raise ValueError(f"warmup_epochs ({self.warmup_epochs}) leaves no epoch for "
                              f"the {self.lr_schedule} schedule ({self.epochs} epochs)")

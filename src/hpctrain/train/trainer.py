@@ -56,9 +56,12 @@ class Trainer:
     # ---- 1. Horovod, TensorFlow, run directory -------------------------------------------
     def set_up(self) -> None:
         cfg = self.cfg
+        # where startup goes (report: startup_phases_s): each mark ends a phase
+        self.marks = {"process start": process_start(), "python, imports, config": time.time()}
         if cfg.timeline:  # Horovod: timeline started below, once the run directory is known
             os.environ["HOROVOD_TIMELINE"] = "DYNAMIC"
         hvd.init()  # Horovod: initialize Horovod
+        self.marks["horovod init"] = time.time()
         self.env = env = self.env.with_horovod(hvd)
         require_keras2(tf)
         self.threads = configure_tensorflow(cfg, env)
@@ -73,6 +76,7 @@ class Trainer:
             write_json(self.run_dir / "config.json", cfg.to_dict())
         if cfg.timeline:  # Horovod: rank 0 records every rank's negotiation and allreduces
             hvd_tf.start_timeline(str(self.run_dir / "timeline.json"))
+        self.marks["tensorflow setup, run directory"] = time.time()
 
     # ---- 2. where the run stands, data, model ----------------------------------------------
     def restore(self) -> None:
@@ -85,6 +89,7 @@ class Trainer:
                                 if self.resume else ""))
         # Horovod: each rank reads only its own shard of the training and test sets
         self.feed = DataFeed.open(tf, cfg, hvd.rank(), hvd.size(), env.node_name)
+        self.marks["data open"] = time.time()
         self.model = build_model(cfg.model, self.feed.input_shape, self.feed.num_classes,
                                  cfg.activation)
         opt = make_optimizer(tf, cfg.optimizer, cfg.learning_rate, cfg.momentum)
@@ -92,7 +97,8 @@ class Trainer:
             opt, backward_passes_per_step=cfg.accumulate_steps,  # (of N local batches)
             average_aggregated_gradients=True)
         self.clock = StepClock(hvd.rank(), env.node_name)
-        self.clock.instrument(self.model, opt)  # per-rank input / compute / allreduce times
+        if "step_timing" not in cfg.without:
+            self.clock.instrument(self.model, opt)  # per-rank input / compute / allreduce
         if cfg.precision == "mixed_float16":
             # Dynamic loss scaling around Horovod's optimizer (Horovod cannot re-create a
             # LossScaleOptimizer from its config): the scaled gradients are averaged, then
@@ -104,6 +110,7 @@ class Trainer:
             checkpoint.restore(tf, state.checkpoint, self.model, opt)
         state.begin_segment(env, self.node_names)
         self._make_callbacks()
+        self.marks["model build, checkpoint"] = time.time()
         self.startup_s = time.time() - process_start()
         self.log(f"{self.feed.describe()}, {self.feed.steps} steps/epoch, global batch "
                  f"{cfg.batch_size * hvd.size()}, lr {cfg.learning_rate:g} x {hvd.size()} "
@@ -118,7 +125,10 @@ class Trainer:
         self.lr_callback = lr_schedule_callback(tf, cfg, hvd.size() * cfg.accumulate_steps,
                                                 steps)
         self.reseed = cb.ReseedRandomLayers(cfg.seed)
-        self.callbacks = [
+        mechanisms = {"stop_check": self.stopper, "reseed": self.reseed,
+                      "lr_callback": self.lr_callback, "step_timing": self.clock}
+        skip = {id(mechanisms[name]) for name in cfg.without}  # benchmarks only (config.py)
+        self.callbacks = [c for c in (
             self.recorder.timer,  # first: epoch time excludes the evaluation below
             self.stopper,  # second: marks an epoch cut short for the callbacks after it
             self.reseed,
@@ -127,7 +137,10 @@ class Trainer:
             hvd.callbacks.MetricAverageCallback(),  # Horovod: average metrics over ranks
             cb.AverageNonTrainable(),  # Horovod: average BatchNorm statistics over ranks
             self.clock,  # last with per-step hooks; gathers every rank's step times
-        ]
+        ) if id(c) not in skip]
+        self.callbacks.append(tf.keras.callbacks.LambdaCallback(  # ends startup's last phase
+            on_train_batch_end=lambda batch, logs: self.marks.setdefault(
+                "first step (graph tracing)", time.time())))
         if self.feed.test is not None:
             self.callbacks.append(cb.ShardedEvaluation(self.feed.test_batches))
         if cfg.target_accuracy:
@@ -245,6 +258,7 @@ class Trainer:
         report = run_report.build_report(
             config=self.cfg.to_dict(), epochs=self.recorder.rows, env=self.env.as_dict(),
             node_names=self.node_names, dataset=self.feed.info, startup_s=self.startup_s,
+            startup_marks=self.marks,
             train_s=self.recorder.train_seconds, total_s=time.time() - process_start(),
             segments=self.snapshot()["segments"], weight_digests=digests, status=status,
             error=error, versions=run_report.collect_versions(), run_dir=str(self.run_dir),

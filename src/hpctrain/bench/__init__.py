@@ -1,0 +1,15 @@
+"""Benchmarks (`make bench`, `python -m hpctrain.bench`): hpctrain measured against the best
+alternative we can write, side by side on one machine, ratios first.
+
+    harness.py           alternation (A B A B), medians and min-max, paired ratios
+    runs.py              one run as a sample: `hpctrain train` or the plain baseline
+    plain_keras.py       the baseline: plain Keras fit on in-memory data; Horovod's recipe
+    trainer_overhead.py  1. hpctrain vs plain Keras, and each per-step mechanism's cost
+    horovod_overhead.py  3. 2 ranks x 1 thread vs 1 rank x 2 threads, and tunings
+    time_to_accuracy.py  4. to 90 % test accuracy: hpctrain's recipe vs the workshop script
+    startup.py           6. process start to the first step, phase by phase
+    __main__.py          runs them, writes results/benchmarks/<name>.json and README.md
+
+The input pipeline and staging benchmarks are scripts/bench_input.py and
+scripts/bench_staging.py (results/bench/).
+"""

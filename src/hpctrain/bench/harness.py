@@ -1,0 +1,63 @@
+"""Side-by-side measurement: variants run in alternation (A B C A B C ...) so that the
+machine's drift hits all alike; each variant's samples summarised by median and min-max;
+ratios taken within a round (B_i / A_i) and summarised by their median and min-max, which
+is what the benchmarks report. Absolute numbers are context only: machines of one kind
+differ by 4x and drift within a session.
+
+    samples = alternate({"plain": run_plain, "hpctrain": run_hpctrain}, rounds=3)
+    ratio = paired_ratio(samples["hpctrain"], samples["plain"])   # {"median", "min", "max"}
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from collections.abc import Callable
+
+
+def alternate(variants: dict[str, Callable[[], float]], rounds: int,
+              log: Callable[[str], None] | None = None) -> dict[str, list[float]]:
+    """Run every variant once per round, in the given order, `rounds` times; each call returns
+    one sample (images/s, seconds, ...). A variant that raises stops the benchmark."""
+    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    samples: dict[str, list[float]] = {name: [] for name in variants}
+    for i in range(rounds):
+        for name, run in variants.items():
+            start = time.perf_counter()
+            value = run()
+            samples[name].append(value)
+            log(f"  round {i + 1}/{rounds} {name}: {value:,.4g} "
+                f"({time.perf_counter() - start:.0f} s)")
+    return samples
+
+
+def spread(values: list[float]) -> dict:
+    """Median and min-max of samples, and the spread (max - min) / median."""
+    med = statistics.median(values)
+    return {"median": med, "min": min(values), "max": max(values), "n": len(values),
+            "spread": (max(values) - min(values)) / med if med else None, "samples": values}
+
+
+def paired_ratio(a: list[float], b: list[float]) -> dict:
+    """a_i / b_i per round, summarised: the rounds ran side by side, so drift cancels."""
+    if len(a) != len(b) or not a:
+        raise ValueError("paired_ratio needs the same non-zero number of samples")
+    ratios = [x / y for x, y in zip(a, b, strict=True)]
+    return {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios),
+            "per_round": ratios}
+
+
+def verdict(ratio: float, goal: float, higher_is_better: bool = True) -> str:
+    met = ratio >= goal if higher_is_better else ratio <= goal
+    return f"goal {'>=' if higher_is_better else '<='} {goal:g}: " + (
+        "**met**" if met else "**not met**")
+
+
+def fmt_ratio(r: dict) -> str:
+    return f"{r['median']:.2f} ({r['min']:.2f}-{r['max']:.2f})"
+
+
+def fmt_spread(s: dict, unit: str = "", digits: str = ",.0f") -> str:
+    return (f"{s['median']:{digits}}{unit} ({s['min']:{digits}}-{s['max']:{digits}}, "
+            f"n={s['n']})")

@@ -1,0 +1,64 @@
+"""Benchmark 3, Horovod overhead: the same global batch on this machine's 2 cores as 2 ranks
+x 1 thread (what a 2-node job does) and as 1 rank x 2 threads, for hpctrain and for plain
+Keras with Horovod's own recipe; and the 2-rank run under each tuning (environment
+variables of Open MPI and Horovod, thread settings), so what helps is measured, not assumed.
+Ranks run under horovodrun on this host (no Slurm: job overhead is benchmark 5's).
+"""
+
+from __future__ import annotations
+
+from hpctrain.bench.harness import alternate, fmt_ratio, fmt_spread, paired_ratio, spread, verdict
+from hpctrain.bench.runs import hpctrain_run, plain_run
+
+GOAL = 0.90
+CONFIG = "jobs/configs/fmnist_cnn.yaml"
+
+# name -> (config overrides, environment) of a 2-rank hpctrain run
+TUNINGS: dict[str, tuple[list[str], dict[str, str]]] = {
+    "2 x 1, Horovod cycle 0.1 ms": ([], {"HOROVOD_CYCLE_TIME": "0.1"}),
+    "2 x 1, Open MPI yields when idle": ([], {"OMPI_MCA_mpi_yield_when_idle": "1"}),
+    "2 x 1, without step_timing": (["without=[step_timing]"], {}),
+}
+
+
+def run(data: str, rounds: int, train_limit: int, global_batch: int = 256, epochs: int = 3,
+        tunings: dict[str, tuple[list[str], dict[str, str]]] | None = None) -> dict:
+    tunings = TUNINGS if tunings is None else tunings
+    same = [f"data={data}", f"epochs={epochs}", f"train_limit={train_limit}",
+            "test_limit=1000", "warmup_epochs=0", "lr_schedule=constant", "checkpoint=false",
+            "pictures=false"]
+    plain = ["--data", data, "--model", "cnn", "--epochs", str(epochs), "--optimizer",
+             "adam", "--lr", "0.001", "--train-limit", str(train_limit)]
+    half = global_batch // 2
+
+    def hp(ranks: int, extra: list[str] | None = None, env: dict[str, str] | None = None):
+        threads, batch = (2, global_batch) if ranks == 1 else (1, half)
+        return lambda: hpctrain_run(CONFIG, [*same, f"batch_size={batch}",
+                                             f"threads={threads}", *(extra or [])],
+                                    ranks, env)["images_per_s"]["mean"]
+
+    def pk(ranks: int):
+        threads, batch = (2, global_batch) if ranks == 1 else (1, half)
+        return lambda: plain_run([*plain, "--batch", str(batch), "--threads", str(threads)],
+                                 ranks)["images_per_s"]
+
+    variants = {"hpctrain 1 x 2": hp(1), "hpctrain 2 x 1": hp(2),
+                "plain Keras 1 x 2": pk(1), "Horovod recipe 2 x 1": pk(2),
+                **{f"hpctrain {name}": hp(2, extra, env)
+                   for name, (extra, env) in tunings.items()}}
+    samples = alternate(variants, rounds)
+    ratio = paired_ratio(samples["hpctrain 2 x 1"], samples["hpctrain 1 x 2"])
+    recipe = paired_ratio(samples["Horovod recipe 2 x 1"], samples["plain Keras 1 x 2"])
+    rows = [f"| {name} | {fmt_spread(spread(v))} | "
+            f"{fmt_ratio(paired_ratio(v, samples['hpctrain 1 x 2']))} |"
+            for name, v in samples.items()]
+    md = "\n".join([
+        f"The workshop CNN on Fashion-MNIST ({train_limit:,} training images, global batch "
+        f"{global_batch}, {epochs} epochs, images/s of all ranks over epochs 2..{epochs}); "
+        f"ranks x threads per rank on 2 cores; {rounds} rounds, variants alternating.", "",
+        "| variant | images/s median (min-max) | vs hpctrain 1 x 2 |", "|---|---|---|",
+        *rows, "",
+        f"Horovod's own recipe, 2 x 1 / 1 x 2: {fmt_ratio(recipe)}.", "",
+        f"**hpctrain 2 x 1 / 1 x 2: {fmt_ratio(ratio)}**, {verdict(ratio['median'], GOAL)}."])
+    return {"name": "horovod_overhead", "ratio": ratio, "recipe_ratio": recipe, "goal": GOAL,
+            "images_per_s": {k: spread(v) for k, v in samples.items()}, "markdown": md}

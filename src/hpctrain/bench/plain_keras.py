@@ -1,0 +1,118 @@
+"""The baselines hpctrain is measured against: plain Keras `model.fit` on the same model and
+the same staged data held in memory (the best in-memory tf.data pipeline we have: one gather
+per batch, data/reader.memory_batches), and with `--horovod` Horovod's own Keras recipe
+(tensorflow2_keras_mnist.py: scaled rate, DistributedOptimizer, broadcast, metric
+averaging) around the same fit. Prints one JSON line: images/s over epochs 2..N (all ranks),
+the first epoch, startup, and with --target the wall time to that test accuracy (evaluation
+after every epoch, counted in the time, as a user's validation_data would be).
+
+    python -m hpctrain.bench.plain_keras --data data/fashion-mnist.h5 --model cnn \\
+        --epochs 3 --batch 128 --threads 2 --optimizer adam --lr 0.001
+    horovodrun -np 2 -H localhost:2 python -m hpctrain.bench.plain_keras --horovod ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+os.environ["TF_USE_LEGACY_KERAS"] = "1"  # Horovod needs Keras 2 (../shared/notes/stack.md)
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", required=True, help="staged HDF5 file (hpctrain stage)")
+    p.add_argument("--model", default="cnn")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--batch", type=int, default=128, help="per rank")
+    p.add_argument("--threads", type=int, default=2, help="intra-op threads per rank")
+    p.add_argument("--optimizer", default="adam")
+    p.add_argument("--lr", type=float, default=0.001, help="for one rank (x ranks)")
+    p.add_argument("--train-limit", type=int, default=0)
+    p.add_argument("--target", type=float, default=0.0,
+                   help="stop at this test accuracy, evaluating after every epoch")
+    p.add_argument("--deterministic", action="store_true", help="TensorFlow op determinism")
+    p.add_argument("--horovod", action="store_true", help="Horovod's Keras recipe")
+    p.add_argument("--seed", type=int, default=42)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import psutil
+
+    start = psutil.Process().create_time()  # startup counted from the process' start
+    args = parse(argv)
+    import h5py
+    import tensorflow as tf
+
+    from hpctrain.data.reader import memory_batches
+    from hpctrain.train.models import build_model
+    from hpctrain.train.optim import make_optimizer
+
+    rank, size = 0, 1
+    if args.horovod:
+        import horovod.tensorflow.keras as hvd
+
+        hvd.init()  # Horovod: initialize
+        rank, size = hvd.rank(), hvd.size()
+    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    tf.config.threading.set_inter_op_parallelism_threads(min(2, args.threads))
+    tf.keras.utils.set_random_seed(args.seed)
+    if args.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    with h5py.File(args.data, "r") as f:
+        n = args.train_limit or len(f["train/labels"])
+        # Horovod: each rank its contiguous share of the training set
+        lo, hi = rank * n // size, (rank + 1) * n // size
+        x, y = f["train/images"][lo:hi], f["train/labels"][lo:hi]
+        xt, yt = f["test/images"][:], f["test/labels"][:]
+        classes = len(json.loads(f.attrs["class_names"]))
+    steps = len(y) // args.batch
+    train = memory_batches(tf, x, y, args.batch, seed=args.seed + rank)
+    model = build_model(args.model, x.shape[1:], classes)
+    opt = make_optimizer(tf, args.optimizer, args.lr * size, 0.9)  # Horovod: lr x ranks
+    if args.horovod:
+        opt = hvd.DistributedOptimizer(opt)  # Horovod: average gradients
+    model.compile(loss="sparse_categorical_crossentropy", optimizer=opt, metrics=["accuracy"])
+
+    times: list[tuple[float, float]] = []  # (epoch seconds, wall time at the epoch's end)
+    hits: dict = {"at": None}
+
+    class Clock(tf.keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.t0 = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            seconds = time.perf_counter() - self.t0
+            if args.target:  # the evaluation a user's validation_data would cost, counted
+                acc = model.evaluate(xt, yt, batch_size=512, verbose=0)[1]
+                if acc >= args.target and hits["at"] is None:
+                    hits["at"], hits["acc"], hits["epoch"] = time.time() - fit_start, acc, \
+                        epoch + 1
+                    self.model.stop_training = True
+            times.append((seconds, time.time() - fit_start))
+
+    callbacks: list = [Clock()]
+    if args.horovod:
+        callbacks[:0] = [hvd.callbacks.BroadcastGlobalVariablesCallback(0),  # Horovod
+                         hvd.callbacks.MetricAverageCallback()]  # Horovod: average metrics
+    fit_start = time.time()
+    model.fit(train, steps_per_epoch=steps, epochs=args.epochs, callbacks=callbacks,
+              verbose=0)
+    later = [s for s, _ in times[1:]] or [times[0][0]]
+    result = {"images_per_s": steps * args.batch * size * len(later) / sum(later),
+              "first_epoch_s": times[0][0], "startup_s": fit_start - start,
+              "epochs": len(times), "ranks": size,
+              "time_to_target_s": hits["at"], "target_accuracy": hits.get("acc"),
+              "target_epoch": hits.get("epoch")}
+    if rank == 0:
+        print("RESULT " + json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

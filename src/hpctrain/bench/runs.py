@@ -1,0 +1,56 @@
+"""One measured training run as a benchmark sample: `hpctrain train` (1 rank, or N ranks
+under horovodrun on this host) or the plain Keras / Horovod-recipe baseline
+(bench/plain_keras.py), each in its own processes, returning what the run measured itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+
+
+def mpi_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a run: quiet TensorFlow; Open MPI allowed to run as root when we
+    are root (this machine's CI); `extra` (a variant's tuning) on top."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    if os.geteuid() == 0:
+        env |= {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
+    return env | (extra or {})
+
+
+def launcher(ranks: int) -> list[str]:
+    return [] if ranks == 1 else [str(BIN / "horovodrun"), "-np", str(ranks), "-H",
+                                  f"localhost:{ranks}"]
+
+
+def _run(argv: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
+    res = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout)
+    if res.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv[:6])}... exited {res.returncode}:\n"
+                           f"{res.stdout[-2000:]}\n{res.stderr[-3000:]}")
+    return res
+
+
+def hpctrain_run(config: str, overrides: list[str], ranks: int = 1,
+                 env: dict[str, str] | None = None, timeout: float = 1800) -> dict:
+    """`hpctrain train` in a temporary run directory; its report.json."""
+    with tempfile.TemporaryDirectory(prefix="hpctrain-bench-") as tmp:
+        run = Path(tmp) / "run"
+        _run([*launcher(ranks), str(BIN / "hpctrain"), "train", "--config", config,
+              "--run-dir", str(run), *overrides], mpi_env(env), timeout)
+        return json.loads((run / "report.json").read_text())
+
+
+def plain_run(args: list[str], ranks: int = 1, env: dict[str, str] | None = None,
+              timeout: float = 1800) -> dict:
+    """The plain Keras baseline (with --horovod under horovodrun for ranks > 1)."""
+    res = _run([*launcher(ranks), sys.executable, "-m", "hpctrain.bench.plain_keras", *args,
+                *(["--horovod"] if ranks > 1 else [])], mpi_env(env), timeout)
+    line = next(ln for ln in res.stdout.splitlines() if "RESULT " in ln)
+    return json.loads(line.split("RESULT ", 1)[1])

@@ -1,0 +1,66 @@
+"""The benchmark harness on known inputs, and each benchmark's runs for real at a tiny size:
+the plain Keras baseline, hpctrain without its per-step mechanisms, Horovod's recipe."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import write_config
+from hpctrain.bench.harness import alternate, paired_ratio, spread, verdict
+from hpctrain.train.config import ConfigError, load_config
+
+
+def test_alternate_runs_variants_in_turn():
+    order: list[str] = []
+
+    def variant(name, value):
+        return lambda: order.append(name) or value
+
+    samples = alternate({"a": variant("a", 1.0), "b": variant("b", 2.0)}, rounds=3,
+                        log=lambda msg: None)
+    assert order == ["a", "b"] * 3 and samples == {"a": [1.0] * 3, "b": [2.0] * 3}
+
+
+def test_paired_ratio_cancels_drift_between_rounds():
+    # the machine slows 2x after the first round: per-round ratios stay 0.9
+    hp, plain = [90.0, 45.0, 45.0], [100.0, 50.0, 50.0]
+    r = paired_ratio(hp, plain)
+    assert r["median"] == pytest.approx(0.9) and r["min"] == pytest.approx(0.9)
+    assert spread(hp) == {"median": 45.0, "min": 45.0, "max": 90.0, "n": 3, "spread": 1.0,
+                          "samples": hp}
+    with pytest.raises(ValueError):
+        paired_ratio([1.0], [1.0, 2.0])
+    assert "**met**" in verdict(0.97, 0.97) and "not met" in verdict(0.96, 0.97)
+    assert "**met**" in verdict(0.4, 0.5, higher_is_better=False)
+
+
+def test_without_names_known_mechanisms(fmnist_h5, tmp_path):
+    cfg = write_config(tmp_path / "c.yaml", fmnist_h5, without=["reseed", "step_timing"])
+    assert load_config(str(cfg)).without == ["reseed", "step_timing"]
+    bad = write_config(tmp_path / "bad.yaml", fmnist_h5, without=["dropout"])
+    with pytest.raises(ConfigError, match="without: 'dropout' unknown"):
+        load_config(str(bad))
+
+
+def test_baselines_and_stripped_runs_are_real(fmnist_h5, tmp_path):
+    """One tiny sample of each kind the benchmarks alternate: plain Keras, Horovod's recipe
+    on 2 ranks, and hpctrain without every per-step mechanism (still in sync)."""
+    from hpctrain.bench.runs import hpctrain_run, plain_run
+
+    args = ["--data", str(fmnist_h5), "--epochs", "2", "--batch", "64", "--threads", "1",
+            "--train-limit", "1000"]
+    one = plain_run(args)
+    assert one["images_per_s"] > 0 and one["epochs"] == 2 and one["ranks"] == 1
+    two = plain_run([*args, "--target", "0.3"], ranks=2)
+    assert two["ranks"] == 2 and two["time_to_target_s"] > 0 and two["target_accuracy"] >= 0.3
+    cfg = write_config(tmp_path / "c.yaml", fmnist_h5, epochs=2, train_limit=1000,
+                       test_limit=500, pictures=False)
+    r = hpctrain_run(str(cfg), ["without=[stop_check,reseed,lr_callback,step_timing]"],
+                     ranks=2)
+    assert r["status"] == "completed" and r["ranks_in_sync"]["ok"]
+    assert not r["step_times"] or not r["step_times"].get("per_rank")  # no step timing
+    names = [name for name, _ in r["startup_phases_s"]]  # in order
+    assert names == ["python, imports, config", "horovod init",
+                     "tensorflow setup, run directory", "data open", "model build, checkpoint",
+                     "first step (graph tracing)"]
+    assert all(seconds >= 0 for _, seconds in r["startup_phases_s"])
