@@ -48,7 +48,7 @@ data/bench-256/manifest.json: | $(BENCH_TREE)
 data/bench-256-lzf/manifest.json: | $(BENCH_TREE)
 	$(STAGE_BENCH) --out $(@D) --compression lzf
 
-bench: install $(DATA) data/fmnist-tree data/bench-256/manifest.json data/bench-256-lzf/manifest.json  ## input, staging, determinism
+bench: install $(DATA) data/fmnist-tree data/bench-256/manifest.json data/bench-256-lzf/manifest.json  ## trainer, Horovod, time to accuracy, startup, input, staging
 	$(BIN)/python scripts/bench_input.py --data $(DATA) --images data/bench-256 \
 	  --images-lzf data/bench-256-lzf --out results/bench/input_pipeline
 	$(BIN)/python scripts/bench_staging.py --tree data/fmnist-tree --images 6000 --size 224 \
@@ -56,6 +56,7 @@ bench: install $(DATA) data/fmnist-tree data/bench-256/manifest.json data/bench-
 	$(BIN)/python scripts/bench_staging.py --tree data/fmnist-tree --images 6000 --size 32 \
 	  --out results/bench/staging_32
 	$(BIN)/python scripts/bench_determinism.py --out results/bench/determinism
+	$(BIN)/python -m hpctrain.bench --data $(DATA) --out results/benchmarks
 
 accuracy: install cluster-up $(DATA)  ## every model config, 1 and 2 ranks, -> results/accuracy/README.md
 	bash scripts/accuracy_table.sh

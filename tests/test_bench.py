@@ -64,3 +64,13 @@ def test_baselines_and_stripped_runs_are_real(fmnist_h5, tmp_path):
                      "tensorflow setup, run directory", "data open", "model build, checkpoint",
                      "first step (graph tracing)"]
     assert all(seconds >= 0 for _, seconds in r["startup_phases_s"])
+
+
+def test_mpi_yields_when_idle_unless_told_otherwise():
+    from hpctrain.environment import JobEnvironment
+
+    env: dict[str, str] = {}
+    assert JobEnvironment.tune_mpi(env) == {"OMPI_MCA_mpi_yield_when_idle": "1"}
+    assert env == {"OMPI_MCA_mpi_yield_when_idle": "1"}
+    mine = {"OMPI_MCA_mpi_yield_when_idle": "0"}  # the user's (or the launcher's) value wins
+    assert JobEnvironment.tune_mpi(mine) == {} and mine["OMPI_MCA_mpi_yield_when_idle"] == "0"

@@ -41,9 +41,21 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 def git_commit() -> str:
-    res = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                         text=True)
-    return res.stdout.strip() or "unknown"
+    """The commit measured, `-dirty` when the checkout has uncommitted changes."""
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                          text=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True).stdout.strip()
+    return (head or "unknown") + ("-dirty" if dirty else "")
+
+
+ELSEWHERE = {  # the other benchmarks of issue 13, where they are
+    "2. Input pipeline": "streaming HDF5 reader vs in-memory tf.data: "
+                         "[results/bench/input_pipeline.md](../bench/input_pipeline.md) "
+                         "(`scripts/bench_input.py`, part of `make bench`).",
+    "5. Job overhead": "sbatch to the first step, with and without the node-local copy, and "
+                       "the requeue delay, on the embedded cluster: not built yet.",
+}
 
 
 def write_readme(out: Path) -> str:
@@ -52,7 +64,13 @@ def write_readme(out: Path) -> str:
              "of variants run side by side, alternating, in one invocation on one machine "
              "(absolute images/s are context only: machines of this kind differ by 4x and "
              "drift within a session). Medians with min-max over rounds.", ""]
-    for name, (title, _) in BENCHMARKS.items():
+    sections: list[tuple[str, str | None]] = [(title, name)
+                                              for name, (title, _) in BENCHMARKS.items()]
+    sections += [(title, None) for title in ELSEWHERE]
+    for title, name in sorted(sections):
+        if name is None:
+            parts += [f"## {title}", "", ELSEWHERE[title], ""]
+            continue
         path = out / f"{name}.json"
         if not path.is_file():
             parts += [f"## {title}", "", "Not run yet.", ""]

@@ -53,4 +53,6 @@ def plain_run(args: list[str], ranks: int = 1, env: dict[str, str] | None = None
     res = _run([*launcher(ranks), sys.executable, "-m", "hpctrain.bench.plain_keras", *args,
                 *(["--horovod"] if ranks > 1 else [])], mpi_env(env), timeout)
     line = next(ln for ln in res.stdout.splitlines() if "RESULT " in ln)
-    return json.loads(line.split("RESULT ", 1)[1])
+    # the JSON object alone: under horovodrun another rank's output may follow on the line
+    result, _ = json.JSONDecoder().raw_decode(line.split("RESULT ", 1)[1])
+    return result

@@ -16,7 +16,7 @@ CONFIG = "jobs/configs/fmnist_cnn.yaml"
 
 def run(data: str, rounds: int, train_limit: int = 0) -> dict:
     del train_limit
-    same = [f"data={data}", "epochs=1", "train_limit=2560", "test_limit=500",
+    same = [f"data={data}", "epochs=1", "warmup_epochs=0", "train_limit=2560", "test_limit=500",
             "checkpoint=false", "pictures=false"]
     phases: dict[int, list[dict[str, float]]] = {1: [], 2: []}
     for i in range(rounds):
