@@ -69,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
         # Horovod: each rank its contiguous share of the training set
         lo, hi = rank * n // size, (rank + 1) * n // size
         x, y = f["train/images"][lo:hi], f["train/labels"][lo:hi]
-        xt, yt = f["test/images"][:], f["test/labels"][:]
+        # the test set only when evaluating (--target); never in the timed epochs
+        xt, yt = (f["test/images"][:], f["test/labels"][:]) if args.target else (None, None)
         classes = len(json.loads(f.attrs["class_names"]))
     steps = len(y) // args.batch
     train = memory_batches(tf, x, y, args.batch, seed=args.seed + rank)
