@@ -55,7 +55,7 @@ def test_baselines_and_stripped_runs_are_real(fmnist_h5, tmp_path):
     assert two["ranks"] == 2 and two["time_to_target_s"] > 0 and two["target_accuracy"] >= 0.3
     cfg = write_config(tmp_path / "c.yaml", fmnist_h5, epochs=2, train_limit=1000,
                        test_limit=500, pictures=False)
-    r = hpctrain_run(str(cfg), ["without=[stop_check,reseed,lr_callback,step_timing]"],
+    r = hpctrain_run(str(cfg), ["without=[stop_check,reseed,lr_schedule,step_timing]"],
                      ranks=2)
     assert r["status"] == "completed" and r["ranks_in_sync"]["ok"]
     assert not r["step_times"] or not r["step_times"].get("per_rank")  # no step timing

@@ -1,5 +1,5 @@
 """Keras callbacks of the training loop: epoch timing and metrics, exact sharded evaluation,
-BatchNorm statistics averaging, epoch-keyed dropout seeds, stop at a target accuracy,
+BatchNorm statistics averaging, stop at a target accuracy,
 stop (and checkpoint mid-epoch) on request.
 
 An epoch cut short by a stop request still ends with `on_epoch_end`, whose `logs` then hold
@@ -52,41 +52,6 @@ class ShardedEvaluation(tf.keras.callbacks.Callback):
             logs["eval_s"] = time.perf_counter() - t0
 
 
-class ReseedRandomLayers(tf.keras.callbacks.Callback):
-    """Reset every random layer's generator (Dropout) from (seed, epoch, step, layer) before
-    each training step, so no step's masks depend on earlier steps: a run resumed at any
-    epoch or step draws exactly the masks an uninterrupted one would. Needs
-    tf.random.Generator-based layers (`enable_tf_random_generator()` before building)."""
-
-    def __init__(self, seed: int):
-        super().__init__()
-        self.seed = seed
-        self.epoch = 0
-        self.batch_offset = 0  # steps of this epoch done before this fit() (resumed)
-        self.generators: list | None = None
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch = epoch
-        if self.generators is None:
-            self.generators = []
-            for index, layer in enumerate(self.model.submodules):
-                rng = getattr(layer, "_random_generator", None)
-                if rng is None or not hasattr(rng, "_maybe_init"):
-                    continue
-                rng._maybe_init()  # tf-keras creates the generator lazily
-                if getattr(rng, "_generator", None) is not None:
-                    self.generators.append((index, rng._generator))
-
-    def on_train_batch_begin(self, batch, logs=None):
-        step = self.batch_offset + batch
-        for index, generator in self.generators or ():
-            generator.reset_from_seed(
-                ((self.seed * 1_000_003 + self.epoch) * 100_003 + step) * 1_009 + index)
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.batch_offset = 0
-
-
 class AverageNonTrainable(tf.keras.callbacks.Callback):
     """Horovod: average non-trainable float weights (BatchNorm moving statistics) over ranks
     at the end of every epoch, before evaluation. Gradients are averaged, but each rank
@@ -117,9 +82,9 @@ class StopOnRequest(tf.keras.callbacks.Callback):
     if any rank has one, all stop after the same step. Place it right after the timer, so the
     callbacks after it see `logs["interrupted_at_step"]` of an epoch cut short."""
 
-    def __init__(self, request, every: int, steps: int):
+    def __init__(self, request, every: int, steps: int, ranks: int):
         super().__init__()
-        self.request, self.every, self.steps = request, every, steps
+        self.request, self.every, self.steps, self.ranks = request, every, steps, ranks
         self.batch_offset = 0  # steps of the current epoch done before this fit() call
         self.reason: str | None = None
         self.at: tuple[int, int] | None = None  # (epoch index, steps done in it)
@@ -132,9 +97,10 @@ class StopOnRequest(tf.keras.callbacks.Callback):
         step = self.batch_offset + batch + 1
         if step % self.every and step != self.steps:
             return
-        code = hvd_tf.allreduce(  # Horovod: any rank's request stops every rank
-            tf.constant(encode(self.request.reason()), tf.int32), op=hvd_tf.Max,
-            name="hpctrain_stop").numpy()
+        code = encode(self.request.reason())
+        if self.ranks > 1:  # one rank has nobody to agree with (an allreduce is ~1 ms)
+            code = hvd_tf.allreduce(  # Horovod: any rank's request stops every rank
+                tf.constant(code, tf.int32), op=hvd_tf.Max, name="hpctrain_stop").numpy()
         if code:
             self.reason, self.at = decode(int(code)), (self.epoch, step)
             self.model.stop_training = True

@@ -10,7 +10,7 @@ bookkeeping (epoch, metrics rows, segments), written by rank 0 after every epoch
 A checkpoint directory is written under a temporary name and renamed, so `latest()` never
 sees a half-written one; the newest `keep` are kept. What a resumed run needs besides these
 files is a pure function of (seed, epoch): the data order (data.batches) and the dropout
-masks (callbacks.ReseedRandomLayers), so it continues bit for bit.
+masks (train/step_schedule.py), so it continues bit for bit.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ OPTIMIZERS = ("sgd", "rmsprop", "adadelta", "adam")
 SCHEDULES = ("constant", "step", "cosine")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 # per-step mechanisms a benchmark can switch off, one at a time, to measure what each costs
-MECHANISMS = ("stop_check", "reseed", "lr_callback", "step_timing")
+MECHANISMS = ("stop_check", "reseed", "lr_schedule", "step_timing")
 
 
 class ConfigError(InputError):
@@ -79,7 +79,7 @@ class TrainConfig(Checked):
     pictures: bool = True
     # benchmarks only (make bench): per-step mechanisms to switch off to measure their cost.
     # Without stop_check a time limit loses the epoch; without reseed a resumed run's dropout
-    # differs; without lr_callback the rate is the config's, unscaled and without warm-up;
+    # differs; without lr_schedule the rate is the config's, unscaled and without warm-up;
     # without step_timing the report has no step-time breakdown.
     without: list[str] = Field(default_factory=list)
 

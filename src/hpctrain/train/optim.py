@@ -8,9 +8,9 @@ every rank, and a resumed run picks it up exactly where it stopped:
 
 Why not Horovod's LearningRateWarmupCallback: it compares the integer epoch with the end of
 the warm-up, so a fractional warm-up (0.5 epochs) overshoots the scaled rate (multiplier > 1),
-and it has no cosine schedule. The callback below sets the rate before every step and keeps
-Horovod's momentum correction (Goyal et al. eq. 10) for SGD, whose Keras update puts the
-learning rate inside the velocity.
+and it has no cosine schedule. train/step_schedule.py sets the rate before every step, inside
+the training step, and keeps Horovod's momentum correction (Goyal et al. eq. 10) for SGD,
+whose Keras update puts the learning rate inside the velocity.
 """
 
 from __future__ import annotations
@@ -50,45 +50,10 @@ def make_optimizer(tf, name: str, lr: float, momentum: float = 0.9):
     }[name]()
 
 
-def lr_schedule_callback(tf, cfg, size: int, steps_per_epoch: int):
-    """A Keras callback that applies `lr_multiplier` before every training step."""
-
-    class LearningRateSchedule(tf.keras.callbacks.Callback):
-        def __init__(self):
-            super().__init__()
-            self.epoch = 0
-            self.batch_offset = 0  # steps of this epoch done before this fit() (resumed)
-            self.restore_momentum = None
-
-        def multiplier(self, epoch: float) -> float:
-            return lr_multiplier(epoch, size=size, warmup_epochs=cfg.warmup_epochs,
-                                 schedule=cfg.lr_schedule, epochs=cfg.epochs,
-                                 decay_epochs=cfg.lr_decay_epochs, decay=cfg.lr_decay)
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self.epoch = epoch
-
-        def on_train_batch_begin(self, batch, logs=None):
-            opt = self.model.optimizer
-            old = float(tf.keras.backend.get_value(opt.lr))
-            new = cfg.learning_rate * self.multiplier(
-                self.epoch + (self.batch_offset + batch) / steps_per_epoch)
-            if new == old:
-                return
-            tf.keras.backend.set_value(opt.lr, new)
-            if cfg.optimizer == "sgd" and cfg.momentum > 0 and old > 0:
-                # Horovod: momentum correction while the rate changes (Goyal et al. eq. 10)
-                self.restore_momentum = float(tf.keras.backend.get_value(opt.momentum))
-                tf.keras.backend.set_value(opt.momentum, self.restore_momentum * new / old)
-
-        def on_train_batch_end(self, batch, logs=None):
-            if self.restore_momentum is not None:
-                tf.keras.backend.set_value(self.model.optimizer.momentum, self.restore_momentum)
-                self.restore_momentum = None
-
-        def on_epoch_end(self, epoch, logs=None):
-            self.batch_offset = 0
-            if logs is not None:
-                logs["lr"] = float(tf.keras.backend.get_value(self.model.optimizer.lr))
-
-    return LearningRateSchedule()
+def learning_rate(cfg, size: int):
+    """The run's rate at a fractional epoch: the config's rate times `lr_multiplier`."""
+    def rate(epoch: float) -> float:
+        return cfg.learning_rate * lr_multiplier(
+            epoch, size=size, warmup_epochs=cfg.warmup_epochs, schedule=cfg.lr_schedule,
+            epochs=cfg.epochs, decay_epochs=cfg.lr_decay_epochs, decay=cfg.lr_decay)
+    return rate

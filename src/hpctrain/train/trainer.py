@@ -31,9 +31,10 @@ from hpctrain.train.config import TrainConfig
 from hpctrain.train.data_feed import DataFeed
 from hpctrain.train.keras_compat import require_keras2
 from hpctrain.train.models import build_model
-from hpctrain.train.optim import lr_schedule_callback, make_optimizer
+from hpctrain.train.optim import learning_rate, make_optimizer
 from hpctrain.train.preemption import EXIT_REQUEUE, REQUEUE_FILE, StopRequest
 from hpctrain.train.run_state import RunState
+from hpctrain.train.step_schedule import StepSchedule
 from hpctrain.train.step_timing import StepClock
 
 EXIT_OUT_OF_SYNC = 3
@@ -111,6 +112,8 @@ class Trainer:
             checkpoint.restore(tf, state.checkpoint, self.model, opt)
         state.begin_segment(env, self.node_names)
         self._make_callbacks()
+        if not {"lr_schedule", "reseed"} <= set(cfg.without):
+            self.schedule.install(self.model)  # the rate and dropout seeds, in the graph
         self.marks["model build, checkpoint"] = time.time()
         self.startup_s = time.time() - process_start()
         self.log(f"{self.feed.describe()}, {self.feed.steps} steps/epoch, global batch "
@@ -121,20 +124,22 @@ class Trainer:
         cfg, env, state, steps = self.cfg, self.env, self.state, self.feed.steps
         self.recorder = cb.EpochRecorder(steps=steps, global_batch=cfg.batch_size * hvd.size(),
                                          rows=state.rows, partial=state.partial)
-        self.stopper = cb.StopOnRequest(self.stop, every=cfg.stop_check_steps, steps=steps)
+        self.stopper = cb.StopOnRequest(self.stop, every=cfg.stop_check_steps, steps=steps,
+                                        ranks=hvd.size())
         # Horovod: the rate scales with the global batch (ranks x accumulated batches)
-        self.lr_callback = lr_schedule_callback(tf, cfg, hvd.size() * cfg.accumulate_steps,
-                                                steps)
-        self.reseed = cb.ReseedRandomLayers(cfg.seed)
-        mechanisms = {"stop_check": self.stopper, "reseed": self.reseed,
-                      "lr_callback": self.lr_callback, "step_timing": self.clock}
-        skip = {id(mechanisms[name]) for name in cfg.without}  # benchmarks only (config.py)
+        rate = learning_rate(cfg, hvd.size() * cfg.accumulate_steps)
+        self.schedule = StepSchedule(
+            cfg.seed, steps, None if "lr_schedule" in cfg.without else rate,
+            reseed="reseed" not in cfg.without,
+            sgd_momentum=cfg.momentum if cfg.optimizer == "sgd" else 0.0)
+        mechanisms = {"stop_check": self.stopper, "step_timing": self.clock}
+        skip = {id(mechanisms[name]) for name in cfg.without  # benchmarks only (config.py)
+                if name in mechanisms}
         self.callbacks = [c for c in (
             self.recorder.timer,  # first: epoch time excludes the evaluation below
             self.stopper,  # second: marks an epoch cut short for the callbacks after it
-            self.reseed,
+            self.schedule,  # Horovod: scaled lr with warm-up; dropout seeds per step
             hvd.callbacks.BroadcastGlobalVariablesCallback(0),  # Horovod: rank 0's state
-            self.lr_callback,  # Horovod: scaled lr with warm-up
             hvd.callbacks.MetricAverageCallback(),  # Horovod: average metrics over ranks
             cb.AverageNonTrainable(),  # Horovod: average BatchNorm statistics over ranks
             self.clock,  # last with per-step hooks; gathers every rank's step times
@@ -142,6 +147,11 @@ class Trainer:
         self.callbacks.append(tf.keras.callbacks.LambdaCallback(  # ends startup's last phase
             on_train_batch_end=lambda batch, logs: self.marks.setdefault(
                 "first step (graph tracing)", time.time())))
+        for c in self.callbacks:
+            # None of the per-step hooks reads the step's loss or accuracy, so Keras need not
+            # copy them out of the graph after every step (it does unless every callback
+            # with per-step hooks says so; 5 % of the main thread's time in py-spy)
+            c._supports_tf_logs = True
         if self.feed.test is not None:
             self.callbacks.append(cb.ShardedEvaluation(self.feed.test_batches))
         if cfg.target_accuracy:
@@ -163,7 +173,7 @@ class Trainer:
             return
         try:
             if state.step:  # finish the epoch a stop request cut short
-                for callback in (self.lr_callback, self.stopper, self.reseed):
+                for callback in (self.schedule, self.stopper):
                     callback.batch_offset = state.step
                 self.model.fit(self.feed.batches(epoch, state.step),
                                steps_per_epoch=steps - state.step, epochs=epoch + 1,
