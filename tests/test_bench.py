@@ -74,3 +74,26 @@ def test_mpi_yields_when_idle_unless_told_otherwise():
     assert env == {"OMPI_MCA_mpi_yield_when_idle": "1"}
     mine = {"OMPI_MCA_mpi_yield_when_idle": "0"}  # the user's (or the launcher's) value wins
     assert JobEnvironment.tune_mpi(mine) == {} and mine["OMPI_MCA_mpi_yield_when_idle"] == "0"
+
+
+@pytest.mark.slurm
+def test_job_overhead_measures_real_jobs(slurm_cluster, fmnist_h5, tmp_path):
+    """Benchmark 5's sample on the tests' Slurm cluster, data in place and copied to
+    node-local scratch: the parts add up and lie in submit -> first step -> done order."""
+    from hpctrain.bench import job_overhead
+    from hpctrain.bench.runs import mpi_env
+
+    env = mpi_env({"SLURM_CONF": str(slurm_cluster.slurm_conf)})
+    samples = {"in place": [job_overhead.one_job(env, tmp_path, str(fmnist_h5), None)],
+               "copy": [job_overhead.one_job(env, tmp_path, str(fmnist_h5),
+                                             str(job_overhead.scratch_profile(tmp_path)))]}
+    for (s,) in samples.values():
+        parts = s["to_job_start_s"] + s["job_start_to_rank_s"] + s["rank_to_first_step_s"]
+        assert parts == pytest.approx(s["to_first_step_s"])
+        assert 0 < s["rank_to_first_step_s"] < s["to_first_step_s"] < s["submit_to_done_s"]
+        assert s["to_job_start_s"] > -1.5 and s["job_not_training_s"] > 0  # sacct: 1 s steps
+    requeue = {"signal_to_stopped_s": 3.0, "requeue_delay_s": 30.0,
+               "running_to_first_step_s": 8.0, "waiting_as": {"PENDING (BeginTime)": 30.0},
+               "segments": ["stopped (SIGUSR1)", "completed"]}
+    md = job_overhead.summarize(samples, requeue, 1)["markdown"]
+    assert "| seconds | in place | copy |" in md and "running again 30.0 s later" in md

@@ -29,7 +29,9 @@ def test_submit_two_nodes_to_report(slurm_cluster, fmnist_h5, weird_tmp_path):
     report = json.loads((run_dir / "report.json").read_text())
     assert report["status"] == "completed"
     assert report["ranks"] == 2
-    assert report["nodes"] == 2 and report["node_names"] == ["node1", "node2"]
+    # Slurm picks any 2 of the cluster's nodes (CI once got node2 and node3)
+    assert report["nodes"] == 2 and len(set(report["node_names"])) == 2
+    assert all(n.startswith("node") for n in report["node_names"])
     assert report["launcher"] == "srun"
     assert report["ranks_in_sync"]["ok"] is True
     assert len(report["ranks_in_sync"]["weight_sha256"]) == 2

@@ -174,10 +174,12 @@ def test_dead_rank_fails_job_fast_and_is_named(slurm_cluster, long_config, tmp_p
     assert report["status"] == "failed"
     failure = report["failure"]
     assert failure["first_failed_rank"] == 1
-    assert failure["failed_ranks"][0] == {"rank": 1, "node": "node2", "reason": "Killed",
+    node = failure["failed_ranks"][0]["node"]  # wherever Slurm put rank 1
+    assert node.startswith("node") and node == report.get("rank_nodes", [node, node])[1]
+    assert failure["failed_ranks"][0] == {"rank": 1, "node": node, "reason": "Killed",
                                           "detail": None}
     assert failure["exit_code"] != 0
-    assert "rank 1 on node2: Killed" in (run_dir / "report.md").read_text()
+    assert f"rank 1 on {node}: Killed" in (run_dir / "report.md").read_text()
 
 
 def test_array_of_20_tasks_and_status(slurm_cluster, fmnist_h5, tmp_path):
@@ -230,7 +232,7 @@ def test_launchers_two_nodes(slurm_cluster, fmnist_h5, tmp_path, launcher):
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     report = read_report(run_dir)
     assert report["launcher"] == launcher and report["ranks"] == 2
-    assert report["rank_nodes"] == ["node1", "node2"]
+    assert len(set(report["rank_nodes"])) == 2  # one rank on each of 2 nodes
     assert report["ranks_in_sync"]["ok"] is True
 
 
@@ -252,7 +254,7 @@ def test_profile_file_with_node_local_scratch(slurm_cluster, fmnist_h5, tmp_path
     job = report["slurm"]["job_id"]
     assert config_used["data"] == f"{scratch}/hpctrain-{job}/{{node}}/{fmnist_h5.name}"
     log = (run_dir / f"slurm-{job}.out").read_text()
-    assert "node1: 1 file(s)" in log and "node2: 1 file(s)" in log
+    assert all(f"{node}: 1 file(s)" in log for node in set(report["rank_nodes"]))
     assert report["nodes"] == 2 and report["status"] == "completed"
     assert list(scratch.iterdir()) == []  # cleaned up
 
@@ -298,4 +300,5 @@ def test_interactive_allocation(slurm_cluster):
                    "printenv", "SLURMD_NODENAME", env=_env(slurm_cluster), timeout=120)
     assert res.returncode == 0, res.stderr
     assert res.stdout.startswith("+ salloc --nodes=2 --ntasks-per-node=1")
-    assert sorted(res.stdout.split()[-2:]) == ["node1", "node2"]
+    nodes = res.stdout.split()[-2:]  # any 2 of the cluster's nodes
+    assert len(set(nodes)) == 2 and all(n.startswith("node") for n in nodes)

@@ -17,12 +17,19 @@ from collections.abc import Callable
 from pathlib import Path
 
 from hpctrain.atomic import write_json, write_text
-from hpctrain.bench import horovod_overhead, startup, time_to_accuracy, trainer_overhead
+from hpctrain.bench import (
+    horovod_overhead,
+    job_overhead,
+    startup,
+    time_to_accuracy,
+    trainer_overhead,
+)
 
 BENCHMARKS: dict[str, tuple[str, Callable[..., dict]]] = {
     "trainer_overhead": ("1. Trainer overhead", trainer_overhead.run),
     "horovod_overhead": ("3. Horovod overhead", horovod_overhead.run),
     "time_to_accuracy": ("4. Time to accuracy", time_to_accuracy.run),
+    "job_overhead": ("5. Job overhead", job_overhead.run),
     "startup": ("6. Startup", startup.run),
 }
 
@@ -53,8 +60,6 @@ ELSEWHERE = {  # the other benchmarks of issue 13, where they are
     "2. Input pipeline": "streaming HDF5 reader vs in-memory tf.data: "
                          "[results/bench/input_pipeline.md](../bench/input_pipeline.md) "
                          "(`scripts/bench_input.py`, part of `make bench`).",
-    "5. Job overhead": "sbatch to the first step, with and without the node-local copy, and "
-                       "the requeue delay, on the embedded cluster: not built yet.",
 }
 
 

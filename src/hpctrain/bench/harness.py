@@ -14,20 +14,23 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from typing import Any
 
 
-def alternate(variants: dict[str, Callable[[], float]], rounds: int,
-              log: Callable[[str], None] | None = None) -> dict[str, list[float]]:
+def alternate(variants: dict[str, Callable[[], Any]], rounds: int,
+              log: Callable[[str], None] | None = None, key: str | None = None
+              ) -> dict[str, list]:
     """Run every variant once per round, in the given order, `rounds` times; each call returns
-    one sample (images/s, seconds, ...). A variant that raises stops the benchmark."""
+    one sample (images/s, seconds, ...; or a dict of them, whose `key` is logged). A variant
+    that raises stops the benchmark."""
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
-    samples: dict[str, list[float]] = {name: [] for name in variants}
+    samples: dict[str, list] = {name: [] for name in variants}
     for i in range(rounds):
         for name, run in variants.items():
             start = time.perf_counter()
             value = run()
             samples[name].append(value)
-            log(f"  round {i + 1}/{rounds} {name}: {value:,.4g} "
+            log(f"  round {i + 1}/{rounds} {name}: {value[key] if key else value:,.4g} "
                 f"({time.perf_counter() - start:.0f} s)")
     return samples
 

@@ -8,7 +8,7 @@ Ranks run under horovodrun on this host (no Slurm: job overhead is benchmark 5's
 from __future__ import annotations
 
 from hpctrain.bench.harness import alternate, fmt_ratio, fmt_spread, paired_ratio, spread, verdict
-from hpctrain.bench.runs import hpctrain_run, plain_run
+from hpctrain.bench.runs import hpctrain_run, plain_run, throughput_args
 
 GOAL = 0.90
 CONFIG = "jobs/configs/fmnist_cnn.yaml"
@@ -24,23 +24,19 @@ TUNINGS: dict[str, tuple[list[str], dict[str, str]]] = {
 def run(data: str, rounds: int, train_limit: int, global_batch: int = 256, epochs: int = 3,
         tunings: dict[str, tuple[list[str], dict[str, str]]] | None = None) -> dict:
     tunings = TUNINGS if tunings is None else tunings
-    same = [f"data={data}", f"epochs={epochs}", f"train_limit={train_limit}",
-            "test_limit=1000", "warmup_epochs=0", "lr_schedule=constant", "checkpoint=false",
-            "pictures=false"]
-    plain = ["--data", data, "--model", "cnn", "--epochs", str(epochs), "--optimizer",
-             "adam", "--lr", "0.001", "--train-limit", str(train_limit)]
     half = global_batch // 2
 
-    def hp(ranks: int, extra: list[str] | None = None, env: dict[str, str] | None = None):
+    def args(ranks: int) -> tuple[list[str], list[str]]:
         threads, batch = (2, global_batch) if ranks == 1 else (1, half)
-        return lambda: hpctrain_run(CONFIG, [*same, f"batch_size={batch}",
-                                             f"threads={threads}", *(extra or [])],
-                                    ranks, env)["images_per_s"]["mean"]
+        return throughput_args(data, epochs=epochs, train_limit=train_limit, batch=batch,
+                               threads=threads)
+
+    def hp(ranks: int, extra: list[str] | None = None, env: dict[str, str] | None = None):
+        return lambda: hpctrain_run(CONFIG, [*args(ranks)[0], *(extra or [])], ranks,
+                                    env)["images_per_s"]["mean"]
 
     def pk(ranks: int):
-        threads, batch = (2, global_batch) if ranks == 1 else (1, half)
-        return lambda: plain_run([*plain, "--batch", str(batch), "--threads", str(threads)],
-                                 ranks)["images_per_s"]
+        return lambda: plain_run(args(ranks)[1], ranks)["images_per_s"]
 
     variants = {"hpctrain 1 x 2": hp(1), "hpctrain 2 x 1": hp(2),
                 "plain Keras 1 x 2": pk(1), "Horovod recipe 2 x 1": pk(2),

@@ -8,7 +8,7 @@ measures itself (epoch time without the evaluation).
 from __future__ import annotations
 
 from hpctrain.bench.harness import alternate, fmt_ratio, fmt_spread, paired_ratio, spread, verdict
-from hpctrain.bench.runs import hpctrain_run, plain_run
+from hpctrain.bench.runs import hpctrain_run, plain_run, throughput_args
 from hpctrain.train.config import MECHANISMS
 
 GOAL = 0.97
@@ -17,12 +17,8 @@ CONFIG = "jobs/configs/fmnist_cnn.yaml"
 
 def run(data: str, rounds: int, train_limit: int, threads: int = 2, batch: int = 128,
         epochs: int = 3) -> dict:
-    same = [f"data={data}", f"epochs={epochs}", f"batch_size={batch}", f"threads={threads}",
-            f"train_limit={train_limit}", "test_limit=1000", "warmup_epochs=0",
-            "lr_schedule=constant", "checkpoint=false", "pictures=false"]
-    plain = ["--data", data, "--model", "cnn", "--epochs", str(epochs), "--batch", str(batch),
-             "--threads", str(threads), "--optimizer", "adam", "--lr", "0.001",
-             "--train-limit", str(train_limit)]
+    same, plain = throughput_args(data, epochs=epochs, train_limit=train_limit, batch=batch,
+                                  threads=threads)
 
     def hp(*extra: str):
         return lambda: hpctrain_run(CONFIG, [*same, *extra])["images_per_s"]["mean"]
