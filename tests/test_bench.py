@@ -88,10 +88,11 @@ def test_job_overhead_measures_real_jobs(slurm_cluster, fmnist_h5, tmp_path):
                "copy": [job_overhead.one_job(env, tmp_path, str(fmnist_h5),
                                              str(job_overhead.scratch_profile(tmp_path)))]}
     for (s,) in samples.values():
-        parts = s["to_job_start_s"] + s["job_start_to_rank_s"] + s["rank_to_first_step_s"]
-        assert parts == pytest.approx(s["to_first_step_s"])
+        assert s["to_rank_s"] + s["rank_to_first_step_s"] == pytest.approx(s["to_first_step_s"])
+        # (sbatch's answer may reach hpctrain submit after the job has started)
+        assert s["submit_command_s"] > 0 and 0 < s["to_rank_s"] < s["to_first_step_s"], s
         assert 0 < s["rank_to_first_step_s"] < s["to_first_step_s"] < s["submit_to_done_s"]
-        assert s["to_job_start_s"] > -1.5 and s["job_not_training_s"] > 0  # sacct: 1 s steps
+        assert s["job_not_training_s"] > 0
     requeue = {"signal_to_stopped_s": 3.0, "requeue_delay_s": 30.0,
                "running_to_first_step_s": 8.0, "waiting_as": {"PENDING (BeginTime)": 30.0},
                "segments": ["stopped (SIGUSR1)", "completed"]}

@@ -4,13 +4,13 @@ Slurm cluster of its own (started in a temporary directory, stopped afterwards).
 For a 2-node job of the demo's shape (the workshop CNN, 1 rank per node, one short epoch),
 with the data read where it is and with the node-local copy (a profile with `scratch`):
 
-    hpctrain submit ──> job starts ──> rank 0's process starts ──> first step ends ... done
-    |- submit + queue -|- batch script, copy, srun -|---- imports, hvd.init, tracing ---|
+    hpctrain submit ──> sbatch answered ... rank 0's process starts ──> first step ends
+    |- checks, script -|- queue, batch script, copy, srun -|- imports, hvd.init, tracing -|
 
-measured from the moment `hpctrain submit` is run (the user's view; sacct's Start has 1 s
-resolution, so the split between queue and batch script is only that exact), and the job
-time that is not training: job end (sacct, 1 s) minus job start minus the report's
-training time. Then one job is preempted the way a site does it (`scancel --signal=USR1`
+measured from the moment `hpctrain submit` is run (the user's view): submission.json's
+time says when sbatch had answered, the report when rank 0 started and finished its first
+step; and the job time that is not training: sacct's elapsed time (whole seconds) minus the
+report's training time. Then one job is preempted the way a site does it (`scancel --signal=USR1`
 after its first epoch): squeue is polled every 0.2 s for when it stops running, when it
 runs again and why it waited in between, and the final report gives its next first step.
 """
@@ -51,13 +51,11 @@ def _finish(proc: subprocess.Popen, timeout: float = 900) -> None:
         raise RuntimeError(f"hpctrain submit exited {proc.returncode}:\n{out[-3000:]}")
 
 
-def _sacct_times(env: dict, job_id: str) -> tuple[float, float]:
-    """The job's Start and End (Unix s, 1 s resolution) from Slurm's accounting."""
-    res = subprocess.run(["sacct", "-X", "-n", "-P", "-j", job_id, "-o", "Start,End"],
+def _sacct_elapsed(env: dict, job_id: str) -> float:
+    """The job's run time in seconds from Slurm's accounting (whole seconds)."""
+    res = subprocess.run(["sacct", "-X", "-n", "-P", "-j", job_id, "-o", "ElapsedRaw"],
                          env=env, capture_output=True, text=True, check=True)
-    start, end = res.stdout.split()[-1].split("|")
-    fmt = "%Y-%m-%dT%H:%M:%S"
-    return (time.mktime(time.strptime(start, fmt)), time.mktime(time.strptime(end, fmt)))
+    return float(res.stdout.split()[-1])
 
 
 def first_step_unix(report: dict) -> float:
@@ -70,13 +68,15 @@ def one_job(env: dict, tmp: Path, data: str, profile: str | None) -> dict[str, f
     t0, proc = _submit(env, run_dir, data, profile, SHORT)
     _finish(proc)
     report = json.loads((run_dir / "report.json").read_text())
-    job_start, job_end = _sacct_times(env, report["slurm"]["job_id"])
+    # written once sbatch answered (the job may already be running by then)
+    submitted = (run_dir / "submission.json").stat().st_mtime
     first = first_step_unix(report)
     return {"to_first_step_s": first - t0,
-            "to_job_start_s": job_start - t0,
-            "job_start_to_rank_s": report["started_unix"] - job_start,
+            "submit_command_s": submitted - t0,
+            "to_rank_s": report["started_unix"] - t0,
             "rank_to_first_step_s": first - report["started_unix"],
-            "job_not_training_s": (job_end - job_start) - report["train_s"],
+            "job_not_training_s": _sacct_elapsed(env, report["slurm"]["job_id"])
+            - report["train_s"],
             "submit_to_done_s": time.time() - t0}
 
 
@@ -154,10 +154,10 @@ def summarize(samples: dict[str, list[dict[str, float]]], preempted: dict,
               rounds: int) -> dict:
     variants = list(samples)
     parts = [("to_first_step_s", "`hpctrain submit` to the end of the first step"),
-             ("to_job_start_s", "... of which submit and queue (to sacct Start)"),
-             ("job_start_to_rank_s", "... batch script, node-local copy, srun"),
+             ("to_rank_s", "... to rank 0's start: submit, queue, batch script, copy, srun"),
+             ("submit_command_s", "...... of which hpctrain submit until sbatch answered"),
              ("rank_to_first_step_s", "... rank 0: imports, hvd.init, first step"),
-             ("job_not_training_s", "job time (sacct) minus training time"),
+             ("job_not_training_s", "job time (sacct, whole s) minus training time"),
              ("submit_to_done_s", "`hpctrain submit --wait`, start to return")]
     rows = [f"| {label} | " + " | ".join(
         fmt_spread(spread([s[key] for s in samples[v]]), " s", ".1f") for v in variants)
@@ -168,7 +168,7 @@ def summarize(samples: dict[str, list[dict[str, float]]], preempted: dict,
     md = "\n".join([
         "A 2-node job (1 rank per node) of the workshop CNN, one short epoch (2,560 images), "
         f"on an embedded Slurm cluster of 4 logical nodes on this host; {rounds} rounds, "
-        "variants alternating; sacct times have 1 s resolution.", "",
+        "variants alternating.", "",
         "| seconds | " + " | ".join(variants) + " |", "|---|" + "---|" * len(variants),
         *rows, "",
         "Preemption and requeue (`scancel --signal=USR1` after the first of 3 epochs; squeue "
