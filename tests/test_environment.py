@@ -80,3 +80,18 @@ def test_default_threads_use_the_allowed_cpus():
     step = JobEnvironment.detect({"SLURM_STEP_ID": "0", "SLURM_PROCID": "0",
                                   "SLURM_CPUS_PER_TASK": "7"})
     assert step.default_threads() == 7
+
+
+def test_process_start_is_when_the_process_started():
+    """Startup times count from it: it must lie between just before the launch and the
+    moment the child reads it (psutil's create_time was 0.59 s early on one machine)."""
+    import subprocess
+    import sys
+    import time
+
+    before = time.time()
+    out = subprocess.run([sys.executable, "-c", "import time; t = time.time(); from "
+                          "hpctrain.environment import process_start; print(process_start(), t)"],
+                         capture_output=True, text=True, check=True).stdout.split()
+    start, read_at = float(out[0]), float(out[1])
+    assert before - 0.02 <= start <= read_at  # one clock tick (10 ms) of slack, and some

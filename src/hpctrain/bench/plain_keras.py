@@ -42,9 +42,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import psutil
+    from hpctrain.environment import process_start
 
-    start = psutil.Process().create_time()  # startup counted from the process' start
+    start = process_start()  # startup counted from the process' start
     args = parse(argv)
     import h5py
     import tensorflow as tf

@@ -21,6 +21,7 @@ import horovod.tensorflow as hvd_tf
 import horovod.tensorflow.keras as hvd
 import tensorflow as tf
 
+from hpctrain import environment
 from hpctrain.atomic import write_json
 from hpctrain.environment import JobEnvironment
 from hpctrain.report import run_report
@@ -330,6 +331,4 @@ def weights_digest(weights) -> str:
 
 @functools.cache
 def process_start() -> float:
-    import psutil
-
-    return psutil.Process().create_time()
+    return environment.process_start()
