@@ -64,6 +64,7 @@ class StepClock(tf.keras.callbacks.Callback):
         # the test hook slows every step, so then every step is timed
         self.every = 1 if self.sleep_s else SAMPLE_EVERY
         self.count: tf.Variable | None = None  # steps run, in the graph
+        self.allreduces = True  # False: one rank without Horovod's optimizer
         self.steps: list[tuple[float, ...]] = []
         self.begin = 0.0
         self.seen = 0  # steps since the last fit() began
@@ -90,9 +91,10 @@ class StepClock(tf.keras.callbacks.Callback):
                        lambda: tf.constant(0.0, tf.float64))
 
     def instrument(self, model, optimizer) -> None:
-        """Timestamp the start of `model.train_step` and Horovod's gradient allreduce. Both
-        are instance attributes, so Keras' train function and Horovod's optimizer call them
-        like the methods they replace."""
+        """Timestamp the start of `model.train_step` and Horovod's gradient allreduce (on one
+        rank, without Horovod's optimizer, the start of `apply_gradients`: allreduce 0). All
+        are instance attributes, so Keras' train function and the optimizers call them like
+        the methods they replace."""
         train_step = model.train_step
         self.count = tf.Variable(0, dtype=tf.int64, trainable=False, name="hpctrain_steps")
         count, every = self.count, self.every
@@ -105,7 +107,21 @@ class StepClock(tf.keras.callbacks.Callback):
                 data = tf.nest.map_structure(tf.identity, data)
             return train_step(data)
 
-        allreduce = optimizer._allreduce  # Horovod's DistributedOptimizer
+        model.train_step = timed_train_step
+        allreduce = getattr(optimizer, "_allreduce", None)  # Horovod's DistributedOptimizer
+        if allreduce is None:  # one rank, a plain optimizer: nothing to allreduce
+            apply = optimizer.apply_gradients
+
+            def timed_apply(grads_and_vars, *args, **kwargs):
+                grads, variables = zip(*grads_and_vars, strict=True)
+                ready = self._mark(1, list(grads), sampled["now"])
+                with tf.control_dependencies([ready]):
+                    marked = [None if g is None else tf.identity(g) for g in grads]
+                return apply(list(zip(marked, variables, strict=True)), *args, **kwargs)
+
+            optimizer.apply_gradients = timed_apply
+            self.allreduces = False
+            return
 
         def timed_allreduce(grads, variables):
             ready = self._mark(1, list(grads), sampled["now"])
@@ -115,7 +131,6 @@ class StepClock(tf.keras.callbacks.Callback):
             with tf.control_dependencies([done]):
                 return [None if g is None else tf.identity(g) for g in reduced]
 
-        model.train_step = timed_train_step
         optimizer._allreduce = timed_allreduce
 
     # ---- the Python side -----------------------------------------------------------------
@@ -134,6 +149,8 @@ class StepClock(tf.keras.callbacks.Callback):
         if self.seen <= SKIP_STEPS:
             return
         start, ready, reduced = self.marks
+        if not self.allreduces:
+            reduced = ready
         if not self.begin <= start <= ready <= reduced <= end:
             return  # a step without Horovod's allreduce (e.g. accumulating gradients)
         self.steps.append((start - self.begin, ready - start, reduced - ready, end - reduced))
