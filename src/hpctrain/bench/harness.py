@@ -51,9 +51,9 @@ def paired_ratio(a: list[float], b: list[float]) -> dict:
             "per_round": ratios}
 
 
-def verdict(ratio: float, goal: float, higher_is_better: bool = True) -> str:
+def verdict(ratio: float, goal: float, higher_is_better: bool = True, unit: str = "") -> str:
     met = ratio >= goal if higher_is_better else ratio <= goal
-    return f"goal {'>=' if higher_is_better else '<='} {goal:g}: " + (
+    return f"goal {'>=' if higher_is_better else '<='} {goal:g}{unit}: " + (
         "**met**" if met else "**not met**")
 
 

@@ -177,7 +177,7 @@ def summarize(samples: dict[str, list[dict[str, float]]], preempted: dict,
         f"{p['requeue_delay_s']:.1f} s later**, first step of the new segment "
         f"{p['running_to_first_step_s']:.1f} s after that. While requeued it was "
         + ", ".join(f"{k} for {v} s" for k, v in p["waiting_as"].items()) + ".", "",
-        f"**submit to first step: {worst:.1f} s** (median, slower variant), seconds "
-        f"{verdict(worst, GOAL_FIRST_STEP_S, higher_is_better=False)}."])
+        f"**submit to first step: {worst:.1f} s** (median, slower variant); "
+        f"{verdict(worst, GOAL_FIRST_STEP_S, higher_is_better=False, unit=' s')}."])
     return {"name": "job_overhead", "samples": samples, "to_first_step_s": firsts,
             "requeue": preempted, "goal_s": GOAL_FIRST_STEP_S, "markdown": md}

@@ -43,7 +43,10 @@ def run(data: str, rounds: int, train_limit: int = 0) -> dict:
 
     variants = {"workshop Keras, 1 x 2": pk(1), "hpctrain, 1 x 2": hp(1),
                 "workshop Keras + Horovod, 2 x 1": pk(2), "hpctrain, 2 x 1": hp(2)}
-    samples = alternate(variants, rounds)
+    return summarize(alternate(variants, rounds), rounds)
+
+
+def summarize(samples: dict[str, list[float]], rounds: int) -> dict:
     one = paired_ratio(samples["hpctrain, 1 x 2"], samples["workshop Keras, 1 x 2"])
     two = paired_ratio(samples["hpctrain, 2 x 1"], samples["workshop Keras + Horovod, 2 x 1"])
     rows = [f"| {name} | {fmt_spread(spread(v), ' s', '.1f')} |" for name, v in samples.items()]
@@ -54,9 +57,9 @@ def run(data: str, rounds: int, train_limit: int = 0) -> dict:
         "workshop CNN with Adadelta at rate 1.0 and batch 128 (Horovod's recipe on 2 ranks: "
         f"rate x 2); {rounds} rounds, variants alternating.", "",
         "| variant | seconds to target, median (min-max) |", "|---|---|", *rows, "",
-        f"**hpctrain / workshop Keras: 1 rank {fmt_ratio(one)}, "
-        f"{verdict(one['median'], GOAL, higher_is_better=False)}; 2 ranks {fmt_ratio(two)}, "
-        f"{verdict(two['median'], GOAL, higher_is_better=False)}.**"])
+        f"hpctrain / workshop Keras: **1 rank {fmt_ratio(one)}**, "
+        f"{verdict(one['median'], GOAL, higher_is_better=False)}; **2 ranks "
+        f"{fmt_ratio(two)}**, {verdict(two['median'], GOAL, higher_is_better=False)}."])
     return {"name": "time_to_accuracy", "ratio_1_rank": one, "ratio_2_ranks": two,
             "goal": GOAL, "seconds_to_target": {k: spread(v) for k, v in samples.items()},
             "markdown": md}
