@@ -48,11 +48,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 def git_commit() -> str:
-    """The commit measured, `-dirty` when the checkout has uncommitted changes."""
+    """The commit measured, `-dirty` when the checkout has uncommitted changes (outside
+    results/, which the benchmarks themselves rewrite)."""
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                           text=True).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                           capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
+                            ".", ":!results"], capture_output=True, text=True).stdout.strip()
     return (head or "unknown") + ("-dirty" if dirty else "")
 
 
