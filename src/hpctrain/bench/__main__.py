@@ -43,7 +43,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=3, help="alternating rounds per benchmark")
     p.add_argument("--train-limit", type=int, default=24000,
                    help="training images per run (fewer: faster, noisier)")
-    p.add_argument("--out", default="results/benchmarks")
+    p.add_argument("--out", default="results/benchmarks",
+                   help="where <name>.json and README.md are written")
     return p.parse_args(argv)
 
 
