@@ -48,7 +48,7 @@ data/bench-256/manifest.json: | $(BENCH_TREE)
 data/bench-256-lzf/manifest.json: | $(BENCH_TREE)
 	$(STAGE_BENCH) --out $(@D) --compression lzf
 
-bench: install $(DATA) data/fmnist-tree data/bench-256/manifest.json data/bench-256-lzf/manifest.json  ## trainer, Horovod, time to accuracy, startup, input, staging
+bench: install $(DATA) data/fmnist-tree data/bench-256/manifest.json data/bench-256-lzf/manifest.json  ## issue 13's six (trainer, input, Horovod, time to accuracy, jobs, startup), staging, determinism
 	$(BIN)/python scripts/bench_input.py --data $(DATA) --images data/bench-256 \
 	  --images-lzf data/bench-256-lzf --out results/bench/input_pipeline
 	$(BIN)/python scripts/bench_staging.py --tree data/fmnist-tree --images 6000 --size 224 \

@@ -117,7 +117,7 @@ class JobEnvironment:
 
         mpi_yield_when_idle=1: a waiting rank yields its core instead of busy-polling. Each
         rank shares its core with TensorFlow's threads and Horovod's background thread, so
-        the polling took compute from them: 2 ranks x 1 thread here went from 0.76 to 1.15
+        the polling took compute from them: 2 ranks x 1 thread here went from 0.75 to 1.10
         of 1 rank x 2 threads (results/benchmarks, Horovod overhead). Open MPI turns it on
         by itself only when it sees more ranks than cores."""
         target: MutableMapping[str, str] = os.environ if env is None else env

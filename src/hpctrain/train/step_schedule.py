@@ -4,9 +4,10 @@ training step instead of in Python callbacks.
 Before every step the rate must follow `optim.lr_multiplier` (linear scaling, warm-up,
 schedule) and every Dropout layer's generator must be reset from (seed, epoch, step, layer),
 so a run resumed at any step draws the masks and uses the rates an uninterrupted one would.
-Done from Python that is an eager variable write per layer plus Python big-integer seed
-arithmetic on every step: 6-8 % of the workshop CNN's step rate on this machine
-(results/benchmarks, trainer overhead). Here Python sets the epoch, the steps already done
+Done from Python callbacks that is an eager variable write per layer plus Python big-integer
+seed arithmetic on every step: the reseeding was 20 % of the main thread's samples in py-spy,
+and the two callbacks together about 5 % of the workshop CNN's step rate (results/benchmarks,
+trainer overhead, at 044e059). Here Python sets the epoch, the steps already done
 and a table of the epoch's rates once per epoch; the graph does the rest:
 
     epoch begin (Python):   epoch, step <- epoch, steps done before this fit()
