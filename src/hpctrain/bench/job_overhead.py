@@ -21,7 +21,7 @@ import json
 import subprocess
 import tempfile
 import time
-from collections import Counter
+from collections import defaultdict
 from pathlib import Path
 
 from hpctrain.bench.harness import alternate, fmt_spread, spread, verdict
@@ -95,18 +95,20 @@ def requeue(env: dict, tmp: Path, data: str) -> dict:
     signalled = time.time()
     subprocess.run(["scancel", "--signal=USR1", job_id], env=env, check=True)
     stopped = running_again = None
-    reasons: Counter[str] = Counter()
+    waited: defaultdict[str, float] = defaultdict(float)  # s between polls, by state seen
+    last = time.time()
     while running_again is None and time.time() < deadline:
         res = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T|%r"], env=env,
                              capture_output=True, text=True)
         state, _, reason = res.stdout.strip().partition("|")
         now = time.time()
+        if stopped is not None and state != "RUNNING":
+            waited[f"{state} ({reason})"] += now - last
         if stopped is None and state and state != "RUNNING":
             stopped = now
-        if stopped is not None and state != "RUNNING":
-            reasons[f"{state} ({reason})"] += 1
         elif stopped is not None and state == "RUNNING":
             running_again = now
+        last = now
         time.sleep(0.2)
     _finish(proc)
     report = json.loads((run_dir / "report.json").read_text())
@@ -115,7 +117,7 @@ def requeue(env: dict, tmp: Path, data: str) -> dict:
     return {"signal_to_stopped_s": stopped - signalled,
             "requeue_delay_s": running_again - stopped,
             "running_to_first_step_s": first_step_unix(report) - running_again,
-            "waiting_as": {k: round(v * 0.2, 1) for k, v in reasons.items()},
+            "waiting_as": {k: round(v, 1) for k, v in waited.items()},
             "segments": [s["ended"] for s in report["segments"]]}
 
 
