@@ -10,7 +10,7 @@ from hpctrain.bench.harness import alternate, paired_ratio, spread, verdict
 from hpctrain.train.config import ConfigError, load_config
 
 
-def test_alternate_runs_variants_in_turn():
+def test_alternate_runs_variants_in_turn_reversing_every_other_round():
     order: list[str] = []
 
     def variant(name, value):
@@ -18,7 +18,7 @@ def test_alternate_runs_variants_in_turn():
 
     samples = alternate({"a": variant("a", 1.0), "b": variant("b", 2.0)}, rounds=3,
                         log=lambda msg: None)
-    assert order == ["a", "b"] * 3 and samples == {"a": [1.0] * 3, "b": [2.0] * 3}
+    assert order == ["a", "b", "b", "a", "a", "b"] and samples == {"a": [1.0] * 3, "b": [2.0] * 3}
 
 
 def test_paired_ratio_cancels_drift_between_rounds():

@@ -106,3 +106,15 @@ def test_every_experiment_config(path):
 def test_parse_overrides_yaml_values():
     assert parse_overrides(["a=1", "b=0.5", "c=x y", "d=[1, 2]"]) == {
         "a": 1, "b": 0.5, "c": "x y", "d": [1, 2]}
+
+
+def test_fast_recipe_two_ranks_is_its_strong_scaling_point():
+    """fmnist_cnn_fast.yaml's `two_ranks` keeps the global batch and rate of its 1-rank
+    recipe, as `hpctrain study --mode strong` would plan 2 ranks."""
+    from hpctrain.scaling.study import plan_points
+
+    path = REPO / "jobs" / "configs" / "fmnist_cnn_fast.yaml"
+    one, two = load_config(str(path)), load_config(f"{path}:two_ranks")
+    point = plan_points(one, (1, 2), 1, "strong")[1]
+    assert (two.batch_size, two.learning_rate) == (point.batch_size, point.learning_rate)
+    assert two.batch_size * 2 == one.batch_size == 256

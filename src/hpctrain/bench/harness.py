@@ -1,8 +1,9 @@
-"""Side-by-side measurement: variants run in alternation (A B C A B C ...) so that the
-machine's drift hits all alike; each variant's samples summarised by median and min-max;
-ratios taken within a round (B_i / A_i) and summarised by their median and min-max, which
-is what the benchmarks report. Absolute numbers are context only: machines of one kind
-differ by 4x and drift within a session.
+"""Side-by-side measurement: variants run in alternation, the order reversed every other round
+(A B C C B A A B C ...), so that the machine's drift hits all alike and no variant always
+runs in the same place (right after another one's process, say); each variant's samples
+summarised by median and min-max; ratios taken within a round (B_i / A_i) and summarised by
+their median and min-max, which is what the benchmarks report. Absolute numbers are context
+only: machines of one kind differ by 4x and drift within a session.
 
     samples = alternate({"plain": run_plain, "hpctrain": run_hpctrain}, rounds=3)
     ratio = paired_ratio(samples["hpctrain"], samples["plain"])   # {"median", "min", "max"}
@@ -20,13 +21,16 @@ from typing import Any
 def alternate(variants: dict[str, Callable[[], Any]], rounds: int,
               log: Callable[[str], None] | None = None, key: str | None = None
               ) -> dict[str, list]:
-    """Run every variant once per round, in the given order, `rounds` times; each call returns
-    one sample (images/s, seconds, ...; or a dict of them, whose `key` is logged). A variant
-    that raises stops the benchmark."""
+    """Run every variant once per round, `rounds` times, in the given order in odd rounds and
+    in reverse in even ones (a linear drift then costs every variant the same over each pair
+    of rounds, and neighbours stay neighbours, so pairs within a round stay close in time);
+    each call returns one sample (images/s, seconds, ...; or a dict of them, whose `key` is
+    logged). A variant that raises stops the benchmark."""
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     samples: dict[str, list] = {name: [] for name in variants}
     for i in range(rounds):
-        for name, run in variants.items():
+        order = list(variants.items())
+        for name, run in order if i % 2 == 0 else reversed(order):
             start = time.perf_counter()
             value = run()
             samples[name].append(value)
