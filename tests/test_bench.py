@@ -98,3 +98,18 @@ def test_job_overhead_measures_real_jobs(slurm_cluster, fmnist_h5, tmp_path):
                "segments": ["stopped (SIGUSR1)", "completed"]}
     md = job_overhead.summarize(samples, requeue, 1)["markdown"]
     assert "| seconds | in place | copy |" in md and "running again 30.0 s later" in md
+
+
+def test_trainer_overhead_summary_pairs_rounds_and_signs_costs():
+    from hpctrain.bench.trainer_overhead import summarize
+
+    headline = {"plain Keras": [100.0, 50.0, 100.0, 50.0], "hpctrain": [98.0, 49.0, 96.0, 50.0]}
+    mechanisms = {"hpctrain": [90.0, 90.0], "hpctrain, deterministic=false": [100.0, 100.0],
+                  "hpctrain without reseed": [85.0, 85.0]}
+    r = summarize(headline, mechanisms, train_limit=1000, threads=2, batch=64, epochs=3)
+    assert r["ratio"]["per_round"] == pytest.approx([0.98, 0.98, 0.96, 1.0])
+    assert r["ratio"]["median"] == pytest.approx(0.98) and "**met**" in r["markdown"]
+    assert r["ratio_mean"]["mean"] == pytest.approx(0.98) and r["ratio_mean"]["n"] == 4
+    assert r["costs"]["op determinism"] == pytest.approx(0.1)  # 1 - 90/100
+    assert r["costs"]["reseed"] == pytest.approx(1 - 90 / 85)  # below zero: slower without
+    assert "4 rounds alternating" in r["markdown"] and "2 rounds alternating" in r["markdown"]
