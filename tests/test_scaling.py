@@ -252,3 +252,29 @@ def test_layer_profile_found_by_parameter_count():
     assert old is not None and layer_profile("cnn")["parameters"] != old["parameters"]
     assert layer_profile("cnn", old["parameters"]) == old
     assert layer_profile("cnn", 12345) is None  # nothing of that size: spread evenly
+
+
+def test_job_times_are_kept_with_the_run_and_a_reused_job_id_is_ignored(tmp_path):
+    """A study re-aggregated after its cluster's accounting was reset keeps the job
+    overheads it had, and never takes another job's times for its own."""
+    from hpctrain.scaling.aggregate import job_overhead
+    from hpctrain.scaling.study_report import JOB_TIMES, load_runs
+
+    src = REPO / "results" / "studies" / "fmnist_cnn-strong" / "runs" / "n1-r1-rep0"
+    run = tmp_path / "run"
+    run.mkdir()
+    report = json.loads((src / "report.json").read_text())
+    (run / "report.json").write_text(json.dumps(report))
+    job_id, started = str(report["slurm"]["job_id"]), report["started_unix"]
+    mine = {"submit": started - 2, "start": int(started) - 1,
+            "end": int(started + report["total_s"]) + 2}
+    other = {"submit": started + 900, "start": started + 901, "end": started + 960}
+    assert job_overhead(report, other)["job_s"] is None  # the id, reused later
+    assert load_runs([run], {job_id: other})["job_s"].isna().all()
+    assert not (run / JOB_TIMES).exists()
+    assert load_runs([run], {job_id: mine})["job_s"].iloc[0] == mine["end"] - mine["start"]
+    assert json.loads((run / JOB_TIMES).read_text()) == mine
+    # accounting forgot the job, or holds another under its id: the kept record wins
+    for jobs in ({}, {job_id: other}):
+        row = load_runs([run], jobs).iloc[0]
+        assert row["job_s"] == mine["end"] - mine["start"] and row["launch_s"] > 0

@@ -84,6 +84,8 @@ def job_overhead(report: dict, job: dict | None) -> dict:
     started = report.get("started_unix")
     if not job or started is None or job.get("start") is None or job.get("end") is None:
         return out
+    if not job["start"] - 1 <= started <= job["end"] + 1:  # Slurm's times are whole seconds
+        return out  # another job under this id (a new accounting database): not this run's
     return {"job_s": job["end"] - job["start"],
             "launch_s": max(started - job["start"], 0.0),
             "teardown_s": max(job["end"] - (started + report["total_s"]), 0.0)}

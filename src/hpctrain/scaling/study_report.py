@@ -11,10 +11,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from hpctrain.atomic import write_text
+from hpctrain.atomic import write_json, write_text
 from hpctrain.report.run_report import load_report
 from hpctrain.scaling import plots
-from hpctrain.scaling.aggregate import run_row, runs_table, scaling_mode, summarize
+from hpctrain.scaling.aggregate import job_overhead, run_row, runs_table, scaling_mode, summarize
+
+JOB_TIMES = "job_times.json"  # a run's job in Slurm's accounting, kept in its run directory
 
 
 def _f(value, spec: str = ".0f", none: str = "n/a") -> str:
@@ -32,9 +34,23 @@ def load_runs(run_dirs: list[Path], jobs: dict[str, dict] | None = None) -> pd.D
         report = load_report(d)
         if "images_per_s" not in report:  # a postmortem-only report of a failed job
             continue
-        job = (jobs or {}).get(str(report["slurm"]["job_id"]))
-        rows.append(run_row(report, str(d), job))
+        rows.append(run_row(report, str(d), job_times(d, report, jobs or {})))
     return runs_table(rows) if rows else pd.DataFrame()
+
+
+def job_times(run_dir: Path, report: dict, jobs: dict[str, dict]) -> dict | None:
+    """The run's job in accounting (submit, start, end), kept in the run directory the first
+    time it is found ended and matching the run: a study's tables then survive an accounting
+    database that forgets job ids or gives them to other jobs (a new embedded cluster starts
+    again at job 1)."""
+    kept = run_dir / JOB_TIMES
+    if kept.is_file():
+        return json.loads(kept.read_text())
+    job = jobs.get(str(report["slurm"]["job_id"]))
+    if job is None or job_overhead(report, job)["job_s"] is None:
+        return None
+    write_json(kept, job)
+    return job
 
 
 def write_study(out: Path, runs: pd.DataFrame, *, title: str, command: str,
