@@ -4,6 +4,7 @@ RUN_DIR... --out DIR` writes them for runs submitted by hand)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import shlex
@@ -49,7 +50,8 @@ def job_times(run_dir: Path, report: dict, jobs: dict[str, dict]) -> dict | None
     job = jobs.get(str(report["slurm"]["job_id"]))
     if job is None or job_overhead(report, job)["job_s"] is None:
         return None
-    write_json(kept, job)
+    with contextlib.suppress(OSError):  # a run directory we may read but not write
+        write_json(kept, job)
     return job
 
 
