@@ -137,3 +137,26 @@ def test_memory_baseline_matches_shapes(shard_dir):
     images, labels = next(iter(reader.epoch_arrays(0)))
     ds = memory_batches(tf, images, labels, 16, seed=0, epochs=1)
     assert sum(1 for _ in ds) == len(labels) // 16
+
+
+def test_dataset_survives_an_aligned_reused_buffer(shard_dir, monkeypatch):
+    """from_generator shares the memory of a 64-byte aligned numpy array instead of copying
+    it; the reader reuses one buffer for every window while tf.data prefetches the next ones,
+    so each window must be handed on as a copy (a CI run once trained on overwritten data)."""
+    reader = RankReader.open(str(shard_dir), "train", 0, 1, batch_size=16, seed=1)
+    reader.window_blocks = 1
+
+    def aligned():
+        plain = RankReader.window_buffer(reader)
+        raw = np.empty(plain.nbytes + 64, np.uint8)
+        start = -raw.ctypes.data % 64
+        return raw[start:start + plain.nbytes].reshape(plain.shape)
+
+    monkeypatch.setattr(reader, "window_buffer", aligned)
+    assert reader.window_buffer().ctypes.data % 64 == 0
+    got = [(x.numpy(), y.numpy()) for x, y in reader.dataset(tf, first_epoch=0, epochs=2)]
+    want = [*reader.epoch_arrays(0), *reader.epoch_arrays(1)]  # whole windows, no tf.data
+    assert len(got) == 2 * reader.steps
+    for i in (0, 1):  # labels, then images, in the same order
+        np.testing.assert_array_equal(np.concatenate([g[i] for g in got]),
+                                      np.concatenate([w[i] for w in want]))
