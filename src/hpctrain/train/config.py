@@ -57,7 +57,7 @@ class TrainConfig(Checked):
     # central one (ImageNet: stage 256 or 160, crop 224 or 128)
     crop: int = 0
     augment: bool = False
-    shuffle_mb: int = 128  # the reader's shuffle window per rank, in MiB (about 3x in memory)
+    shuffle_mb: int = 128  # the reader's shuffle window per rank, in MiB (about 4x in memory)
     train_limit: int = 0  # use only the first N training samples (0: all)
     test_limit: int = 0  # use only the first N test samples (0: all)
     accuracy_thresholds: list[float] = Field(default_factory=lambda: [0.80, 0.85, 0.88, 0.90])
