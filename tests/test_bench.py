@@ -100,16 +100,26 @@ def test_job_overhead_measures_real_jobs(slurm_cluster, fmnist_h5, tmp_path):
     assert "| seconds | in place | copy |" in md and "running again 30.0 s later" in md
 
 
-def test_trainer_overhead_summary_pairs_rounds_and_signs_costs():
-    from hpctrain.bench.trainer_overhead import summarize
+def test_trainer_overhead_summary_pairs_rounds_and_profiles_the_step():
+    from hpctrain.bench.trainer_overhead import ALL_OFF, DETERMINISM, summarize
 
     headline = {"plain Keras": [100.0, 50.0, 100.0, 50.0], "hpctrain": [98.0, 49.0, 96.0, 50.0]}
-    mechanisms = {"hpctrain": [90.0, 90.0], "hpctrain, deterministic=false": [100.0, 100.0],
-                  "hpctrain without reseed": [85.0, 85.0]}
-    r = summarize(headline, mechanisms, train_limit=1000, threads=2, batch=64, epochs=3)
+    # null model, batch 64: plain Keras 1,000 us a step; hpctrain 2,000 us (+1,000)
+    null = {"plain Keras": [64_000.0, 32_000.0], "hpctrain": [32_000.0, 64_000 / 3],
+            DETERMINISM: [40_000.0, 64_000 / 2.6],  # +600 us in both rounds: costs 400
+            "reseed": [30_000.0, 20_000.0],  # slower without it: a cost below zero
+            ALL_OFF: [51_200.0, 64_000 / 2.25]}  # +250 us in both rounds
+    r = summarize(headline, null, train_limit=1000, threads=2, batch=64, epochs=3)
     assert r["ratio"]["per_round"] == pytest.approx([0.98, 0.98, 0.96, 1.0])
-    assert r["ratio"]["median"] == pytest.approx(0.98) and "**met**" in r["markdown"]
+    assert r["ratio"]["median"] == pytest.approx(0.98)
     assert r["ratio_mean"]["mean"] == pytest.approx(0.98) and r["ratio_mean"]["n"] == 4
-    assert r["costs"]["op determinism"] == pytest.approx(0.1)  # 1 - 90/100
-    assert r["costs"]["reseed"] == pytest.approx(1 - 90 / 85)  # below zero: slower without
-    assert "4 rounds alternating" in r["markdown"] and "2 rounds alternating" in r["markdown"]
+    p = r["per_step_us"]
+    assert p["hpctrain"] == pytest.approx(1000) and p["all_off"] == pytest.approx(250)
+    assert p["costs"][DETERMINISM] == pytest.approx(400)
+    assert p["costs"]["reseed"] < 0
+    assert p["cnn_step_us"] == pytest.approx(64e6 / 75)  # the median plain rate: 75 images/s
+    assert p["implied_ratio"] == pytest.approx(p["cnn_step_us"] / (p["cnn_step_us"] + 1000))
+    md = r["markdown"]
+    assert "4 rounds alternating" in md and "2 rounds alternating" in md
+    assert "measured median 0.98, **met**" in md and "adds **1,000 µs** a step" in md
+    assert "| hpctrain without reseed |" in md and "250 µs remain" in md

@@ -59,15 +59,16 @@ def plain_run(args: list[str], ranks: int = 1, env: dict[str, str] | None = None
 
 
 def throughput_args(data: str, *, epochs: int, train_limit: int, batch: int,
-                    threads: int) -> tuple[list[str], list[str]]:
+                    threads: int, model: str = "cnn") -> tuple[list[str], list[str]]:
     """One throughput measurement's settings, as `hpctrain train` overrides (of the workshop
-    CNN's config) and as the plain baseline's arguments: the workshop CNN, Adam at 0.001, a
-    constant rate without warm-up, no checkpoints or pictures, 1,000 test images."""
-    hpctrain = [f"data={data}", f"epochs={epochs}", f"batch_size={batch}",
+    CNN's config) and as the plain baseline's arguments: the workshop CNN (or another model
+    of the zoo), Adam at 0.001, a constant rate without warm-up, no checkpoints or pictures,
+    1,000 test images."""
+    hpctrain = [f"data={data}", f"model={model}", f"epochs={epochs}", f"batch_size={batch}",
                 f"threads={threads}", f"train_limit={train_limit}", "test_limit=1000",
                 "warmup_epochs=0", "lr_schedule=constant", "checkpoint=false",
                 "pictures=false"]
-    plain = ["--data", data, "--model", "cnn", "--epochs", str(epochs), "--batch", str(batch),
+    plain = ["--data", data, "--model", model, "--epochs", str(epochs), "--batch", str(batch),
              "--threads", str(threads), "--optimizer", "adam", "--lr", "0.001",
              "--train-limit", str(train_limit)]
     return hpctrain, plain
