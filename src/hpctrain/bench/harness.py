@@ -55,10 +55,14 @@ def paired_ratio(a: list[float], b: list[float]) -> dict:
             "per_round": ratios}
 
 
+def met(ratio: float, goal: float, higher_is_better: bool = True) -> str:
+    ok = ratio >= goal if higher_is_better else ratio <= goal
+    return "**met**" if ok else "**not met**"
+
+
 def verdict(ratio: float, goal: float, higher_is_better: bool = True, unit: str = "") -> str:
-    met = ratio >= goal if higher_is_better else ratio <= goal
-    return f"goal {'>=' if higher_is_better else '<='} {goal:g}{unit}: " + (
-        "**met**" if met else "**not met**")
+    return (f"goal {'>=' if higher_is_better else '<='} {goal:g}{unit}: "
+            + met(ratio, goal, higher_is_better))
 
 
 def fmt_ratio(r: dict) -> str:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import statistics
 
-from hpctrain.bench.harness import alternate, fmt_ratio, fmt_spread, paired_ratio, spread, verdict
+from hpctrain.bench.harness import alternate, fmt_ratio, fmt_spread, met, paired_ratio, spread
 from hpctrain.bench.runs import hpctrain_run, plain_run, throughput_args
 from hpctrain.report.statistics import interval95
 from hpctrain.train.config import MECHANISMS
@@ -33,6 +33,8 @@ NULL_MODEL = "softmax"  # Flatten + Dense: a step of about 0.5 ms against the CN
 NULL_EPOCHS = 6  # on all 60,000 images: epochs 2..6 are timed, about 1.5 s
 DETERMINISM = "op determinism"
 ALL_OFF = "all five off"
+LABELS = {"hpctrain": "hpctrain", DETERMINISM: "hpctrain, deterministic=false",
+          ALL_OFF: "hpctrain without all four and op determinism"}  # else: without <name>
 
 
 def run(data: str, rounds: int, train_limit: int, threads: int = 2, batch: int = 128,
@@ -57,9 +59,14 @@ def run(data: str, rounds: int, train_limit: int, threads: int = 2, batch: int =
     return summarize(headline, null, train_limit, threads, batch, epochs)
 
 
+def step_us(rate: float, batch: int) -> float:
+    """A step's microseconds at `rate` images/s."""
+    return batch * 1e6 / rate
+
+
 def per_step_us(rates: list[float], plain: list[float], batch: int) -> list[float]:
     """What a variant adds to plain Keras's step, in microseconds, round by round."""
-    return [batch * 1e6 * (1 / r - 1 / p) for r, p in zip(rates, plain, strict=True)]
+    return [step_us(r, batch) - step_us(p, batch) for r, p in zip(rates, plain, strict=True)]
 
 
 def summarize(headline: dict[str, list[float]], null: dict[str, list[float]],
@@ -68,7 +75,7 @@ def summarize(headline: dict[str, list[float]], null: dict[str, list[float]],
     mean = interval95(ratio["per_round"])
     interval = (f"{mean['mean']:.3f} ± {mean['ci95']:.3f}" if mean["ci95"] is not None
                 else f"{mean['mean']:.3f}")
-    cnn_step_us = batch * 1e6 / statistics.median(headline["plain Keras"])
+    cnn_step_us = step_us(statistics.median(headline["plain Keras"]), batch)
     added = {name: per_step_us(v, null["plain Keras"], batch) for name, v in null.items()
              if name != "plain Keras"}
     full = added["hpctrain"]
@@ -81,9 +88,7 @@ def summarize(headline: dict[str, list[float]], null: dict[str, list[float]],
 
     def row(name: str) -> str:
         v = added[name]
-        what = ("hpctrain" if name == "hpctrain" else "hpctrain, deterministic=false"
-                if name == DETERMINISM else "hpctrain without all four and op determinism"
-                if name == ALL_OFF else f"hpctrain without {name}")
+        what = LABELS.get(name, f"hpctrain without {name}")
         cost = "" if name in ("hpctrain", ALL_OFF) else f"{costs[name]:,.0f}"
         return (f"| {what} | {fmt_spread(spread(null[name]))} | "
                 f"{statistics.median(v):,.0f} ({min(v):,.0f} to {max(v):,.0f}) | {cost} |")
@@ -102,7 +107,7 @@ def summarize(headline: dict[str, list[float]], null: dict[str, list[float]],
         "ratios).", "",
         f"Where hpctrain's time goes, per step: the same pair on a null model ({NULL_MODEL} "
         f"regression, all 60,000 images, batch {batch}, {NULL_EPOCHS} epochs), whose "
-        f"{batch * 1e6 / statistics.median(null['plain Keras']):,.0f} µs step makes what "
+        f"{step_us(statistics.median(null['plain Keras']), batch):,.0f} µs step makes what "
         f"hpctrain adds resolvable; each mechanism switched off in turn, {len(full)} rounds "
         "alternating. Added: batch x (1 / its images/s - 1 / plain Keras's), per round. "
         "A mechanism's cost: the full run's added time minus that of the run without it "
@@ -116,8 +121,8 @@ def summarize(headline: dict[str, list[float]], null: dict[str, list[float]],
         f"plain Keras should be **{implied:.3f}** (costs growing with the model's compute "
         "are not in this figure; the measured ratio above bounds them).", "",
         f"Goal >= {GOAL:g}: measured median {ratio['median']:.2f}, "
-        f"{verdict(ratio['median'], GOAL).split(': ')[1]}; from the per-step profile "
-        f"{implied:.3f}, {verdict(implied, GOAL).split(': ')[1]}."])
+        f"{met(ratio['median'], GOAL)}; from the per-step profile "
+        f"{implied:.3f}, {met(implied, GOAL)}."])
     return {"name": "trainer_overhead", "ratio": ratio, "ratio_mean": mean, "goal": GOAL,
             "per_step_us": {"hpctrain": overhead, "all_off": rest, "costs": costs,
                             "cnn_step_us": cnn_step_us, "implied_ratio": implied},
