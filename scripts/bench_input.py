@@ -1,6 +1,7 @@
 """Input pipeline benchmark: hpctrain's streaming HDF5 reader vs the same arrays served from
-memory by tf.data (the best in-memory pipeline we can write: a stateless index shuffle and one
-gather per batch), same batch size and augmentation, side by side in one run.
+memory by tf.data (the best in-memory pipeline we can write: a stateless index shuffle, batches
+gathered a 16 MiB group at a time as the reader gathers them), same batch size and
+augmentation, side by side in one run.
 
     python scripts/bench_input.py --data data/fashion-mnist.h5 \\
         --images data/fmnist-tree-256 --out results/bench/input_pipeline
@@ -33,7 +34,12 @@ import tensorflow as tf  # noqa: E402
 from hpctrain.atomic import write_json, write_text  # noqa: E402
 from hpctrain.data.augment import crop_flip  # noqa: E402
 from hpctrain.data.layout import split_pieces  # noqa: E402
-from hpctrain.data.reader import RankReader, memory_batches, rank_pieces  # noqa: E402
+from hpctrain.data.reader import (  # noqa: E402
+    RankReader,
+    gather_group,
+    memory_batches,
+    rank_pieces,
+)
 
 
 @tf.function
@@ -83,6 +89,10 @@ def case(name: str, data: str, ranks: int, batch: int, crop: int, extra: dict,
         "hpctrain HDF5 reader -> tf.data": lambda e: drain(reader.dataset(
             tf, first_epoch=e * epochs, epochs=epochs, augment=augment)),
     }
+    if gather_group(reader.shape, batch) > 1:  # what gathering in groups gains, both sides
+        variants["in-memory, one gather per batch"] = lambda e: drain(memory_batches(
+            tf, images, labels, batch, seed=0, first_epoch=e * epochs, epochs=epochs,
+            augment=augment, group=1))
     for label, fn in extra.items():
         variants[label] = fn
     return {"case": name, "data": data, "ranks": ranks, "batch": batch, "epochs": epochs,
@@ -92,11 +102,14 @@ def case(name: str, data: str, ranks: int, batch: int, crop: int, extra: dict,
 
 def run(c: dict, rounds: int) -> dict:
     rates: dict[str, list[float]] = {k: [] for k in c["variants"]}
+    cpu: dict[str, list[float]] = {k: [] for k in c["variants"]}  # CPU µs per image
     for r in range(rounds + 1):
-        for name, fn in c["variants"].items():
-            t0 = time.perf_counter()
+        order = list(c["variants"].items())
+        for name, fn in order[::-1] if r % 2 else order:  # neither always first nor last
+            t0, c0 = time.perf_counter(), time.process_time()
             n = fn(r)
             rates[name].append(n / (time.perf_counter() - t0))
+            cpu[name].append((time.process_time() - c0) / n * 1e6)
     base = "in-memory arrays -> tf.data"
     rows = []
     for name, rs in rates.items():
@@ -105,7 +118,10 @@ def run(c: dict, rounds: int) -> dict:
         rows.append({"variant": name, "images_per_s_median": statistics.median(rs),
                      "images_per_s_min": min(rs), "images_per_s_max": max(rs),
                      "ratio_median": statistics.median(ratios), "ratio_min": min(ratios),
-                     "ratio_max": max(ratios), "rounds": len(rs)})
+                     "ratio_max": max(ratios), "rounds": len(rs),
+                     "cpu_us_per_image": statistics.median(cpu[name][1:]),
+                     "cores_busy": statistics.median(
+                         [c * r / 1e6 for c, r in zip(cpu[name][1:], rs, strict=True)])})
     out = {k: v for k, v in c.items() if k != "variants"}
     return {**out, "rows": rows}
 
@@ -114,10 +130,13 @@ def markdown(results: list[dict], command: str, goal: float) -> str:
     lines = ["# Input pipeline: streaming HDF5 reader vs in-memory tf.data", "",
              f"Command: `{command}`", "",
              "Each round builds every variant's pipeline and drains some epochs of it "
-             "(about a second's worth: 20, 3 and 10), variant after variant, consuming the "
-             "batches inside a tf.function as Keras' train_function does; the reader's first "
-             "read is in the timing. Round 0 is dropped. "
+             "(about a second's worth: 20, 3 and 10), variant after variant, in reverse "
+             "order every other round, consuming the batches inside a tf.function as "
+             "Keras' train_function does; the reader's first read is in the timing. "
+             "Round 0 is dropped. "
              "Ratios are per round (same round, same machine state), median [min-max]. "
+             "CPU time is the process' (all threads) per image, and cores busy is CPU time "
+             "over wall time: this machine has 2. "
              f"Goal: reader >= {goal:.2f} of in-memory.", ""]
     for c in results:
         shape = "x".join(str(d) for d in c["shape"])
@@ -125,12 +144,14 @@ def markdown(results: list[dict], command: str, goal: float) -> str:
         lines += [f"## {c['case']}: {shape} staged{aug}, batch {c['batch']}, "
                   f"{c['epochs']} epochs per round, "
                   f"{c['samples']:,} samples (rank 0 of {c['ranks']})", "",
-                  "| variant | images/s median [min-max] | ratio to in-memory |",
-                  "|---|---|---|"]
+                  "| variant | images/s median [min-max] | ratio to in-memory | "
+                  "CPU µs per image | cores busy |",
+                  "|---|---|---|---|---|"]
         for r in c["rows"]:
             lines.append(f"| {r['variant']} | {r['images_per_s_median']:,.0f} "
                          f"[{r['images_per_s_min']:,.0f}-{r['images_per_s_max']:,.0f}] | "
-                         f"{r['ratio_median']:.2f} [{r['ratio_min']:.2f}-{r['ratio_max']:.2f}] |")
+                         f"{r['ratio_median']:.2f} [{r['ratio_min']:.2f}-{r['ratio_max']:.2f}] | "
+                         f"{r['cpu_us_per_image']:,.2f} | {r['cores_busy']:.2f} |")
         lines.append("")
     return "\n".join(lines)
 
@@ -168,7 +189,7 @@ def main() -> None:
                   f"[{r['ratio_min']:.2f}-{r['ratio_max']:.2f}]", flush=True)
     command = "python scripts/bench_input.py " + " ".join(
         f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
-        if v is not None and k != "rounds")
+        if v is not None)
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)

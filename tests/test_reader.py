@@ -139,24 +139,52 @@ def test_memory_baseline_matches_shapes(shard_dir):
     assert sum(1 for _ in ds) == len(labels) // 16
 
 
-def test_dataset_survives_an_aligned_reused_buffer(shard_dir, monkeypatch):
+def test_window_buffers_are_shared_with_tf_data_and_reused_only_when_free(shard_dir,
+                                                                          monkeypatch):
     """from_generator shares the memory of a 64-byte aligned numpy array instead of copying
-    it; the reader reuses one buffer for every window while tf.data prefetches the next ones,
-    so each window must be handed on as a copy (a CI run once trained on overwritten data)."""
+    it, and tf.data prefetches windows while the next one is read: a buffer handed out again
+    too early trains on overwritten data (a CI run once did). The pool's buffers are aligned
+    (so nothing is copied), dozens of windows go through a handful of buffers, and every
+    batch is what the windows read without tf.data say."""
     reader = RankReader.open(str(shard_dir), "train", 0, 1, batch_size=16, seed=1)
-    reader.window_blocks = 1
+    reader.blocks = blocks_of(reader.pieces, 64)
+    reader.window_blocks = 1  # 31 windows an epoch
+    pools = []
 
-    def aligned():
-        plain = RankReader.window_buffer(reader)
-        raw = np.empty(plain.nbytes + 64, np.uint8)
-        start = -raw.ctypes.data % 64
-        return raw[start:start + plain.nbytes].reshape(plain.shape)
+    def recording():
+        pools.append(RankReader.window_pool(reader))
+        return pools[-1]
 
-    monkeypatch.setattr(reader, "window_buffer", aligned)
-    assert reader.window_buffer().ctypes.data % 64 == 0
+    monkeypatch.setattr(reader, "window_pool", recording)
     got = [(x.numpy(), y.numpy()) for x, y in reader.dataset(tf, first_epoch=0, epochs=2)]
-    want = [*reader.epoch_arrays(0), *reader.epoch_arrays(1)]  # whole windows, no tf.data
+    want = [*reader.epoch_arrays(0), *reader.epoch_arrays(1)]  # fresh memory, no tf.data
     assert len(got) == 2 * reader.steps
     for i in (0, 1):  # labels, then images, in the same order
         np.testing.assert_array_equal(np.concatenate([g[i] for g in got]),
                                       np.concatenate([w[i] for w in want]))
+    (pool,) = pools
+    assert all(b.ctypes.data % 64 == 0 for b in pool.buffers)
+    assert 2 <= len(pool.buffers) <= 6, len(pool.buffers)  # bounded, and reuse waited
+
+
+@pytest.mark.parametrize("gather_bytes", [1, 3 * 16 * 432])  # one batch a gather; three
+def test_gathering_batches_in_groups_changes_nothing(shard_dir, monkeypatch, gather_bytes):
+    """Small images are gathered many batches at a time (reader.gather_group); the batches,
+    their order and the last short group are the same as one gather per batch."""
+    from hpctrain.data import reader as reader_module
+
+    reader = RankReader.open(str(shard_dir), "train", 0, 1, batch_size=16, seed=1)
+    reader.window_blocks = 1  # windows of 700, 650 and 610 rows: groups end short
+    want = [(x.numpy(), y.numpy()) for x, y in reader.dataset(tf, first_epoch=1, epochs=1)]
+    images, labels = next(iter(reader.epoch_arrays(0)))
+    memory = [y.numpy() for _, y in memory_batches(tf, images, labels, 16, seed=0, epochs=1)]
+    assert reader_module.gather_group(reader.shape, 16) > 40  # the default: one group
+    monkeypatch.setattr(reader_module, "GATHER_BYTES", gather_bytes)
+    assert reader_module.gather_group(reader.shape, 16) == max(1, gather_bytes // (16 * 432))
+    got = [(x.numpy(), y.numpy()) for x, y in reader.dataset(tf, first_epoch=1, epochs=1)]
+    assert len(got) == len(want) == reader.steps
+    for (x1, y1), (x2, y2) in zip(got, want, strict=True):
+        np.testing.assert_array_equal(y1, y2)
+        np.testing.assert_array_equal(x1, x2)
+    again = [y.numpy() for _, y in memory_batches(tf, images, labels, 16, seed=0, epochs=1)]
+    np.testing.assert_array_equal(np.concatenate(again), np.concatenate(memory))

@@ -8,11 +8,12 @@ Each rank gets a contiguous, equal-sized range of the split (the last `total % s
 are left out, so every rank runs the same number of steps); over shards, that is whole shards
 when their number is a multiple of the ranks. The range is cut into blocks of whole HDF5 chunks
 (~16 MiB); an epoch visits the blocks in a random order, a window of several blocks at a time
-(the shuffle buffer, `shuffle_mb`), reads each window into one reused buffer (`os.preadv` at
-the chunks' offsets, without the GIL; h5py for compressed data) and draws a permutation of its
+(the shuffle buffer, `shuffle_mb`), reads each window into a reused buffer (`os.preadv` at the
+chunks' offsets, without the GIL; h5py for compressed data) and draws a permutation of its
 rows. The only Python work is per window, never per sample: tf.data then gathers whole
 batches, augments them on the fly (augment.py) and prefetches. Files are opened in the thread
-that reads them, inside the rank's process. Memory per rank: about three windows.
+that reads them, inside the rank's process. Memory per rank: about four windows (the buffers
+of a WindowPool: the one being read, the prefetched ones, the one being cut into batches).
 
 Epoch e's order is a pure function of (seed, e): a run resumed at epoch e, step s computes the
 order, skips the windows before step s unread, and sees exactly the batches an uninterrupted
@@ -22,6 +23,7 @@ run would.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
@@ -31,6 +33,8 @@ import numpy as np
 from hpctrain.data.layout import Piece, split_pieces
 
 BLOCK_BYTES = 16 << 20
+GATHER_BYTES = 16 << 20  # images gathered by one tf.gather (gather_group)
+ALIGN = 64  # bytes: TensorFlow shares (does not copy) numpy memory aligned to this (Eigen's max)
 
 
 def shard_bounds(total: int, rank: int, size: int) -> tuple[int, int]:
@@ -152,6 +156,36 @@ def _pread(fd: int, out: np.ndarray, offset: int) -> None:
         view, offset = view[got:], offset + got
 
 
+class WindowPool:
+    """Window buffers handed to tf.data without a copy, each reused once nothing else holds it.
+
+    from_generator shares the memory of a 64-byte aligned numpy array instead of copying it,
+    and holds a reference to the array while any tensor made from it lives (a copied array
+    gets none). Every buffer here is aligned, so no window is copied on its way into tf.data,
+    and a buffer is handed out again only when its reference count is back to what it was
+    when it was made: then no window of it is in the prefetch or being cut into batches. The
+    pool grows to the number of windows alive at once (about four) and stays there.
+    Reused memory also spares the page fault per 4 KiB that fresh memory costs on first touch
+    (a window read was 3-10x slower into fresh memory here)."""
+
+    def __init__(self, rows: int, shape: tuple[int, ...]) -> None:
+        self.shape = (rows, *shape)
+        self.buffers: list[np.ndarray] = []  # aligned views; .base is the allocation
+        self.idle: list[int] = []  # each allocation's reference count when nothing uses it
+
+    def take(self) -> np.ndarray:
+        for view, idle in zip(self.buffers, self.idle, strict=True):
+            if sys.getrefcount(view.base) == idle:
+                return view
+        nbytes = int(np.prod(self.shape))
+        raw = np.empty(nbytes + ALIGN, np.uint8)
+        start = -raw.ctypes.data % ALIGN
+        self.buffers.append(raw[start:start + nbytes].reshape(self.shape))
+        del raw
+        self.idle.append(sys.getrefcount(self.buffers[-1].base))
+        return self.buffers[-1]
+
+
 @dataclass
 class RankReader:
     pieces: list[Piece]  # this rank's rows
@@ -193,19 +227,17 @@ class RankReader:
             out.append((chosen, rng.permutation(sum(b.count for b in chosen))))
         return out
 
-    def window_buffer(self) -> np.ndarray:
-        """A buffer that holds any window (windows are random groups of `window_blocks`
-        blocks), to read every window of every epoch into."""
-        rows = max(b.count for b in self.blocks) * self.window_blocks
-        return np.empty((rows, *self.shape), np.uint8)
+    def window_pool(self) -> WindowPool:
+        """Buffers that each hold any window (a random group of `window_blocks` blocks)."""
+        largest = sorted((b.count for b in self.blocks), reverse=True)[:self.window_blocks]
+        return WindowPool(sum(largest), self.shape)
 
-    def epoch_windows(self, epoch: int, first_step: int = 0, buffer: np.ndarray | None = None
+    def epoch_windows(self, epoch: int, first_step: int = 0, pool: WindowPool | None = None
                       ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Epoch `epoch` from step `first_step`, as (images, labels, index) per window: each
         row of `index` (k, B) is the next batch's rows of `images`. The window is handed on
-        as read, and overwritten by the next one when `buffer` is given (hand on a copy
-        where it is kept: tf.data's from_generator shares aligned arrays); a batch that
-        straddles two windows comes as its own small item."""
+        as read, into a buffer of `pool` if given (reused once nothing holds it), else into
+        fresh memory; a batch that straddles two windows comes as its own small item."""
         b, used, skip = self.batch_size, self.steps * self.batch_size, first_step * self.batch_size
         files, pos = _Files(), 0
         carry: tuple[np.ndarray, np.ndarray] | None = None
@@ -218,7 +250,7 @@ class RankReader:
                     if pos >= used:
                         break
                     continue
-                images, labels = files.read(blocks, self.shape, buffer)
+                images, labels = files.read(blocks, self.shape, pool.take() if pool else None)
                 rows = perm[lo:hi]
                 if carry is not None:
                     need = b - len(carry[1])
@@ -249,8 +281,8 @@ class RankReader:
         `augment(images, labels, epoch, step)` runs on whole batches in the tf.data graph.
 
         One generator runs through all the epochs, and the prefetch after it reads the next
-        window (across epoch boundaries too) while the current one is cut into batches, one
-        gather per batch, as an in-memory pipeline does."""
+        window (across epoch boundaries too) while the current one is cut into batches,
+        gathered a group at a time (_gathered), as the in-memory pipeline does."""
         b, shape = self.batch_size, self.shape
         last = first_epoch + epochs if epochs is not None else np.iinfo(np.int64).max
         spec = (tf.TensorSpec((None, *shape), tf.uint8), tf.TensorSpec((None,), tf.int32),
@@ -258,24 +290,19 @@ class RankReader:
                 tf.TensorSpec((), tf.int64))
 
         def windows():
-            epoch, buffer = first_epoch, self.window_buffer()
+            epoch, pool = first_epoch, self.window_pool()
             while epoch < last:
                 step = first_step if epoch == first_epoch else 0
-                for x, y, index in self.epoch_windows(epoch, step, buffer):
-                    # a copy: from_generator shares a 64-byte aligned array's memory instead
-                    # of copying it, and the prefetch below holds windows while the next
-                    # one is read into the buffer (one memcpy, far cheaper than the read)
-                    yield x.copy(), y.copy(), index, epoch, step
+                for x, y, index in self.epoch_windows(epoch, step, pool):
+                    yield x, y, index, epoch, step  # shared with tf.data, not copied
                     step += len(index)
                 epoch += 1
 
-        def batches(x, y, index, epoch, step):
-            k = tf.shape(index, out_type=tf.int64)[0]
-            return tf.data.Dataset.from_tensor_slices((index, step + tf.range(k))).map(
-                lambda i, s: (tf.gather(x, i), tf.gather(y, i), epoch, s))
-
+        group = gather_group(self.shape, b)
         ds = tf.data.Dataset.from_generator(windows, output_signature=spec).prefetch(2)
-        return _augmented(tf, ds.flat_map(batches), augment)
+        return _augmented(tf, ds.flat_map(
+            lambda x, y, index, epoch, step: _gathered(tf, x, y, index, epoch, step, group)),
+            augment)
 
     def in_order(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Every row of this rank in order, in batches (the last one may be short): for
@@ -291,25 +318,44 @@ class RankReader:
 
 
 def memory_batches(tf, images, labels, batch_size: int, seed: int,
-                   first_epoch: int = 0, epochs: int | None = None, augment=None):
-    """The same arrays served from memory by tf.data: a stateless shuffle of indices per epoch
-    and one gather per batch (the arrays captured once, by the top-level map). The in-memory
-    baseline of the input benchmark. `images`, `labels`: arrays or tensors."""
+                   first_epoch: int = 0, epochs: int | None = None, augment=None,
+                   group: int = 0):
+    """The same arrays served from memory by tf.data: a stateless shuffle of indices per epoch,
+    batches gathered `group` at a time (default: as the reader does, gather_group). The
+    in-memory baseline of the benchmarks. `images`, `labels`: arrays or tensors."""
     images, labels = tf.convert_to_tensor(images), tf.convert_to_tensor(labels)
     n = int(labels.shape[0])
     steps = n // batch_size
     last = first_epoch + epochs if epochs is not None else np.iinfo(np.int64).max
+    group = group or gather_group(tuple(images.shape[1:]), batch_size)
 
     def one_epoch(epoch):
         order = tf.random.experimental.stateless_shuffle(
             tf.range(n, dtype=tf.int64), seed=tf.stack([tf.constant(seed, tf.int64), epoch]))
         index = tf.reshape(order[:steps * batch_size], (steps, batch_size))
-        return tf.data.Dataset.from_tensor_slices(
-            (index, tf.fill([steps], epoch), tf.range(steps, dtype=tf.int64)))
+        return _gathered(tf, images, labels, index, epoch, tf.constant(0, tf.int64), group)
 
     ds = tf.data.Dataset.range(first_epoch, last).flat_map(one_epoch)
-    ds = ds.map(lambda i, e, s: (tf.gather(images, i), tf.gather(labels, i), e, s))
     return _augmented(tf, ds, augment)
+
+
+def gather_group(shape: tuple[int, ...], batch_size: int) -> int:
+    """Batches gathered by one op: as many as fit in GATHER_BYTES, at least one. Small images
+    are limited by tf.data's cost per element, not by the copy: one gather per batch of
+    28x28 ran at 0.8 of one gather per 16 MiB group here (scripts/bench_input.py)."""
+    return max(1, GATHER_BYTES // (int(np.prod(shape)) * batch_size))
+
+
+def _gathered(tf, images, labels, index, epoch, first_step, group: int):
+    """Batches `index` (k, B) of rows of `images` and `labels`, as (images, labels, epoch,
+    step) elements: one gather per `group` batches, then split into batches."""
+    k = tf.shape(index, out_type=tf.int64)[0]
+    ds = tf.data.Dataset.from_tensor_slices((index, first_step + tf.range(k)))
+
+    def gather(i, s):
+        return tf.gather(images, i), tf.gather(labels, i), tf.fill(tf.shape(s), epoch), s
+
+    return ds.map(gather) if group == 1 else ds.batch(group).map(gather).unbatch()
 
 
 def _augmented(tf, ds, augment):
