@@ -93,6 +93,12 @@ def case(name: str, data: str, ranks: int, batch: int, crop: int, extra: dict,
         variants["in-memory, one gather per batch"] = lambda e: drain(memory_batches(
             tf, images, labels, batch, seed=0, first_epoch=e * epochs, epochs=epochs,
             augment=augment, group=1))
+    if crop:  # augmentation on 2 tf.data threads (input_threads), both pipelines
+        variants["in-memory, 2 augment threads"] = lambda e: drain(memory_batches(
+            tf, images, labels, batch, seed=0, first_epoch=e * epochs, epochs=epochs,
+            augment=augment, threads=2))
+        variants["hpctrain HDF5 reader, input_threads 2"] = lambda e: drain(reader.dataset(
+            tf, first_epoch=e * epochs, epochs=epochs, augment=augment, threads=2))
     for label, fn in extra.items():
         variants[label] = fn
     return {"case": name, "data": data, "ranks": ranks, "batch": batch, "epochs": epochs,

@@ -98,6 +98,13 @@ def test_dataset_batches_resume_and_augment(shard_dir):
     for (x1, y1), (x2, y2) in zip(batches[10:], resumed, strict=True):
         np.testing.assert_array_equal(y1, y2)
         np.testing.assert_array_equal(x1, x2)
+    # augmenting on 3 threads at once (input_threads): the same batches in the same order
+    threaded = [(x.numpy(), y.numpy()) for x, y in
+                reader.dataset(tf, first_epoch=2, epochs=2, augment=augment, threads=3)]
+    assert len(threaded) == len(batches)
+    for (x1, y1), (x2, y2) in zip(batches, threaded, strict=True):
+        np.testing.assert_array_equal(y1, y2)
+        np.testing.assert_array_equal(x1, x2)
 
 
 def test_crop_flip_takes_windows_and_mirrors():

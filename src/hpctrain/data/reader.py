@@ -276,9 +276,10 @@ class RankReader:
             yield images[index.ravel()], labels[index.ravel()]
 
     def dataset(self, tf, first_epoch: int = 0, first_step: int = 0,
-                epochs: int | None = None, augment=None):
+                epochs: int | None = None, augment=None, threads: int = 1):
         """Endless (or `epochs`) shuffled batches from `first_epoch`, step `first_step`.
-        `augment(images, labels, epoch, step)` runs on whole batches in the tf.data graph.
+        `augment(images, labels, epoch, step)` runs on whole batches in the tf.data graph,
+        on `threads` batches at once (the order kept).
 
         One generator runs through all the epochs, and the prefetch after it reads the next
         window (across epoch boundaries too) while the current one is cut into batches,
@@ -302,7 +303,7 @@ class RankReader:
         ds = tf.data.Dataset.from_generator(windows, output_signature=spec).prefetch(2)
         return _augmented(tf, ds.flat_map(
             lambda x, y, index, epoch, step: _gathered(tf, x, y, index, epoch, step, group)),
-            augment)
+            augment, threads)
 
     def in_order(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Every row of this rank in order, in batches (the last one may be short): for
@@ -319,7 +320,7 @@ class RankReader:
 
 def memory_batches(tf, images, labels, batch_size: int, seed: int,
                    first_epoch: int = 0, epochs: int | None = None, augment=None,
-                   group: int = 0):
+                   group: int = 0, threads: int = 1):
     """The same arrays served from memory by tf.data: a stateless shuffle of indices per epoch,
     batches gathered `group` at a time (default: as the reader does, gather_group). The
     in-memory baseline of the benchmarks. `images`, `labels`: arrays or tensors."""
@@ -336,7 +337,7 @@ def memory_batches(tf, images, labels, batch_size: int, seed: int,
         return _gathered(tf, images, labels, index, epoch, tf.constant(0, tf.int64), group)
 
     ds = tf.data.Dataset.range(first_epoch, last).flat_map(one_epoch)
-    return _augmented(tf, ds, augment)
+    return _augmented(tf, ds, augment, threads)
 
 
 def gather_group(shape: tuple[int, ...], batch_size: int) -> int:
@@ -358,11 +359,16 @@ def _gathered(tf, images, labels, index, epoch, first_step, group: int):
     return ds.map(gather) if group == 1 else ds.batch(group).map(gather).unbatch()
 
 
-def _augmented(tf, ds, augment):
-    """(images, labels, epoch, step) batches -> (images, labels), through `augment` if given;
-    prefetched, with tf.data's autotuning off (both pipelines alike)."""
+def _augmented(tf, ds, augment, threads: int = 1):
+    """(images, labels, epoch, step) batches -> (images, labels), through `augment` if given,
+    on `threads` batches at once (deterministic: the order is kept, and each batch's crops are
+    a function of its (epoch, step), not of the thread); prefetched, with tf.data's
+    autotuning off (both pipelines alike)."""
     if augment is None:
         ds = ds.map(lambda x, y, epoch, step: (x, y))
+    elif threads > 1:
+        ds = ds.map(lambda x, y, epoch, step: augment(x, y, epoch, step),
+                    num_parallel_calls=threads, deterministic=True)
     else:
         ds = ds.map(lambda x, y, epoch, step: augment(x, y, epoch, step))
     options = tf.data.Options()

@@ -58,6 +58,10 @@ class TrainConfig(Checked):
     crop: int = 0
     augment: bool = False
     shuffle_mb: int = 128  # the reader's shuffle window per rank, in MiB (about 4x in memory)
+    # tf.data threads that augment (crop and flip) batches in parallel, order kept; give a GPU
+    # node's spare cores (e.g. cpus-per-task minus 2): 2 ran the 224 crops 1.6x as fast here
+    # (results/bench/input_pipeline.md). Training on CPUs: 1, the model needs the cores.
+    input_threads: int = 1
     train_limit: int = 0  # use only the first N training samples (0: all)
     test_limit: int = 0  # use only the first N test samples (0: all)
     accuracy_thresholds: list[float] = Field(default_factory=lambda: [0.80, 0.85, 0.88, 0.90])
@@ -97,7 +101,7 @@ class TrainConfig(Checked):
             raise ValueError("data is required (a staged HDF5 file or shard directory), unless "
                              "synthetic=true")
         for name in ("epochs", "batch_size", "accumulate_steps", "num_classes", "synthetic_steps",
-                     "stop_check_steps", "shuffle_mb"):
+                     "stop_check_steps", "shuffle_mb", "input_threads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("train_limit", "test_limit", "threads", "warmup_epochs", "momentum",

@@ -80,7 +80,8 @@ class DataFeed:
                 return center_crop(images, crop), labels
 
             augment = centre
-        return self.train.dataset(tf, first_epoch, first_step, augment=augment)
+        return self.train.dataset(tf, first_epoch, first_step, augment=augment,
+                                  threads=cfg.input_threads)
 
     def test_batches(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """This rank's test rows in order (centre-cropped to the training size)."""
