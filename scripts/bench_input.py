@@ -8,13 +8,13 @@ augmentation, side by side in one run.
 
 Cases: 28x28x1 (a Fashion-MNIST file, rank 0 of 2's share, no augmentation, as the MNIST
 configs train) and 224x224x3 (image-tree shards staged at 256, random 224 crops + flips, the
-ImageNet recipe; also without augmentation, the raw pipelines), the former also from
-lzf-compressed shards if --images-lzf is given. Each round builds every variant's pipeline
-and drains about a second's worth of epochs of it, variant after variant (A B A B ...), so
-drift hits all alike; the batches are consumed inside a tf.function, as Keras does; the
-reader's first window read is in the timing (a training run pays it once too). The first
-round warms caches and traces and is dropped. The result is the median of the per-round
-ratios to in-memory, with their min-max; absolute images/s are for context.
+ImageNet recipe, also on 2 augmentation threads and from lzf-compressed shards if
+--images-lzf is given; and without augmentation, the raw pipelines). Every variant's
+pipeline is built once and endless, as a training run builds it (round 0 builds them and is
+dropped); each round takes the next ~second's worth of batches of every variant in turn
+(A B A B ..., reversed every other round), so drift hits all alike, consumed inside a
+tf.function as Keras does. The result is the median of the per-round ratios to in-memory,
+with their min-max; absolute images/s and CPU time per image are for context.
 """
 
 from __future__ import annotations
@@ -43,17 +43,19 @@ from hpctrain.data.reader import (  # noqa: E402
 
 
 @tf.function
-def _drain(iterator) -> tf.Tensor:
+def _take(iterator, n) -> tf.Tensor:
     total = tf.constant(0, tf.int64)
-    for x, _ in iterator:
+    for _ in tf.range(n):
+        x, _ = iterator.get_next()
         total += tf.cast(tf.shape(x)[0], tf.int64)
     return total
 
 
-def drain(ds) -> int:
-    """Consume every batch inside a tf.function, as Keras' train_function does (the batches
-    never come back to Python; a Python loop would measure Python, not the pipeline)."""
-    return int(_drain(iter(ds)))
+def take(iterator, batches: int) -> int:
+    """Consume the next `batches` batches inside a tf.function, as Keras' train_function does
+    (the batches never come back to Python; a Python loop would measure Python, not the
+    pipeline). Returns the images consumed."""
+    return int(_take(iterator, tf.constant(batches, tf.int64)))
 
 
 def in_memory(reader: RankReader) -> tuple:
@@ -62,9 +64,9 @@ def in_memory(reader: RankReader) -> tuple:
     return tf.constant(np.concatenate(images)), tf.constant(np.concatenate(labels))
 
 
-def per_sample_generator(path: str, ranks: int, batch: int, limit: int) -> int:
+def per_sample_generator(path: str, ranks: int, batch: int):
     """The anti-pattern users report: h5py read one sample at a time in a generator."""
-    (piece,), _ = rank_pieces(split_pieces(path, "train")[:1], 0, ranks, limit)
+    (piece,), _ = rank_pieces(split_pieces(path, "train")[:1], 0, ranks)
 
     def gen():
         with h5py.File(path, "r") as f:
@@ -74,52 +76,62 @@ def per_sample_generator(path: str, ranks: int, batch: int, limit: int) -> int:
 
     ds = tf.data.Dataset.from_generator(gen, output_signature=(
         tf.TensorSpec((28, 28, 1), tf.uint8), tf.TensorSpec((), tf.uint8)))
-    return drain(ds.batch(batch, drop_remainder=True).prefetch(2))
+    return ds.batch(batch, drop_remainder=True).repeat().prefetch(2)
 
 
 def case(name: str, data: str, ranks: int, batch: int, crop: int, extra: dict,
          epochs: int) -> dict:
+    """The variants of one case: name -> (endless dataset factory, batches per round)."""
     reader = RankReader.open(data, "train", 0, ranks, batch, seed=0)
     augment = crop_flip(tf, crop, seed=0) if crop else None
     images, labels = in_memory(reader)
-    variants = {
-        "in-memory arrays -> tf.data": lambda e: drain(memory_batches(
-            tf, images, labels, batch, seed=0, first_epoch=e * epochs, epochs=epochs,
-            augment=augment)),
-        "hpctrain HDF5 reader -> tf.data": lambda e: drain(reader.dataset(
-            tf, first_epoch=e * epochs, epochs=epochs, augment=augment)),
-    }
+    per_round = epochs * reader.steps
+
+    def memory(**kw):
+        return lambda: memory_batches(tf, images, labels, batch, seed=0, augment=augment, **kw)
+
+    def hdf5(**kw):
+        return lambda: reader.dataset(tf, augment=augment, **kw)
+
+    variants = {"in-memory arrays -> tf.data": (memory(), per_round),
+                "hpctrain HDF5 reader -> tf.data": (hdf5(), per_round)}
     if gather_group(reader.shape, batch) > 1:  # what gathering in groups gains, both sides
-        variants["in-memory, one gather per batch"] = lambda e: drain(memory_batches(
-            tf, images, labels, batch, seed=0, first_epoch=e * epochs, epochs=epochs,
-            augment=augment, group=1))
+        variants["in-memory, one gather per batch"] = (memory(group=1), per_round)
     if crop:  # augmentation on 2 tf.data threads (input_threads), both pipelines
-        variants["in-memory, 2 augment threads"] = lambda e: drain(memory_batches(
-            tf, images, labels, batch, seed=0, first_epoch=e * epochs, epochs=epochs,
-            augment=augment, threads=2))
-        variants["hpctrain HDF5 reader, input_threads 2"] = lambda e: drain(reader.dataset(
-            tf, first_epoch=e * epochs, epochs=epochs, augment=augment, threads=2))
-    for label, fn in extra.items():
-        variants[label] = fn
+        variants["in-memory, 2 augment threads"] = (memory(threads=2), per_round)
+        variants["hpctrain HDF5 reader, input_threads 2"] = (hdf5(threads=2), per_round)
+    for label, (factory, batches) in extra.items():
+        variants[label] = (factory(augment), batches or per_round)
     return {"case": name, "data": data, "ranks": ranks, "batch": batch, "epochs": epochs,
             "shape": list(reader.shape), "crop": crop, "samples": reader.rows,
             "variants": variants}
 
 
 def run(c: dict, rounds: int) -> dict:
+    """Every variant's pipeline is built once, in round 0 (dropped: tracing, first reads,
+    first touch of the reader's buffers, as a training run pays once); each round then takes
+    the next batches of every variant in turn, the order reversed every other round."""
     rates: dict[str, list[float]] = {k: [] for k in c["variants"]}
     cpu: dict[str, list[float]] = {k: [] for k in c["variants"]}  # CPU µs per image
+    first: dict[str, float] = {}
+    iterators: dict = {}
     for r in range(rounds + 1):
         order = list(c["variants"].items())
-        for name, fn in order[::-1] if r % 2 else order:  # neither always first nor last
+        for name, (factory, batches) in order[::-1] if r % 2 else order:
             t0, c0 = time.perf_counter(), time.process_time()
-            n = fn(r)
-            rates[name].append(n / (time.perf_counter() - t0))
+            if name not in iterators:
+                iterators[name] = iter(factory())
+            n = take(iterators[name], batches)
+            wall = time.perf_counter() - t0
+            if r == 0:
+                first[name] = wall
+            rates[name].append(n / wall)
             cpu[name].append((time.process_time() - c0) / n * 1e6)
+    iterators.clear()
     base = "in-memory arrays -> tf.data"
     rows = []
     for name, rs in rates.items():
-        rs = rs[1:]  # round 0 warms up
+        rs = rs[1:]  # round 0 builds the pipelines
         ratios = [a / b for a, b in zip(rs, rates[base][1:], strict=True)]
         rows.append({"variant": name, "images_per_s_median": statistics.median(rs),
                      "images_per_s_min": min(rs), "images_per_s_max": max(rs),
@@ -127,7 +139,8 @@ def run(c: dict, rounds: int) -> dict:
                      "ratio_max": max(ratios), "rounds": len(rs),
                      "cpu_us_per_image": statistics.median(cpu[name][1:]),
                      "cores_busy": statistics.median(
-                         [c * r / 1e6 for c, r in zip(cpu[name][1:], rs, strict=True)])})
+                         [c * r / 1e6 for c, r in zip(cpu[name][1:], rs, strict=True)]),
+                     "first_round_s": first[name]})
     out = {k: v for k, v in c.items() if k != "variants"}
     return {**out, "rows": rows}
 
@@ -135,11 +148,12 @@ def run(c: dict, rounds: int) -> dict:
 def markdown(results: list[dict], command: str, goal: float) -> str:
     lines = ["# Input pipeline: streaming HDF5 reader vs in-memory tf.data", "",
              f"Command: `{command}`", "",
-             "Each round builds every variant's pipeline and drains some epochs of it "
-             "(about a second's worth: 20, 3 and 10), variant after variant, in reverse "
-             "order every other round, consuming the batches inside a tf.function as "
-             "Keras' train_function does; the reader's first read is in the timing. "
-             "Round 0 is dropped. "
+             "Every variant's pipeline is built once, endless, as a training run builds "
+             "it; round 0 builds them all and is dropped (its time, with the tracing, the "
+             "first reads and the first touch of the reader's buffers, is the last column). "
+             "Each round then takes the next batches of every variant in turn (about a "
+             "second's worth: 20, 3 and 10 epochs), in reverse order every other round, "
+             "consuming them inside a tf.function as Keras' train_function does. "
              "Ratios are per round (same round, same machine state), median [min-max]. "
              "CPU time is the process' (all threads) per image, and cores busy is CPU time "
              "over wall time: this machine has 2. "
@@ -151,13 +165,14 @@ def markdown(results: list[dict], command: str, goal: float) -> str:
                   f"{c['epochs']} epochs per round, "
                   f"{c['samples']:,} samples (rank 0 of {c['ranks']})", "",
                   "| variant | images/s median [min-max] | ratio to in-memory | "
-                  "CPU µs per image | cores busy |",
-                  "|---|---|---|---|---|"]
+                  "CPU µs per image | cores busy | round 0, s |",
+                  "|---|---|---|---|---|---|"]
         for r in c["rows"]:
             lines.append(f"| {r['variant']} | {r['images_per_s_median']:,.0f} "
                          f"[{r['images_per_s_min']:,.0f}-{r['images_per_s_max']:,.0f}] | "
                          f"{r['ratio_median']:.2f} [{r['ratio_min']:.2f}-{r['ratio_max']:.2f}] | "
-                         f"{r['cpu_us_per_image']:,.2f} | {r['cores_busy']:.2f} |")
+                         f"{r['cpu_us_per_image']:,.2f} | {r['cores_busy']:.2f} | "
+                         f"{r['first_round_s']:.2f} |")
         lines.append("")
     return "\n".join(lines)
 
@@ -173,15 +188,15 @@ def main() -> None:
     p.add_argument("--out", help="write OUT.json and OUT.md")
     args = p.parse_args()
     cases = [case("28x28x1", args.data, 2, 128, 0, {
-        "h5py per-sample generator (from_generator)": lambda e: per_sample_generator(
-            args.data, 2, 128, args.generator_limit)}, epochs=20)]
+        "h5py per-sample generator (from_generator)": (
+            lambda aug: lambda: per_sample_generator(args.data, 2, 128),
+            args.generator_limit // 128)}, epochs=20)]
     if args.images:
         extra = {}
         if args.images_lzf:
             lzf = RankReader.open(args.images_lzf, "train", 0, 1, 128, seed=0)
-            aug = crop_flip(tf, 224, seed=0)
-            extra["hpctrain HDF5 reader, lzf shards"] = lambda e: drain(lzf.dataset(
-                tf, first_epoch=e * 3, epochs=3, augment=aug))
+            extra["hpctrain HDF5 reader, lzf shards"] = (
+                lambda aug: lambda: lzf.dataset(tf, augment=aug), 0)
         cases.append(case("224x224x3", args.images, 1, 128, 224, extra, epochs=3))
         cases.append(case("256x256x3, no augmentation", args.images, 1, 128, 0, {},
                           epochs=10))
