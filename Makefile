@@ -50,7 +50,7 @@ data/bench-256-lzf/manifest.json: | $(BENCH_TREE)
 
 bench: install $(DATA) data/fmnist-tree data/bench-256/manifest.json data/bench-256-lzf/manifest.json  ## issue 13's six (trainer, input, Horovod, time to accuracy, jobs, startup), staging, determinism
 	$(BIN)/python scripts/bench_input.py --data $(DATA) --images data/bench-256 \
-	  --images-lzf data/bench-256-lzf --out results/bench/input_pipeline
+	  --images-lzf data/bench-256-lzf --rounds 9 --out results/bench/input_pipeline
 	$(BIN)/python scripts/bench_staging.py --tree data/fmnist-tree --images 6000 --size 224 \
 	  --out results/bench/staging_224
 	$(BIN)/python scripts/bench_staging.py --tree data/fmnist-tree --images 6000 --size 32 \

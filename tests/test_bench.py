@@ -123,3 +123,29 @@ def test_trainer_overhead_summary_pairs_rounds_and_profiles_the_step():
     assert "4 rounds alternating" in md and "2 rounds alternating" in md
     assert "measured median 0.98, **met**" in md and "adds **1,000 µs** a step" in md
     assert "| hpctrain without reseed |" in md and "250 µs remain" in md
+
+
+def test_input_bench_runs_every_variant_and_reports_ratios(fmnist_h5, tmp_path):
+    """scripts/bench_input.py (make bench's input pipeline) at its smallest: one round of the
+    28x28 case; every variant is measured and the baseline's ratio to itself is 1."""
+    import json
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    out = tmp_path / "input"
+    res = subprocess.run([sys.executable, str(REPO / "scripts" / "bench_input.py"), "--data",
+                          str(fmnist_h5), "--rounds", "1", "--generator-limit", "256",
+                          "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    rows = {r["variant"]: r for r in json.loads(out.with_suffix(".json").read_text())
+            ["cases"][0]["rows"]}
+    assert set(rows) == {"in-memory arrays -> tf.data", "hpctrain HDF5 reader -> tf.data",
+                         "in-memory, one gather per batch",
+                         "h5py per-sample generator (from_generator)"}
+    assert rows["in-memory arrays -> tf.data"]["ratio_median"] == 1.0
+    assert all(r["images_per_s_median"] > 0 and r["cpu_us_per_image"] > 0 and r["rounds"] == 1
+               for r in rows.values())
+    text = out.with_suffix(".md").read_text()
+    assert "| hpctrain HDF5 reader -> tf.data |" in text and "--rounds 1" in text

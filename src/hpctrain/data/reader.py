@@ -281,6 +281,10 @@ class RankReader:
         `augment(images, labels, epoch, step)` runs on whole batches in the tf.data graph,
         on `threads` batches at once (the order kept).
 
+        Drop an iterator of it before the interpreter exits (`del it`; Keras' fit drops its
+        own): one still alive at interpreter shutdown hung the process there in 15 of 15 tries
+        (TensorFlow's threads wait for Python's GIL, which finalization never gives back).
+
         One generator runs through all the epochs, and the prefetch after it reads the next
         window (across epoch boundaries too) while the current one is cut into batches,
         gathered a group at a time (_gathered), as the in-memory pipeline does."""
