@@ -120,7 +120,7 @@ def summarize(headline: dict[str, list[float]], null: dict[str, list[float]],
         f"The CNN's step in plain Keras takes {cnn_step_us / 1000:.1f} ms, so hpctrain / "
         f"plain Keras should be **{implied:.3f}** (costs growing with the model's compute "
         "are not in this figure; the measured ratio above bounds them).", "",
-        f"Goal >= {GOAL:g}: measured median {ratio['median']:.2f}, "
+        f"Goal >= {GOAL:g}: measured median {ratio['median']:.3f}, "
         f"{met(ratio['median'], GOAL)}; from the per-step profile "
         f"{implied:.3f}, {met(implied, GOAL)}."])
     return {"name": "trainer_overhead", "ratio": ratio, "ratio_mean": mean, "goal": GOAL,
