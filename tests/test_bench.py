@@ -121,7 +121,7 @@ def test_trainer_overhead_summary_pairs_rounds_and_profiles_the_step():
     assert p["implied_ratio"] == pytest.approx(p["cnn_step_us"] / (p["cnn_step_us"] + 1000))
     md = r["markdown"]
     assert "4 rounds alternating" in md and "2 rounds alternating" in md
-    assert "measured median 0.98, **met**" in md and "adds **1,000 µs** a step" in md
+    assert "measured median 0.980, **met**" in md and "adds **1,000 µs** a step" in md
     assert "| hpctrain without reseed |" in md and "250 µs remain" in md
 
 
