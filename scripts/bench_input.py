@@ -101,7 +101,7 @@ def case(name: str, data: str, ranks: int, batch: int, crop: int, extra: dict,
         variants["in-memory, 2 augment threads"] = (memory(threads=2), per_round)
         variants["hpctrain HDF5 reader, input_threads 2"] = (hdf5(threads=2), per_round)
     for label, (factory, batches) in extra.items():
-        variants[label] = (factory(augment), batches or per_round)
+        variants[label] = (factory, batches or per_round)
     return {"case": name, "data": data, "ranks": ranks, "batch": batch, "epochs": epochs,
             "shape": list(reader.shape), "crop": crop, "samples": reader.rows,
             "variants": variants}
@@ -189,14 +189,15 @@ def main() -> None:
     args = p.parse_args()
     cases = [case("28x28x1", args.data, 2, 128, 0, {
         "h5py per-sample generator (from_generator)": (
-            lambda aug: lambda: per_sample_generator(args.data, 2, 128),
-            args.generator_limit // 128)}, epochs=20)]
+            lambda: per_sample_generator(args.data, 2, 128), args.generator_limit // 128)},
+        epochs=20)]
     if args.images:
         extra = {}
         if args.images_lzf:
             lzf = RankReader.open(args.images_lzf, "train", 0, 1, 128, seed=0)
+            aug = crop_flip(tf, 224, seed=0)  # the 224 case's crops (a function of the seed)
             extra["hpctrain HDF5 reader, lzf shards"] = (
-                lambda aug: lambda: lzf.dataset(tf, augment=aug), 0)
+                lambda: lzf.dataset(tf, augment=aug), 0)
         cases.append(case("224x224x3", args.images, 1, 128, 224, extra, epochs=3))
         cases.append(case("256x256x3, no augmentation", args.images, 1, 128, 0, {},
                           epochs=10))

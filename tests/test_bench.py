@@ -3,9 +3,13 @@ the plain Keras baseline, hpctrain without its per-step mechanisms, Horovod's re
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import pytest
 
-from conftest import write_config
+from conftest import REPO, write_config
 from hpctrain.bench.harness import alternate, paired_ratio, spread, verdict
 from hpctrain.train.config import ConfigError, load_config
 
@@ -128,12 +132,6 @@ def test_trainer_overhead_summary_pairs_rounds_and_profiles_the_step():
 def test_input_bench_runs_every_variant_and_reports_ratios(fmnist_h5, tmp_path):
     """scripts/bench_input.py (make bench's input pipeline) at its smallest: one round of the
     28x28 case; every variant is measured and the baseline's ratio to itself is 1."""
-    import json
-    import subprocess
-    import sys
-
-    from conftest import REPO
-
     out = tmp_path / "input"
     res = subprocess.run([sys.executable, str(REPO / "scripts" / "bench_input.py"), "--data",
                           str(fmnist_h5), "--rounds", "1", "--generator-limit", "256",

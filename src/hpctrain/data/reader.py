@@ -370,11 +370,9 @@ def _augmented(tf, ds, augment, threads: int = 1):
     autotuning off (both pipelines alike)."""
     if augment is None:
         ds = ds.map(lambda x, y, epoch, step: (x, y))
-    elif threads > 1:
-        ds = ds.map(lambda x, y, epoch, step: augment(x, y, epoch, step),
-                    num_parallel_calls=threads, deterministic=True)
     else:
-        ds = ds.map(lambda x, y, epoch, step: augment(x, y, epoch, step))
+        parallel = {"num_parallel_calls": threads, "deterministic": True} if threads > 1 else {}
+        ds = ds.map(augment, **parallel)
     options = tf.data.Options()
     options.autotune.enabled = False
     return ds.prefetch(2).with_options(options)
