@@ -109,19 +109,31 @@ class JobEnvironment:
             cpus_allowed=_cpus_allowed(),
         )
 
-    @staticmethod
-    def tune_mpi(env: MutableMapping[str, str] | None = None) -> dict[str, str]:
-        """MPI settings hpctrain defaults to in a rank, before hvd.init (Open MPI reads its
-        OMPI_MCA_* variables from the process environment at MPI_Init). A value already set
-        (by the user, the launcher or a site module) wins. Returns what was set.
+    # Horovod's background thread wakes every HOROVOD_CYCLE_TIME ms (1 by default) to look for
+    # tensors to reduce. One rank has nothing to reduce in a step, but the wake-ups still take
+    # the cores from TensorFlow's threads: measured on the workshop CNN in one process
+    # (bench/compute_costs.py), Horovod at 1 ms cost 1 % of the step rate, at 5 ms 0.2 %.
+    # A collective then waits up to 5 ms: a few per epoch (metrics, step times, evaluation).
+    ONE_RANK_CYCLE_MS = "5"
+
+    def tune_before_init(self, env: MutableMapping[str, str] | None = None) -> dict[str, str]:
+        """MPI and Horovod settings hpctrain defaults to in a rank, before hvd.init (Open MPI
+        reads its OMPI_MCA_* variables from the process environment at MPI_Init, Horovod its
+        HOROVOD_* ones at init). A value already set (by the user, the launcher or a site
+        module) wins. Returns what was set.
 
         mpi_yield_when_idle=1: a waiting rank yields its core instead of busy-polling. Each
         rank shares its core with TensorFlow's threads and Horovod's background thread, so
         the polling took compute from them: 2 ranks x 1 thread here went from 0.75 to 1.10
         of 1 rank x 2 threads (results/benchmarks, Horovod overhead). Open MPI turns it on
-        by itself only when it sees more ranks than cores."""
+        by itself only when it sees more ranks than cores.
+
+        HOROVOD_CYCLE_TIME=5 when the launcher starts one rank (ONE_RANK_CYCLE_MS); with more
+        ranks the cycle delays every allreduce, so Horovod's default stays."""
         target: MutableMapping[str, str] = os.environ if env is None else env
         defaults = {"OMPI_MCA_mpi_yield_when_idle": "1"}
+        if self.size == 1:
+            defaults["HOROVOD_CYCLE_TIME"] = self.ONE_RANK_CYCLE_MS
         added = {k: v for k, v in defaults.items() if k not in target}
         target.update(added)
         return added

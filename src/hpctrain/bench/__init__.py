@@ -5,6 +5,7 @@ alternative we can write, side by side on one machine, ratios first.
     runs.py              one run as a sample: `hpctrain train` or the plain baseline
     plain_keras.py       the baseline: plain Keras fit on in-memory data; Horovod's recipe
     trainer_overhead.py  1. hpctrain vs plain Keras, and each per-step mechanism's cost
+    compute_costs.py     1. what grows with the model's compute, the CNN in one process
     horovod_overhead.py  3. 2 ranks x 1 thread vs 1 rank x 2 threads, and tunings
     time_to_accuracy.py  4. to 90 % test accuracy: hpctrain's recipe vs the workshop script
     startup.py           6. process start to the first step, phase by phase

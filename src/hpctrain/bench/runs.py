@@ -52,7 +52,20 @@ def plain_run(args: list[str], ranks: int = 1, env: dict[str, str] | None = None
     """The plain Keras baseline (with --horovod under horovodrun for ranks > 1)."""
     res = _run([*launcher(ranks), sys.executable, "-m", "hpctrain.bench.plain_keras", *args,
                 *(["--horovod"] if ranks > 1 else [])], mpi_env(env), timeout)
-    line = next(ln for ln in res.stdout.splitlines() if "RESULT " in ln)
+    return _result(res.stdout)
+
+
+def compute_costs_run(args: list[str], timeout: float = 3600) -> dict:
+    """bench/compute_costs.py: one process under `horovodrun --gloo` (Horovod initialised
+    and shut down around samples, which MPI does not allow)."""
+    res = _run([str(BIN / "horovodrun"), "--gloo", "-np", "1", "-H", "localhost:1",
+                sys.executable, "-m", "hpctrain.bench.compute_costs", *args], mpi_env(),
+               timeout)
+    return _result(res.stdout)
+
+
+def _result(stdout: str) -> dict:
+    line = next(ln for ln in stdout.splitlines() if "RESULT " in ln)
     # the JSON object alone: under horovodrun another rank's output may follow on the line
     result, _ = json.JSONDecoder().raw_decode(line.split("RESULT ", 1)[1])
     return result

@@ -62,7 +62,7 @@ class Trainer:
         self.marks = {"process start": process_start(), "python, imports, config": time.time()}
         if cfg.timeline:  # Horovod: timeline started below, once the run directory is known
             os.environ["HOROVOD_TIMELINE"] = "DYNAMIC"
-        JobEnvironment.tune_mpi()  # before MPI_Init: a waiting rank yields its core
+        self.env.tune_before_init()  # before MPI_Init: waiting ranks yield their cores
         hvd.init()  # Horovod: initialize Horovod
         self.marks["horovod init"] = time.time()
         self.env = env = self.env.with_horovod(hvd)
