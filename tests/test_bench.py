@@ -112,7 +112,7 @@ def test_job_overhead_measures_real_jobs(slurm_cluster, fmnist_h5, tmp_path):
 
 
 def test_trainer_overhead_summary_pairs_rounds_and_profiles_the_step():
-    from hpctrain.bench.compute_costs import horovod_variant
+    from hpctrain.bench.compute_costs import CONTROL, horovod_variant
     from hpctrain.bench.trainer_overhead import ALL_OFF, DETERMINISM, summarize
     from hpctrain.environment import JobEnvironment
 
@@ -126,6 +126,7 @@ def test_trainer_overhead_summary_pairs_rounds_and_profiles_the_step():
     # at 1 ms and 1.0 at hpctrain's cycle (the median of 1.1 and 0.9)
     ours, default = (horovod_variant(JobEnvironment.ONE_RANK_CYCLE_MS), horovod_variant("1"))
     compute = {"steps": 30, "ms_per_step": {"plain Keras": [9.0, 9.0, 9.0],
+                                            CONTROL: [9.0, 9.0, 9.0],
                                             DETERMINISM: [10.0, 10.0, 10.0],
                                             default: [9.0 / 0.95] * 3,
                                             ours: [9.0 / 1.1, 9.0, 9.0 / 0.9]}}
@@ -149,19 +150,20 @@ def test_trainer_overhead_summary_pairs_rounds_and_profiles_the_step():
     assert "| hpctrain without reseed |" in md and "250 µs remain" in md
     assert f"| {default} (Horovod's default) | 9.47 (9.47-9.47, n=3) | 0.950 (0.950-0.950) |" \
         in md and "(hpctrain's with one rank)" in md and "30 steps, 3 rounds" in md
+    assert "second copy of the plain model, runs at 1.000 (1.000-1.000) of the first" in md
 
 
 def test_compute_costs_alternates_its_variants_in_one_process(fmnist_h5):
     """bench/compute_costs.py at its smallest, for real: one process under horovodrun --gloo,
     Horovod initialised and shut down around its samples, op determinism on and off."""
-    from hpctrain.bench.compute_costs import DETERMINISM, PLAIN, horovod_variant
+    from hpctrain.bench.compute_costs import CONTROL, DETERMINISM, PLAIN, horovod_variant
     from hpctrain.bench.runs import compute_costs_run
     from hpctrain.environment import JobEnvironment
 
     r = compute_costs_run(["--data", str(fmnist_h5), "--rounds", "2", "--steps", "3",
                            "--train-limit", "1280"], timeout=600)
     ms = r["ms_per_step"]
-    assert list(ms) == [PLAIN, DETERMINISM, horovod_variant("1"),
+    assert list(ms) == [PLAIN, CONTROL, DETERMINISM, horovod_variant("1"),
                         horovod_variant(JobEnvironment.ONE_RANK_CYCLE_MS)]
     assert all(len(v) == 2 and all(0 < t < 10_000 for t in v) for v in ms.values())
     assert r["steps"] == 3

@@ -3,10 +3,13 @@ the null-model profile cannot see, measured on the workshop CNN within ONE proce
 two processes the rate of this host drifts by about 6 %; within one, epochs of a few hundred
 milliseconds alternate closely enough to resolve 1 %.
 
-Variants, each its own copy of the model, one epoch of `--steps` steps per sample:
+Variants, one epoch of `--steps` steps per sample:
 - plain: plain Keras `model.fit`, as the baseline of benchmark 1.
-- op determinism: a copy traced with `enable_op_determinism()` (hpctrain's default; then
-  TensorFlow builds e.g. its sparse cross-entropy from a dozen small ops instead of one).
+- a second copy of the plain model: the control. Two copies of one model can run at
+  different speeds (where their buffers land); it shows what a difference between copies
+  is worth.
+- op determinism: a third copy, traced with `enable_op_determinism()` (hpctrain's default;
+  TensorFlow then builds e.g. its sparse cross-entropy from a dozen small ops, not one).
 - Horovod initialised with one rank beside the plain model's graph, its background thread
   waking every HOROVOD_CYCLE_TIME: 1 ms (Horovod's default) and
   JobEnvironment.ONE_RANK_CYCLE_MS (hpctrain's with one rank).
@@ -36,6 +39,7 @@ os.environ["TF_USE_LEGACY_KERAS"] = "1"  # Horovod needs Keras 2 (../shared/note
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 PLAIN = "plain Keras"
+CONTROL = "plain Keras, a second copy (control)"
 DETERMINISM = "op determinism"
 
 
@@ -114,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
 
     plain, det = model(False), model(True)
     cycles = ["1", JobEnvironment.ONE_RANK_CYCLE_MS]
-    variants = {PLAIN: sample(plain), DETERMINISM: sample(det, deterministic=True),
+    variants = {PLAIN: sample(plain), CONTROL: sample(model(False)),
+                DETERMINISM: sample(det, deterministic=True),
                 # the plain model's own graph, Horovod's thread beside it
                 **{horovod_variant(c): sample(plain, cycle_ms=c) for c in cycles}}
     samples = alternate(variants, args.rounds, log=lambda msg: None)

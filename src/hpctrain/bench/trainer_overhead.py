@@ -155,6 +155,9 @@ def summarize(headline: dict[str, list[float]], null: dict[str, list[float]],
         *(f"| {name}{whose.get(name, '')} | {fmt_spread(c['ms'], digits='.2f')} | "
           f"{'' if name == compute_costs.PLAIN else fmt_ratio3(c['ratio'])} |"
           for name, c in cnn.items()), "",
+        *([f"The control, a second copy of the plain model, runs at "
+           f"{fmt_ratio3(cnn[compute_costs.CONTROL]['ratio'])} of the first: the size of a "
+           "difference between copies.", ""] if compute_costs.CONTROL in cnn else []),
         f"The CNN's step in plain Keras takes {cnn_step_us / 1000:.1f} ms. With hpctrain's "
         f"per-step overhead less op determinism's ({per_step_only:,.0f} µs), op determinism "
         f"on the CNN ({det_ratio:.3f}) and Horovod's thread at hpctrain's one-rank cycle "
