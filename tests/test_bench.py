@@ -167,6 +167,10 @@ def test_compute_costs_alternates_its_variants_in_one_process(fmnist_h5):
                         horovod_variant(JobEnvironment.ONE_RANK_CYCLE_MS)]
     assert all(len(v) == 2 and all(0 < t < 10_000 for t in v) for v in ms.values())
     assert r["steps"] == 3
+    # without horovodrun --gloo, Horovod's MPI would abort at the second init: refused first
+    res = subprocess.run([sys.executable, "-m", "hpctrain.bench.compute_costs", "--data",
+                          str(fmnist_h5)], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 1 and "horovodrun --gloo -np 1" in res.stderr
 
 
 def test_input_bench_runs_every_variant_and_reports_ratios(fmnist_h5, tmp_path):

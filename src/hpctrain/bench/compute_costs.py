@@ -41,6 +41,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 PLAIN = "plain Keras"
 CONTROL = "plain Keras, a second copy (control)"
 DETERMINISM = "op determinism"
+COMMAND = "horovodrun --gloo -np 1 -H localhost:1 python -m hpctrain.bench.compute_costs"
 
 
 def horovod_variant(cycle_ms: str) -> str:
@@ -60,13 +61,18 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
+    from hpctrain.environment import JobEnvironment
+
+    if JobEnvironment.detect().launcher != "horovodrun":  # MPI would abort at the 2nd init
+        raise SystemExit("compute_costs initialises Horovod before every sample and shuts it "
+                         f"down after: run it as `{COMMAND} ...` (Gloo; MPI cannot be "
+                         "initialised twice in a process)")
     import h5py
     import horovod.tensorflow.keras as hvd
     import tensorflow as tf
 
     from hpctrain.bench.harness import alternate
     from hpctrain.data.reader import memory_batches
-    from hpctrain.environment import JobEnvironment
     from hpctrain.train.models import build_model
 
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)

@@ -147,7 +147,7 @@ def summarize(headline: dict[str, list[float]], null: dict[str, list[float]],
         f"op determinism off, {rest:,.0f} µs remain (its HDF5 reader, Keras' callback loop).",
         "",
         "What grows with the model's compute, which the null model cannot show: the CNN in "
-        f"one process (`python -m hpctrain.bench.compute_costs`, epochs of "
+        f"one process (`{compute_costs.COMMAND}`, epochs of "
         f"{compute['steps']} steps, {len(compute['ms_per_step'][compute_costs.PLAIN])} rounds "
         "alternating; between processes this host drifts too much to resolve 1 %):", "",
         "| the CNN, in one process | ms a step, median (min-max) | step rate / plain "
