@@ -65,8 +65,8 @@ def verdict(ratio: float, goal: float, higher_is_better: bool = True, unit: str 
             + met(ratio, goal, higher_is_better))
 
 
-def fmt_ratio(r: dict) -> str:
-    return f"{r['median']:.2f} ({r['min']:.2f}-{r['max']:.2f})"
+def fmt_ratio(r: dict, digits: int = 2) -> str:
+    return f"{r['median']:.{digits}f} ({r['min']:.{digits}f}-{r['max']:.{digits}f})"
 
 
 def fmt_spread(s: dict, unit: str = "", digits: str = ",.0f") -> str:

@@ -153,10 +153,10 @@ def summarize(headline: dict[str, list[float]], null: dict[str, list[float]],
         "| the CNN, in one process | ms a step, median (min-max) | step rate / plain "
         "Keras's, median (min-max) |", "|---|---|---|",
         *(f"| {name}{whose.get(name, '')} | {fmt_spread(c['ms'], digits='.2f')} | "
-          f"{'' if name == compute_costs.PLAIN else fmt_ratio3(c['ratio'])} |"
+          f"{'' if name == compute_costs.PLAIN else fmt_ratio(c['ratio'], 3)} |"
           for name, c in cnn.items()), "",
         *([f"The control, a second copy of the plain model, runs at "
-           f"{fmt_ratio3(cnn[compute_costs.CONTROL]['ratio'])} of the first: the size of a "
+           f"{fmt_ratio(cnn[compute_costs.CONTROL]['ratio'], 3)} of the first: the size of a "
            "difference between copies.", ""] if compute_costs.CONTROL in cnn else []),
         f"The CNN's step in plain Keras takes {cnn_step_us / 1000:.1f} ms. With hpctrain's "
         f"per-step overhead less op determinism's ({per_step_only:,.0f} µs), op determinism "
@@ -171,7 +171,3 @@ def summarize(headline: dict[str, list[float]], null: dict[str, list[float]],
             "images_per_s": {"headline": {k: spread(v) for k, v in headline.items()},
                              "null_model": {k: spread(v) for k, v in null.items()}},
             "markdown": md}
-
-
-def fmt_ratio3(r: dict) -> str:
-    return f"{r['median']:.3f} ({r['min']:.3f}-{r['max']:.3f})"
