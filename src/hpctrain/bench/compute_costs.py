@@ -11,7 +11,7 @@ Variants, one epoch of `--steps` steps per sample:
 - op determinism: a third copy, traced with `enable_op_determinism()` (hpctrain's default;
   TensorFlow then builds e.g. its sparse cross-entropy from a dozen small ops, not one).
 - Horovod initialised with one rank beside the plain model's graph, its background thread
-  waking every HOROVOD_CYCLE_TIME: 1 ms (Horovod's default) and
+  waking every HOROVOD_CYCLE_TIME: 1 ms (Horovod's default, HOROVOD_DEFAULT_CYCLE_MS) and
   JobEnvironment.ONE_RANK_CYCLE_MS (hpctrain's with one rank).
   `hvd.init()` before the sample, `hvd.shutdown()` after: with the Gloo controller, since
   MPI cannot be initialised twice in a process. hpctrain's one-rank runs use MPI; the
@@ -35,13 +35,13 @@ import json
 import os
 import time
 
-os.environ["TF_USE_LEGACY_KERAS"] = "1"  # Horovod needs Keras 2 (../shared/notes/stack.md)
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
 PLAIN = "plain Keras"
 CONTROL = "plain Keras, a second copy (control)"
 DETERMINISM = "op determinism"
-COMMAND = "horovodrun --gloo -np 1 -H localhost:1 python -m hpctrain.bench.compute_costs"
+HOROVOD_DEFAULT_CYCLE_MS = "1"
+LAUNCHER = ["horovodrun", "--gloo", "-np", "1", "-H", "localhost:1"]  # runs.compute_costs_run
+MODULE = "hpctrain.bench.compute_costs"  # not __name__: that is __main__ under python -m
+COMMAND = " ".join([*LAUNCHER, "python", "-m", MODULE])
 
 
 def horovod_variant(cycle_ms: str) -> str:
@@ -67,9 +67,12 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("compute_costs initialises Horovod before every sample and shuts it "
                          f"down after: run it as `{COMMAND} ...` (Gloo; MPI cannot be "
                          "initialised twice in a process)")
+    os.environ["TF_USE_LEGACY_KERAS"] = "1"  # Horovod needs Keras 2 (../shared/notes/stack.md)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import h5py
     import horovod.tensorflow.keras as hvd
     import tensorflow as tf
+    from tensorflow.python.framework import config as tf_config  # op determinism off: internal
 
     from hpctrain.bench.harness import alternate
     from hpctrain.data.reader import memory_batches
@@ -84,8 +87,6 @@ def main(argv: list[str] | None = None) -> int:
     batches = memory_batches(tf, x, y, args.batch, seed=42)
 
     def determinism(on: bool) -> None:
-        # the internal switch: the public API only turns it on
-        from tensorflow.python.framework import config as tf_config
         (tf_config.enable_op_determinism if on else tf_config.disable_op_determinism)()
 
     def model(deterministic: bool):
@@ -123,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         return one
 
     plain, det = model(False), model(True)
-    cycles = ["1", JobEnvironment.ONE_RANK_CYCLE_MS]
+    cycles = [HOROVOD_DEFAULT_CYCLE_MS, JobEnvironment.ONE_RANK_CYCLE_MS]
     variants = {PLAIN: sample(plain), CONTROL: sample(model(False)),
                 DETERMINISM: sample(det, deterministic=True),
                 # the plain model's own graph, Horovod's thread beside it

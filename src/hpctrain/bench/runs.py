@@ -58,9 +58,11 @@ def plain_run(args: list[str], ranks: int = 1, env: dict[str, str] | None = None
 def compute_costs_run(args: list[str], timeout: float = 3600) -> dict:
     """bench/compute_costs.py: one process under `horovodrun --gloo` (Horovod initialised
     and shut down around samples, which MPI does not allow)."""
-    res = _run([str(BIN / "horovodrun"), "--gloo", "-np", "1", "-H", "localhost:1",
-                sys.executable, "-m", "hpctrain.bench.compute_costs", *args], mpi_env(),
-               timeout)
+    from hpctrain.bench import compute_costs
+
+    horovodrun, *options = compute_costs.LAUNCHER
+    res = _run([str(BIN / horovodrun), *options, sys.executable, "-m", compute_costs.MODULE,
+                *args], mpi_env(), timeout)
     return _result(res.stdout)
 
 

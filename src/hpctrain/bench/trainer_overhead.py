@@ -111,7 +111,8 @@ def summarize(headline: dict[str, list[float]], null: dict[str, list[float]],
     # op determinism is measured whole on the CNN: its per-step part leaves the overhead
     per_step_only = overhead - costs[DETERMINISM]
     implied = cnn_step_us / (cnn_step_us + per_step_only) * det_ratio * hvd_ratio
-    whose = {compute_costs.horovod_variant("1"): " (Horovod's default)",
+    whose = {compute_costs.horovod_variant(compute_costs.HOROVOD_DEFAULT_CYCLE_MS):
+             " (Horovod's default)",
              ours: " (hpctrain's with one rank)"}
 
     def row(name: str) -> str:
@@ -155,9 +156,9 @@ def summarize(headline: dict[str, list[float]], null: dict[str, list[float]],
         *(f"| {name}{whose.get(name, '')} | {fmt_spread(c['ms'], digits='.2f')} | "
           f"{'' if name == compute_costs.PLAIN else fmt_ratio(c['ratio'], 3)} |"
           for name, c in cnn.items()), "",
-        *([f"The control, a second copy of the plain model, runs at "
-           f"{fmt_ratio(cnn[compute_costs.CONTROL]['ratio'], 3)} of the first: the size of a "
-           "difference between copies.", ""] if compute_costs.CONTROL in cnn else []),
+        f"The control, a second copy of the plain model, runs at "
+        f"{fmt_ratio(cnn[compute_costs.CONTROL]['ratio'], 3)} of the first: the size of a "
+        "difference between copies.", "",
         f"The CNN's step in plain Keras takes {cnn_step_us / 1000:.1f} ms. With hpctrain's "
         f"per-step overhead less op determinism's ({per_step_only:,.0f} µs), op determinism "
         f"on the CNN ({det_ratio:.3f}) and Horovod's thread at hpctrain's one-rank cycle "
