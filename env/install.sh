@@ -10,6 +10,12 @@
 # Idempotent: a stamp holding the hash of the pins (this file + requirements.txt) makes a
 # second run cost a second. It needs MPI, cmake and g++ on PATH: `env/install-system.sh`
 # on Debian, `module load` on a cluster (see env/modules/hpctrain.lua).
+#
+# The Horovod wheel it builds is kept in HPCTRAIN_WHEEL_CACHE (default
+# ~/.cache/hpctrain/wheels), named by the hash of everything the build depends on (this
+# script, the TensorFlow pin, the compiler, MPI and Python): a second venv on the same
+# machine (a fresh clone, CI) installs it in seconds instead of compiling for minutes.
+# HPCTRAIN_WHEEL_CACHE=off always builds.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -76,29 +82,53 @@ log "installing pinned packages"
 # tf-keras declares a dependency on the full `tensorflow` wheel; --no-deps keeps the CPU wheel.
 "${pip[@]}" install -q --no-deps "tf-keras==$TF_KERAS_VERSION"
 
-log "building Horovod $HOROVOD_VERSION from source (2-4 minutes)"
-build="$(mktemp -d)"
-trap 'rm -rf "$build"' EXIT
-"${pip[@]}" download -q --no-deps --no-binary :all: "horovod==$HOROVOD_VERSION" -d "$build"
-tar -xzf "$build/horovod-$HOROVOD_VERSION.tar.gz" -C "$build"
-src="$build/horovod-$HOROVOD_VERSION"
-# Fix 1: xla_mpi_ops.cc includes XLA headers that TensorFlow >= 2.19 no longer ships, so it
-# does not compile. It only serves Horovod's XLA ops, which the Keras path never uses.
-sed -i '/xla_mpi_ops.cc/d' "$src/horovod/tensorflow/CMakeLists.txt"
-# Fix 2: with TF >= 2.16, `from keras import backend` imports Keras 3 even when
-# TF_USE_LEGACY_KERAS=1, and the Horovod callbacks crash (no `get_value`). Use the backend of
-# `tensorflow.keras`, which is tf-keras (Keras 2) under TF_USE_LEGACY_KERAS=1.
-for f in keras/__init__.py keras/callbacks.py; do
-  grep -q "from keras import backend as K" "$src/horovod/tensorflow/$f" || die "Horovod source changed: $f"
-  sed -i 's/^\( *\)from keras import backend as K$/\1K = keras.backend  # patched by hpctrain env\/install.sh/' \
-    "$src/horovod/tensorflow/$f"
-done
 hvd_env=(HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_MPI=1 HOROVOD_WITH_GLOO=1
          HOROVOD_WITHOUT_PYTORCH=1 HOROVOD_WITHOUT_MXNET=1)
 [[ "$gpu" == 1 ]] && hvd_env+=(HOROVOD_GPU_OPERATIONS=NCCL)
-env "${hvd_env[@]}" MAKEFLAGS="-j$(nproc)" "${pip[@]}" install -q --no-deps --no-build-isolation \
-  --no-cache-dir "$src" >"$venv/horovod-build.log" 2>&1 \
-  || { tail -40 "$venv/horovod-build.log"; die "Horovod build failed (full log: $venv/horovod-build.log)"; }
+cache="${HPCTRAIN_WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/hpctrain/wheels}"
+# What the compiled wheel depends on: the build recipe below, TensorFlow's headers and ABI,
+# the compiler, the MPI library and the Python it was built for.
+build_key="$( (echo "$stamp_hash"; g++ --version | head -1; mpicc --showme:version 2>&1 \
+  || mpicc --version | head -1; "$python" -c 'import sys; print(sys.version)') \
+  | sha256sum | cut -c1-16)"
+wheel_dir="$cache/horovod-$HOROVOD_VERSION-$build_key"
+wheel=("$wheel_dir"/horovod-*.whl)
+
+build="$(mktemp -d)"
+trap 'rm -rf "$build"' EXIT
+if [[ "$cache" != off && -f "${wheel[0]}" ]]; then
+  log "Horovod $HOROVOD_VERSION from the wheel built earlier on this machine: ${wheel[0]}"
+else
+  log "building Horovod $HOROVOD_VERSION from source (2-4 minutes)"
+  "${pip[@]}" download -q --no-deps --no-binary :all: "horovod==$HOROVOD_VERSION" -d "$build"
+  tar -xzf "$build/horovod-$HOROVOD_VERSION.tar.gz" -C "$build"
+  src="$build/horovod-$HOROVOD_VERSION"
+  # Fix 1: xla_mpi_ops.cc includes XLA headers that TensorFlow >= 2.19 no longer ships, so it
+  # does not compile. It only serves Horovod's XLA ops, which the Keras path never uses.
+  sed -i '/xla_mpi_ops.cc/d' "$src/horovod/tensorflow/CMakeLists.txt"
+  # Fix 2: with TF >= 2.16, `from keras import backend` imports Keras 3 even when
+  # TF_USE_LEGACY_KERAS=1, and the Horovod callbacks crash (no `get_value`). Use the backend
+  # of `tensorflow.keras`, which is tf-keras (Keras 2) under TF_USE_LEGACY_KERAS=1.
+  for f in keras/__init__.py keras/callbacks.py; do
+    grep -q "from keras import backend as K" "$src/horovod/tensorflow/$f" \
+      || die "Horovod source changed: $f"
+    sed -i 's/^\( *\)from keras import backend as K$/\1K = keras.backend  # patched by hpctrain env\/install.sh/' \
+      "$src/horovod/tensorflow/$f"
+  done
+  env "${hvd_env[@]}" MAKEFLAGS="-j$(nproc)" "${pip[@]}" wheel -q --no-deps --no-build-isolation \
+    --no-cache-dir "$src" -w "$build/wheel" >"$venv/horovod-build.log" 2>&1 \
+    || { tail -40 "$venv/horovod-build.log"; die "Horovod build failed (full log: $venv/horovod-build.log)"; }
+  wheel=("$build"/wheel/horovod-*.whl)
+  if [[ "$cache" != off ]]; then
+    # into the cache under a temporary name, then renamed: a half-copied wheel is never found
+    mkdir -p "$cache"
+    tmp="$(mktemp -d "$cache/.partial-XXXXXX")"
+    cp "${wheel[0]}" "$tmp/" && sync "$tmp/$(basename "${wheel[0]}")"
+    rm -rf "$wheel_dir" && mv "$tmp" "$wheel_dir" \
+      && log "kept the wheel for the next venv: $wheel_dir" || rm -rf "$tmp"
+  fi
+fi
+"${pip[@]}" install -q --no-deps "${wheel[0]}"
 
 log "installing hpctrain (editable)"
 "${pip[@]}" install -q --no-deps --no-build-isolation -e "$repo"
