@@ -1,0 +1,265 @@
+#!/usr/bin/env python3
+"""Run a command as if on a slower machine of this kind, and keep what it measured.
+
+Machines of one kind differ by more than 6x. To know how long the suite takes on a slow one,
+run it here under a CPU quota (a cgroup: v2 `cpu.max`, or v1 `cpu.cfs_quota_us`), with every
+process it starts inside the same quota (the embedded cluster's daemons and the ranks they
+launch included), and store the timing as JSON under results/ci/:
+
+    # as root; the quota that makes `make demo`'s 2-rank job run at ~600 images/s:
+    sudo python3 scripts/slow_machine.py run --cores 0.35 --name demo -- make demo
+    # a clean clone's CI inside that quota:
+    git clone . /tmp/c && cd /tmp/c && \\
+      sudo python3 scripts/slow_machine.py run --cores 0.35 --name ci --out-dir \\
+      /work/main/results/ci -- bash .ci/run
+    # the README's Development section from the stored records:
+    python3 scripts/slow_machine.py render          # --check: exit 1 if the README differs
+
+Standard library only: it runs before the venv exists. Needs root (cgroups).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+PERIOD_US = 100_000
+V2, V1 = Path("/sys/fs/cgroup"), Path("/sys/fs/cgroup/cpu")
+BEGIN, END = "<!-- ci-timing: begin -->", "<!-- ci-timing: end -->"
+
+# Lines of the command's output worth keeping, by what they say.
+PATTERNS = {
+    "install_s": re.compile(r"^ci: install took (\d+) s$"),
+    "total_s": re.compile(r"^ci: total (\d+) s$"),
+    "tests": re.compile(r"^=+ (?P<summary>(?:\d+ \w+(?:, )?)+) in (?P<s>[\d.]+)s"),
+    "report": re.compile(r"^report: (\S+report\.json)$"),
+    "duration": re.compile(r"^(?P<s>[\d.]+)s (?P<when>call|setup|teardown)\s+(?P<test>\S+)$"),
+}
+
+
+def cpu_model() -> dict:
+    info = Path("/proc/cpuinfo").read_text()
+    model = re.search(r"^model name\s*:\s*(.+)$", info, re.M)
+    flags = re.search(r"^flags\s*:\s*(.+)$", info, re.M)
+    have = set(flags.group(1).split()) if flags else set()
+    return {"model": model.group(1).strip() if model else "unknown", "cpus": os.cpu_count(),
+            "avx512f": "avx512f" in have, "avx2": "avx2" in have}
+
+
+class Quota:
+    """A cgroup whose processes share `cores` CPUs' worth of time."""
+
+    def __init__(self, cores: float, name: str):
+        self.quota_us = max(1000, round(cores * PERIOD_US))
+        if "cpu" in _read(V2 / "cgroup.controllers").split():
+            self.version, self.path = 2, V2 / name
+            subtree = V2 / "cgroup.subtree_control"
+            if "cpu" not in _read(subtree).split():
+                subtree.write_text("+cpu")
+            self.path.mkdir(exist_ok=True)
+            (self.path / "cpu.max").write_text(f"{self.quota_us} {PERIOD_US}")
+        elif (V1 / "cpu.cfs_quota_us").exists():
+            self.version, self.path = 1, V1 / name
+            self.path.mkdir(exist_ok=True)
+            (self.path / "cpu.cfs_period_us").write_text(str(PERIOD_US))
+            (self.path / "cpu.cfs_quota_us").write_text(str(self.quota_us))
+        else:
+            raise SystemExit("slow_machine: no cgroup cpu controller (v2 cpu.max or v1 "
+                             "cpu.cfs_quota_us) on this machine")
+
+    def enter(self) -> None:
+        """In the child before exec: it and all it starts run under the quota."""
+        (self.path / "cgroup.procs").write_text(str(os.getpid()))
+
+    def stats(self) -> dict:
+        text = _read(self.path / "cpu.stat")
+        stat = dict(line.split() for line in text.splitlines() if line.strip())
+        if self.version == 2:
+            return {"cpu_s": int(stat.get("usage_usec", 0)) / 1e6,
+                    "throttled_s": int(stat.get("throttled_usec", 0)) / 1e6}
+        return {"throttled_s": int(stat.get("throttled_time", 0)) / 1e9}
+
+    def remove(self) -> list[int]:
+        """Remove the group; returns the PIDs still in it (left running by the command)."""
+        left = [int(p) for p in _read(self.path / "cgroup.procs").split()]
+        if not left:
+            self.path.rmdir()
+        return left
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Temporary name, fsync, rename: never a half-written record."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=1)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def parse_output(lines: list[str]) -> dict:
+    found: dict = {"durations": []}
+    for line in lines:
+        line = line.rstrip("\n")
+        for key, pattern in PATTERNS.items():
+            m = pattern.match(line)
+            if not m:
+                continue
+            if key == "duration":
+                found["durations"].append({"s": float(m["s"]), "when": m["when"],
+                                           "test": m["test"]})
+            elif key == "tests":
+                counts = dict(reversed(part.split()) for part in m["summary"].split(", "))
+                found["tests"] = {**{k: int(v) for k, v in counts.items()},
+                                  "seconds": float(m["s"])}
+            elif key == "report":
+                found["report"] = m.group(1)
+            else:
+                found[key] = int(m.group(1))
+    if "report" in found:  # a training run's own throughput (make demo)
+        try:
+            report = json.loads(Path(found["report"]).read_text())
+            found["images_per_s"] = report["images_per_s"]["mean"]
+            found["test_accuracy"] = report.get("test_accuracy")
+        except (OSError, KeyError, ValueError):
+            pass
+    return found
+
+
+def git_commit(cwd: Path) -> str | None:
+    """The checkout's commit, with "+changes" when its tracked files differ from it."""
+    res = subprocess.run(["git", "rev-parse", "--short=7", "HEAD"], cwd=cwd,
+                         capture_output=True, text=True)
+    if not res.stdout.strip():
+        return None
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
+                           capture_output=True, text=True).stdout.strip()
+    return res.stdout.strip() + ("+changes" if dirty else "")
+
+
+def run(args: argparse.Namespace) -> int:
+    if os.geteuid() != 0:
+        raise SystemExit("slow_machine: run needs root (it creates a cgroup)")
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        raise SystemExit("slow_machine: no command after --")
+    quota = Quota(args.cores, f"hpctrain-slow-{os.getpid()}") if args.cores else None
+    out_dir = Path(args.out_dir)
+    log_path = out_dir / f"{args.name}.log"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lines: list[str] = []
+    start = time.monotonic()
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, preexec_fn=quota.enter if quota else None)
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            sys.stdout.write(line)
+            log.write(line)
+            lines.append(line)
+        code = proc.wait()
+    seconds = time.monotonic() - start
+    record = {
+        "name": args.name, "command": shlex.join(command), "cwd": os.getcwd(),
+        "commit": git_commit(Path.cwd()), "date": time.strftime("%Y-%m-%d %H:%M UTC",
+                                                                 time.gmtime()),
+        "cpu": cpu_model(), "exit_code": code, "seconds": round(seconds, 1),
+        "cap": None if quota is None else {
+            "cores": args.cores, "quota_us": quota.quota_us, "period_us": PERIOD_US,
+            "cgroup": f"v{quota.version}", **quota.stats()},
+        **parse_output(lines),
+    }
+    if quota is not None:
+        left = quota.remove()
+        if left:
+            record["cap"]["left_running"] = left
+            print(f"slow_machine: {len(left)} process(es) still in {quota.path}: {left}",
+                  file=sys.stderr)
+    write_json(out_dir / f"{args.name}.json", record)
+    print(f"slow_machine: {args.name}: exit {code} after {seconds:.0f} s -> "
+          f"{out_dir / (args.name + '.json')}", file=sys.stderr)
+    return code
+
+
+def _minutes(seconds: float) -> str:
+    return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+
+
+def render_block(records: dict[str, dict]) -> str:
+    """The README's figures, every number from the records."""
+    rows = []
+    for name, r in records.items():
+        cap = r.get("cap")
+        cap_text = (f"{cap['cores']:g} of {r['cpu']['cpus']} cores (cgroup {cap['cgroup']} "
+                    f"quota {cap['quota_us']} µs per {cap['period_us']} µs)") if cap \
+            else f"none ({r['cpu']['cpus']} cores)"
+        what = []
+        if "images_per_s" in r:
+            what.append(f"demo job {r['images_per_s']:,.0f} images/s")
+        if "tests" in r:
+            t = r["tests"]
+            what.append(f"{t.get('passed', 0)} passed, {t.get('failed', 0)} failed; "
+                        f"tests {_minutes(t['seconds'])}")
+        if "install_s" in r:
+            what.append(f"install {_minutes(r['install_s'])}")
+        what.append(f"all {_minutes(r['seconds'])}, exit {r['exit_code']}")
+        rows.append(f"| {name} | `{r['command']}` at {r['commit']} | {r['cpu']['model']}"
+                    f"{'' if r['cpu']['avx512f'] else ' (no AVX-512)'} | {cap_text} | "
+                    f"{'; '.join(what)} | {r['date']} |")
+    head = ("| record | command | CPU | CPU cap | measured | date |\n"
+            "|---|---|---|---|---|---|")
+    return "\n".join([BEGIN, head, *rows, END])
+
+
+def render(args: argparse.Namespace) -> int:
+    ci_dir = REPO / "results" / "ci"
+    records = {p.stem: json.loads(p.read_text()) for p in sorted(ci_dir.glob("*.json"))}
+    readme = REPO / "README.md"
+    text = readme.read_text()
+    if BEGIN not in text or END not in text:
+        raise SystemExit(f"slow_machine: README.md has no {BEGIN} ... {END} block")
+    new = text[:text.index(BEGIN)] + render_block(records) + text[text.index(END) + len(END):]
+    if args.check:
+        if new != text:
+            print("slow_machine: README.md's CI timing differs from results/ci/*.json; run "
+                  "`python3 scripts/slow_machine.py render`", file=sys.stderr)
+            return 1
+        return 0
+    readme.write_text(new)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    sub = p.add_subparsers(dest="what", required=True)
+    r = sub.add_parser("run", help="run a command under a CPU quota and store its timing")
+    r.add_argument("--cores", type=float, default=0.0,
+                   help="CPUs' worth of time the command may use (0: no cap, just measure)")
+    r.add_argument("--name", required=True, help="record name: results/ci/NAME.json")
+    r.add_argument("--out-dir", default=str(REPO / "results" / "ci"))
+    r.add_argument("command", nargs=argparse.REMAINDER, help="-- command ...")
+    g = sub.add_parser("render", help="README's Development section from results/ci/*.json")
+    g.add_argument("--check", action="store_true", help="exit 1 if the README differs")
+    args = p.parse_args(argv)
+    return run(args) if args.what == "run" else render(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

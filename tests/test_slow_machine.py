@@ -1,0 +1,54 @@
+"""scripts/slow_machine.py: what it keeps from a run's output, and the README's CI figures
+rendered from results/ci/*.json (never typed by hand)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+
+from conftest import REPO
+
+spec = importlib.util.spec_from_file_location("slow_machine", REPO / "scripts" /
+                                              "slow_machine.py")
+assert spec and spec.loader
+slow_machine = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(slow_machine)
+
+
+def test_parse_output_keeps_ci_times_test_counts_and_durations(tmp_path):
+    report = tmp_path / "report.json"
+    report.write_text(json.dumps({"images_per_s": {"mean": 612.5}, "test_accuracy": 0.9}))
+    lines = ["ci: install took 95 s", "============ slowest 25 durations ============",
+             "301.52s call     tests/test_slurm_jobs.py::test_preemption_signal_to_ranks",
+             "12.00s setup    tests/test_e2e_slurm.py::test_dry_run_submits_nothing",
+             "==== 1 failed, 150 passed, 2 skipped in 1234.56s (0:20:34) ====",
+             f"report: {report}", "ci: total 1400 s"]
+    found = slow_machine.parse_output([line + "\n" for line in lines])
+    assert found["install_s"] == 95 and found["total_s"] == 1400
+    assert found["tests"] == {"failed": 1, "passed": 150, "skipped": 2, "seconds": 1234.56}
+    assert found["durations"][0] == {
+        "s": 301.52, "when": "call",
+        "test": "tests/test_slurm_jobs.py::test_preemption_signal_to_ranks"}
+    assert len(found["durations"]) == 2
+    assert found["images_per_s"] == 612.5 and found["test_accuracy"] == 0.9
+
+
+def test_render_block_takes_every_figure_from_the_record():
+    record = {"command": "bash .ci/run", "commit": "abc1234", "date": "2026-12-01 22:00 UTC",
+              "cpu": {"model": "AMD EPYC", "cpus": 2, "avx512f": False, "avx2": True},
+              "exit_code": 0, "seconds": 1990.0, "install_s": 300,
+              "tests": {"passed": 150, "seconds": 1500.0},
+              "cap": {"cores": 0.35, "quota_us": 35000, "period_us": 100000, "cgroup": "v1"}}
+    block = slow_machine.render_block({"ci-capped": record})
+    row = block.splitlines()[3]
+    assert row.startswith("| ci-capped | `bash .ci/run` at abc1234 | AMD EPYC (no AVX-512) |")
+    assert "0.35 of 2 cores (cgroup v1 quota 35000 µs per 100000 µs)" in row
+    assert "150 passed, 0 failed; tests 25m00s; install 5m00s; all 33m10s, exit 0" in row
+
+
+def test_readme_ci_timing_matches_results_ci():
+    res = subprocess.run([sys.executable, str(REPO / "scripts" / "slow_machine.py"), "render",
+                          "--check"], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
