@@ -5,7 +5,7 @@ DATA   ?= data/fashion-mnist.h5
 FASHION_SRC ?= /usr/share/datasets/fashion-mnist
 NODES  ?= 2
 
-.PHONY: install install-system demo test bench accuracy studies projection lint cluster-up cluster-down clean
+.PHONY: install install-system demo test test-fast bench accuracy studies projection lint cluster-up cluster-down clean
 
 install-system:  ## Debian packages for a laptop/CI (skip on a real cluster: module load)
 	bash env/install-system.sh
@@ -27,7 +27,10 @@ demo: install cluster-up $(DATA)  ## Fashion-MNIST CNN, 2 ranks on 2 nodes of th
 	  --ntasks-per-node 1 --wait
 
 test: install  ## the whole suite on real parts (brings up its own Slurm cluster)
-	$(BIN)/python -m pytest -ra
+	$(BIN)/python -m pytest -ra --durations=25
+
+test-fast: install  ## the inner loop: no Slurm, no MPI ranks, nothing marked slow
+	$(BIN)/python -m pytest -ra --durations=10 -m "not slurm and not mpi and not slow"
 
 lint: install  ## ruff over src, tests and scripts; mypy over the package
 	$(BIN)/ruff check src tests scripts
@@ -48,7 +51,7 @@ data/bench-256/manifest.json: | $(BENCH_TREE)
 data/bench-256-lzf/manifest.json: | $(BENCH_TREE)
 	$(STAGE_BENCH) --out $(@D) --compression lzf
 
-bench: install $(DATA) data/fmnist-tree data/bench-256/manifest.json data/bench-256-lzf/manifest.json  ## issue 13's six (trainer, input, Horovod, time to accuracy, jobs, startup), staging, determinism
+bench: install $(DATA) data/fmnist-tree data/bench-256/manifest.json data/bench-256-lzf/manifest.json  ## the six benchmarks (trainer, input, Horovod, time to accuracy, jobs, startup), staging, determinism
 	$(BIN)/python scripts/bench_input.py --data $(DATA) --images data/bench-256 \
 	  --images-lzf data/bench-256-lzf --rounds 9 --out results/bench/input_pipeline
 	$(BIN)/python scripts/bench_staging.py --tree data/fmnist-tree --images 6000 --size 224 \

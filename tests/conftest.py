@@ -1,5 +1,11 @@
 """Shared fixtures: real Fashion-MNIST staged once, the embedded Slurm cluster brought up once,
-and a directory whose name holds spaces, quotes and `;` (as submitit's weird_tmp_path)."""
+and a directory whose name holds spaces, quotes and `;` (as submitit's weird_tmp_path).
+
+Lanes (markers, checked with --strict-markers): `slurm` (the embedded cluster), `mpi` (real
+ranks, or an `hpctrain train` process), `slow` (over its share of the budget, with the
+reason). `make test-fast` runs the rest. Every test's time is recorded; when the whole suite
+runs, test_budget.py fails for any test that took more than SHARE of it without `slow`.
+"""
 
 from __future__ import annotations
 
@@ -20,7 +26,45 @@ from hpctrain.data.stage_mnist import stage  # noqa: E402
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 VENV_BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[1]
+TEST_NODES = 8
 SHORT = ["train_limit=4000", "test_limit=1000", "epochs=1"]  # ~20 s on 2 ranks here
+
+# `make test` must take <= 25 minutes on a slow machine of this kind (the demo job at ~600
+# images/s); no single test may take more than this share of the suite unless marked
+# `slow(reason=...)`. A share, not seconds: machines of this kind differ by more than 6x.
+SHARE = 0.04
+DURATIONS: dict[str, float] = {}  # nodeid -> setup + call + teardown seconds, this session
+FAILED: list[str] = []
+_current: list[pytest.Item] = []
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if "slurm_cluster" in getattr(item, "fixturenames", ()) and \
+                item.get_closest_marker("slurm") is None:
+            raise pytest.UsageError(f"{item.nodeid} uses slurm_cluster: mark it slurm")
+        slow = item.get_closest_marker("slow")
+        if slow is not None and not slow.kwargs.get("reason"):
+            raise pytest.UsageError(f"{item.nodeid}: slow(reason=...) must say why")
+    # the budget check reads every other test's time: last
+    items.sort(key=lambda item: item.get_closest_marker("budget_check") is not None)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    _current[:] = [item]
+
+
+def pytest_runtest_logreport(report):
+    DURATIONS[report.nodeid] = DURATIONS.get(report.nodeid, 0.0) + report.duration
+    if report.failed:
+        FAILED.append(report.nodeid)
+
+
+def require_lane(lane: str, what: str) -> None:
+    """Fails the running test if it starts `what` without being marked `lane`."""
+    if _current and _current[0].get_closest_marker(lane) is None:
+        pytest.fail(f"{_current[0].nodeid} runs {what}: mark it {lane}", pytrace=False)
 
 
 @pytest.fixture
@@ -41,9 +85,11 @@ def fmnist_h5(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def slurm_cluster(tmp_path_factory):
-    """A real embedded Slurm cluster in its own directory and ports, torn down at the end."""
+    """A real embedded Slurm cluster in its own directory and ports, torn down at the end.
+    8 logical nodes rather than the demo's 4: independent jobs (the long ones that wait on
+    Slurm's signals) run at once and overlap their waits."""
     root = tmp_path_factory.mktemp("cluster")
-    cluster = EmbeddedCluster(root=root, base_port=27817)
+    cluster = EmbeddedCluster(root=root, base_port=27817, nodes=TEST_NODES)
     try:
         cluster.up(timeout=90)
         yield cluster
@@ -54,6 +100,8 @@ def slurm_cluster(tmp_path_factory):
 def hpctrain(*args: str, env: dict | None = None, cwd: Path = REPO, timeout: float = 600,
              check: bool = False) -> subprocess.CompletedProcess:
     """Run the installed `hpctrain` command as a user would."""
+    if args[:1] == ("train",):
+        require_lane("mpi", "an hpctrain train process")
     full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "1", **(env or {})}
     res = subprocess.run([str(VENV_BIN / "hpctrain"), *args], env=full_env, cwd=cwd,
                          capture_output=True, text=True, timeout=timeout)
@@ -75,8 +123,10 @@ def make_tree(out: Path, train: int, val: int, unreadable: int = 2) -> Path:
 def write_config(path: Path, data: Path, **extra) -> Path:
     import yaml
 
+    # pictures cost a rank ~2.4 s of CPU (40 % of a tiny run): drawn only where a test
+    # looks at them (pictures=True)
     cfg = {"experiment": "test", "data": str(data), "model": "cnn", "batch_size": 64,
-           "epochs": 1, **extra}
+           "epochs": 1, "pictures": False, **extra}
     path.write_text(yaml.safe_dump(cfg))
     return path
 
@@ -89,6 +139,7 @@ MPI_ENV = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
 def horovodrun_command(config: Path, run_dir: Path, *overrides: str, resume: bool = False,
                        np: int = 2) -> tuple[list[str], dict]:
     """argv and environment of `horovodrun -np 2 -H localhost:2 hpctrain train ...`."""
+    require_lane("mpi", "horovodrun")
     argv = [str(VENV_BIN / "horovodrun"), "-np", str(np), "-H", f"localhost:{np}",
             str(VENV_BIN / "hpctrain"), "train", "--config", str(config), "--run-dir",
             str(run_dir), *(["--resume"] if resume else []), *overrides]
@@ -112,3 +163,19 @@ def read_report(run_dir: Path) -> dict:
 def mpirun_available() -> None:
     if shutil.which("mpirun") is None:
         pytest.fail("mpirun missing: run env/install-system.sh")
+
+
+TINY_2RANK = ["train_limit=2000", "test_limit=500", "batch_size=64"]
+
+
+@pytest.fixture(scope="session")
+def cnn_two_ranks(fmnist_h5, tmp_path_factory) -> tuple[Path, Path]:
+    """(config, run dir) of one finished 2-rank horovodrun of the workshop CNN, shared by the
+    tests that read a trained run (horovodrun's report, exact resume, pictures, predict)."""
+    root = tmp_path_factory.mktemp("cnn2")
+    config = write_config(root / "exp.yaml", fmnist_h5, model="cnn", epochs=3,
+                          lr_schedule="cosine", optimizer="sgd", learning_rate=0.02,
+                          pictures=True)
+    res = horovodrun(config, root / "run", *TINY_2RANK)
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
+    return config, root / "run"

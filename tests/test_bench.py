@@ -46,6 +46,9 @@ def test_without_names_known_mechanisms(fmnist_h5, tmp_path):
         load_config(str(bad))
 
 
+@pytest.mark.slow(
+    reason="five TensorFlow processes: plain Keras on 1 and 2 ranks, stripped hpctrain on 2")
+@pytest.mark.mpi
 def test_baselines_and_stripped_runs_are_real(fmnist_h5, tmp_path):
     """One tiny sample of each kind the benchmarks alternate: plain Keras, Horovod's recipe
     on 2 ranks, and hpctrain without every per-step mechanism (still in sync)."""
@@ -58,7 +61,7 @@ def test_baselines_and_stripped_runs_are_real(fmnist_h5, tmp_path):
     two = plain_run([*args, "--target", "0.3"], ranks=2)
     assert two["ranks"] == 2 and two["time_to_target_s"] > 0 and two["target_accuracy"] >= 0.3
     cfg = write_config(tmp_path / "c.yaml", fmnist_h5, epochs=2, train_limit=1000,
-                       test_limit=500, pictures=False)
+                       test_limit=500)
     r = hpctrain_run(str(cfg), ["without=[stop_check,reseed,lr_schedule,step_timing]"],
                      ranks=2)
     assert r["status"] == "completed" and r["ranks_in_sync"]["ok"]
@@ -87,6 +90,7 @@ def test_launch_defaults_yield_when_idle_and_slow_one_ranks_horovod_cycle():
                                  ).tune_before_init({}) == {"OMPI_MCA_mpi_yield_when_idle": "1"}
 
 
+@pytest.mark.slow(reason="two Slurm jobs, data in place and copied to node-local scratch")
 @pytest.mark.slurm
 def test_job_overhead_measures_real_jobs(slurm_cluster, fmnist_h5, tmp_path):
     """Benchmark 5's sample on the tests' Slurm cluster, data in place and copied to
@@ -153,6 +157,7 @@ def test_trainer_overhead_summary_pairs_rounds_and_profiles_the_step():
     assert "second copy of the plain model, runs at 1.000 (1.000-1.000) of the first" in md
 
 
+@pytest.mark.mpi
 def test_compute_costs_alternates_its_variants_in_one_process(fmnist_h5):
     """bench/compute_costs.py at its smallest, for real: one process under horovodrun --gloo,
     Horovod initialised and shut down around its samples, op determinism on and off."""
@@ -173,6 +178,7 @@ def test_compute_costs_alternates_its_variants_in_one_process(fmnist_h5):
     assert res.returncode == 1 and "horovodrun --gloo -np 1" in res.stderr
 
 
+@pytest.mark.mpi
 def test_input_bench_runs_every_variant_and_reports_ratios(fmnist_h5, tmp_path):
     """scripts/bench_input.py (make bench's input pipeline) at its smallest: one round of the
     28x28 case; every variant is measured and the baseline's ratio to itself is 1."""

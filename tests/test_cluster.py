@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import VENV_BIN
+from conftest import TEST_NODES, VENV_BIN
 from hpctrain.cluster import daemons
 from hpctrain.cluster.embedded import EmbeddedCluster
 
@@ -23,9 +23,9 @@ def test_up_is_idempotent_and_complete(slurm_cluster):
     assert time.monotonic() - t0 < 10
     assert slurm_cluster.running() == pids  # nothing restarted
     out = slurm_cluster.sinfo()
-    for node in ("node1", "node2", "node3", "node4"):
+    for node in slurm_cluster.node_names:
         assert node in out
-    assert out.count("gpu:2") == 4
+    assert out.count("gpu:2") == len(slurm_cluster.node_names) == TEST_NODES
 
 
 def test_accounting_and_gpus(slurm_cluster, tmp_path):
@@ -61,7 +61,7 @@ def test_every_daemon_listens_on_loopback_only(slurm_cluster, tmp_path):
     import psutil
 
     pids = [p for p in slurm_cluster.running().values() if p]
-    assert len(pids) == 8
+    assert len(pids) == 4 + TEST_NODES  # munged, mariadbd, slurmdbd, slurmctld; a slurmd each
     running = slurm_cluster.running()
     assert all(daemons.listening(pid) for name, pid in running.items() if name != "munged")
     assert _listeners_beyond_loopback(pids) == []

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slurm
 
 
 def test_submit_two_nodes_to_report(slurm_cluster, fmnist_h5, weird_tmp_path):
-    config = write_config(weird_tmp_path / "exp.yaml", fmnist_h5)
+    config = write_config(weird_tmp_path / "exp.yaml", fmnist_h5, pictures=True)
     run_dir = weird_tmp_path / "run"
     env = {"SLURM_CONF": str(slurm_cluster.slurm_conf)}
     res = hpctrain("submit", "--config", str(config), "--nodes", "2", "--ntasks-per-node", "1",
@@ -42,6 +42,10 @@ def test_submit_two_nodes_to_report(slurm_cluster, fmnist_h5, weird_tmp_path):
     assert report["versions"]["keras"].startswith("2.")
     for name in ("job.sbatch", "config.json", "metrics.jsonl", "report.md", "submission.json"):
         assert (run_dir / name).is_file(), name
+    pictures = report["pictures"]["files"]  # predicted on both nodes, drawn by rank 0
+    assert set(pictures) == {"curves", "confusion", "mistakes", "correct"}
+    assert all((run_dir / f).read_bytes()[:4] == b"\x89PNG" for f in pictures.values())
+    assert sum(map(sum, report["pictures"]["confusion"])) == 1000  # the whole test set
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1]
     assert {"loss", "accuracy", "val_loss", "val_accuracy", "epoch_s", "images_per_s"} <= set(
@@ -118,42 +122,6 @@ def test_dry_run_submits_nothing(slurm_cluster, fmnist_h5, tmp_path):
                    "--run-dir", str(tmp_path / "run"),
                    env={"SLURM_CONF": str(slurm_cluster.slurm_conf)})
     assert res.returncode == 1 and "sbatch --test-only refused the job" in res.stderr
-
-
-def test_every_model_through_submit(slurm_cluster, fmnist_h5, tmp_path):
-    """Each model of the zoo as a real 2-node job (tiny data; the accuracy table runs them
-    in full). All jobs are queued at once and share the 4 logical nodes."""
-    from hpctrain.train.models import MODELS
-
-    env = {"SLURM_CONF": str(slurm_cluster.slurm_conf)}
-    procs = {}
-    for model in MODELS:
-        config = write_config(tmp_path / f"{model}.yaml", fmnist_h5, model=model,
-                              batch_size=32, optimizer="sgd", learning_rate=0.01)
-        args = ["submit", "--config", str(config), "--nodes", "2", "--run-dir",
-                str(tmp_path / model), "--wait", "train_limit=1024", "test_limit=256",
-                "epochs=1"]
-        procs[model] = subprocess.Popen([str(VENV_BIN / "hpctrain"), *args],
-                                        env={**os.environ, **env}, stdout=subprocess.PIPE,
-                                        stderr=subprocess.STDOUT, text=True)
-    for model, proc in procs.items():
-        out, _ = proc.communicate(timeout=900)
-        assert proc.returncode == 0, f"{model}:\n{out[-3000:]}"
-        report = json.loads((tmp_path / model / "report.json").read_text())
-        assert report["model"] == model and report["ranks"] == 2 and report["nodes"] == 2
-        assert report["ranks_in_sync"]["ok"] is True, model
-        assert report["launcher"] == "srun" and report["slurm"]["job_id"]
-
-
-def test_synthetic_config_through_submit(slurm_cluster, tmp_path):
-    """A shipped synthetic config (no data file) as a 2-node job; BatchNorm ranks in sync."""
-    res = hpctrain("submit", "--config", "jobs/configs/synthetic_resnet20.yaml:short",
-                   "--nodes", "2", "--run-dir", str(tmp_path / "run"), "--wait",
-                   env={"SLURM_CONF": str(slurm_cluster.slurm_conf)}, timeout=600)
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    assert "test accuracy n/a (completed, job COMPLETED)" in res.stdout
-    report = json.loads((tmp_path / "run" / "report.json").read_text())
-    assert report["dataset"]["dataset"] == "synthetic" and report["ranks_in_sync"]["ok"]
 
 
 def _squeue_state(job_id: str, env: dict) -> str:

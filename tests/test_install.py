@@ -34,7 +34,8 @@ def fresh_venv(tmp_path_factory) -> Path:
     subprocess.run([getattr(sys, "_base_executable", sys.executable), "-m", "venv", str(venv)],
                    check=True, timeout=120)
     # the pinned versions (as constraints: TensorFlow is not installed), from pip's cache
-    res = subprocess.run([str(venv / "bin" / "pip"), "install", "-q",
+    # (--no-compile: byte-compiling pandas and matplotlib was half of this install's time)
+    res = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "--no-compile",
                           "--disable-pip-version-check", "-c",
                           str(src / "env" / "requirements.txt"), str(src)],
                          capture_output=True, text=True, timeout=900)
@@ -42,6 +43,7 @@ def fresh_venv(tmp_path_factory) -> Path:
     return venv
 
 
+@pytest.mark.slow(reason="pip installs the package and its dependencies into a fresh venv")
 def test_non_editable_install_renders_a_job_slurm_accepts(fresh_venv, slurm_cluster,
                                                           fmnist_h5, tmp_path):
     python = str(fresh_venv / "bin" / "python")

@@ -10,7 +10,7 @@ from hpctrain.slurm.postmortem import last_segment, parse_failures, summary
 from hpctrain.slurm.profiles import ProfileError, available, load_profile, slurm_minutes
 from hpctrain.slurm.script import JobSpecError
 from hpctrain.slurm.status import summarize_records
-from hpctrain.slurm.submit import parse_chain
+from hpctrain.slurm.submit import outcome, parse_chain
 from hpctrain.slurm.sweep import parse_grid
 from hpctrain.train.config import ConfigError
 
@@ -110,3 +110,13 @@ def test_status_rows_match_runs_on_their_cluster(tmp_path):
     assert states == ["done", "other cluster (there)", "other cluster (not recorded)"]
     unreachable = [r[1] for r in rows(runs, jobs, Path(tmp_path), None)]
     assert unreachable == ["unknown (no Slurm reachable)"] * 3
+
+
+def test_outcome_line_of_a_run_without_a_test_set(tmp_path):
+    """What `submit --wait` prints last: a synthetic run has no test accuracy (n/a)."""
+    assert outcome(tmp_path, "FAILED") == (False, "test accuracy n/a (None, job FAILED)")
+    (tmp_path / "report.json").write_text('{"status": "completed", "test_accuracy": null}')
+    assert outcome(tmp_path, "COMPLETED") == (True, "test accuracy n/a (completed, job "
+                                                    "COMPLETED)")
+    (tmp_path / "report.json").write_text('{"status": "completed", "test_accuracy": 0.91234}')
+    assert outcome(tmp_path, "COMPLETED")[1] == "test accuracy 0.9123 (completed, job COMPLETED)"

@@ -148,10 +148,15 @@ def test_projection_reproduces_its_calibration_and_checks_published_figures():
     assert rows["dle-a100-amp"]["projected"] < rows["dle-a100-tf32"]["projected"]
 
 
+@pytest.mark.slow(
+    reason="2 ranks of a residual net, one slowed on purpose, with accumulation and the timeline")
+@pytest.mark.mpi
 def test_straggler_named_and_accumulation_in_sync_on_real_ranks(tmp_path, mpirun_available,
                                                                  monkeypatch):
     """2 real Horovod ranks; rank 1 made slow on purpose (the test hook sleeps in its
-    compute); gradients accumulated over 2 batches; Horovod's timeline written."""
+    compute); gradients accumulated over 2 batches; Horovod's timeline written. Synthetic
+    data: each rank draws its own batches, so BatchNorm statistics differ per rank until
+    hpctrain averages them, and the ranks-in-sync check proves it does."""
     monkeypatch.setenv("HPCTRAIN_TEST_SLOW_RANK", "1:0.15")
     run_dir = tmp_path / "run"
     res = horovodrun(REPO / "jobs" / "configs" / "synthetic_resnet20.yaml", run_dir,
@@ -160,6 +165,8 @@ def test_straggler_named_and_accumulation_in_sync_on_real_ranks(tmp_path, mpirun
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     report = read_report(run_dir)
     assert report["ranks_in_sync"]["ok"]
+    assert report["dataset"]["dataset"] == "synthetic" and report["test_accuracy"] is None
+    assert report["images_per_s"]["mean"] > 0
     assert report["global_batch_size"] == 8 * 2 * 2 and report["accumulate_steps"] == 2
     assert report["learning_rate_scaled"] == pytest.approx(0.05 * 4)
     slow = report["step_times"]["stragglers"]
@@ -169,6 +176,9 @@ def test_straggler_named_and_accumulation_in_sync_on_real_ranks(tmp_path, mpirun
     assert "NEGOTIATE_ALLREDUCE" in (run_dir / "timeline.json").read_text()
 
 
+@pytest.mark.slow(
+    reason="a study's two Slurm jobs (1 and 2 nodes), its resume, report and projection")
+@pytest.mark.slurm
 def test_tiny_study_on_the_embedded_cluster(slurm_cluster, tmp_path):
     env = {"SLURM_CONF": str(slurm_cluster.slurm_conf), "HPCTRAIN_RESULTS": str(tmp_path)}
     args = ["study", "--config", str(REPO / "jobs/configs/synthetic_resnet20.yaml:short"),
@@ -182,7 +192,11 @@ def test_tiny_study_on_the_embedded_cluster(slurm_cluster, tmp_path):
     assert summary["efficiency"].iloc[0] == pytest.approx(1.0)
     runs = pd.read_csv(study / "runs.csv")
     assert (runs["status"] == "completed").all() and runs["job_s"].notna().all()
-    assert runs["ranks_in_sync"].all()
+    assert runs["ranks_in_sync"].all()  # BatchNorm statistics averaged across 2 nodes too
+    for run in (study / "runs").iterdir():  # the shipped synthetic config, through sbatch
+        report = read_report(run)
+        assert report["dataset"]["dataset"] == "synthetic" and report["test_accuracy"] is None
+        assert report["launcher"] == "srun" and report["slurm"]["job_id"]
     readme = (study / "README.md").read_text()
     assert "weak scaling" in readme and "node-h per epoch" in readme
     assert "embedded Slurm cluster" in readme  # what the efficiency means here, said

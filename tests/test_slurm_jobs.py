@@ -8,7 +8,9 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -17,22 +19,20 @@ from conftest import REPO, VENV_BIN, hpctrain, read_report, write_config
 
 pytestmark = pytest.mark.slurm
 
-# Longer than the 60-90 s after which Slurm's time-limit signal below has surely arrived, on
-# any machine of this kind (they differ 4x): rank 1 sleeps 0.35 s in each of its 310 steps
+# Longer than the 120-150 s after which Slurm's time-limit signal below has surely arrived, on
+# any machine of this kind (they differ 6x): rank 1 sleeps 0.35 s in each of its 310 steps
 # (the straggler test hook; the other rank waits for it in the allreduce), so the run takes
 # 110 s and more however fast the compute is. The numerics are untouched: a stopped and
-# resumed run must still end with the uninterrupted run's weights.
-LONG = dict(model="cnn", batch_size=64, epochs=5, train_limit=8000, test_limit=2000)
+# resumed run must still end with the uninterrupted run's weights. The model is the smallest
+# with dropout (its masks must resume exactly too), so the sleep, not the compute, sets the
+# pace, and the four long jobs below share the cores while they wait.
+LONG = dict(model="mlp5_dropout", batch_size=64, epochs=5, train_limit=8000, test_limit=2000)
 SLOW = {"HPCTRAIN_TEST_SLOW_RANK": "1:0.35"}
 TINY = ["train_limit=2048", "test_limit=512", "epochs=1"]
 
 
 def _env(cluster) -> dict:
     return {"SLURM_CONF": str(cluster.slurm_conf)}
-
-
-def _long_env(cluster) -> dict:
-    return {**_env(cluster), **SLOW}
 
 
 def _sacct(cluster, job_id: str, *fields: str, duplicates: bool = False) -> list[str]:
@@ -63,20 +63,103 @@ def _epochs(run_dir: Path) -> list[int]:
     return [json.loads(line)["epoch"] for line in path.read_text().splitlines()]
 
 
-@pytest.fixture(scope="module")
-def long_config(fmnist_h5, tmp_path_factory) -> Path:
-    return write_config(tmp_path_factory.mktemp("long") / "long.yaml", fmnist_h5, **LONG)
+class Background(threading.Thread):
+    """`fn()` on a thread; `get()` returns its value or raises what it raised."""
+
+    def __init__(self, fn):
+        super().__init__(daemon=True)
+        self.fn, self.value, self.error = fn, None, None
+        self.start()
+
+    def run(self) -> None:
+        try:
+            self.value = self.fn()
+        except BaseException as e:  # noqa: BLE001 - handed to the test by get()
+            self.error = e
+
+    def get(self, timeout: float):
+        self.join(timeout)
+        assert not self.is_alive(), f"still running after {timeout:.0f} s"
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+@dataclass
+class LongJob:
+    run_dir: Path
+    proc: subprocess.Popen  # `hpctrain submit` (with --wait, except the dead rank's)
+
+    def finished(self, timeout: float = 1500) -> tuple[int, str]:
+        out, _ = self.proc.communicate(timeout=timeout)
+        return self.proc.returncode, out
+
+
+def _preempt_after_epoch_1(cluster, run_dir: Path) -> None:
+    """`scancel --signal=USR1 <job>` (what a preempting site sends to the job's tasks)."""
+    _wait_for(lambda: (run_dir / "submission.json").is_file(), 120, "submission")
+    _wait_for(lambda: _epochs(run_dir)[:1] == [1], 900, "epoch 1")
+    subprocess.run(["scancel", "--signal=USR1", _job_id(run_dir)], env=cluster.env(),
+                   check=True)
+
+
+def _kill_rank_1(cluster, run_dir: Path) -> tuple[str, float]:
+    """SIGKILL rank 1 once training runs; the job's end state and how long it took."""
+    _wait_for(lambda: (run_dir / "submission.json").is_file(), 120, "submission")
+    job_id = _job_id(run_dir)
+    log = run_dir / f"slurm-{job_id}.out"
+    _wait_for(lambda: log.is_file() and "steps/epoch" in log.read_text(), 900, "training")
+    pid = _wait_for(lambda: _rank_pid(job_id, 1), 30, "rank 1's process")
+    os.kill(pid, signal.SIGKILL)
+    killed = time.monotonic()
+    state = _wait_for(lambda: next((s for s in _sacct(cluster, job_id, "State")
+                                    if s not in ("RUNNING", "PENDING", "COMPLETING")), None),
+                      90, "the job to end")
+    return state, time.monotonic() - killed
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(slurm_cluster, long_config, tmp_path_factory) -> dict:
+def long_jobs(slurm_cluster, fmnist_h5, tmp_path_factory):
+    """The four long jobs at once on 8 of the test cluster's nodes, so that their waits (the
+    slow rank's sleeps, Slurm's signal, the requeue) overlap: the reference that nobody
+    stops, one stopped by its time limit, one preempted after epoch 1, and one whose rank 1
+    is killed. Each test below checks one of them."""
+    root = tmp_path_factory.mktemp("long")
+    config = write_config(root / "long.yaml", fmnist_h5, **LONG)
+    env = {**os.environ, **_env(slurm_cluster), **SLOW}
+
+    def submit(name: str, *args: str, wait: bool = True) -> LongJob:
+        argv = [str(VENV_BIN / "hpctrain"), "submit", "--config", str(config), "--nodes", "2",
+                "--run-dir", str(root / name), *args, *(["--wait"] if wait else [])]
+        return LongJob(root / name, subprocess.Popen(argv, env=env, stdout=subprocess.PIPE,
+                                                     stderr=subprocess.STDOUT, text=True))
+
+    # --time=4 with USR1 120 s before the limit: slurmctld checks time limits every 30 s,
+    # so the signal comes 120-150 s after each (re)start, whatever the start-up costs
+    jobs = {"reference": submit("reference", "--signal-seconds", "0"),
+            "time_limit": submit("time_limit", "--time", "4", "--signal-seconds", "120",
+                                 "--max-restarts", "8"),
+            "preempted": submit("preempted"),
+            "dead_rank": submit("dead_rank", wait=False)}
+    actions = {"preempted": Background(lambda: _preempt_after_epoch_1(
+                   slurm_cluster, jobs["preempted"].run_dir)),
+               "dead_rank": Background(lambda: _kill_rank_1(
+                   slurm_cluster, jobs["dead_rank"].run_dir))}
+    try:
+        yield jobs, actions
+    finally:
+        for job in jobs.values():
+            job.proc.kill()
+            if (job.run_dir / "submission.json").is_file():
+                subprocess.run(["scancel", _job_id(job.run_dir)], env=slurm_cluster.env())
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(long_jobs) -> dict:
     """The reference: the same config as one job that nobody stops."""
-    run_dir = tmp_path_factory.mktemp("ref") / "run"
-    res = hpctrain("submit", "--config", str(long_config), "--nodes", "2", "--signal-seconds",
-                   "0", "--run-dir", str(run_dir), "--wait", env=_long_env(slurm_cluster),
-                   timeout=900)
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    return read_report(run_dir)
+    code, out = long_jobs[0]["reference"].finished()
+    assert code == 0, out[-3000:]
+    return read_report(long_jobs[0]["reference"].run_dir)
 
 
 def _check_resumed_equals(report: dict, reference: dict, run_dir: Path) -> None:
@@ -88,51 +171,57 @@ def _check_resumed_equals(report: dict, reference: dict, run_dir: Path) -> None:
         "weight_sha256"]
 
 
-def test_time_limit_signal_checkpoint_requeue_resume(slurm_cluster, long_config, uninterrupted,
-                                                     tmp_path):
-    """--time=3 with USR1 120 s before the limit: the batch script writes STOP, the ranks
-    checkpoint mid-epoch and exit 75, the job requeues itself and resumes. slurmctld checks
-    time limits every 30 s, so the signal comes 30-60 s after each (re)start: a slow machine
-    needs more segments, hence room for 8 restarts."""
-    run_dir = tmp_path / "run"
-    res = hpctrain("submit", "--config", str(long_config), "--nodes", "2", "--time", "3",
-                   "--signal-seconds", "120", "--max-restarts", "8", "--run-dir", str(run_dir),
-                   "--wait", env=_long_env(slurm_cluster), timeout=1200)
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+@pytest.mark.slow(
+    reason="the first of the four long jobs' tests: waits while all four start at once")
+def test_dead_rank_fails_job_fast_and_is_named(slurm_cluster, long_jobs):
+    jobs, actions = long_jobs
+    state, elapsed = actions["dead_rank"].get(timeout=1200)
+    assert state == "FAILED" and elapsed < 60, (state, elapsed)
+    run_dir = jobs["dead_rank"].run_dir
     report = read_report(run_dir)
-    _check_resumed_equals(report, uninterrupted, run_dir)
+    assert report["status"] == "failed"
+    failure = report["failure"]
+    assert failure["first_failed_rank"] == 1
+    node = failure["failed_ranks"][0]["node"]  # wherever Slurm put rank 1
+    assert node.startswith("node") and node == report.get("rank_nodes", [node, node])[1]
+    assert failure["failed_ranks"][0] == {"rank": 1, "node": node, "reason": "Killed",
+                                          "detail": None}
+    assert failure["exit_code"] != 0
+    assert f"rank 1 on {node}: Killed" in (run_dir / "report.md").read_text()
+
+
+@pytest.mark.slow(reason="waits for Slurm's time-limit signal, a checkpoint, a requeue and "
+                  "the resumed run (and the reference job): wall-clock bound, overlapped with "
+                  "the other long jobs")
+def test_time_limit_signal_checkpoint_requeue_resume(slurm_cluster, long_jobs, uninterrupted):
+    """--time=4 with USR1 120 s before the limit: the batch script writes STOP, the ranks
+    checkpoint mid-epoch and exit 75, the job requeues itself and resumes. A slow machine
+    needs more segments, hence room for 8 restarts."""
+    job = long_jobs[0]["time_limit"]
+    code, out = job.finished()
+    assert code == 0, out[-3000:]
+    report = read_report(job.run_dir)
+    _check_resumed_equals(report, uninterrupted, job.run_dir)
     segments = report["segments"]
     assert len(segments) >= 2
     assert all(s["ended"] == "stopped (STOP file)" for s in segments[:-1])
     assert segments[-1]["ended"] == "completed"
     assert [s["restart_count"] for s in segments] == list(range(len(segments)))
-    log = (run_dir / f"slurm-{report['slurm']['job_id']}.out").read_text()
+    log = (job.run_dir / f"slurm-{report['slurm']['job_id']}.out").read_text()
     assert "stop requested" in log and "hpctrain: requeueing job" in log
     states = _sacct(slurm_cluster, report["slurm"]["job_id"], "State", duplicates=True)
     assert states == ["REQUEUED"] * (len(segments) - 1) + ["COMPLETED"]
-    assert "segments: " in (run_dir / "report.md").read_text()
+    assert "segments: " in (job.run_dir / "report.md").read_text()
 
 
-def test_preemption_signal_to_ranks(slurm_cluster, long_config, uninterrupted, tmp_path):
-    """`scancel --signal=USR1 <job>` (what a preempting site sends to the job's tasks)."""
-    run_dir = tmp_path / "run"
-    proc = subprocess.Popen([str(VENV_BIN / "hpctrain"), "submit", "--config", str(long_config),
-                             "--nodes", "2", "--run-dir", str(run_dir), "--wait"],
-                            env={**os.environ, **_long_env(slurm_cluster)},
-                            stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    try:
-        _wait_for(lambda: (run_dir / "submission.json").is_file(), 60, "submission")
-        job_id = _job_id(run_dir)
-        _wait_for(lambda: _epochs(run_dir)[:1] == [1], 300, "epoch 1")
-        subprocess.run(["scancel", "--signal=USR1", job_id], env=slurm_cluster.env(),
-                       check=True)
-        out, _ = proc.communicate(timeout=900)
-    finally:
-        proc.kill()
-    assert proc.returncode == 0, out[-3000:]
-    report = read_report(run_dir)
-    _check_resumed_equals(report, uninterrupted, run_dir)
+def test_preemption_signal_to_ranks(long_jobs, uninterrupted):
+    """`scancel --signal=USR1 <job>` after epoch 1: the ranks checkpoint, requeue, resume."""
+    jobs, actions = long_jobs
+    actions["preempted"].get(timeout=1200)
+    code, out = jobs["preempted"].finished()
+    assert code == 0, out[-3000:]
+    report = read_report(jobs["preempted"].run_dir)
+    _check_resumed_equals(report, uninterrupted, jobs["preempted"].run_dir)
     first, *rest = report["segments"]
     assert first["ended"] == "stopped (SIGUSR1)" and first["last_epoch"] >= 1
     assert rest and rest[-1]["ended"] == "completed" and rest[0]["restart_count"] == 1
@@ -155,57 +244,32 @@ def _rank_pid(job_id: str, rank: int) -> int | None:
     return None
 
 
-def test_dead_rank_fails_job_fast_and_is_named(slurm_cluster, long_config, tmp_path):
-    run_dir = tmp_path / "run"
-    hpctrain("submit", "--config", str(long_config), "--nodes", "2", "--run-dir", str(run_dir),
-             env=_long_env(slurm_cluster), check=True)
-    job_id = _job_id(run_dir)
-    log = run_dir / f"slurm-{job_id}.out"
-    _wait_for(lambda: log.is_file() and "steps/epoch" in log.read_text(), 300, "training")
-    pid = _wait_for(lambda: _rank_pid(job_id, 1), 30, "rank 1's process")
-    os.kill(pid, signal.SIGKILL)
-    killed = time.monotonic()
-    state = _wait_for(lambda: next((s for s in _sacct(slurm_cluster, job_id, "State")
-                                    if s not in ("RUNNING", "PENDING", "COMPLETING")), None),
-                      90, "the job to end")
-    elapsed = time.monotonic() - killed
-    assert state == "FAILED" and elapsed < 60, (state, elapsed)
-    report = read_report(run_dir)
-    assert report["status"] == "failed"
-    failure = report["failure"]
-    assert failure["first_failed_rank"] == 1
-    node = failure["failed_ranks"][0]["node"]  # wherever Slurm put rank 1
-    assert node.startswith("node") and node == report.get("rank_nodes", [node, node])[1]
-    assert failure["failed_ranks"][0] == {"rank": 1, "node": node, "reason": "Killed",
-                                          "detail": None}
-    assert failure["exit_code"] != 0
-    assert f"rank 1 on {node}: Killed" in (run_dir / "report.md").read_text()
-
-
-def test_array_of_20_tasks_and_status(slurm_cluster, fmnist_h5, tmp_path):
+def test_array_of_tasks_and_status(slurm_cluster, fmnist_h5, tmp_path):
+    """A 2 x 2 grid as one job array: every point once, one task each, all in `status`."""
     config = write_config(tmp_path / "sweep.yaml", fmnist_h5, model="softmax", batch_size=64,
                           optimizer="sgd")
     sweep_dir = tmp_path / "results" / "sweep"
-    rates = ",".join(str(0.01 * (i + 1)) for i in range(10))
-    res = hpctrain("sweep", "--config", str(config), *TINY, "--param", f"learning_rate={rates}",
-                   "--param", "batch_size=32,64", "--run-dir", str(sweep_dir), "--wait",
+    rates, batches, n = ("0.01", "0.05"), ("32", "64"), 4
+    res = hpctrain("sweep", "--config", str(config), *TINY, "--param",
+                   f"learning_rate={','.join(rates)}", "--param",
+                   f"batch_size={','.join(batches)}", "--run-dir", str(sweep_dir), "--wait",
                    env=_env(slurm_cluster), timeout=1500)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    reports = [read_report(sweep_dir / f"task-{i}") for i in range(20)]
-    assert {r["run_dir"] for r in reports} == {str(sweep_dir / f"task-{i}") for i in range(20)}
+    reports = [read_report(sweep_dir / f"task-{i}") for i in range(n)]
+    assert {r["run_dir"] for r in reports} == {str(sweep_dir / f"task-{i}") for i in range(n)}
     assert all(r["status"] == "completed" for r in reports)
     pairs = {(r["training"]["learning_rate"], r["training"]["batch_size"]) for r in reports}
-    assert len(pairs) == 20  # every grid point, each once
+    assert pairs == {(float(lr), int(b)) for lr in rates for b in batches}  # each point once
     job_id = _job_id(sweep_dir)
-    assert sorted(r["slurm"]["array_task_id"] for r in reports) == sorted(map(str, range(20)))
+    assert sorted(r["slurm"]["array_task_id"] for r in reports) == sorted(map(str, range(n)))
     assert {r["slurm"]["job_id"] for r in reports} == {job_id}
 
     status = hpctrain("status", "--results", str(tmp_path / "results"), env=_env(slurm_cluster),
                       cwd=tmp_path, check=True).stdout.splitlines()
     assert status[0].split() == ["JOB", "STATE", "ELAPSED", "RESTARTS", "RUN"]
     rows = [line.split() for line in status[1:]]
-    assert len(rows) == 20 and all(r[1] == "done" for r in rows)
-    assert sorted(r[4] for r in rows) == sorted(f"results/sweep/task-{i}" for i in range(20))
+    assert len(rows) == n and all(r[1] == "done" for r in rows)
+    assert sorted(r[4] for r in rows) == sorted(f"results/sweep/task-{i}" for i in range(n))
 
 
 def test_submitit_sweep(slurm_cluster, fmnist_h5, tmp_path):
@@ -221,41 +285,39 @@ def test_submitit_sweep(slurm_cluster, fmnist_h5, tmp_path):
     assert list((sweep_dir / "submitit").glob("*_log.out"))
 
 
-@pytest.mark.parametrize("launcher", ["mpirun", "horovodrun"])
-def test_launchers_two_nodes(slurm_cluster, fmnist_h5, tmp_path, launcher):
-    """srun is every other job's launcher; mpirun and horovodrun --gloo here."""
-    config = write_config(tmp_path / "exp.yaml", fmnist_h5, model="cnn", batch_size=64)
-    run_dir = tmp_path / "run"
-    res = hpctrain("submit", "--config", str(config), *TINY, "--nodes", "2", "--launcher",
-                   launcher, "--run-dir", str(run_dir), "--wait", env=_env(slurm_cluster),
-                   timeout=900)
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    report = read_report(run_dir)
-    assert report["launcher"] == launcher and report["ranks"] == 2
-    assert len(set(report["rank_nodes"])) == 2  # one rank on each of 2 nodes
-    assert report["ranks_in_sync"]["ok"] is True
-
-
-def test_profile_file_with_node_local_scratch(slurm_cluster, fmnist_h5, tmp_path):
-    """A profile given by path, with `scratch`: each node copies the data there first, the
-    ranks read that copy, and the job removes it afterwards."""
+@pytest.mark.slow(reason="two 2-node jobs (mpirun with a node-local copy, horovodrun), four ranks")
+def test_launchers_two_nodes_and_node_local_scratch(slurm_cluster, fmnist_h5, tmp_path):
+    """srun is every other job's launcher; mpirun and horovodrun --gloo here, as two jobs
+    queued at once. The mpirun job's profile is given by path, with `scratch`: each node
+    copies the data there first, the ranks read that copy, and the job removes it after."""
     scratch = tmp_path / "node local"
     scratch.mkdir()
     profile = tmp_path / "site.yaml"
     embedded = (REPO / "env" / "clusters" / "embedded.yaml").read_text()
     profile.write_text(embedded.replace("scratch: null\n", f"scratch: '{scratch}'\nnodes: 2\n"))
     config = write_config(tmp_path / "exp.yaml", fmnist_h5, model="softmax", batch_size=64)
-    run_dir = tmp_path / "run"
-    res = hpctrain("submit", "--profile", str(profile), "--config", str(config), *TINY,
-                   "--run-dir", str(run_dir), "--wait", env=_env(slurm_cluster), timeout=600)
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    extra = {"mpirun": ["--profile", str(profile)], "horovodrun": ["--nodes", "2"]}
+    procs = {launcher: subprocess.Popen(
+        [str(VENV_BIN / "hpctrain"), "submit", *extra[launcher], "--config", str(config),
+         *TINY, "--launcher", launcher, "--run-dir", str(tmp_path / launcher), "--wait"],
+        env={**os.environ, **_env(slurm_cluster)}, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True) for launcher in ("mpirun", "horovodrun")}
+    for launcher, proc in procs.items():
+        out, _ = proc.communicate(timeout=900)
+        assert proc.returncode == 0, f"{launcher}:\n{out[-3000:]}"
+        report = read_report(tmp_path / launcher)
+        assert report["launcher"] == launcher and report["ranks"] == 2
+        assert report["nodes"] == 2 and report["status"] == "completed"
+        assert len(set(report["rank_nodes"])) == 2  # one rank on each of 2 nodes
+        assert report["ranks_in_sync"]["ok"] is True
+
+    run_dir = tmp_path / "mpirun"
     report = read_report(run_dir)
     config_used = json.loads((run_dir / "config.json").read_text())
     job = report["slurm"]["job_id"]
     assert config_used["data"] == f"{scratch}/hpctrain-{job}/{{node}}/{fmnist_h5.name}"
     log = (run_dir / f"slurm-{job}.out").read_text()
     assert all(f"{node}: 1 file(s)" in log for node in set(report["rank_nodes"]))
-    assert report["nodes"] == 2 and report["status"] == "completed"
     assert list(scratch.iterdir()) == []  # cleaned up
 
 

@@ -153,6 +153,7 @@ def test_killed_midway_then_rerun_completes(tree, tmp_path):
     assert m["splits"]["train"]["count"] == 400
 
 
+@pytest.mark.mpi
 def test_two_mpi_ranks_write_their_own_shards(tree, staged, tmp_path):
     out = tmp_path / "mpi"
     argv = ["mpirun", "-np", "2", "--oversubscribe",
