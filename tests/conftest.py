@@ -28,6 +28,7 @@ VENV_BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[1]
 TEST_NODES = 8
 SHORT = ["train_limit=4000", "test_limit=1000", "epochs=1"]  # ~20 s on 2 ranks here
+TINY_2RANK = ["train_limit=2000", "test_limit=500", "batch_size=64"]
 
 # `make test` must take <= 25 minutes on a slow machine of this kind (the demo job at ~600
 # images/s); no single test may take more than this share of the suite unless marked
@@ -136,14 +137,19 @@ def write_config(path: Path, data: Path, **extra) -> Path:
 MPI_ENV = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
 
 
+def horovodrun_launcher(np: int = 2) -> tuple[list[str], dict]:
+    """argv prefix and environment of `horovodrun -np 2 -H localhost:2 ...`."""
+    require_lane("mpi", "horovodrun")
+    return ([str(VENV_BIN / "horovodrun"), "-np", str(np), "-H", f"localhost:{np}"],
+            {**os.environ, **MPI_ENV, "TF_CPP_MIN_LOG_LEVEL": "1"})
+
+
 def horovodrun_command(config: Path, run_dir: Path, *overrides: str, resume: bool = False,
                        np: int = 2) -> tuple[list[str], dict]:
     """argv and environment of `horovodrun -np 2 -H localhost:2 hpctrain train ...`."""
-    require_lane("mpi", "horovodrun")
-    argv = [str(VENV_BIN / "horovodrun"), "-np", str(np), "-H", f"localhost:{np}",
-            str(VENV_BIN / "hpctrain"), "train", "--config", str(config), "--run-dir",
-            str(run_dir), *(["--resume"] if resume else []), *overrides]
-    return argv, {**os.environ, **MPI_ENV, "TF_CPP_MIN_LOG_LEVEL": "1"}
+    launcher, env = horovodrun_launcher(np)
+    return [*launcher, str(VENV_BIN / "hpctrain"), "train", "--config", str(config),
+            "--run-dir", str(run_dir), *(["--resume"] if resume else []), *overrides], env
 
 
 def horovodrun(config: Path, run_dir: Path, *overrides: str, resume: bool = False,
@@ -163,9 +169,6 @@ def read_report(run_dir: Path) -> dict:
 def mpirun_available() -> None:
     if shutil.which("mpirun") is None:
         pytest.fail("mpirun missing: run env/install-system.sh")
-
-
-TINY_2RANK = ["train_limit=2000", "test_limit=500", "batch_size=64"]
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ import pytest
 from conftest import (
     REPO,
     VENV_BIN,
-    horovodrun_command,
+    horovodrun_launcher,
     hpctrain,
     read_report,
     write_config,
@@ -50,8 +50,7 @@ def test_every_model_on_two_ranks_in_one_launch(fmnist_h5, tmp_path):
     BatchNorm statistics included (averaged over the ranks). What each model reaches is
     measured once, on the whole data: results/accuracy (`make accuracy`)."""
     config = write_config(tmp_path / "exp.yaml", fmnist_h5, batch_size=32)
-    argv, env = horovodrun_command(config, tmp_path, np=2)
-    launcher = argv[:argv.index(str(VENV_BIN / "hpctrain"))]
+    launcher, env = horovodrun_launcher(np=2)
     res = subprocess.run(
         [*launcher, str(VENV_BIN / "python"), str(REPO / "tests" / "zoo_ranks.py"),
          str(config), str(tmp_path / "zoo"), "--skip", ",".join(ELSEWHERE),

@@ -157,9 +157,10 @@ def long_jobs(slurm_cluster, fmnist_h5, tmp_path_factory):
 @pytest.fixture(scope="module")
 def uninterrupted(long_jobs) -> dict:
     """The reference: the same config as one job that nobody stops."""
-    code, out = long_jobs[0]["reference"].finished()
+    jobs, _ = long_jobs
+    code, out = jobs["reference"].finished()
     assert code == 0, out[-3000:]
-    return read_report(long_jobs[0]["reference"].run_dir)
+    return read_report(jobs["reference"].run_dir)
 
 
 def _check_resumed_equals(report: dict, reference: dict, run_dir: Path) -> None:
@@ -197,7 +198,8 @@ def test_time_limit_signal_checkpoint_requeue_resume(slurm_cluster, long_jobs, u
     """--time=4 with USR1 120 s before the limit: the batch script writes STOP, the ranks
     checkpoint mid-epoch and exit 75, the job requeues itself and resumes. A slow machine
     needs more segments, hence room for 8 restarts."""
-    job = long_jobs[0]["time_limit"]
+    jobs, _ = long_jobs
+    job = jobs["time_limit"]
     code, out = job.finished()
     assert code == 0, out[-3000:]
     report = read_report(job.run_dir)

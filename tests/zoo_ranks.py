@@ -30,14 +30,14 @@ def main(argv: list[str]) -> int:
     if overrides[:1] == ["--skip"]:
         skip, overrides = set(overrides[1].split(",")), overrides[2:]
     common = [o for o in overrides if ":" not in o.split("=", 1)[0]]
+    import tensorflow as tf
+
     from hpctrain.train.trainer import Trainer
 
     codes = {}
     for model in (m for m in MODELS if m not in skip):
         own = [o.split(":", 1)[1] for o in overrides if o.startswith(f"{model}:")]
         cfg = load_config(config, [f"model={model}", *common, *own])
-        import tensorflow as tf
-
         tf.keras.backend.clear_session()  # each model starts from a clean graph
         codes[model] = Trainer(cfg, JobEnvironment.detect(), Path(out) / model).run()
         print(f"zoo: {model} exit {codes[model]}", flush=True)
