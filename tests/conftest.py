@@ -9,7 +9,9 @@ runs, test_budget.py fails for any test that took more than SHARE of it without 
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -60,6 +62,36 @@ def pytest_runtest_logreport(report):
     DURATIONS[report.nodeid] = DURATIONS.get(report.nodeid, 0.0) + report.duration
     if report.failed:
         FAILED.append(report.nodeid)
+
+
+def machine_cpu_s() -> float:
+    """CPU seconds used so far by every process on the machine (/proc/stat): what a test
+    costs in CPU, the Slurm daemons and the ranks they start included. On a machine k times
+    slower (or under a CPU quota of q cores) a test takes about this / q of wall time."""
+    with open("/proc/stat") as f:
+        user, nice, system, _idle, _iowait, irq, softirq = map(int, f.readline().split()[1:8])
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
+CPU_S: dict[str, float] = {}  # nodeid -> machine-wide CPU seconds, setup to teardown
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    start = machine_cpu_s()
+    yield
+    CPU_S[item.nodeid] = machine_cpu_s() - start
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The tests that used the most CPU (with --durations, which says the wall time)."""
+    if not CPU_S or not terminalreporter.config.getoption("durations"):
+        return
+    top = sorted(CPU_S.items(), key=lambda kv: -kv[1])
+    terminalreporter.write_sep("=", "most CPU, all processes on the machine (s)")
+    for nodeid, seconds in top[:terminalreporter.config.getoption("durations")]:
+        terminalreporter.write_line(f"{seconds:.1f} cpu-s {nodeid}")
+    terminalreporter.write_line(f"{sum(CPU_S.values()):.0f} cpu-s in {len(CPU_S)} tests")
 
 
 def require_lane(lane: str, what: str) -> None:
@@ -137,31 +169,36 @@ def write_config(path: Path, data: Path, **extra) -> Path:
 MPI_ENV = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
 
 
-def horovodrun_launcher(np: int = 2) -> tuple[list[str], dict]:
-    """argv prefix and environment of `horovodrun -np 2 -H localhost:2 ...`."""
-    require_lane("mpi", "horovodrun")
-    return ([str(VENV_BIN / "horovodrun"), "-np", str(np), "-H", f"localhost:{np}"],
-            {**os.environ, **MPI_ENV, "TF_CPP_MIN_LOG_LEVEL": "1"})
+def rank_launcher(np: int = 2, launcher: str = "mpirun") -> tuple[list[str], dict]:
+    """argv prefix and environment that start `np` ranks on this machine: `mpirun -np 2`, or
+    `horovodrun -np 2 -H localhost:2` (whose driver imports TensorFlow itself, ~3.7 CPU-s a
+    launch: used where horovodrun is what a test checks)."""
+    require_lane("mpi", launcher)
+    env = {**os.environ, **MPI_ENV, "TF_CPP_MIN_LOG_LEVEL": "1"}
+    if launcher == "horovodrun":
+        return [str(VENV_BIN / "horovodrun"), "-np", str(np), "-H", f"localhost:{np}"], env
+    # as horovodrun runs it: no binding (hpctrain sizes its threads), ranks by slot
+    return ["mpirun", "-np", str(np), "--bind-to", "none", "--map-by", "slot"], env
 
 
-def horovodrun_command(config: Path, run_dir: Path, *overrides: str, resume: bool = False,
-                       np: int = 2) -> tuple[list[str], dict]:
-    """argv and environment of `horovodrun -np 2 -H localhost:2 hpctrain train ...`."""
-    launcher, env = horovodrun_launcher(np)
-    return [*launcher, str(VENV_BIN / "hpctrain"), "train", "--config", str(config),
+def ranks_command(config: Path, run_dir: Path, *overrides: str, resume: bool = False,
+                  np: int = 2, launcher: str = "mpirun") -> tuple[list[str], dict]:
+    """argv and environment of `mpirun -np 2 hpctrain train ...` (or horovodrun)."""
+    prefix, env = rank_launcher(np, launcher)
+    return [*prefix, str(VENV_BIN / "hpctrain"), "train", "--config", str(config),
             "--run-dir", str(run_dir), *(["--resume"] if resume else []), *overrides], env
 
 
-def horovodrun(config: Path, run_dir: Path, *overrides: str, resume: bool = False,
-               timeout: float = 600, np: int = 2) -> subprocess.CompletedProcess:
+def on_ranks(config: Path, run_dir: Path, *overrides: str, resume: bool = False,
+             timeout: float = 600, np: int = 2,
+             launcher: str = "mpirun") -> subprocess.CompletedProcess:
     """Run it to the end, as on an interactive node."""
-    argv, env = horovodrun_command(config, run_dir, *overrides, resume=resume, np=np)
+    argv, env = ranks_command(config, run_dir, *overrides, resume=resume, np=np,
+                              launcher=launcher)
     return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def read_report(run_dir: Path) -> dict:
-    import json
-
     return json.loads((run_dir / "report.json").read_text())
 
 
@@ -173,12 +210,90 @@ def mpirun_available() -> None:
 
 @pytest.fixture(scope="session")
 def cnn_two_ranks(fmnist_h5, tmp_path_factory) -> tuple[Path, Path]:
-    """(config, run dir) of one finished 2-rank horovodrun of the workshop CNN, shared by the
+    """(config, run dir) of one finished `horovodrun -np 2` of the workshop CNN, shared by the
     tests that read a trained run (horovodrun's report, exact resume, pictures, predict)."""
     root = tmp_path_factory.mktemp("cnn2")
     config = write_config(root / "exp.yaml", fmnist_h5, model="cnn", epochs=3,
                           lr_schedule="cosine", optimizer="sgd", learning_rate=0.02,
                           pictures=True)
-    res = horovodrun(config, root / "run", *TINY_2RANK)
+    res = on_ranks(config, root / "run", *TINY_2RANK, launcher="horovodrun")
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
     return config, root / "run"
+
+
+@pytest.fixture(scope="session")
+def staged_256(tmp_path_factory) -> Path:
+    """A tiny tree staged at 256x256, as ImageNet is."""
+    root = tmp_path_factory.mktemp("t256")
+    tree = make_tree(root / "tree", 20, 10, unreadable=0)
+    hpctrain("stage", "imagefolder", "--source", str(tree), "--out", str(root / "staged"),
+             "--size", "256", "--shards", "2", check=True)
+    return root / "staged"
+
+
+# The 2-rank runs that need a launch but no job system, all in one (tests/one_launch.py):
+# every model of the zoo but ResNet-50 on a few steps of Fashion-MNIST (what each reaches is
+# measured once, on the whole data: results/accuracy), ResNet-50 at 224x224 on images staged
+# at 256 as ImageNet's are, bfloat16 with XLA, and three runs with seeds 1, 1 and 2, the first
+# before every other run and the other two after them (nothing a run leaves in the process
+# may change the next one's weights). float16 is not among them: its processes need oneDNN
+# off before TensorFlow loads (as `hpctrain train` does), which would change the others.
+ZOO = ["train_limit=512", "test_limit=256", "batch_size=32", "pictures=false"]
+ZOO_OWN = {"resnet20": ["batch_size=8", "train_limit=64", "test_limit=32"]}
+RESNET50_224 = ["epochs=1", "batch_size=2", "warmup_epochs=0", "lr_schedule=constant",
+                "lr_decay_epochs=[]", "checkpoint=false", "pictures=false", "train_limit=8",
+                "test_limit=4"]
+MIXED = {
+    # float16 on TensorFlow's own CPU kernels: convolutions are slow, dense layers are not
+    "float16-loss-scaling-sgd-cosine": [
+        "precision=mixed_float16", "model=mlp5", "optimizer=sgd", "lr_schedule=cosine",
+        "epochs=2"],
+    "bfloat16-xla-adam-step": [  # bfloat16 is slow on CPUs: half the images
+        "precision=mixed_bfloat16", "xla=true", "optimizer=adam", "lr_schedule=step",
+        "lr_decay_epochs=[1]", "epochs=2", "train_limit=1000"],
+}
+MIXED_ALONE = {"float16-loss-scaling-sgd-cosine"}
+SEEDS = {"seed-1a": 1, "seed-1b": 1, "seed-2": 2}
+
+
+class Launched:
+    """The runs of one launch: each one's run directory, exit code and the launch's output."""
+
+    def __init__(self, dirs: dict[str, Path], res: subprocess.CompletedProcess):
+        self.dirs, self.output = dirs, res.stdout[-4000:] + res.stderr[-4000:]
+        self.codes = {m[1]: int(m[2]) for m in re.finditer(r"one_launch: (\S+) exit (-?\d+)",
+                                                           res.stdout)}
+
+    def report(self, name: str) -> dict:
+        """report.json of run `name`, which must have ended with exit code 0."""
+        assert self.codes.get(name) == 0, f"{name}: exit {self.codes.get(name)}\n{self.output}"
+        return read_report(self.dirs[name])
+
+
+@pytest.fixture(scope="session")
+def one_launch(fmnist_h5, staged_256, tmp_path_factory) -> Launched:
+    from hpctrain.train.models import MODELS
+
+    root = tmp_path_factory.mktemp("one_launch")
+    fmnist = write_config(root / "fmnist.yaml", fmnist_h5, learning_rate=0.01)
+    imagenet = REPO / "jobs" / "configs" / "imagenet_resnet50.yaml"
+    seeds = [{"name": name, "config": str(fmnist), "overrides": [
+                 "model=mlp5_dropout", "epochs=2", *TINY_2RANK, f"seed={seed}"]}
+             for name, seed in SEEDS.items()]
+    plan = seeds[:1] + [{"name": model, "config": str(fmnist), "overrides": [
+                            f"model={model}", *ZOO, *ZOO_OWN.get(model, [])]}
+                        for model in MODELS if model != "resnet50"]
+    plan.append({"name": "resnet50-224", "config": str(imagenet),
+                 "overrides": [*RESNET50_224, f"data={staged_256}"]})
+    plan += [{"name": name, "config": str(fmnist), "overrides": [*TINY_2RANK, *overrides]}
+             for name, overrides in MIXED.items() if name not in MIXED_ALONE]
+    plan += seeds[1:]
+    for run in plan:
+        run["run_dir"] = str(root / run["name"])
+    (root / "plan.json").write_text(json.dumps(plan, indent=1))
+    launcher, env = rank_launcher(np=2)
+    res = subprocess.run([*launcher, str(VENV_BIN / "python"), str(REPO / "tests" /
+                                                                   "one_launch.py"),
+                          str(root / "plan.json")],
+                         env=env, capture_output=True, text=True, timeout=3000)
+    return Launched({run["name"]: Path(run["run_dir"]) for run in plan}, res)

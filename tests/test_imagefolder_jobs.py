@@ -5,11 +5,10 @@ node-local scratch, and the ranks train on their node's copy."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
-from conftest import REPO, horovodrun, hpctrain, make_tree, read_report, write_config
+from conftest import REPO, hpctrain, make_tree, read_report, write_config
 
 
 @pytest.mark.slurm
@@ -50,29 +49,15 @@ def test_image_tree_chain_with_node_local_copies(slurm_cluster, tmp_path):
     assert list(scratch.iterdir()) == []  # the copies are removed when the job ends
 
 
-@pytest.fixture(scope="module")
-def staged_256(tmp_path_factory) -> Path:
-    """A tiny tree staged at 256x256, as ImageNet is."""
-    root = tmp_path_factory.mktemp("t256")
-    tree = make_tree(root / "tree", 20, 10, unreadable=0)
-    hpctrain("stage", "imagefolder", "--source", str(tree), "--out", str(root / "staged"),
-             "--size", "256", "--shards", "2", check=True)
-    return root / "staged"
-
-
-@pytest.mark.slow(reason="ResNet-50's training step takes each rank ~17 s of CPU to trace")
+@pytest.mark.slow(reason="sets up the one launch of 2-rank runs (conftest.one_launch): ten "
+                  "models, ResNet-50 at 224 (~17 s of CPU to trace its step) and two "
+                  "mixed-precision recipes")
 @pytest.mark.mpi
-def test_resnet50_at_224_on_two_ranks(staged_256, tmp_path):
+def test_resnet50_at_224_on_two_ranks(one_launch):
     """The ImageNet config's model on 2 Horovod ranks, a step on random 224x224 crops of
     images staged at 256 (evaluated on the centre crop); the ranks end identical. Synthetic
     tensors take the same model and steps (test_scaling.py: synthetic data on 2 ranks)."""
-    config = REPO / "jobs" / "configs" / "imagenet_resnet50.yaml"
-    run_dir = tmp_path / "run"
-    res = horovodrun(config, run_dir, "epochs=1", "batch_size=2", "warmup_epochs=0",
-                     "lr_schedule=constant", "lr_decay_epochs=[]", "checkpoint=false",
-                     "pictures=false", f"data={staged_256}", "train_limit=8", "test_limit=4")
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    report = read_report(run_dir)
+    report = one_launch.report("resnet50-224")
     assert report["status"] == "completed" and report["model"] == "resnet50"
     assert report["ranks"] == 2 and report["ranks_in_sync"]["ok"] is True
     assert report["dataset"]["input_shape"] == [224, 224, 3]

@@ -88,6 +88,9 @@ def test_sacct_records_count_restarts():
 
 def test_sweep_grid_and_chain():
     assert parse_grid(["a=1,2", "b=x"]) == [("a=1", "b=x"), ("a=2", "b=x")]
+    assert parse_grid(["lr=0.01,0.05", "batch_size=32,64"]) == [
+        ("lr=0.01", "batch_size=32"), ("lr=0.01", "batch_size=64"),
+        ("lr=0.05", "batch_size=32"), ("lr=0.05", "batch_size=64")]
     with pytest.raises(ConfigError):
         parse_grid(["a"])
     assert parse_chain("stage,train,report") == ("stage", "train", "report")

@@ -1,11 +1,12 @@
-"""The training recipe on real Horovod ranks (`horovodrun -np 2`): exact resume of a killed
+"""The training recipe on real Horovod ranks (`mpirun -np 2`): exact resume of a killed
 run, its pictures and `hpctrain predict`, mixed precision and XLA switches on CPU with the
-ranks-in-sync check, seeds, and stopping at a target accuracy."""
+ranks-in-sync check, seeds, and one rank stopping at a target accuracy."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -13,14 +14,17 @@ import time
 import psutil
 import pytest
 
-from conftest import TINY_2RANK as TINY
 from conftest import (
-    horovodrun,
-    horovodrun_command,
+    MIXED,
+    MIXED_ALONE,
+    SEEDS,
     hpctrain,
+    on_ranks,
+    ranks_command,
     read_report,
     write_config,
 )
+from conftest import TINY_2RANK as TINY
 
 pytestmark = pytest.mark.mpi
 
@@ -45,7 +49,7 @@ def _kill_ranks(run_dir) -> int:
 def test_killed_run_resumes_exactly(cnn_two_ranks, fmnist_h5, tmp_path):
     config, whole = cnn_two_ranks
     broken = tmp_path / "broken"
-    argv, env = horovodrun_command(config, broken, *TINY)
+    argv, env = ranks_command(config, broken, *TINY)
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
@@ -60,7 +64,7 @@ def test_killed_run_resumes_exactly(cnn_two_ranks, fmnist_h5, tmp_path):
 
     res = hpctrain("train", "--config", str(config), "--run-dir", str(broken), *TINY)
     assert res.returncode == 2 and "pass --resume" in res.stderr  # no silent overwrite
-    _ok(horovodrun(config, broken, *TINY, resume=True))
+    _ok(on_ranks(config, broken, *TINY, resume=True))
     a, b = read_report(whole), read_report(broken)
     assert b["status"] == "completed" and b["epochs_completed"] == 3
     assert [s["first_epoch"] for s in b["segments"]] == [1, int(done[-1][-4:]) + 1]
@@ -93,7 +97,8 @@ def _check_pictures(whole, resumed, h5, tmp_path):
     _ok(res)
     assert "pictures drawn again" in res.stderr and (whole / "confusion.png").is_file()
     assert read_report(whole)["pictures"]["confusion"] == counts
-    # predict: a test image exported as PNG gets what the staged image gets
+    # predict, in one call: 20 staged test images, and the same images exported as PNG files
+    # get the same classes and probabilities (read and prepared as the run's data was staged)
     import h5py
     import numpy as np
     from PIL import Image
@@ -102,20 +107,25 @@ def _check_pictures(whole, resumed, h5, tmp_path):
         images, labels = f["test/images"][:20], f["test/labels"][:20]
         names = [n.decode() if isinstance(n, bytes) else n
                  for n in json.loads(f.attrs["class_names"])]
-    chosen = None
-    for i in range(20):  # the first test image the run classifies correctly
-        out = hpctrain("predict", "--run", str(whole), "--h5", str(h5), "--index", str(i))
-        _ok(out)
-        if out.stdout.split("1. ")[1].startswith(names[labels[i]] + " "):
-            chosen, staged_line = i, out.stdout
-            break
-    assert chosen is not None, "none of the first 20 test images classified correctly"
-    png = tmp_path / "a shoe, maybe.png"
-    Image.fromarray(np.asarray(images[chosen])[..., 0]).save(png)
-    out = hpctrain("predict", "--run", str(whole), str(png), "--top", "3")
+    pngs = [tmp_path / f"a shoe, maybe {i}.png" for i in range(20)]
+    for image, png in zip(images, pngs, strict=True):
+        Image.fromarray(np.asarray(image)[..., 0]).save(png)
+    out = hpctrain("predict", "--run", str(whole), *map(str, pngs), "--top", "3", "--h5",
+                   str(h5), "--index", *map(str, range(20)))  # staged images printed first
     _ok(out)
-    assert out.stdout.split(": ", 1)[1].strip() == \
-        staged_line.split(": ", 1)[1].split("  (true")[0].strip()
+    lines = out.stdout.splitlines()
+    assert len(lines) == 40
+    ranked = [re.findall(r"(\d)\. (.+?) (\d\.\d{4})", line.split(": ", 1)[1]) for line in lines]
+    assert all(len(r) == 3 for r in ranked), lines
+    for i in range(20):
+        assert lines[i].startswith(f"{h5}[test {i}]: ") and lines[i].endswith(
+            f"(true: {names[labels[i]]})")
+        assert lines[20 + i].startswith(f"{pngs[i]}: ")
+        assert [c for _, c, _ in ranked[i]] == [c for _, c, _ in ranked[20 + i]], i
+        assert all(abs(float(a[2]) - float(b[2])) <= 2e-4
+                   for a, b in zip(ranked[i], ranked[20 + i], strict=True)), i
+    assert any(ranked[i][0][1] == names[labels[i]] for i in range(20))  # not all wrong
+    png = pngs[0]
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n not really")
     out = hpctrain("predict", "--run", str(whole), str(png), str(bad))
@@ -123,54 +133,49 @@ def _check_pictures(whole, resumed, h5, tmp_path):
     assert out.stdout == ""  # nothing classified when one input is bad
 
 
-@pytest.mark.slow(
-    reason="float16 runs on TensorFlow's own CPU kernels (oneDNN's are far slower), two epochs")
-@pytest.mark.parametrize("overrides", [
-    ["precision=mixed_float16", "optimizer=sgd", "lr_schedule=cosine", "epochs=2"],
-    ["precision=mixed_bfloat16", "xla=true", "optimizer=adam", "lr_schedule=step",
-     "lr_decay_epochs=[1]", "epochs=2", "train_limit=1000"],  # bfloat16 is slow on CPUs
-], ids=["float16-loss-scaling-sgd-cosine", "bfloat16-xla-adam-step"])
-def test_mixed_precision_ranks_in_sync(fmnist_h5, tmp_path, overrides):
-    config = write_config(tmp_path / "exp.yaml", fmnist_h5, learning_rate=0.01)
-    _ok(horovodrun(config, tmp_path / "run", *TINY, *overrides))
-    r = read_report(tmp_path / "run")
+@pytest.mark.parametrize("name", MIXED)
+def test_mixed_precision_ranks_in_sync(one_launch, fmnist_h5, tmp_path, name):
+    """float16 with loss scaling (on TensorFlow's own CPU kernels, in its own launch) and
+    bfloat16 with XLA (in the shared launch, after float32 runs), two epochs on 2 ranks."""
+    if name in MIXED_ALONE:
+        run_dir = tmp_path / "run"
+        config = write_config(tmp_path / "exp.yaml", fmnist_h5, learning_rate=0.01)
+        _ok(on_ranks(config, run_dir, *TINY, *MIXED[name]))
+        r = read_report(run_dir)
+    else:
+        run_dir, r = one_launch.dirs[name], one_launch.report(name)
     assert r["ranks_in_sync"]["ok"] is True and r["ranks"] == 2
-    assert r["training"]["precision"] == overrides[0].split("=")[1]
+    assert r["training"]["precision"] == MIXED[name][0].split("=")[1]
     assert r["test_accuracy"] > 0.3  # chance is 0.1; two short epochs
-    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").open()]
     assert rows[-1]["lr"] < rows[0]["lr"]  # the schedule decayed after the warm-up
 
 
-@pytest.mark.slow(reason="three single-rank runs, two of them with the same seed")
-def test_single_rank_and_same_seed_same_weights(fmnist_h5, tmp_path):
-    """Plain `hpctrain train` as one rank (a laptop, a login node); run again with the same
-    seed it ends with the same weights, with another seed not."""
-    config = write_config(tmp_path / "exp.yaml", fmnist_h5, model="mlp5_dropout", epochs=2)
-    digests = []
-    for name, seed in (("a", 1), ("b", 1), ("c", 2)):
-        res = hpctrain("train", "--config", str(config), "--run-dir", str(tmp_path / name),
-                       *TINY, f"seed={seed}")
-        _ok(res)
-        digests.append(read_report(tmp_path / name)["ranks_in_sync"]["weight_sha256"][0])
-    assert digests[0] == digests[1] != digests[2]
-    assert "report:" in res.stdout
-    report = read_report(tmp_path / "a")
-    assert report["ranks"] == 1 and report["launcher"] == "none"
-    # one rank outside Slurm uses every CPU it may run on (not 1 thread)
-    assert report["threads_per_rank"] == len(os.sched_getaffinity(0))
-    assert report["epochs_completed"] == 2
-    assert report["images_per_s"]["basis"] == "epochs 2..N"
+def test_same_seed_same_weights(one_launch):
+    """Runs with seed 1 before and after a dozen other runs in the same processes end with
+    the same weights; seed 2 does not."""
+    digests = {name: one_launch.report(name)["ranks_in_sync"]["weight_sha256"]
+               for name in SEEDS}
+    assert digests["seed-1a"] == digests["seed-1b"] != digests["seed-2"]
 
 
-def test_stops_at_target_accuracy(fmnist_h5, tmp_path):
+def test_one_rank_stops_at_target_accuracy(fmnist_h5, tmp_path):
+    """Plain `hpctrain train` as one rank (a laptop, a login node), until a target accuracy."""
     config = write_config(tmp_path / "exp.yaml", fmnist_h5, model="mlp5", epochs=20,
                           target_accuracy=0.7)
-    _ok(hpctrain("train", "--config", str(config), "--run-dir", str(tmp_path / "run"),
-                 "train_limit=6000", "test_limit=1000"))
+    res = hpctrain("train", "--config", str(config), "--run-dir", str(tmp_path / "run"),
+                   "train_limit=6000", "test_limit=1000")
+    _ok(res)
+    assert "report:" in res.stdout
     r = read_report(tmp_path / "run")
+    assert r["ranks"] == 1 and r["launcher"] == "none"
+    # one rank outside Slurm uses every CPU it may run on (not 1 thread)
+    assert r["threads_per_rank"] == len(os.sched_getaffinity(0))
     assert r["target_accuracy"] == {"target": 0.7, "reached": True}
     assert r["epochs_completed"] < 20 and r["test_accuracy"] >= 0.7
     assert r["time_to_accuracy_s"]["0.70"] is not None
+    assert r["images_per_s"]["basis"] == (
+        "epochs 2..N" if r["epochs_completed"] > 1 else "epoch 1, tenths 2..10")
     # Resuming a run that already reached its target trains nothing more.
     _ok(hpctrain("train", "--run-dir", str(tmp_path / "run"), "--resume"))
     assert read_report(tmp_path / "run")["epochs_completed"] == r["epochs_completed"]

@@ -23,6 +23,9 @@ def test_parse_output_keeps_ci_times_test_counts_and_durations(tmp_path):
     lines = ["ci: install took 95 s", "============ slowest 25 durations ============",
              "301.52s call     tests/test_slurm_jobs.py::test_preemption_signal_to_ranks",
              "12.00s setup    tests/test_e2e_slurm.py::test_dry_run_submits_nothing",
+             "==== most CPU, all processes on the machine (s) ====",
+             "88.5 cpu-s tests/test_recipe.py::test_killed_run_resumes_exactly",
+             "900 cpu-s in 240 tests",
              "==== 1 failed, 150 passed, 2 skipped in 1234.56s (0:20:34) ====",
              f"report: {report}", "ci: total 1400 s"]
     found = slow_machine.parse_output([line + "\n" for line in lines])
@@ -32,6 +35,8 @@ def test_parse_output_keeps_ci_times_test_counts_and_durations(tmp_path):
         "s": 301.52, "when": "call",
         "test": "tests/test_slurm_jobs.py::test_preemption_signal_to_ranks"}
     assert len(found["durations"]) == 2
+    assert found["cpu_s"] == [{"s": 88.5,
+                               "test": "tests/test_recipe.py::test_killed_run_resumes_exactly"}]
     assert found["images_per_s"] == 612.5 and found["test_accuracy"] == 0.9
 
 
@@ -46,6 +51,13 @@ def test_render_block_takes_every_figure_from_the_record():
     assert row.startswith("| ci-capped | `bash .ci/run` at abc1234 | AMD EPYC (no AVX-512) |")
     assert "0.35 of 2 cores (cgroup v1 quota 35000 µs per 100000 µs)" in row
     assert "150 passed, 0 failed; tests 25m00s; install 5m00s; all 33m10s, exit 0" in row
+    assert block.splitlines()[5] == (
+        "- ci-capped (at abc1234): `make test` 25m00s, within its 25 minutes; `.ci/run` "
+        "33m10s, within its 35 minutes, exit 0.")
+    slower = {**record, "total_s": 2200, "cpu_s": [{"s": 500.0, "test": "t"}]}
+    assert slow_machine.budget_lines({"x": slower}) == [
+        "- x (at abc1234): `make test` 25m00s, within its 25 minutes; `.ci/run` 36m40s, over "
+        "its 35 minutes, exit 0; 500 CPU-s in the 1 costliest tests."]
 
 
 def test_readme_ci_timing_matches_results_ci():

@@ -14,16 +14,18 @@ def add_commands(sub) -> None:
     p = sub.add_parser(
         "predict", formatter_class=argparse.RawDescriptionHelpFormatter,
         help="classify images with a run's final checkpoint",
-        description="Classify PNG/JPEG images (or one image of a staged HDF5 file) with the "
-        "newest checkpoint\nof a run, prepared as the run's data was staged: converted to "
+        description="Classify PNG/JPEG images and/or images of a staged HDF5 file with the "
+        "newest\ncheckpoint of a run, prepared as the run's data was staged: converted to "
         "its colour mode,\nresized with its policy, centre-cropped to the trained size.",
         epilog="examples:\n  hpctrain predict --run results/fmnist_cnn/RUN shoe.png "
         "bag.jpg\n  hpctrain predict --run results/fmnist_cnn/RUN --h5 "
-        "data/fashion-mnist.h5 --index 0")
+        "data/fashion-mnist.h5 --index 0 1 2\n\n"
+        "Staged images are printed first, then the files; put files before --index.")
     p.add_argument("--run", required=True, metavar="RUN_DIR", help="a run directory")
     p.add_argument("images", nargs="*", metavar="IMAGE", help="image files (PNG, JPEG, ...)")
     p.add_argument("--h5", metavar="FILE", help="a staged HDF5 file (hpctrain stage)")
-    p.add_argument("--index", type=int, help="--h5: the image's index in the split")
+    p.add_argument("--index", type=int, nargs="+", metavar="I",
+                   help="--h5: the images' indices in the split")
     p.add_argument("--split", default="test", choices=("test", "train"), help="--h5 split")
     p.add_argument("--top", type=int, default=3, metavar="K", help="classes to print (3)")
     p.set_defaults(func=predict)
@@ -34,21 +36,27 @@ def predict(args) -> int:
 
     from hpctrain.train import inference
 
-    if bool(args.h5) == bool(args.images) or (args.h5 and args.index is None):
-        raise InputError("give IMAGE files, or --h5 FILE --index I")
+    if not (args.h5 or args.images) or bool(args.h5) != (args.index is not None):
+        raise InputError("give IMAGE files and/or --h5 FILE --index I [I ...]")
     if args.top < 1:
         raise InputError("--top must be >= 1")
     run = inference.describe_run(args.run)  # everything checked before TensorFlow loads
-    truth: list[int | None]
-    if args.h5:
-        image, label = inference.staged_image(args.h5, args.index, args.split)
+    names: list[str] = []
+    images: list[np.ndarray] = []
+    truth: list[int | None] = []
+    for index in args.index or []:
+        image, label = inference.staged_image(args.h5, index, args.split)
         if image.shape != run.staged_shape:
             raise InputError(f"{args.h5}: images of shape {image.shape}, the run trained on "
                              f"{run.staged_shape}")
-        names, batch, truth = [f"{args.h5}[{args.split} {args.index}]"], image[None], [label]
-    else:
-        batch = np.stack([inference.prepare_image(path, run) for path in args.images])
-        names, truth = list(args.images), [None] * len(args.images)
+        names.append(f"{args.h5}[{args.split} {index}]")
+        images.append(image)
+        truth.append(label)
+    for path in args.images:  # every file read and checked before TensorFlow loads
+        images.append(inference.prepare_image(path, run))
+        names.append(path)
+        truth.append(None)
+    batch = np.stack(images)
     probs = inference.load_run(args.run).probabilities(batch)
     for name, p, true in zip(names, probs, truth, strict=True):
         top = np.argsort(-p)[:args.top]

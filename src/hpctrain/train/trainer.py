@@ -303,13 +303,13 @@ def configure_tensorflow(cfg: TrainConfig, env: JobEnvironment) -> int:
     threads = cfg.threads or env.default_threads()
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(min(2, threads))
-    if cfg.precision != "float32":
-        # float16/bfloat16 compute, float32 weights; the last layer stays float32 (models.py)
-        tf.keras.mixed_precision.set_global_policy(cfg.precision)
-    if cfg.xla:
-        # Auto-clustering, not jit_compile: Horovod's allreduce ops must stay outside XLA.
-        # On CPU it changes nothing unless TF_XLA_FLAGS=--tf_xla_cpu_global_jit is set.
-        tf.config.optimizer.set_jit("autoclustering")
+    # Both set on every run, so a second run in the same process (a notebook, a test)
+    # never inherits the first one's.
+    # float16/bfloat16 compute, float32 weights; the last layer stays float32 (models.py)
+    tf.keras.mixed_precision.set_global_policy(cfg.precision)
+    # Auto-clustering, not jit_compile: Horovod's allreduce ops must stay outside XLA.
+    # On CPU it changes nothing unless TF_XLA_FLAGS=--tf_xla_cpu_global_jit is set.
+    tf.config.optimizer.set_jit("autoclustering" if cfg.xla else False)
     tf.keras.utils.set_random_seed(cfg.seed)
     if cfg.deterministic:
         tf.config.experimental.enable_op_determinism()
