@@ -61,19 +61,20 @@ def cpu_model() -> dict:
 class Quota:
     """A cgroup whose processes share `cores` CPUs' worth of time."""
 
-    def __init__(self, cores: float, name: str):
-        self.quota_us = max(1000, round(cores * PERIOD_US))
+    def __init__(self, cores: float, name: str, period_us: int = PERIOD_US):
+        self.period_us = period_us
+        self.quota_us = max(1000, round(cores * period_us))
         if "cpu" in _read(V2 / "cgroup.controllers").split():
             self.version, self.path = 2, V2 / name
             subtree = V2 / "cgroup.subtree_control"
             if "cpu" not in _read(subtree).split():
                 subtree.write_text("+cpu")
             self.path.mkdir(exist_ok=True)
-            (self.path / "cpu.max").write_text(f"{self.quota_us} {PERIOD_US}")
+            (self.path / "cpu.max").write_text(f"{self.quota_us} {period_us}")
         elif (V1 / "cpu.cfs_quota_us").exists():
             self.version, self.path = 1, V1 / name
             self.path.mkdir(exist_ok=True)
-            (self.path / "cpu.cfs_period_us").write_text(str(PERIOD_US))
+            (self.path / "cpu.cfs_period_us").write_text(str(period_us))
             (self.path / "cpu.cfs_quota_us").write_text(str(self.quota_us))
         else:
             raise SystemExit("slow_machine: no cgroup cpu controller (v2 cpu.max or v1 "
@@ -89,7 +90,9 @@ class Quota:
         if self.version == 2:
             return {"cpu_s": int(stat.get("usage_usec", 0)) / 1e6,
                     "throttled_s": int(stat.get("throttled_usec", 0)) / 1e6}
-        return {"throttled_s": int(stat.get("throttled_time", 0)) / 1e9}
+        usage = _read(self.path / "cpuacct.usage").strip()  # where cpuacct is co-mounted
+        return {**({"cpu_s": int(usage) / 1e9} if usage.isdigit() else {}),
+                "throttled_s": int(stat.get("throttled_time", 0)) / 1e9}
 
     def remove(self) -> list[int]:
         """Remove the group; returns the PIDs still in it (left running by the command)."""
@@ -166,7 +169,8 @@ def run(args: argparse.Namespace) -> int:
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         raise SystemExit("slow_machine: no command after --")
-    quota = Quota(args.cores, f"hpctrain-slow-{os.getpid()}") if args.cores else None
+    quota = Quota(args.cores, f"hpctrain-slow-{os.getpid()}", args.period_us) \
+        if args.cores else None
     out_dir = Path(args.out_dir)
     log_path = out_dir / f"{args.name}.log"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -188,7 +192,7 @@ def run(args: argparse.Namespace) -> int:
                                                                  time.gmtime()),
         "cpu": cpu_model(), "exit_code": code, "seconds": round(seconds, 1),
         "cap": None if quota is None else {
-            "cores": args.cores, "quota_us": quota.quota_us, "period_us": PERIOD_US,
+            "cores": args.cores, "quota_us": quota.quota_us, "period_us": quota.period_us,
             "cgroup": f"v{quota.version}", **quota.stats()},
         **parse_output(lines),
     }
@@ -277,6 +281,8 @@ def main(argv: list[str] | None = None) -> int:
     r = sub.add_parser("run", help="run a command under a CPU quota and store its timing")
     r.add_argument("--cores", type=float, default=0.0,
                    help="CPUs' worth of time the command may use (0: no cap, just measure)")
+    r.add_argument("--period-us", type=int, default=PERIOD_US,
+                   help=f"the quota's period in µs ({PERIOD_US}); the quota is cores x period")
     r.add_argument("--name", required=True, help="record name: results/ci/NAME.json")
     r.add_argument("--out-dir", default=str(REPO / "results" / "ci"))
     r.add_argument("command", nargs=argparse.REMAINDER, help="-- command ...")

@@ -9,11 +9,12 @@ import tensorflow as tf
 
 from hpctrain.train.models import MODELS, build_model
 
-# (model, input shape, classes, activation): every model on Fashion-MNIST's shape; the
-# residual nets also at an ImageNet-style shape with many classes.
+# (model, input shape, classes, activation): every model on Fashion-MNIST's shape; ResNet-20
+# also at a non-square colour shape with many classes. (ResNet-50 takes its steps at
+# 224x224x3 on 2 ranks: conftest.one_launch.)
 CASES = [(m, (28, 28, 1), 10, "relu") for m in MODELS] + [
     ("mlp5", (28, 28, 1), 10, "sigmoid"), ("mlp5", (28, 28, 1), 10, "tanh"),
-    ("resnet20", (40, 48, 3), 100, "relu"), ("resnet50", (64, 64, 3), 1000, "relu")]
+    ("resnet20", (40, 48, 3), 100, "relu")]
 
 
 @pytest.mark.parametrize("name, shape, classes, activation", CASES,

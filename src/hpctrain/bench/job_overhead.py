@@ -63,9 +63,11 @@ def first_step_unix(report: dict) -> float:
     return report["started_unix"] + sum(s for _, s in report["startup_phases_s"])
 
 
-def one_job(env: dict, tmp: Path, data: str, profile: str | None) -> dict[str, float]:
+def one_job(env: dict, tmp: Path, data: str, profile: str | None,
+            overrides: list[str] = SHORT) -> dict[str, float]:
+    """One job's sample; `overrides` (the benchmark's SHORT) set its size."""
     run_dir = Path(tempfile.mkdtemp(dir=tmp)) / "run"
-    t0, proc = _submit(env, run_dir, data, profile, SHORT)
+    t0, proc = _submit(env, run_dir, data, profile, overrides)
     _finish(proc)
     report = json.loads((run_dir / "report.json").read_text())
     # written once sbatch answered (the job may already be running by then)
