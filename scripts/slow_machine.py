@@ -259,7 +259,8 @@ def budget_lines(records: dict[str, dict]) -> list[str]:
 
 def render(args: argparse.Namespace) -> int:
     ci_dir = REPO / "results" / "ci"
-    records = {p.stem: json.loads(p.read_text()) for p in sorted(ci_dir.glob("*.json"))}
+    loaded = {p.stem: json.loads(p.read_text()) for p in ci_dir.glob("*.json")}
+    records = dict(sorted(loaded.items(), key=lambda kv: (kv[1]["date"], kv[0])))  # by time
     readme = REPO / "README.md"
     text = readme.read_text()
     if BEGIN not in text or END not in text:
