@@ -134,7 +134,7 @@ def _check_pictures(whole, resumed, h5, tmp_path):
 
 
 @pytest.mark.parametrize("name", MIXED)
-def test_mixed_precision_ranks_in_sync(one_launch, fmnist_h5, tmp_path, name):
+def test_mixed_precision_ranks_in_sync(request, fmnist_h5, tmp_path, name):
     """float16 with loss scaling (on TensorFlow's own CPU kernels, in its own launch) and
     bfloat16 with XLA (in the shared launch, after float32 runs), two epochs on 2 ranks."""
     if name in MIXED_ALONE:
@@ -142,8 +142,9 @@ def test_mixed_precision_ranks_in_sync(one_launch, fmnist_h5, tmp_path, name):
         config = write_config(tmp_path / "exp.yaml", fmnist_h5, learning_rate=0.01)
         _ok(on_ranks(config, run_dir, *TINY, *MIXED[name]))
         r = read_report(run_dir)
-    else:
-        run_dir, r = one_launch.dirs[name], one_launch.report(name)
+    else:  # the shared launch only where the run is in it
+        launched = request.getfixturevalue("one_launch")
+        run_dir, r = launched.dirs[name], launched.report(name)
     assert r["ranks_in_sync"]["ok"] is True and r["ranks"] == 2
     assert r["training"]["precision"] == MIXED[name][0].split("=")[1]
     assert r["test_accuracy"] > 0.3  # chance is 0.1; two short epochs

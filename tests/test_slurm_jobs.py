@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, VENV_BIN, hpctrain, read_report, write_config
+from hpctrain.slurm.profiles import slurm_minutes
 
 pytestmark = pytest.mark.slurm
 
@@ -102,18 +103,19 @@ class LongJob:
         return self.proc.returncode, out
 
 
+def _after_epoch_1(run_dir: Path) -> str:
+    """Waits until the job in run_dir has submitted and finished epoch 1; its job id."""
+    _wait_for(lambda: (run_dir / "submission.json").is_file(), 120, "submission")
+    _wait_for(lambda: _epochs(run_dir)[:1] == [1], 900, "epoch 1")
+    return _job_id(run_dir)
+
+
 def _job_field(cluster, job_id: str, field: str) -> str | None:
     """One field of `scontrol show job` (RunTime, TimeLimit, Restarts, ...)."""
     res = subprocess.run(["scontrol", "show", "job", "-o", job_id], env=cluster.env(),
                          capture_output=True, text=True)
     match = re.search(rf"\b{field}=(\S+)", res.stdout)
     return match.group(1) if match else None
-
-
-def _seconds(hms: str) -> int:
-    days, _, hms = hms.rpartition("-")
-    h, m, s = (int(x) for x in hms.split(":"))
-    return ((int(days or 0) * 24 + h) * 60 + m) * 60 + s
 
 
 # the time-limit job's own limit; brought near after epoch 1, and back once it has requeued
@@ -127,10 +129,8 @@ def _time_limit_after_epoch_1(cluster, run_dir: Path) -> int:
     at its next time-limit check (every 30 s), just as it would near the original limit. Once
     the job has requeued itself, the limit goes back up for the resumed run. Returns the
     minutes the first segment was given."""
-    _wait_for(lambda: (run_dir / "submission.json").is_file(), 120, "submission")
-    _wait_for(lambda: _epochs(run_dir)[:1] == [1], 900, "epoch 1")
-    job_id = _job_id(run_dir)
-    elapsed = _seconds(_job_field(cluster, job_id, "RunTime") or "0:0:0")
+    job_id = _after_epoch_1(run_dir)
+    elapsed = round(slurm_minutes(_job_field(cluster, job_id, "RunTime") or "0:0:0") * 60)
     # >= 3 minutes: a resumed segment that starts before the limit goes back up still has
     # 60 s and more before its own signal
     minutes = max(3, (elapsed + 120) // 60)
@@ -145,9 +145,7 @@ def _time_limit_after_epoch_1(cluster, run_dir: Path) -> int:
 
 def _preempt_after_epoch_1(cluster, run_dir: Path) -> None:
     """`scancel --signal=USR1 <job>` (what a preempting site sends to the job's tasks)."""
-    _wait_for(lambda: (run_dir / "submission.json").is_file(), 120, "submission")
-    _wait_for(lambda: _epochs(run_dir)[:1] == [1], 900, "epoch 1")
-    subprocess.run(["scancel", "--signal=USR1", _job_id(run_dir)], env=cluster.env(),
+    subprocess.run(["scancel", "--signal=USR1", _after_epoch_1(run_dir)], env=cluster.env(),
                    check=True)
 
 
