@@ -25,17 +25,19 @@ pytestmark = pytest.mark.slurm
 # stopped. A rank made slow (the straggler test hook: rank 1 sleeps in each step; the other
 # rank waits for it in the allreduce) paces a job without touching its numerics, so that a
 # signal sent after epoch 1 arrives mid-run on any machine of this kind (they differ 6x).
-# The time-limit job's signal comes within 30 s (slurmctld's time-limit check), so it sleeps
-# 0.35 s in each of its 248 steps: 65 s and more after epoch 1. The preempted and dead-rank
-# jobs are signalled within a second or two, so 0.1 s is enough; the reference needs none.
-# The model is the smallest with dropout (its masks must resume exactly too).
+# The hook paces a job's first run only: the resumed run after a requeue goes at full speed.
+# The time-limit job's signal comes within 30 s of its limit being cut (slurmctld's
+# time-limit check), so it sleeps 0.25 s in each of its 248 steps: 45 s and more after
+# epoch 1. The preempted and dead-rank jobs are signalled within a second or two, so 0.1 s
+# is enough; the reference needs none. The model is the smallest with dropout (its masks
+# must resume exactly too).
 LONG = dict(model="mlp5_dropout", batch_size=64, epochs=4, train_limit=8000, test_limit=2000)
 # While rank 1 sleeps, rank 0's Horovod thread negotiates every cycle (1 ms by default) and
 # MPI polls: CPU burnt by a waiting rank, which on a slow machine is taken from every other
 # job. A 50 ms cycle makes the wait cheaper (measured here: a paced 2-rank run used 28 CPU-s
 # with the default, 18 with 50 ms, 18 unpaced). Sums of two ranks' gradients do not depend
 # on how tensors are fused, so the weights stay exact.
-PACE = {"time_limit": "1:0.35", "preempted": "1:0.1", "dead_rank": "1:0.1"}
+PACE = {"time_limit": "1:0.25", "preempted": "1:0.1", "dead_rank": "1:0.1"}
 TINY = ["train_limit=2048", "test_limit=512", "epochs=1"]
 
 
@@ -118,26 +120,25 @@ def _job_field(cluster, job_id: str, field: str) -> str | None:
     return match.group(1) if match else None
 
 
-# the time-limit job's own limit; brought near after epoch 1, and back once it has requeued
-TIME_LIMIT_MIN = 30
+# the time-limit job's own limit, and how long before it the job asks for USR1; the limit is
+# brought near after epoch 1, and back once the job has requeued itself
+TIME_LIMIT_MIN, SIGNAL_S = 30, 170
 
 
 def _time_limit_after_epoch_1(cluster, run_dir: Path) -> int:
     """A job running out of time, without waiting half an hour for it: after epoch 1 its
-    limit is cut (`scontrol update TimeLimit=`, as its owner may) to leave 60-120 s, less than
-    the 120 s before the limit at which the job asked for USR1, so slurmctld sends the signal
-    at its next time-limit check (every 30 s), just as it would near the original limit. Once
-    the job has requeued itself, the limit goes back up for the resumed run. Returns the
-    minutes the first segment was given."""
+    limit is cut (`scontrol update TimeLimit=`, as its owner may) to the first whole minute
+    that leaves 110-170 s, less than the SIGNAL_S before the limit at which the job asked for
+    USR1, so slurmctld sends the signal at its next time-limit check (every 30 s), just as
+    it would near the original limit. Once the job has requeued itself, the limit goes back
+    up for the resumed run. Returns the minutes the first segment was given."""
     job_id = _after_epoch_1(run_dir)
     elapsed = round(slurm_minutes(_job_field(cluster, job_id, "RunTime") or "0:0:0") * 60)
-    # >= 3 minutes: a resumed segment that starts before the limit goes back up still has
-    # 60 s and more before its own signal
-    minutes = max(3, (elapsed + 120) // 60)
+    minutes = max(3, (elapsed + SIGNAL_S) // 60)
     subprocess.run(["scontrol", "update", f"JobId={job_id}", f"TimeLimit={minutes}"],
                    env=cluster.env(), check=True)
     _wait_for(lambda: (_job_field(cluster, job_id, "Restarts") or "0") != "0", 900,
-              "the job to requeue itself")
+              "the job to requeue itself", poll=0.2)
     subprocess.run(["scontrol", "update", f"JobId={job_id}", f"TimeLimit={TIME_LIMIT_MIN}"],
                    env=cluster.env(), check=True)
     return minutes
@@ -184,7 +185,7 @@ def long_jobs(slurm_cluster, fmnist_h5, tmp_path_factory):
 
     jobs = {"reference": submit("reference", "--signal-seconds", "0"),
             "time_limit": submit("time_limit", "--time", str(TIME_LIMIT_MIN),
-                                 "--signal-seconds", "120", "--max-restarts", "3"),
+                                 "--signal-seconds", str(SIGNAL_S), "--max-restarts", "3"),
             "preempted": submit("preempted"),
             "dead_rank": submit("dead_rank", wait=False)}
     actions = {"time_limit": Background(lambda: _time_limit_after_epoch_1(
@@ -243,7 +244,7 @@ def test_dead_rank_fails_job_fast_and_is_named(slurm_cluster, long_jobs):
                   "the resumed run (and the reference job): wall-clock bound, overlapped with "
                   "the other long jobs")
 def test_time_limit_signal_checkpoint_requeue_resume(slurm_cluster, long_jobs, uninterrupted):
-    """USR1 120 s before the time limit (brought near after epoch 1): the batch script
+    """USR1 SIGNAL_S before the time limit (brought near after epoch 1): the batch script
     writes STOP, the ranks checkpoint mid-epoch and exit 75, the job requeues itself and
     resumes with its limit back, to the uninterrupted run's weights."""
     jobs, actions = long_jobs

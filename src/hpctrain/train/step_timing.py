@@ -19,7 +19,10 @@ Horovod still overlaps communication with the backward pass. The first steps of 
 the metrics row of the epoch gets them (`rank_steps`), identical on every rank.
 
 `HPCTRAIN_TEST_SLOW_RANK=RANK:SECONDS` (a test hook) makes that rank sleep inside its
-compute every step: the straggler tests slow a rank on purpose with it.
+compute every step: the straggler tests slow a rank on purpose with it, and the job-system
+tests keep a job running until Slurm's signal reaches it. A requeued job
+(SLURM_RESTART_COUNT > 0) is not slowed: the hook paces a run up to its stop, not the
+resumed run after it.
 Imported only inside a rank, after TF_USE_LEGACY_KERAS=1 is set.
 """
 
@@ -45,7 +48,7 @@ SLOW_RANK_ENV = "HPCTRAIN_TEST_SLOW_RANK"
 def slow_rank_hook(rank: int) -> float:
     """Seconds this rank sleeps per step under the test hook (0.0: not slowed)."""
     value = os.environ.get(SLOW_RANK_ENV, "")
-    if not value:
+    if not value or os.environ.get("SLURM_RESTART_COUNT", "0") not in ("", "0"):
         return 0.0
     who, _, seconds = value.partition(":")
     return float(seconds or 0.05) if int(who) == rank else 0.0
