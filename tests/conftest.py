@@ -242,7 +242,7 @@ ZOO = ["train_limit=512", "test_limit=256", "batch_size=32", "pictures=false"]
 ZOO_OWN = {"resnet20": ["batch_size=8", "train_limit=64", "test_limit=32"]}
 RESNET50_224 = ["epochs=1", "batch_size=2", "warmup_epochs=0", "lr_schedule=constant",
                 "lr_decay_epochs=[]", "checkpoint=false", "pictures=false", "train_limit=8",
-                "test_limit=4"]
+                "test_limit=2"]  # two steps (a rate needs one past the first), one test batch
 MIXED = {
     # float16 on TensorFlow's own CPU kernels: convolutions are slow, dense layers are not
     "float16-loss-scaling-sgd-cosine": [

@@ -9,7 +9,7 @@ ranks-in-sync check and report.json in its run_dir) from a clean graph and its o
 (precision, XLA and seeds are set by every run, not inherited from the one before).
 Horovod is initialised once (a second `hvd.init()` in the same process does nothing) and
 never shut down in between, which MPI would not survive. Prints `one_launch: NAME exit CODE`
-after each run and exits with the worst code.
+after each run (with its wall and this process's CPU seconds) and exits with the worst code.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 os.environ["TF_USE_LEGACY_KERAS"] = "1"  # before TensorFlow loads, as `hpctrain train` does
@@ -33,10 +34,13 @@ def main(plan_file: str) -> int:
 
     codes = {}
     for run in plan:
+        wall, cpu = time.perf_counter(), time.process_time()
         cfg = load_config(run["config"], run["overrides"])
         tf.keras.backend.clear_session()  # each run starts from a clean graph
         codes[run["name"]] = Trainer(cfg, JobEnvironment.detect(), Path(run["run_dir"])).run()
-        print(f"one_launch: {run['name']} exit {codes[run['name']]}", flush=True)
+        print(f"one_launch: {run['name']} exit {codes[run['name']]} in "
+              f"{time.perf_counter() - wall:.1f} s, {time.process_time() - cpu:.1f} cpu-s",
+              flush=True)
     return max(codes.values())
 
 

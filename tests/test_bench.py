@@ -58,7 +58,7 @@ def test_baselines_and_stripped_runs_are_real(fmnist_h5, tmp_path):
             "--train-limit", "1000"]
     one = plain_run(args)
     assert one["images_per_s"] > 0 and one["epochs"] == 2 and one["ranks"] == 1
-    two = plain_run([*args, "--target", "0.3"], ranks=2)
+    two = plain_run([*args, "--target", "0.3", "--test-limit", "1000"], ranks=2)
     assert two["ranks"] == 2 and two["time_to_target_s"] > 0 and two["target_accuracy"] >= 0.3
     cfg = write_config(tmp_path / "c.yaml", fmnist_h5, epochs=2, train_limit=1000,
                        test_limit=500)
@@ -102,10 +102,12 @@ def test_job_overhead_measures_real_jobs(slurm_cluster, fmnist_h5, tmp_path):
     # a fifth of the benchmark's training: the parts around it are what is checked
     tiny = [o for o in job_overhead.SHORT if not o.startswith(("train_limit", "test_limit"))]
     tiny += ["train_limit=512", "test_limit=128"]
-    samples = {"in place": [job_overhead.one_job(env, tmp_path, str(fmnist_h5), None, tiny)],
+    # and one node a job (the benchmark's take two): the parts are the same
+    samples = {"in place": [job_overhead.one_job(env, tmp_path, str(fmnist_h5), None, tiny,
+                                                 nodes=1)],
                "copy": [job_overhead.one_job(env, tmp_path, str(fmnist_h5),
                                              str(job_overhead.scratch_profile(tmp_path)),
-                                             tiny)]}
+                                             tiny, nodes=1)]}
     for (s,) in samples.values():
         assert s["to_rank_s"] + s["rank_to_first_step_s"] == pytest.approx(s["to_first_step_s"])
         # (sbatch's answer may reach hpctrain submit after the job has started)

@@ -36,8 +36,8 @@ SHORT = ["epochs=1", "warmup_epochs=0", "train_limit=2560", "test_limit=500", "p
 
 
 def _submit(env: dict, run_dir: Path, data: str, profile: str | None,
-            overrides: list[str]) -> tuple[float, subprocess.Popen]:
-    argv = [str(BIN / "hpctrain"), "submit", "--config", CONFIG, "--nodes", "2",
+            overrides: list[str], nodes: int = 2) -> tuple[float, subprocess.Popen]:
+    argv = [str(BIN / "hpctrain"), "submit", "--config", CONFIG, "--nodes", str(nodes),
             "--run-dir", str(run_dir), "--wait", *(["--profile", profile] if profile else []),
             f"data={data}", *overrides]
     start = time.time()
@@ -64,10 +64,11 @@ def first_step_unix(report: dict) -> float:
 
 
 def one_job(env: dict, tmp: Path, data: str, profile: str | None,
-            overrides: list[str] = SHORT) -> dict[str, float]:
-    """One job's sample; `overrides` (the benchmark's SHORT) set its size."""
+            overrides: list[str] = SHORT, nodes: int = 2) -> dict[str, float]:
+    """One job's sample on `nodes` nodes, one rank each; `overrides` (the benchmark's
+    SHORT) set its size."""
     run_dir = Path(tempfile.mkdtemp(dir=tmp)) / "run"
-    t0, proc = _submit(env, run_dir, data, profile, overrides)
+    t0, proc = _submit(env, run_dir, data, profile, overrides, nodes)
     _finish(proc)
     report = json.loads((run_dir / "report.json").read_text())
     # written once sbatch answered (the job may already be running by then)

@@ -33,6 +33,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--optimizer", default="adam")
     p.add_argument("--lr", type=float, default=0.001, help="for one rank (x ranks)")
     p.add_argument("--train-limit", type=int, default=0)
+    p.add_argument("--test-limit", type=int, default=0,
+                   help="with --target: evaluate on the first N test images (0: all)")
     p.add_argument("--target", type=float, default=0.0,
                    help="stop at this test accuracy, evaluating after every epoch")
     p.add_argument("--deterministic", action="store_true", help="TensorFlow op determinism")
@@ -70,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         lo, hi = rank * n // size, (rank + 1) * n // size
         x, y = f["train/images"][lo:hi], f["train/labels"][lo:hi]
         # the test set only when evaluating (--target); never in the timed epochs
-        xt, yt = (f["test/images"][:], f["test/labels"][:]) if args.target else (None, None)
+        t = args.test_limit or None
+        xt, yt = (f["test/images"][:t], f["test/labels"][:t]) if args.target else (None, None)
         classes = len(json.loads(f.attrs["class_names"]))
     steps = len(y) // args.batch
     train = memory_batches(tf, x, y, args.batch, seed=args.seed + rank)
