@@ -138,7 +138,7 @@ def _time_limit_after_epoch_1(cluster, run_dir: Path) -> int:
     subprocess.run(["scontrol", "update", f"JobId={job_id}", f"TimeLimit={minutes}"],
                    env=cluster.env(), check=True)
     _wait_for(lambda: (_job_field(cluster, job_id, "Restarts") or "0") != "0", 900,
-              "the job to requeue itself", poll=0.2)
+              "the job to requeue itself")
     subprocess.run(["scontrol", "update", f"JobId={job_id}", f"TimeLimit={TIME_LIMIT_MIN}"],
                    env=cluster.env(), check=True)
     return minutes
