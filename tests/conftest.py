@@ -209,19 +209,6 @@ def mpirun_available() -> None:
 
 
 @pytest.fixture(scope="session")
-def cnn_two_ranks(fmnist_h5, tmp_path_factory) -> tuple[Path, Path]:
-    """(config, run dir) of one finished `horovodrun -np 2` of the workshop CNN, shared by the
-    tests that read a trained run (horovodrun's report, exact resume, pictures, predict)."""
-    root = tmp_path_factory.mktemp("cnn2")
-    config = write_config(root / "exp.yaml", fmnist_h5, model="cnn", epochs=3,
-                          lr_schedule="cosine", optimizer="sgd", learning_rate=0.02,
-                          pictures=True)
-    res = on_ranks(config, root / "run", *TINY_2RANK, launcher="horovodrun")
-    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
-    return config, root / "run"
-
-
-@pytest.fixture(scope="session")
 def staged_256(tmp_path_factory) -> Path:
     """A tiny tree staged at 256x256, as ImageNet is."""
     root = tmp_path_factory.mktemp("t256")
@@ -231,14 +218,18 @@ def staged_256(tmp_path_factory) -> Path:
     return root / "staged"
 
 
-# The 2-rank runs that need a launch but no job system, all in one (tests/one_launch.py):
-# every model of the zoo but ResNet-50 on a few steps of Fashion-MNIST (what each reaches is
-# measured once, on the whole data: results/accuracy), ResNet-50 at 224x224 on images staged
-# at 256 as ImageNet's are, bfloat16 with XLA, and three runs with seeds 1, 1 and 2, the first
-# before every other run and the other two after them (nothing a run leaves in the process
-# may change the next one's weights). float16 is not among them: its processes need oneDNN
-# off before TensorFlow loads (as `hpctrain train` does), which would change the others.
-ZOO = ["train_limit=512", "test_limit=256", "batch_size=32", "pictures=false"]
+# The 2-rank runs that need a launch but no job system, all in one (tests/one_launch.py,
+# under horovodrun as on an interactive node): every model of the zoo but ResNet-50 on a few
+# steps of Fashion-MNIST (what each reaches is measured once, on the whole data:
+# results/accuracy), ResNet-50 at 224x224 on images staged at 256 as ImageNet's are,
+# bfloat16 with XLA, the workshop CNN trained (CNN2), the uninterrupted run of the long Slurm
+# jobs' config (LONG), the straggler run (STRAGGLER), and three runs with seeds 1, 1 and 2,
+# the first before every other run and the other two after them (nothing a run leaves in the
+# process may change the next one's weights). float16 is not among them: its processes need
+# oneDNN off before TensorFlow loads (as `hpctrain train` does), which would change the
+# others.
+ZOO = ["train_limit=512", "test_limit=256", "batch_size=32", "pictures=false",
+       "checkpoint=false"]  # checkpoints: the resume tests
 ZOO_OWN = {"resnet20": ["batch_size=8", "train_limit=64", "test_limit=32"]}
 RESNET50_224 = ["epochs=1", "batch_size=2", "warmup_epochs=0", "lr_schedule=constant",
                 "lr_decay_epochs=[]", "checkpoint=false", "pictures=false", "train_limit=8",
@@ -254,6 +245,24 @@ MIXED = {
 }
 MIXED_ALONE = {"float16-loss-scaling-sgd-cosine"}
 SEEDS = {"seed-1a": 1, "seed-1b": 1, "seed-2": 2}
+# The workshop CNN trained on 2 ranks, shared by the tests that read a trained run
+# (horovodrun's report, exact resume after a kill, pictures, predict): cnn_two_ranks.
+CNN2 = dict(model="cnn", epochs=3, lr_schedule="cosine", optimizer="sgd", learning_rate=0.02,
+            pictures=True)
+# The long Slurm jobs' config (test_slurm_jobs.py: stopped by a time limit, preempted, a rank
+# killed): its uninterrupted run is here, and the resumed jobs must end with its weights.
+# The smallest model with dropout (its masks must resume exactly too); one thread a rank
+# wherever it runs (an interactive launch and a Slurm job size their threads differently).
+LONG = dict(model="mlp5_dropout", batch_size=64, epochs=4, train_limit=4000, test_limit=1000,
+            threads=1)
+# 2 ranks of synthetic data, rank 1 made slow (the test hook sleeps in its compute),
+# gradients accumulated over 2 batches, Horovod's timeline written: the straggler test. The
+# synthetic config's model swapped for the workshops' BatchNorm CNN (BatchNorm statistics
+# differ per rank until hpctrain averages them), faster to trace and step than ResNet-20.
+STRAGGLER = {"name": "straggler", "config": str(REPO / "jobs/configs/synthetic_resnet20.yaml"),
+             "overrides": ["model=cnn_bn", "batch_size=8", "epochs=2", "synthetic_steps=12",
+                           "accumulate_steps=2", "checkpoint=false", "timeline=true"],
+             "env": {"HPCTRAIN_TEST_SLOW_RANK": "1:0.15"}}
 
 
 class Launched:
@@ -287,13 +296,27 @@ def one_launch(fmnist_h5, staged_256, tmp_path_factory) -> Launched:
                  "overrides": [*RESNET50_224, f"data={staged_256}"]})
     plan += [{"name": name, "config": str(fmnist), "overrides": [*TINY_2RANK, *overrides]}
              for name, overrides in MIXED.items() if name not in MIXED_ALONE]
-    plan += seeds[1:]
+    plan.append({"name": "cnn2", "config": str(write_config(root / "cnn2.yaml", fmnist_h5,
+                                                             **CNN2)),
+                 "overrides": TINY_2RANK})
+    plan.append({"name": "long-reference", "config": str(
+        write_config(root / "long.yaml", fmnist_h5, **LONG)), "overrides": []})
+    plan += [dict(STRAGGLER), *seeds[1:]]
     for run in plan:
         run["run_dir"] = str(root / run["name"])
     (root / "plan.json").write_text(json.dumps(plan, indent=1))
-    launcher, env = rank_launcher(np=2)
+    launcher, env = rank_launcher(np=2, launcher="horovodrun")
+    env["HOROVOD_TIMELINE"] = "DYNAMIC"  # before hvd.init: the straggler run's timeline
     res = subprocess.run([*launcher, str(VENV_BIN / "python"), str(REPO / "tests" /
                                                                    "one_launch.py"),
                           str(root / "plan.json")],
                          env=env, capture_output=True, text=True, timeout=3000)
     return Launched({run["name"]: Path(run["run_dir"]) for run in plan}, res)
+
+
+@pytest.fixture(scope="session")
+def cnn_two_ranks(one_launch) -> tuple[Path, Path]:
+    """(config, run dir) of the finished 2-rank run of the workshop CNN (CNN2 and TINY_2RANK,
+    in the launch above, under horovodrun), shared by the tests that read a trained run."""
+    one_launch.report("cnn2")  # it completed
+    return one_launch.dirs["cnn2"].parent / "cnn2.yaml", one_launch.dirs["cnn2"]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import REPO, hpctrain, on_ranks, read_report
+from conftest import REPO, hpctrain, read_report
 from hpctrain.report.statistics import t95
 from hpctrain.report.step_times import per_rank, step_time_summary, stragglers
 from hpctrain.scaling import costmodel, published
@@ -148,25 +148,15 @@ def test_projection_reproduces_its_calibration_and_checks_published_figures():
     assert rows["dle-a100-amp"]["projected"] < rows["dle-a100-tf32"]["projected"]
 
 
-@pytest.mark.slow(
-    reason="2 ranks of a BatchNorm CNN, one slowed on purpose, with accumulation and the timeline")
 @pytest.mark.mpi
-def test_straggler_named_and_accumulation_in_sync_on_real_ranks(tmp_path, mpirun_available,
-                                                                 monkeypatch):
-    """2 real Horovod ranks; rank 1 made slow on purpose (the test hook sleeps in its
-    compute); gradients accumulated over 2 batches; Horovod's timeline written. Synthetic
-    data: each rank draws its own batches, so BatchNorm statistics differ per rank until
-    hpctrain averages them, and the ranks-in-sync check proves it does. The synthetic
-    config's model is swapped for the workshops' BatchNorm CNN, faster to trace and step
-    than ResNet-20, with the same mechanisms (ResNet-20's own steps on 2 ranks: the zoo in
-    conftest.one_launch)."""
-    monkeypatch.setenv("HPCTRAIN_TEST_SLOW_RANK", "1:0.15")
-    run_dir = tmp_path / "run"
-    res = on_ranks(REPO / "jobs" / "configs" / "synthetic_resnet20.yaml", run_dir,
-                   "model=cnn_bn", "batch_size=8", "epochs=2", "synthetic_steps=12",
-                   "accumulate_steps=2", "checkpoint=false", "timeline=true", timeout=300)
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    report = read_report(run_dir)
+def test_straggler_named_and_accumulation_in_sync_on_real_ranks(one_launch):
+    """2 real Horovod ranks (conftest.STRAGGLER, in the shared launch); rank 1 made slow on
+    purpose (the test hook sleeps in its compute); gradients accumulated over 2 batches;
+    Horovod's timeline written. Synthetic data: each rank draws its own batches, so
+    BatchNorm statistics differ per rank until hpctrain averages them, and the ranks-in-sync
+    check proves it does."""
+    report = one_launch.report("straggler")
+    run_dir = one_launch.dirs["straggler"]
     assert report["ranks_in_sync"]["ok"]
     assert report["dataset"]["dataset"] == "synthetic" and report["test_accuracy"] is None
     assert report["images_per_s"]["mean"] > 0

@@ -16,28 +16,27 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, VENV_BIN, hpctrain, read_report, write_config
+from conftest import LONG, REPO, VENV_BIN, hpctrain, read_report, write_config
 from hpctrain.slurm.profiles import slurm_minutes
 
 pytestmark = pytest.mark.slurm
 
-# The four jobs share one config, so they must end with the same weights however they were
+# The three long jobs share one config with the uninterrupted reference run (conftest.LONG,
+# run in the shared launch), so they must end with the same weights however they were
 # stopped. A rank made slow (the straggler test hook: rank 1 sleeps in each step; the other
 # rank waits for it in the allreduce) paces a job without touching its numerics, so that a
 # signal sent after epoch 1 arrives mid-run on any machine of this kind (they differ 6x).
 # The hook paces a job's first run only: the resumed run after a requeue goes at full speed.
 # The time-limit job's signal comes within 30 s of its limit being cut (slurmctld's
-# time-limit check), so it sleeps 0.25 s in each of its 248 steps: 45 s and more after
-# epoch 1. The preempted and dead-rank jobs are signalled within a second or two, so 0.1 s
-# is enough; the reference needs none. The model is the smallest with dropout (its masks
-# must resume exactly too).
-LONG = dict(model="mlp5_dropout", batch_size=64, epochs=4, train_limit=8000, test_limit=2000)
+# time-limit check), so it sleeps 0.5 s in each of its 124 steps: 45 s and more after
+# epoch 1. The preempted and dead-rank jobs are signalled within a second or two, so 0.2 s
+# (6 s an epoch) is enough.
 # While rank 1 sleeps, rank 0's Horovod thread negotiates every cycle (1 ms by default) and
 # MPI polls: CPU burnt by a waiting rank, which on a slow machine is taken from every other
 # job. A 50 ms cycle makes the wait cheaper (measured here: a paced 2-rank run used 28 CPU-s
 # with the default, 18 with 50 ms, 18 unpaced). Sums of two ranks' gradients do not depend
 # on how tensors are fused, so the weights stay exact.
-PACE = {"time_limit": "1:0.25", "preempted": "1:0.1", "dead_rank": "1:0.1"}
+PACE = {"time_limit": "1:0.5", "preempted": "1:0.2", "dead_rank": "1:0.2"}
 TINY = ["train_limit=2048", "test_limit=512", "epochs=1"]
 
 
@@ -167,10 +166,10 @@ def _kill_rank_1(cluster, run_dir: Path) -> tuple[str, float]:
 
 @pytest.fixture(scope="module")
 def long_jobs(slurm_cluster, fmnist_h5, tmp_path_factory):
-    """The four long jobs at once on 8 of the test cluster's nodes, so that their waits (the
-    slow rank's sleeps, Slurm's signal, the requeue) overlap: the reference that nobody
-    stops, one stopped by its time limit, one preempted after epoch 1, and one whose rank 1
-    is killed. Each test below checks one of them."""
+    """The three long jobs at once on 6 of the test cluster's nodes, so that their waits (the
+    slow rank's sleeps, Slurm's signal, the requeue) overlap: one stopped by its time limit,
+    one preempted after epoch 1, and one whose rank 1 is killed. Each test below checks one
+    of them."""
     root = tmp_path_factory.mktemp("long")
     config = write_config(root / "long.yaml", fmnist_h5, **LONG)
 
@@ -183,8 +182,7 @@ def long_jobs(slurm_cluster, fmnist_h5, tmp_path_factory):
         return LongJob(root / name, subprocess.Popen(argv, env=env, stdout=subprocess.PIPE,
                                                      stderr=subprocess.STDOUT, text=True))
 
-    jobs = {"reference": submit("reference", "--signal-seconds", "0"),
-            "time_limit": submit("time_limit", "--time", str(TIME_LIMIT_MIN),
+    jobs = {"time_limit": submit("time_limit", "--time", str(TIME_LIMIT_MIN),
                                  "--signal-seconds", str(SIGNAL_S), "--max-restarts", "3"),
             "preempted": submit("preempted"),
             "dead_rank": submit("dead_rank", wait=False)}
@@ -204,12 +202,10 @@ def long_jobs(slurm_cluster, fmnist_h5, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(long_jobs) -> dict:
-    """The reference: the same config as one job that nobody stops."""
-    jobs, _ = long_jobs
-    code, out = jobs["reference"].finished()
-    assert code == 0, out[-3000:]
-    return read_report(jobs["reference"].run_dir)
+def uninterrupted(one_launch) -> dict:
+    """The reference: the same config run on 2 ranks that nobody stops, outside Slurm (in
+    the shared launch: conftest.LONG)."""
+    return one_launch.report("long-reference")
 
 
 def _check_resumed_equals(report: dict, reference: dict, run_dir: Path) -> None:
@@ -241,7 +237,7 @@ def test_dead_rank_fails_job_fast_and_is_named(slurm_cluster, long_jobs):
 
 
 @pytest.mark.slow(reason="waits for Slurm's time-limit signal, a checkpoint, a requeue and "
-                  "the resumed run (and the reference job): wall-clock bound, overlapped with "
+                  "the resumed run: wall-clock bound, overlapped with "
                   "the other long jobs")
 def test_time_limit_signal_checkpoint_requeue_resume(slurm_cluster, long_jobs, uninterrupted):
     """USR1 SIGNAL_S before the time limit (brought near after epoch 1): the batch script
