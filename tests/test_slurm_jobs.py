@@ -239,6 +239,7 @@ def test_dead_rank_fails_job_fast_and_is_named(slurm_cluster, long_jobs):
 @pytest.mark.slow(reason="waits for Slurm's time-limit signal, a checkpoint, a requeue and "
                   "the resumed run: wall-clock bound, overlapped with "
                   "the other long jobs")
+@pytest.mark.mpi  # its reference runs in the shared 2-rank launch
 def test_time_limit_signal_checkpoint_requeue_resume(slurm_cluster, long_jobs, uninterrupted):
     """USR1 SIGNAL_S before the time limit (brought near after epoch 1): the batch script
     writes STOP, the ranks checkpoint mid-epoch and exit 75, the job requeues itself and
@@ -262,6 +263,7 @@ def test_time_limit_signal_checkpoint_requeue_resume(slurm_cluster, long_jobs, u
     assert "segments: " in (job.run_dir / "report.md").read_text()
 
 
+@pytest.mark.mpi  # its reference runs in the shared 2-rank launch
 def test_preemption_signal_to_ranks(long_jobs, uninterrupted):
     """`scancel --signal=USR1 <job>` after epoch 1: the ranks checkpoint, requeue, resume."""
     jobs, actions = long_jobs
