@@ -266,10 +266,13 @@ STRAGGLER = {"name": "straggler", "config": str(REPO / "jobs/configs/synthetic_r
 
 
 class Launched:
-    """The runs of one launch: each one's run directory, exit code and the launch's output."""
+    """The runs of one launch: each one's run directory, config, exit code and the launch's
+    output."""
 
-    def __init__(self, dirs: dict[str, Path], res: subprocess.CompletedProcess):
-        self.dirs, self.output = dirs, res.stdout[-4000:] + res.stderr[-4000:]
+    def __init__(self, plan: list[dict], res: subprocess.CompletedProcess):
+        self.dirs = {run["name"]: Path(run["run_dir"]) for run in plan}
+        self.configs = {run["name"]: Path(run["config"]) for run in plan}
+        self.output = res.stdout[-4000:] + res.stderr[-4000:]
         self.codes = {m[1]: int(m[2]) for m in re.finditer(r"one_launch: (\S+) exit (-?\d+)",
                                                            res.stdout)}
 
@@ -311,7 +314,7 @@ def one_launch(fmnist_h5, staged_256, tmp_path_factory) -> Launched:
                                                                    "one_launch.py"),
                           str(root / "plan.json")],
                          env=env, capture_output=True, text=True, timeout=3000)
-    return Launched({run["name"]: Path(run["run_dir"]) for run in plan}, res)
+    return Launched(plan, res)
 
 
 @pytest.fixture(scope="session")
@@ -319,4 +322,4 @@ def cnn_two_ranks(one_launch) -> tuple[Path, Path]:
     """(config, run dir) of the finished 2-rank run of the workshop CNN (CNN2 and TINY_2RANK,
     in the launch above, under horovodrun), shared by the tests that read a trained run."""
     one_launch.report("cnn2")  # it completed
-    return one_launch.dirs["cnn2"].parent / "cnn2.yaml", one_launch.dirs["cnn2"]
+    return one_launch.configs["cnn2"], one_launch.dirs["cnn2"]

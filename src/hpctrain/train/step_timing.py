@@ -36,6 +36,8 @@ import horovod.tensorflow as hvd_tf
 import numpy as np
 import tensorflow as tf
 
+from hpctrain.environment import JobEnvironment
+
 PARTS = ("input_s", "compute_s", "allreduce_s", "other_s")
 SKIP_STEPS = 3  # steps at the start of each fit() call: tracing, first allocations
 # Every SAMPLE_EVERY-th step is timed: the three in-graph marks are Python functions, and
@@ -48,7 +50,7 @@ SLOW_RANK_ENV = "HPCTRAIN_TEST_SLOW_RANK"
 def slow_rank_hook(rank: int) -> float:
     """Seconds this rank sleeps per step under the test hook (0.0: not slowed)."""
     value = os.environ.get(SLOW_RANK_ENV, "")
-    if not value or os.environ.get("SLURM_RESTART_COUNT", "0") not in ("", "0"):
+    if not value or JobEnvironment.detect().restart_count > 0:
         return 0.0
     who, _, seconds = value.partition(":")
     return float(seconds or 0.05) if int(who) == rank else 0.0
