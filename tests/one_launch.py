@@ -4,11 +4,11 @@ launch: TensorFlow and Horovod start once instead of once per run.
     mpirun -np 2 python tests/one_launch.py PLAN.json   (or horovodrun -np 2 -H localhost:2)
 
 PLAN.json is a list of runs, `{"name": ..., "config": FILE, "overrides": ["key=value", ...],
-"run_dir": DIR, "env": {...}}` ("env", optional: variables set for that run only, such as
-the slow-rank test hook, read when the run starts). Each run gets the whole recipe (set up,
-restore, fit, finish: the ranks-in-sync check and report.json in its run_dir) from a clean
-graph and its own settings (precision, XLA and seeds are set by every run, not inherited
-from the one before).
+"run_dir": DIR}`. Each run gets the whole recipe (set up, restore, fit, finish: the
+ranks-in-sync check and report.json in its run_dir) from a clean graph and its own settings
+(precision, XLA and seeds are set by every run, not inherited from the one before). No run
+here asks for Horovod's timeline: its writer thread would spin on rank 0 until the launch
+ends.
 Horovod is initialised once (a second `hvd.init()` in the same process does nothing) and
 never shut down in between, which MPI would not survive. Prints `one_launch: NAME exit CODE`
 after each run (with its wall and this process's CPU seconds) and exits with the worst code.
@@ -39,14 +39,7 @@ def main(plan_file: str) -> int:
         wall, cpu = time.perf_counter(), time.process_time()
         cfg = load_config(run["config"], run["overrides"])
         tf.keras.backend.clear_session()  # each run starts from a clean graph
-        own = run.get("env", {})
-        os.environ.update(own)
-        try:
-            codes[run["name"]] = Trainer(cfg, JobEnvironment.detect(),
-                                         Path(run["run_dir"])).run()
-        finally:
-            for key in own:
-                os.environ.pop(key, None)
+        codes[run["name"]] = Trainer(cfg, JobEnvironment.detect(), Path(run["run_dir"])).run()
         print(f"one_launch: {run['name']} exit {codes[run['name']]} in "
               f"{time.perf_counter() - wall:.1f} s, {time.process_time() - cpu:.1f} cpu-s",
               flush=True)

@@ -51,7 +51,7 @@ def test_image_tree_chain_with_node_local_copies(slurm_cluster, tmp_path):
 
 @pytest.mark.slow(reason="sets up the one launch of 2-rank runs (conftest.one_launch): ten "
                   "models, ResNet-50 at 224 (~17 s of CPU to trace its step), the trained "
-                  "CNN, the long jobs' reference, the straggler, bfloat16 and the seeds")
+                  "CNN, the long jobs' reference, bfloat16 and the seeds")
 @pytest.mark.mpi
 def test_resnet50_at_224_on_two_ranks(one_launch):
     """The ImageNet config's model on 2 Horovod ranks, a step on random 224x224 crops of

@@ -79,7 +79,9 @@ class TrainConfig(Checked):
     num_classes: int = 1000  # synthetic only
     synthetic_steps: int = 50  # synthetic only: steps per epoch
     stop_check_steps: int = 10  # ranks agree on a stop request (time limit) every N steps
-    timeline: bool = False  # write Horovod's timeline (chrome://tracing) to timeline.json
+    # write Horovod's timeline (chrome://tracing) to timeline.json; its writer thread busy-polls
+    # on rank 0 for the whole run: for a diagnostic run, not a timed one
+    timeline: bool = False
     # after training: learning curves, confusion matrix and example grids in report.md
     pictures: bool = True
     # benchmarks only (make bench): per-step mechanisms to switch off to measure their cost.
