@@ -36,6 +36,8 @@ V2, V1 = Path("/sys/fs/cgroup"), Path("/sys/fs/cgroup/cpu")
 BEGIN, END = "<!-- ci-timing: begin -->", "<!-- ci-timing: end -->"
 # The suite's budget on a slow machine of this kind (the demo job at ~600 images/s)
 TEST_BUDGET_S, CI_BUDGET_S = 25 * 60, 35 * 60
+BUDGET_DEMO_IPS, DEMO_TOLERANCE = 600, 0.10  # "~600": within 10 %
+DATE_FORMAT = "%Y-%m-%d %H:%M UTC"
 
 # Lines of the command's output worth keeping, by what they say.
 PATTERNS = {
@@ -188,7 +190,7 @@ def run(args: argparse.Namespace) -> int:
     seconds = time.monotonic() - start
     record = {
         "name": args.name, "command": shlex.join(command), "cwd": os.getcwd(),
-        "commit": git_commit(Path.cwd()), "date": time.strftime("%Y-%m-%d %H:%M UTC",
+        "commit": git_commit(Path.cwd()), "date": time.strftime(DATE_FORMAT,
                                                                  time.gmtime()),
         "cpu": cpu_model(), "exit_code": code, "seconds": round(seconds, 1),
         "cap": None if quota is None else {
@@ -243,8 +245,33 @@ def _verdict(seconds: float, budget: int) -> str:
         f"{budget // 60} minutes"
 
 
+def _hours_apart(a: dict, b: dict) -> float:
+    parse = time.strptime
+    return abs(time.mktime(parse(a["date"], DATE_FORMAT)) -
+               time.mktime(parse(b["date"], DATE_FORMAT))) / 3600
+
+
+def calibration(record: dict, records: dict[str, dict]) -> str:
+    """What machine a capped record emulated: the demo record under the same quota nearest
+    in time (the rate a quota gives drifts with the host's load)."""
+    cap = record["cap"]
+    demos = {name: r for name, r in records.items() if "images_per_s" in r and r.get("cap")
+             and (r["cap"]["cores"], r["cap"]["period_us"]) == (cap["cores"],
+                                                                cap["period_us"])}
+    if not demos:
+        return "no demo record under the same quota: the machine it emulates is unknown"
+    name, demo = min(demos.items(), key=lambda kv: _hours_apart(kv[1], record))
+    ips = demo["images_per_s"]
+    side = "" if abs(ips / BUDGET_DEMO_IPS - 1) <= DEMO_TOLERANCE else (
+        f", a {'faster' if ips > BUDGET_DEMO_IPS else 'slower'} machine than the budget's "
+        f"~{BUDGET_DEMO_IPS}")
+    return (f"the demo job at {ips:,.0f} images/s under the same quota ({name}, "
+            f"{_hours_apart(demo, record):.1f} h apart{side})")
+
+
 def budget_lines(records: dict[str, dict]) -> list[str]:
-    """Each capped CI record against the budget: `make test` and the whole `.ci/run`."""
+    """Each capped CI record against the budget: `make test` and the whole `.ci/run`, and the
+    demo rate that says what machine the quota emulated."""
     lines = []
     for name, r in records.items():
         if not r.get("cap") or "tests" not in r or "install_s" not in r:
@@ -253,7 +280,8 @@ def budget_lines(records: dict[str, dict]) -> list[str]:
         cpu = f"; {sum(c['s'] for c in r['cpu_s']):,.0f} CPU-s in the {len(r['cpu_s'])} " \
             "costliest tests" if r.get("cpu_s") else ""
         lines.append(f"- {name} (at {r['commit']}): `make test` {_verdict(tests, TEST_BUDGET_S)};"
-                     f" `.ci/run` {_verdict(total, CI_BUDGET_S)}, exit {r['exit_code']}{cpu}.")
+                     f" `.ci/run` {_verdict(total, CI_BUDGET_S)}, exit {r['exit_code']}{cpu}; "
+                     f"{calibration(r, records)}.")
     return lines
 
 

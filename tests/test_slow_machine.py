@@ -53,11 +53,24 @@ def test_render_block_takes_every_figure_from_the_record():
     assert "150 passed, 0 failed; tests 25m00s; install 5m00s; all 33m10s, exit 0" in row
     assert block.splitlines()[5] == (
         "- ci-capped (at abc1234): `make test` 25m00s, within its 25 minutes; `.ci/run` "
-        "33m10s, within its 35 minutes, exit 0.")
+        "33m10s, within its 35 minutes, exit 0; no demo record under the same quota: the "
+        "machine it emulates is unknown.")
     slower = {**record, "total_s": 2200, "cpu_s": [{"s": 500.0, "test": "t"}]}
-    assert slow_machine.budget_lines({"x": slower}) == [
+    # the demo under the same quota nearest in time says what machine the quota emulated
+    demo = {**record, "command": "make demo", "images_per_s": 700.4, "date":
+            "2026-12-01 23:30 UTC"}
+    del demo["tests"], demo["install_s"]
+    other = {**demo, "images_per_s": 590.0, "date": "2026-12-02 05:00 UTC"}
+    elsewhere = {**demo, "images_per_s": 610.0, "date": "2026-12-01 22:10 UTC",
+                 "cap": {**record["cap"], "cores": 0.4}}
+    assert slow_machine.budget_lines({"x": slower, "d1": demo, "d2": other,
+                                      "d3": elsewhere}) == [
         "- x (at abc1234): `make test` 25m00s, within its 25 minutes; `.ci/run` 36m40s, over "
-        "its 35 minutes, exit 0; 500 CPU-s in the 1 costliest tests."]
+        "its 35 minutes, exit 0; 500 CPU-s in the 1 costliest tests; the demo job at 700 "
+        "images/s under the same quota (d1, 1.5 h apart, a faster machine than the budget's "
+        "~600)."]
+    assert slow_machine.calibration(slower, {"d2": other}) == (
+        "the demo job at 590 images/s under the same quota (d2, 7.0 h apart)")
 
 
 def test_readme_ci_timing_matches_results_ci():
