@@ -5,7 +5,7 @@ DATA   ?= data/fashion-mnist.h5
 FASHION_SRC ?= /usr/share/datasets/fashion-mnist
 NODES  ?= 2
 
-.PHONY: install install-system demo test test-fast bench accuracy studies projection lint cluster-up cluster-down clean
+.PHONY: install install-system demo test test-fast bench docs accuracy studies projection lint cluster-up cluster-down clean
 
 install-system:  ## Debian packages for a laptop/CI (skip on a real cluster: module load)
 	bash env/install-system.sh
@@ -60,6 +60,10 @@ bench: install $(DATA) data/fmnist-tree data/bench-256/manifest.json data/bench-
 	  --out results/bench/staging_32
 	$(BIN)/python scripts/bench_determinism.py --out results/bench/determinism
 	$(BIN)/python -m hpctrain.bench --data $(DATA) --out results/benchmarks
+
+docs: install  ## render every benchmark figure and the README's tables again from results/ JSON (runs nothing)
+	$(BIN)/python -m hpctrain.bench --render
+	python3 scripts/slow_machine.py render
 
 accuracy: install cluster-up $(DATA)  ## every model config, 1 and 2 ranks, -> results/accuracy/README.md
 	bash scripts/accuracy_table.sh

@@ -21,6 +21,7 @@ Standard library only: it runs before the venv exists. Needs root (cgroups).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import re
@@ -51,13 +52,18 @@ PATTERNS = {
 }
 
 
+def _machine_module():
+    """src/hpctrain/machine.py, loaded by path: this script runs before the venv exists."""
+    spec = importlib.util.spec_from_file_location("hpctrain_machine",
+                                                  REPO / "src" / "hpctrain" / "machine.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def cpu_model() -> dict:
-    info = Path("/proc/cpuinfo").read_text()
-    model = re.search(r"^model name\s*:\s*(.+)$", info, re.M)
-    flags = re.search(r"^flags\s*:\s*(.+)$", info, re.M)
-    have = set(flags.group(1).split()) if flags else set()
-    return {"model": model.group(1).strip() if model else "unknown", "cpus": os.cpu_count(),
-            "avx512f": "avx512f" in have, "avx2": "avx2" in have}
+    return _machine_module().cpu()
 
 
 class Quota:

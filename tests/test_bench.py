@@ -4,13 +4,17 @@ the plain Keras baseline, hpctrain without its per-step mechanisms, Horovod's re
 from __future__ import annotations
 
 import json
+import math
+import shutil
+import statistics
 import subprocess
 import sys
 
 import pytest
 
 from conftest import REPO, write_config
-from hpctrain.bench.harness import alternate, paired_ratio, spread, verdict
+from hpctrain.bench.harness import alternate, paired_ratio, rounds_to_resolve, spread, verdict
+from hpctrain.report.statistics import t95
 from hpctrain.train.config import ConfigError, load_config
 
 
@@ -30,12 +34,43 @@ def test_paired_ratio_cancels_drift_between_rounds():
     hp, plain = [90.0, 45.0, 45.0], [100.0, 50.0, 50.0]
     r = paired_ratio(hp, plain)
     assert r["median"] == pytest.approx(0.9) and r["min"] == pytest.approx(0.9)
-    assert spread(hp) == {"median": 45.0, "min": 45.0, "max": 90.0, "n": 3, "spread": 1.0,
-                          "samples": hp}
+    assert r["low"] == pytest.approx(0.9) and r["high"] == pytest.approx(0.9) and r["n"] == 3
+    got = spread(hp)
+    assert {k: got[k] for k in ("median", "min", "max", "n", "spread", "samples")} == {
+        "median": 45.0, "min": 45.0, "max": 90.0, "n": 3, "spread": 1.0, "samples": hp}
+    # mean 60, sd 25.98: t(2) = 4.303, half-width 64.5
+    assert got["low"] == pytest.approx(60 - 4.303 * 25.98 / 3 ** 0.5, abs=0.01)
     with pytest.raises(ValueError):
         paired_ratio([1.0], [1.0, 2.0])
-    assert "**met**" in verdict(0.97, 0.97) and "not met" in verdict(0.96, 0.97)
-    assert "**met**" in verdict(0.4, 0.5, higher_is_better=False)
+
+
+def _ratio(per_round: list[float]) -> dict:
+    return paired_ratio(per_round, [1.0] * len(per_round))
+
+
+def test_one_verdict_rule_follows_the_interval():
+    met = _ratio([0.98, 0.99, 1.0, 0.985, 0.995])
+    assert 0.97 < met["low"] < met["median"] < met["high"]
+    assert verdict(met, 0.97).startswith("goal >= 0.97: **met** (95 % interval 0.9")
+    assert "**missed**" in verdict(_ratio([0.6, 0.65, 0.62, 0.66, 0.64]), 0.97)
+    # a median above the goal is not enough: the interval straddles it
+    straddle = _ratio([0.95, 1.04, 0.99, 0.96, 1.0])
+    assert straddle["median"] > 0.97 and straddle["low"] < 0.97 < straddle["high"]
+    text = verdict(straddle, 0.97)
+    assert "**not resolved**" in text and "straddles the goal" in text
+    n = int(text.split("about ")[1].split(" rounds")[0])
+    assert n == rounds_to_resolve(straddle["per_round"], 0.97, log=True) and n > 5
+    logs = [math.log(x) for x in straddle["per_round"]]
+    sd, gap = statistics.stdev(logs), abs(statistics.fmean(logs) - math.log(0.97))
+    assert t95(n - 1) * sd / n ** 0.5 < gap <= t95(n - 2) * sd / (n - 1) ** 0.5
+    centred = _ratio([0.96, 0.98, 0.97 ** 2 / 0.96, 0.97 ** 2 / 0.98])  # geometric mean 0.97
+    assert "more rounds would not resolve it" in verdict(centred, 0.97)
+    assert "no interval" in verdict(_ratio([1.2]), 0.97)
+    # lower is better, in absolute units: seconds to the first step
+    seconds = spread([8.0, 9.0, 8.5, 8.8, 9.1])
+    assert "**met**" in verdict(seconds, 10, higher_is_better=False, unit=" s", digits=1)
+    assert "**missed**" in verdict(seconds, 7, higher_is_better=False, unit=" s")
+    assert "**not resolved**" in verdict(seconds, 8.9, higher_is_better=False, unit=" s")
 
 
 def test_without_names_known_mechanisms(fmnist_h5, tmp_path):
@@ -156,7 +191,9 @@ def test_trainer_overhead_summary_pairs_rounds_and_profiles_the_step():
     assert r["in_process"][default]["ratio"]["median"] == pytest.approx(0.95)
     md = r["markdown"]
     assert "4 rounds alternating" in md and "2 rounds alternating" in md
-    assert "measured median 0.980, **met**" in md and "adds **1,000 µs** a step" in md
+    # a median over the goal whose interval straddles it is not a win
+    assert "Measured: median 0.980, goal >= 0.97: **not resolved**" in md
+    assert "adds **1,000 µs** a step" in md
     assert "| hpctrain without reseed |" in md and "250 µs remain" in md
     assert f"| {default} (Horovod's default) | 9.47 (9.47-9.47, n=3) | 0.950 (0.950-0.950) |" \
         in md and "(hpctrain's with one rank)" in md and "30 steps, 3 rounds" in md
@@ -203,3 +240,40 @@ def test_input_bench_runs_every_variant_and_reports_ratios(fmnist_h5, tmp_path):
                for r in rows.values())
     text = out.with_suffix(".md").read_text()
     assert "| hpctrain HDF5 reader -> tf.data |" in text and "--rounds 1" in text
+
+
+def test_committed_benchmark_figures_are_what_their_json_renders():
+    """results/benchmarks/*.md and the README's headline table come from the stored samples
+    (`make docs`), never typed by hand."""
+    res = subprocess.run([sys.executable, "-m", "hpctrain.bench", "--render", "--check"],
+                         cwd=REPO, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+
+
+def test_render_follows_the_stored_samples(tmp_path):
+    """Change a stored sample and every figure and verdict drawn from it changes with it."""
+    out = tmp_path / "results" / "benchmarks"
+    shutil.copytree(REPO / "results" / "benchmarks", out)
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- bench-headlines: begin -->\nstale\n"
+                      "<!-- bench-headlines: end -->\nafter\n")
+    path = out / "trainer_overhead.json"
+    stored = json.loads(path.read_text())
+    plain = stored["inputs"]["headline"]["plain Keras"]
+    stored["inputs"]["headline"]["hpctrain"] = [0.6 * x for x in plain]  # 0.6 every round
+    path.write_text(json.dumps(stored))
+    argv = [sys.executable, "-m", "hpctrain.bench", "--render", "--out", str(out),
+            "--readme", str(readme)]
+    stale = subprocess.run([*argv, "--check"], capture_output=True, text=True)
+    assert stale.returncode == 1 and "trainer_overhead.json differs" in stale.stderr
+    assert subprocess.run(argv, capture_output=True, text=True).returncode == 0
+    redone = json.loads(path.read_text())
+    assert redone["ratio"]["median"] == pytest.approx(0.6)
+    assert "**missed** (95 % interval 0.600-0.600" in redone["headline"]["verdict"]
+    assert "measured: 0.60 (0.60-0.60)**" in (out / "README.md").read_text()
+    table = readme.read_text()
+    assert table.startswith("intro\n<!-- bench-headlines: begin -->\n| benchmark |")
+    assert "stale" not in table and table.endswith("<!-- bench-headlines: end -->\nafter\n")
+    row = next(line for line in table.splitlines() if line.startswith("| 1. Trainer"))
+    assert "**missed**" in row and "not recorded" in row
+    assert subprocess.run([*argv, "--check"], capture_output=True).returncode == 0

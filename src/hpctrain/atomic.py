@@ -31,8 +31,14 @@ def write_text(path: str | os.PathLike, text: str) -> None:
         Path(tmp).write_text(text)
 
 
-def write_json(path: str | os.PathLike, obj) -> None:
-    write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+def json_text(obj, sort_keys: bool = True) -> str:
+    """How hpctrain stores JSON: indented, one trailing newline, keys sorted unless their
+    order means something (a table's rows)."""
+    return json.dumps(obj, indent=2, sort_keys=sort_keys, default=str) + "\n"
+
+
+def write_json(path: str | os.PathLike, obj, sort_keys: bool = True) -> None:
+    write_text(path, json_text(obj, sort_keys))
 
 
 def write_jsonl(path: str | os.PathLike, rows: list[dict]) -> None:

@@ -1,8 +1,11 @@
 """`make bench`: every benchmark side by side on this machine, each writing
-results/benchmarks/<name>.json, then results/benchmarks/README.md from all of them.
+results/benchmarks/<name>.json (its samples and settings, `inputs`, and what they give), then
+results/benchmarks/README.md from all of them. `make docs` (`--render`) runs nothing: it
+renders every figure again from the stored JSON.
 
     python -m hpctrain.bench                          # all, as committed
     python -m hpctrain.bench --only trainer_overhead --rounds 2 --train-limit 6000
+    python -m hpctrain.bench --render                 # markdown from results/benchmarks/*.json
 """
 
 from __future__ import annotations
@@ -12,11 +15,13 @@ import json
 import shlex
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
-from hpctrain.atomic import write_json, write_text
+from hpctrain import machine
+from hpctrain.atomic import json_text, write_json, write_text
 from hpctrain.bench import (
     horovod_overhead,
     job_overhead,
@@ -25,12 +30,13 @@ from hpctrain.bench import (
     trainer_overhead,
 )
 
-BENCHMARKS: dict[str, tuple[str, Callable[..., dict]]] = {
-    "trainer_overhead": ("1. Trainer overhead", trainer_overhead.run),
-    "horovod_overhead": ("3. Horovod overhead", horovod_overhead.run),
-    "time_to_accuracy": ("4. Time to accuracy", time_to_accuracy.run),
-    "job_overhead": ("5. Job overhead", job_overhead.run),
-    "startup": ("6. Startup", startup.run),
+# name -> (title, module): each module's run() measures, its summarize(**inputs) renders
+BENCHMARKS: dict[str, tuple[str, ModuleType]] = {
+    "trainer_overhead": ("1. Trainer overhead", trainer_overhead),
+    "horovod_overhead": ("3. Horovod overhead", horovod_overhead),
+    "time_to_accuracy": ("4. Time to accuracy", time_to_accuracy),
+    "job_overhead": ("5. Job overhead", job_overhead),
+    "startup": ("6. Startup", startup),
 }
 
 
@@ -45,6 +51,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                    help="training images per run (fewer: faster, noisier)")
     p.add_argument("--out", default="results/benchmarks",
                    help="where <name>.json and README.md are written")
+    p.add_argument("--render", action="store_true",
+                   help="run nothing: render every JSON's markdown and README.md again from "
+                        "the stored samples (make docs)")
+    p.add_argument("--readme", default="README.md",
+                   help="the project README whose headline table --render rewrites")
+    p.add_argument("--check", action="store_true",
+                   help="with --render: write nothing, exit 1 if a committed file differs")
     return p.parse_args(argv)
 
 
@@ -65,12 +78,16 @@ ELSEWHERE = {  # the other benchmarks of issue 13, where they are
 }
 
 
-def write_readme(out: Path) -> str:
+def readme(out: Path) -> str:
     parts = ["# Benchmarks", "",
              "Written by `make bench` (`python -m hpctrain.bench`); every number is a ratio "
              "of variants run side by side, alternating, in one invocation on one machine "
              "(absolute images/s are context only: machines of this kind differ by 4x and "
-             "drift within a session). Medians with min-max over rounds.", ""]
+             "drift within a session). Medians with min-max over rounds. The verdict rule, "
+             "for every goal: **met** when the 95 % interval of the per-round paired ratio "
+             "lies on the goal's side, **missed** when it lies on the other side, **not "
+             "resolved** when it straddles the goal. Rendered from the JSON next to this "
+             "file (`make docs`).", ""]
     sections: list[tuple[str, str | None]] = [(title, name)
                                               for name, (title, _) in BENCHMARKS.items()]
     sections += [(title, None) for title in ELSEWHERE]
@@ -84,35 +101,118 @@ def write_readme(out: Path) -> str:
             continue
         r = json.loads(path.read_text())
         parts += [f"## {title}", "", r["markdown"], "",
-                  f"Measured at {r['commit']} on {r['date']} in {r['seconds']:.0f} s: "
-                  f"`{r['command']}`", ""]
-    text = "\n".join(parts)
-    write_text(out / "README.md", text)
-    return text
+                  f"Measured at {r['commit']} on {r['date']} in {r['seconds']:.0f} s on "
+                  f"{measured_on(r)}: `{r['command']}`", ""]
+    return "\n".join(parts)
+
+
+HEADLINES = ("<!-- bench-headlines: begin -->", "<!-- bench-headlines: end -->")
+
+
+def measured_on(result: dict) -> str:
+    m = result.get("machine")
+    return machine.one_line(m) if m else "a machine not recorded (stored before machines were)"
+
+INPUT_GOAL = 0.90
+
+
+def input_row(path: Path) -> str:
+    """The input pipeline's row, from scripts/bench_input.py's JSON: the best reader variant
+    against the best in-memory one in each case (ratios of medians: that JSON keeps no
+    per-round samples, so no interval and no verdict by the rule)."""
+    if not path.is_file():
+        return "| 2. Input pipeline | not run yet | | |"
+    parts = []
+    for case in json.loads(path.read_text())["cases"]:
+        best = {kind: max((r for r in case["rows"] if r["variant"].startswith(kind)),
+                          key=lambda r: r["ratio_median"])
+                for kind in ("in-memory", "hpctrain HDF5 reader")}
+        reader, memory = best["hpctrain HDF5 reader"], best["in-memory"]
+        parts.append(f"{case['case']}{' crops + flips' if case['crop'] else ''}: "
+                     f"{reader['ratio_median'] / memory['ratio_median']:.2f} "
+                     f"({reader['variant']} / {memory['variant']})")
+    return ("| 2. Input pipeline: the HDF5 reader / the best in-memory tf.data pipeline "
+            f"([results/bench/input_pipeline.md](results/bench/input_pipeline.md)) | "
+            f"{'; '.join(parts)} | goal >= {INPUT_GOAL:g}: no verdict by the rule (this "
+            "benchmark keeps medians, not per-round samples) | "
+            f"{measured_on({})} |")
+
+
+def headlines(results: dict[str, dict], input_json: Path) -> str:
+    """The README's table: every benchmark's headline, result and verdict, from its JSON."""
+    rows = [f"| {r['headline']['benchmark']} | {r['headline']['result']} | "
+            f"{r['headline']['verdict']} | {measured_on(r)}, {r['date']}, {r['commit']} |"
+            for r in results.values()]
+    rows.insert(1, input_row(input_json))
+    return "\n".join([HEADLINES[0], "| benchmark | result: median (min-max over rounds) | "
+                      "verdict | measured on |", "|---|---|---|---|", *rows, HEADLINES[1]])
+
+
+def rendered(out: Path, readme_path: Path | None = None) -> dict[Path, str]:
+    """Every file `--render` writes, from the stored JSON: each benchmark's JSON with what
+    its summarize(**inputs) gives now, and README.md."""
+    files: dict[Path, str] = {}
+    for name, (_, module) in BENCHMARKS.items():
+        path = out / f"{name}.json"
+        if not path.is_file():
+            continue
+        stored = json.loads(path.read_text())
+        new = {**stored, **module.summarize(**stored["inputs"])}
+        files[path] = json_text(new, sort_keys=False)  # variants in the order run
+    # README.md, and the headline table of the project's README, from the JSON as rendered
+    with tempfile.TemporaryDirectory() as tmp:
+        for path, text in files.items():
+            (Path(tmp) / path.name).write_text(text)
+        files[out / "README.md"] = readme(Path(tmp))
+    if readme_path is not None and readme_path.is_file():
+        text = readme_path.read_text()
+        if HEADLINES[0] in text and HEADLINES[1] in text:
+            table = headlines({p.stem: json.loads(t) for p, t in files.items()
+                               if p.suffix == ".json"},
+                              out.parent / "bench" / "input_pipeline.json")
+            files[readme_path] = (text[:text.index(HEADLINES[0])] + table +
+                                  text[text.index(HEADLINES[1]) + len(HEADLINES[1]):])
+    return files
+
+
+def render(out: Path, check: bool, readme_path: Path | None = None) -> int:
+    files = rendered(out, readme_path)
+    stale = [path for path, text in files.items()
+             if not path.is_file() or path.read_text() != text]
+    if check:
+        for path in stale:
+            print(f"bench: {path} differs from what its JSON renders: make docs",
+                  file=sys.stderr)
+        return 1 if stale else 0
+    for path in stale:
+        write_text(path, files[path])
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     out = Path(args.out)
+    if args.render:
+        return render(out, args.check, Path(args.readme))
     out.mkdir(parents=True, exist_ok=True)
     if not Path(args.data).is_file():
         print(f"bench: error: {args.data} missing: make data (hpctrain stage fashion-mnist)",
               file=sys.stderr)
         return 2
     for name in args.only or list(BENCHMARKS):
-        title, run = BENCHMARKS[name]
+        title, module = BENCHMARKS[name]
         print(f"== {title}", file=sys.stderr, flush=True)
         start = time.time()
-        result = run(data=args.data, rounds=args.rounds, train_limit=args.train_limit)
+        result = module.run(data=args.data, rounds=args.rounds, train_limit=args.train_limit)
         result |= {"commit": git_commit(), "date": time.strftime("%Y-%m-%d"),
+                   "machine": machine.describe(),
                    "seconds": time.time() - start,
                    "command": shlex.join(["python", "-m", "hpctrain.bench", "--only", name,
                                           "--rounds", str(args.rounds), "--train-limit",
                                           str(args.train_limit)])}
-        write_json(out / f"{name}.json", result)
+        write_json(out / f"{name}.json", result, sort_keys=False)  # variants in order
         print(result["markdown"], flush=True)
-    write_readme(out)
-    return 0
+    return render(out, check=False, readme_path=Path(args.readme))
 
 
 if __name__ == "__main__":

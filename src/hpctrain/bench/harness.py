@@ -1,21 +1,31 @@
-"""Side-by-side measurement: variants run in alternation, the order reversed every other round
-(A B C C B A A B C ...), so that the machine's drift hits all alike and no variant always
-runs in the same place (right after another one's process, say); each variant's samples
-summarised by median and min-max; ratios taken within a round (B_i / A_i) and summarised by
-their median and min-max, which is what the benchmarks report. Absolute numbers are context
+"""Side-by-side measurement and the one verdict rule of every benchmark.
+
+Variants run in alternation, the order reversed every other round (A B C C B A A B C ...), so
+that the machine's drift hits all alike and no variant always runs in the same place (right
+after another one's process, say). Ratios are taken within a round (B_i / A_i), where drift
+cancels, and summarised by their median, min-max and a 95 % interval (Student's t on the
+logarithms of the per-round ratios: a ratio's errors multiply). Absolute numbers are context
 only: machines of one kind differ by 4x and drift within a session.
 
-    samples = alternate({"plain": run_plain, "hpctrain": run_hpctrain}, rounds=3)
-    ratio = paired_ratio(samples["hpctrain"], samples["plain"])   # {"median", "min", "max"}
+The verdict rule, for every goal: **met** when the 95 % interval lies on the goal's side,
+**missed** when it lies on the other side, **not resolved** when it straddles the goal (and
+then how many rounds at the same spread would resolve it).
+
+    samples = alternate({"plain": run_plain, "hpctrain": run_hpctrain}, rounds=5)
+    ratio = paired_ratio(samples["hpctrain"], samples["plain"])  # median, interval, rounds
+    verdict(ratio, goal=0.97)          # "goal >= 0.97: **met** (95 % interval 0.98-1.01)"
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 import sys
 import time
 from collections.abc import Callable
 from typing import Any
+
+from hpctrain.report.statistics import interval95, t95
 
 
 def alternate(variants: dict[str, Callable[[], Any]], rounds: int,
@@ -40,32 +50,83 @@ def alternate(variants: dict[str, Callable[[], Any]], rounds: int,
 
 
 def spread(values: list[float]) -> dict:
-    """Median and min-max of samples, and the spread (max - min) / median."""
+    """Median and min-max of samples, the spread (max - min) / median, and the 95 % interval
+    of their mean (for a goal in absolute units, such as seconds)."""
     med = statistics.median(values)
-    return {"median": med, "min": min(values), "max": max(values), "n": len(values),
-            "spread": (max(values) - min(values)) / med if med else None, "samples": values}
+    return {"median": med, "min": min(values), "max": max(values),
+            "spread": (max(values) - min(values)) / med if med else None, "samples": values,
+            **interval(values)}
 
 
 def paired_ratio(a: list[float], b: list[float]) -> dict:
-    """a_i / b_i per round, summarised: the rounds ran side by side, so drift cancels."""
+    """a_i / b_i per round, summarised: the rounds ran side by side, so drift cancels. The
+    95 % interval is of the ratios' geometric mean (t on their logarithms)."""
     if len(a) != len(b) or not a:
         raise ValueError("paired_ratio needs the same non-zero number of samples")
     ratios = [x / y for x, y in zip(a, b, strict=True)]
     return {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios),
-            "per_round": ratios}
+            "per_round": ratios, **interval(ratios, log=True)}
 
 
-def met(ratio: float, goal: float, higher_is_better: bool = True) -> str:
-    ok = ratio >= goal if higher_is_better else ratio <= goal
-    return "**met**" if ok else "**not met**"
+def interval(values: list[float], log: bool = False) -> dict:
+    """The 95 % interval of the values' mean ({"low", "high", "n"}; None below 2 values), on
+    their logarithms when `log` (ratios, rates)."""
+    xs = [math.log(v) for v in values] if log else list(values)
+    iv = interval95(xs)
+    if iv["ci95"] is None:
+        return {"low": None, "high": None, "n": len(values)}
+    low, high = iv["mean"] - iv["ci95"], iv["mean"] + iv["ci95"]
+    if log:
+        low, high = math.exp(low), math.exp(high)
+    return {"low": low, "high": high, "n": len(values)}
 
 
-def verdict(ratio: float, goal: float, higher_is_better: bool = True, unit: str = "") -> str:
-    return (f"goal {'>=' if higher_is_better else '<='} {goal:g}{unit}: "
-            + met(ratio, goal, higher_is_better))
+def rounds_to_resolve(values: list[float], goal: float, log: bool = False,
+                      most: int = 1000) -> int | None:
+    """Rounds at the same spread after which the 95 % interval would clear `goal`; None when
+    even `most` would not (the mean sits on the goal)."""
+    xs = [math.log(v) for v in values] if log else list(values)
+    if len(xs) < 2:
+        return None
+    mean, sd = statistics.fmean(xs), statistics.stdev(xs)
+    gap = abs(mean - (math.log(goal) if log else goal))
+    for n in range(len(xs) + 1, most + 1):
+        if t95(n - 1) * sd / math.sqrt(n) < gap:
+            return n
+    return None
+
+
+def verdict(summary: dict, goal: float, higher_is_better: bool = True, unit: str = "",
+            digits: int = 3) -> str:
+    """The rule: met when the 95 % interval lies on the goal's side, missed when it lies on
+    the other, not resolved when it straddles the goal. `summary`: paired_ratio's (or any
+    {"low", "high", "n", and "per_round" or "samples"})."""
+    low, high, n = summary.get("low"), summary.get("high"), summary.get("n", 0)
+    side = ">=" if higher_is_better else "<="
+    head = f"goal {side} {goal:g}{unit}: "
+    if low is None or high is None:
+        return head + f"**not resolved** ({n} round{'s' * (n != 1)}: no interval)"
+    span = f"95 % interval {low:.{digits}f}-{high:.{digits}f}{unit}, {n} rounds"
+    good, bad = (low >= goal, high < goal) if higher_is_better else (high <= goal, low > goal)
+    if good:
+        return head + f"**met** ({span})"
+    if bad:
+        return head + f"**missed** ({span})"
+    values = summary.get("per_round", summary.get("samples", []))
+    more = rounds_to_resolve(values, goal, log="per_round" in summary)
+    need = (f"about {more} rounds at this spread would resolve it" if more else
+            "its centre sits on the goal: more rounds would not resolve it")
+    return head + f"**not resolved** ({span}, straddles the goal; {need})"
+
+
+def with_inputs(summarize: Callable[..., dict], **inputs: Any) -> dict:
+    """summarize(**inputs) with the inputs kept (samples and settings, JSON-able), so that
+    `python -m hpctrain.bench --render` can render the markdown again from the stored JSON."""
+    return {**summarize(**inputs), "inputs": inputs}
 
 
 def fmt_ratio(r: dict, digits: int = 2) -> str:
+    """median (min-max)."""
     return f"{r['median']:.{digits}f} ({r['min']:.{digits}f}-{r['max']:.{digits}f})"
 
 

@@ -7,7 +7,15 @@ Ranks run under horovodrun on this host (no Slurm: job overhead is benchmark 5's
 
 from __future__ import annotations
 
-from hpctrain.bench.harness import alternate, fmt_ratio, fmt_spread, paired_ratio, spread, verdict
+from hpctrain.bench.harness import (
+    alternate,
+    fmt_ratio,
+    fmt_spread,
+    paired_ratio,
+    spread,
+    verdict,
+    with_inputs,
+)
 from hpctrain.bench.runs import hpctrain_run, plain_run, throughput_args
 
 GOAL = 0.90
@@ -42,7 +50,13 @@ def run(data: str, rounds: int, train_limit: int, global_batch: int = 256, epoch
                 "plain Keras 1 x 2": pk(1), "Horovod recipe 2 x 1": pk(2),
                 **{f"hpctrain {name}": hp(2, extra, env)
                    for name, (extra, env) in tunings.items()}}
-    samples = alternate(variants, rounds)
+    return with_inputs(summarize, samples=alternate(variants, rounds),
+                       train_limit=train_limit, global_batch=global_batch, epochs=epochs)
+
+
+def summarize(samples: dict[str, list[float]], train_limit: int, global_batch: int,
+              epochs: int) -> dict:
+    rounds = len(samples["hpctrain 1 x 2"])
     ratio = paired_ratio(samples["hpctrain 2 x 1"], samples["hpctrain 1 x 2"])
     recipe = paired_ratio(samples["Horovod recipe 2 x 1"], samples["plain Keras 1 x 2"])
     rows = [f"| {name} | {fmt_spread(spread(v))} | "
@@ -55,6 +69,12 @@ def run(data: str, rounds: int, train_limit: int, global_batch: int = 256, epoch
         "| variant | images/s median (min-max) | vs hpctrain 1 x 2 |", "|---|---|---|",
         *rows, "",
         f"Horovod's own recipe, 2 x 1 / 1 x 2: {fmt_ratio(recipe)}.", "",
-        f"**hpctrain 2 x 1 / 1 x 2: {fmt_ratio(ratio)}**, {verdict(ratio['median'], GOAL)}."])
+        f"**hpctrain 2 x 1 / 1 x 2: {fmt_ratio(ratio)}**, {verdict(ratio, GOAL)}."])
+    headline = {"benchmark": "3. Horovod overhead: hpctrain 2 ranks x 1 thread / 1 rank x 2 "
+                             f"threads, global batch {global_batch}",
+                "result": f"**{fmt_ratio(ratio)}**; Horovod's own recipe 2 x 1 / plain Keras "
+                          f"1 x 2: {fmt_ratio(recipe)}",
+                "verdict": verdict(ratio, GOAL)}
     return {"name": "horovod_overhead", "ratio": ratio, "recipe_ratio": recipe, "goal": GOAL,
+            "headline": headline,
             "images_per_s": {k: spread(v) for k, v in samples.items()}, "markdown": md}

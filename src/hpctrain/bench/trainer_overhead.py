@@ -24,7 +24,15 @@ from __future__ import annotations
 import statistics
 
 from hpctrain.bench import compute_costs
-from hpctrain.bench.harness import alternate, fmt_ratio, fmt_spread, met, paired_ratio, spread
+from hpctrain.bench.harness import (
+    alternate,
+    fmt_ratio,
+    fmt_spread,
+    paired_ratio,
+    spread,
+    verdict,
+    with_inputs,
+)
 from hpctrain.bench.runs import (
     compute_costs_run,
     hpctrain_run,
@@ -68,7 +76,10 @@ def run(data: str, rounds: int, train_limit: int, threads: int = 2, batch: int =
                       ALL_OFF: hp(f"without=[{every}]", "deterministic=false")}, rounds)
     compute = compute_costs_run(["--data", data, "--rounds", str(COMPUTE_ROUNDS * rounds),
                                  "--batch", str(batch), "--threads", str(threads)])
-    return summarize(headline, null, train_limit, threads, batch, epochs, compute)
+    return with_inputs(summarize, headline=headline, null=null, train_limit=train_limit,
+                       threads=threads, batch=batch, epochs=epochs,
+                       compute={"ms_per_step": compute["ms_per_step"],
+                                "steps": compute["steps"]})
 
 
 def step_us(rate: float, batch: int) -> float:
@@ -163,9 +174,15 @@ def summarize(headline: dict[str, list[float]], null: dict[str, list[float]],
         f"per-step overhead less op determinism's ({per_step_only:,.0f} µs), op determinism "
         f"on the CNN ({det_ratio:.3f}) and Horovod's thread at hpctrain's one-rank cycle "
         f"({hvd_ratio:.3f}), hpctrain / plain Keras should be **{implied:.3f}**.", "",
-        f"Goal >= {GOAL:g}: measured median {ratio['median']:.3f}, "
-        f"{met(ratio['median'], GOAL)}; from the profile {implied:.3f}, {met(implied, GOAL)}."])
+        f"Measured: median {ratio['median']:.3f}, {verdict(ratio, GOAL)}. (From the profile, "
+        f"a point estimate without an interval: {implied:.3f}.)"])
+    summary = {"benchmark": "1. Trainer overhead: `hpctrain train` / plain Keras `model.fit` "
+                             "on in-memory data, 1 rank",
+               "result": f"**{fmt_ratio(ratio)}** over {len(ratio['per_round'])} rounds; "
+                         f"from the per-step profile {implied:.3f}",
+               "verdict": verdict(ratio, GOAL)}
     return {"name": "trainer_overhead", "ratio": ratio, "ratio_mean": mean, "goal": GOAL,
+            "headline": summary,
             "per_step_us": {"hpctrain": overhead, "all_off": rest, "costs": costs,
                             "cnn_step_us": cnn_step_us, "implied_ratio": implied},
             "in_process": {**cnn, "steps": compute["steps"]},
