@@ -221,20 +221,22 @@ def staged_256(tmp_path_factory) -> Path:
 # The 2-rank runs that need a launch but no job system, all in one (tests/one_launch.py,
 # under horovodrun as on an interactive node): every model of the zoo but ResNet-50 on a few
 # steps of Fashion-MNIST (what each reaches is measured once, on the whole data:
-# results/accuracy), ResNet-50 at 224x224 on images staged at 256 as ImageNet's are,
-# bfloat16 with XLA, the workshop CNN trained (CNN2), the uninterrupted run of the long Slurm
-# jobs' config (LONG), and three runs with seeds 1, 1 and 2, the first before every other run
-# and the other two after them (nothing a run leaves in the process may change the next one's
-# weights). float16 is not among them: its processes need oneDNN off before TensorFlow loads
-# (as `hpctrain train` does), which would change the others. Nor is the straggler run with
-# Horovod's timeline: the timeline's writer thread spins on rank 0 from hvd.init to the end of
-# the process, which would slow every run here (test_scaling.py launches it alone).
+# results/accuracy; ResNet-50 steps at 224x224 in a process of its own:
+# test_imagefolder_jobs.py), bfloat16 with XLA, the workshop CNN trained (CNN2), the
+# uninterrupted run of the long Slurm jobs' config (LONG), and three runs with seeds 1, 1 and
+# 2, the first before every other run and the other two after them (nothing a run leaves in
+# the process may change the next one's weights). float16 is not among them: its processes
+# need oneDNN off before TensorFlow loads (as `hpctrain train` does), which would change the
+# others. Nor is the straggler run with Horovod's timeline: the timeline's writer thread spins
+# on rank 0 from hvd.init to the end of the process, which would slow every run here
+# (test_scaling.py launches it alone).
 ZOO = ["train_limit=512", "test_limit=256", "batch_size=32", "pictures=false",
        "checkpoint=false"]  # checkpoints: the resume tests
 ZOO_OWN = {"resnet20": ["batch_size=8", "train_limit=64", "test_limit=32"]}
 RESNET50_224 = ["epochs=1", "batch_size=2", "warmup_epochs=0", "lr_schedule=constant",
                 "lr_decay_epochs=[]", "checkpoint=false", "pictures=false", "train_limit=8",
                 "test_limit=2"]  # two steps (a rate needs one past the first), one test batch
+# (test_imagefolder_jobs.py: the ImageNet config on images staged at 256, one rank)
 MIXED = {
     # float16 on TensorFlow's own CPU kernels: convolutions are slow, dense layers are not
     "float16-loss-scaling-sgd-cosine": [
@@ -276,20 +278,17 @@ class Launched:
 
 
 @pytest.fixture(scope="session")
-def one_launch(fmnist_h5, staged_256, tmp_path_factory) -> Launched:
+def one_launch(fmnist_h5, tmp_path_factory) -> Launched:
     from hpctrain.train.models import MODELS
 
     root = tmp_path_factory.mktemp("one_launch")
     fmnist = write_config(root / "fmnist.yaml", fmnist_h5, learning_rate=0.01)
-    imagenet = REPO / "jobs" / "configs" / "imagenet_resnet50.yaml"
     seeds = [{"name": name, "config": str(fmnist), "overrides": [
                  "model=mlp5_dropout", "epochs=2", *TINY_2RANK, f"seed={seed}"]}
              for name, seed in SEEDS.items()]
     plan = seeds[:1] + [{"name": model, "config": str(fmnist), "overrides": [
                             f"model={model}", *ZOO, *ZOO_OWN.get(model, [])]}
                         for model in MODELS if model != "resnet50"]
-    plan.append({"name": "resnet50-224", "config": str(imagenet),
-                 "overrides": [*RESNET50_224, f"data={staged_256}"]})
     plan += [{"name": name, "config": str(fmnist), "overrides": [*TINY_2RANK, *overrides]}
              for name, overrides in MIXED.items() if name not in MIXED_ALONE]
     plan.append({"name": "cnn2", "config": str(write_config(root / "cnn2.yaml", fmnist_h5,

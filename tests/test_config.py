@@ -13,7 +13,7 @@ DEMO = REPO / "jobs" / "configs" / "fmnist_cnn.yaml"
 def test_demo_config_and_short_variant():
     full = load_config(str(DEMO))
     short = load_config(f"{DEMO}:short")
-    demo = load_config(f"{DEMO}:demo")  # what `make demo` runs: issue 2 asks <= 3 epochs
+    demo = load_config(f"{DEMO}:demo")  # what `make demo` runs: at most 3 epochs
     assert full.epochs == 5 and full.model == "cnn" and full.lr_schedule == "cosine"
     assert demo.epochs == 3 and demo.expected_accuracy == 0.88
     assert short.epochs == 1 and short.train_limit > 0

@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("compute_costs initialises Horovod before every sample and shuts it "
                          f"down after: run it as `{COMMAND} ...` (Gloo; MPI cannot be "
                          "initialised twice in a process)")
-    os.environ["TF_USE_LEGACY_KERAS"] = "1"  # Horovod needs Keras 2 (../shared/notes/stack.md)
+    os.environ["TF_USE_LEGACY_KERAS"] = "1"  # Horovod needs Keras 2: Keras 3 breaks its averaging
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import h5py
     import horovod.tensorflow.keras as hvd

@@ -8,7 +8,7 @@ this host, each listening on loopback only.
 All state lives under one directory (resources.cluster_dir(): `.cluster/` of a checkout).
 Each install gets its own cluster name (`hpctrain_<hex>`), munge key and database password:
 job ids repeat across re-created clusters, and `hpctrain status` tells their runs apart by
-the name. How each setting was found to work is in shared/notes/local-slurm.md.
+the name.
 """
 
 from __future__ import annotations

@@ -39,7 +39,7 @@ def lr_multiplier(epoch: float, *, size: int, warmup_epochs: float, schedule: st
 
 def make_optimizer(tf, name: str, lr: float, momentum: float = 0.9):
     """Legacy (Keras 2) optimizers: Horovod 0.28.1 wraps them, and its momentum correction
-    crashes with the new SGD (see shared/notes/stack.md). Adadelta takes the workshop's
+    crashes with the new SGD (Keras 2.11+'s optimizers). Adadelta takes the workshop's
     Keras 2 default rate 1.0 from the config, not from here."""
     legacy = tf.keras.optimizers.legacy
     return {
