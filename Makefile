@@ -52,14 +52,12 @@ data/bench-256-lzf/manifest.json: | $(BENCH_TREE)
 	$(STAGE_BENCH) --out $(@D) --compression lzf
 
 bench: install $(DATA) data/fmnist-tree data/bench-256/manifest.json data/bench-256-lzf/manifest.json  ## the six benchmarks (trainer, input, Horovod, time to accuracy, jobs, startup), staging, determinism
-	$(BIN)/python scripts/bench_input.py --data $(DATA) --images data/bench-256 \
-	  --images-lzf data/bench-256-lzf --rounds 9 --out results/bench/input_pipeline
 	$(BIN)/python scripts/bench_staging.py --tree data/fmnist-tree --images 6000 --size 224 \
 	  --out results/bench/staging_224
 	$(BIN)/python scripts/bench_staging.py --tree data/fmnist-tree --images 6000 --size 32 \
 	  --out results/bench/staging_32
-	$(BIN)/python scripts/bench_determinism.py --out results/bench/determinism
-	$(BIN)/python -m hpctrain.bench --data $(DATA) --out results/benchmarks
+	$(BIN)/python -m hpctrain.bench --data $(DATA) --images data/bench-256 \
+	  --images-lzf data/bench-256-lzf --rounds 5 --out results/benchmarks
 
 docs: install  ## render every benchmark figure and the README's tables again from results/ JSON (runs nothing)
 	$(BIN)/python -m hpctrain.bench --render

@@ -223,23 +223,29 @@ def test_compute_costs_alternates_its_variants_in_one_process(fmnist_h5):
 
 @pytest.mark.mpi
 def test_input_bench_runs_every_variant_and_reports_ratios(fmnist_h5, tmp_path):
-    """scripts/bench_input.py (make bench's input pipeline) at its smallest: one round of the
-    28x28 case; every variant is measured and the baseline's ratio to itself is 1."""
-    out = tmp_path / "input"
-    res = subprocess.run([sys.executable, str(REPO / "scripts" / "bench_input.py"), "--data",
-                          str(fmnist_h5), "--rounds", "1", "--generator-limit", "256",
-                          "--out", str(out)], capture_output=True, text=True, timeout=600)
+    """The input pipeline benchmark at its smallest: one round of the 28x28 case (no staged
+    image tree given); every variant is measured, every round's rate kept, and the verdict
+    says one round has no interval."""
+    out = tmp_path / "benchmarks"
+    res = subprocess.run([sys.executable, "-m", "hpctrain.bench", "--only", "input_pipeline",
+                          "--data", str(fmnist_h5), "--images", str(tmp_path / "none"),
+                          "--rounds", "1", "--out", str(out), "--readme",
+                          str(tmp_path / "README.md")],
+                         cwd=REPO, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
-    rows = {r["variant"]: r for r in json.loads(out.with_suffix(".json").read_text())
-            ["cases"][0]["rows"]}
-    assert set(rows) == {"in-memory arrays -> tf.data", "hpctrain HDF5 reader -> tf.data",
-                         "in-memory, one gather per batch",
-                         "h5py per-sample generator (from_generator)"}
-    assert rows["in-memory arrays -> tf.data"]["ratio_median"] == 1.0
-    assert all(r["images_per_s_median"] > 0 and r["cpu_us_per_image"] > 0 and r["rounds"] == 1
-               for r in rows.values())
-    text = out.with_suffix(".md").read_text()
-    assert "| hpctrain HDF5 reader -> tf.data |" in text and "--rounds 1" in text
+    r = json.loads((out / "input_pipeline.json").read_text())
+    (case,) = r["inputs"]["cases"]
+    assert set(case["images_per_s"]) == {
+        "in-memory arrays -> tf.data", "hpctrain HDF5 reader -> tf.data",
+        "in-memory, one gather per batch", "h5py per-sample generator (from_generator)"}
+    assert all(len(v) == 1 and v[0] > 0 for v in case["images_per_s"].values())
+    assert all(v[0] > 0 for v in case["cpu_us_per_image"].values())
+    assert r["ratios"]["28x28x1"]["memory"].startswith("in-memory")
+    assert r["ratios"]["28x28x1"]["reader"] == "hpctrain HDF5 reader -> tf.data"
+    assert "28x28x1: goal >= 0.9: **not resolved** (1 round: no interval)" in \
+        r["headline"]["verdict"]
+    assert r["machine"]["cpus"] and "--rounds=1" in r["command"]
+    assert "| hpctrain HDF5 reader -> tf.data (best) |" in (out / "README.md").read_text()
 
 
 def test_committed_benchmark_figures_are_what_their_json_renders():
@@ -277,3 +283,57 @@ def test_render_follows_the_stored_samples(tmp_path):
     row = next(line for line in table.splitlines() if line.startswith("| 1. Trainer"))
     assert "**missed**" in row and "not recorded" in row
     assert subprocess.run([*argv, "--check"], capture_output=True).returncode == 0
+
+
+def test_time_to_accuracy_pairs_each_precision_with_the_workshop_script_by_seed():
+    from hpctrain.bench import time_to_accuracy as tta
+
+    def runs(seconds: list[float], epoch: int) -> list[dict]:
+        return [{"seconds": s, "seed": 42 + i, "accuracy": 0.9 + i / 1000, "epoch": epoch}
+                for i, s in enumerate(seconds)]
+
+    samples = {"workshop Keras, 1 x 2": runs([30.0, 32.0, 31.0], 5),
+               "hpctrain bfloat16, 1 x 2": runs([15.0, 16.0, 15.5], 2),
+               "hpctrain float32, 1 x 2": runs([15.6, 15.4, 15.9], 2),
+               "workshop Keras + Horovod, 2 x 1": runs([60.0, 61.0, 59.0], 6),
+               "hpctrain bfloat16, 2 x 1": runs([18.0, 18.3, 17.7], 2),
+               "hpctrain float32, 2 x 1": runs([40.0, 41.0, 39.0], 3)}
+    r = tta.summarize(samples)
+    assert r["ratios"]["1 x 2, bfloat16"]["per_round"] == pytest.approx([0.5, 0.5, 0.5])
+    assert r["ratios"]["2 x 1, float32"]["median"] == pytest.approx(40 / 60)
+    h = r["headline"]
+    assert "1 x 2 bfloat16: goal <= 0.5: **met**" in h["verdict"]  # exactly 0.5: the goal holds it
+    assert "1 x 2 float32: goal <= 0.5: **not resolved**" in h["verdict"]
+    assert "2 x 1 bfloat16: goal <= 0.5: **met**" in h["verdict"]
+    assert "2 x 1 float32: goal <= 0.5: **missed**" in h["verdict"]
+    md = r["markdown"]
+    assert "| hpctrain float32, 2 x 1 | 40.0 s (39.0-41.0, n=3) | 0.900-0.902 | 3-3 |" in md
+    assert "3 rounds, variants alternating; round i runs every variant with seed 42 + i" in md
+
+
+def test_horovod_overhead_headline_is_against_the_fastest_single_process():
+    from hpctrain.bench import horovod_overhead as ho
+
+    samples = {"hpctrain 1 x 2": [100.0, 100.0, 100.0], "hpctrain 2 x 1": [110.0, 108.0, 112.0],
+               ho.FASTEST: [125.0, 120.0, 124.0], ho.RECIPE: [90.0, 88.0, 91.0],
+               ho.RECIPE_TUNED: [118.0, 117.0, 120.0]}
+    r = ho.summarize(samples, train_limit=6000, global_batch=256, epochs=3)
+    assert r["ratio"]["per_round"] == pytest.approx([110 / 125, 108 / 120, 112 / 124])
+    assert r["ratio_own_1x2"]["median"] == pytest.approx(1.1)
+    assert set(r["recipe_ratios"]) == {ho.RECIPE, ho.RECIPE_TUNED}
+    assert "**not resolved**" in r["headline"]["verdict"]  # 0.88-0.90 around the goal
+    assert ho.TUNED == {"OMPI_MCA_mpi_yield_when_idle": "1"}  # what hpctrain sets for 2 ranks
+
+
+def test_determinism_cost_is_a_paired_ratio_with_its_interval():
+    from hpctrain.bench import determinism
+
+    r = determinism.summarize({determinism.ON: [90.0, 95.0, 92.0],
+                               determinism.OFF: [100.0, 100.0, 100.0]},
+                              config="c.yaml:short", threads=2)
+    assert r["ratio"]["per_round"] == pytest.approx([0.9, 0.95, 0.92])
+    assert "**0.920 (0.900-0.950)** (95 % interval 0.8" in r["headline"]["result"]
+    assert "3 rounds, variants alternating" in r["markdown"]
+    one = determinism.summarize({determinism.ON: [90.0], determinism.OFF: [100.0]},
+                                config="c.yaml:short", threads=2)
+    assert "one round: no interval" in one["markdown"]

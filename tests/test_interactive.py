@@ -4,6 +4,8 @@ bad-input path of `hpctrain train`."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from conftest import hpctrain, read_report, write_config
@@ -20,6 +22,15 @@ def test_horovodrun_two_ranks(cnn_two_ranks, mpirun_available):
     assert report["slurm"]["job_id"] is None
     assert report["test_accuracy"] > 0.5
     assert report["global_batch_size"] == 128
+    # each epoch's row ends after its evaluation on one clock with the process start, so a
+    # time to accuracy can count everything from the start (benchmark 4)
+    rows = [json.loads(line) for line in
+            (cnn_two_ranks[1] / "metrics.jsonl").read_text().splitlines()]
+    ends = [r["end_unix_s"] for r in rows]
+    assert report["started_unix"] + report["startup_s"] < ends[0] and ends == sorted(ends)
+    assert ends[-1] - report["started_unix"] <= report["total_s"]
+    # the ends span at least the training between them (two clocks: 10 ms of slack)
+    assert ends[-1] - ends[0] >= rows[-1]["elapsed_s"] - rows[0]["elapsed_s"] - 0.01
 
 
 def test_train_bad_config_fails_before_tensorflow(tmp_path, fmnist_h5):

@@ -293,7 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
         m.add_argument("--out", required=True, help="HDF5 file to write")
         m.add_argument("--compression", choices=["none", "lzf", "gzip"], default="none",
                        help="HDF5 filter (default none: read without Python's GIL, see "
-                       "results/bench/input_pipeline.md; lzf: smaller, slower to read)")
+                       "results/benchmarks/README.md, input pipeline; lzf: smaller, slower "
+                       "to read)")
         m.set_defaults(func=_stage)
     f = kinds.add_parser(
         "imagefolder", formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -319,7 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default); stretch: the whole image to SIZE x SIZE")
     f.add_argument("--compression", choices=["none", "lzf", "gzip"], default="none",
                    help="HDF5 filter (default none: fastest to read; see "
-                   "results/bench/input_pipeline.md)")
+                   "results/benchmarks/README.md, input pipeline)")
     f.add_argument("--workers", type=int, default=0, help="local worker processes per rank "
                    "(default: Slurm's --cpus-per-task, else the CPUs available)")
     f.add_argument("--max-unreadable", type=float, default=0.001, metavar="FRACTION",

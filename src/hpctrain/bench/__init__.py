@@ -6,11 +6,12 @@ alternative we can write, side by side on one machine, ratios first.
     plain_keras.py       the baseline: plain Keras fit on in-memory data; Horovod's recipe
     trainer_overhead.py  1. hpctrain vs plain Keras, and each per-step mechanism's cost
     compute_costs.py     1. what grows with the model's compute, the CNN in one process
+    input_pipeline.py    2. the streaming HDF5 reader vs the best in-memory tf.data pipeline
     horovod_overhead.py  3. 2 ranks x 1 thread vs 1 rank x 2 threads, and tunings
     time_to_accuracy.py  4. to 90 % test accuracy: hpctrain's recipe vs the workshop script
     startup.py           6. process start to the first step, phase by phase
+    determinism.py       7. what TensorFlow op determinism (the default) costs
     __main__.py          runs them, writes results/benchmarks/<name>.json and README.md
 
-The input pipeline and staging benchmarks are scripts/bench_input.py and
-scripts/bench_staging.py (results/bench/).
+The staging benchmark is scripts/bench_staging.py (results/bench/).
 """

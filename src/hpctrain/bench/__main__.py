@@ -11,6 +11,7 @@ renders every figure again from the stored JSON.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import shlex
 import subprocess
@@ -23,7 +24,9 @@ from types import ModuleType
 from hpctrain import machine
 from hpctrain.atomic import json_text, write_json, write_text
 from hpctrain.bench import (
+    determinism,
     horovod_overhead,
+    input_pipeline,
     job_overhead,
     startup,
     time_to_accuracy,
@@ -33,10 +36,12 @@ from hpctrain.bench import (
 # name -> (title, module): each module's run() measures, its summarize(**inputs) renders
 BENCHMARKS: dict[str, tuple[str, ModuleType]] = {
     "trainer_overhead": ("1. Trainer overhead", trainer_overhead),
+    "input_pipeline": ("2. Input pipeline", input_pipeline),
     "horovod_overhead": ("3. Horovod overhead", horovod_overhead),
     "time_to_accuracy": ("4. Time to accuracy", time_to_accuracy),
     "job_overhead": ("5. Job overhead", job_overhead),
     "startup": ("6. Startup", startup),
+    "determinism": ("7. Op determinism", determinism),
 }
 
 
@@ -49,6 +54,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=3, help="alternating rounds per benchmark")
     p.add_argument("--train-limit", type=int, default=24000,
                    help="training images per run (fewer: faster, noisier)")
+    p.add_argument("--images", default="data/bench-256",
+                   help="input pipeline: an image tree staged at 256 (hpctrain stage "
+                        "imagefolder); its 224 and 256 cases are skipped if missing")
+    p.add_argument("--images-lzf", default="data/bench-256-lzf",
+                   help="input pipeline: the same tree staged with --compression lzf")
     p.add_argument("--out", default="results/benchmarks",
                    help="where <name>.json and README.md are written")
     p.add_argument("--render", action="store_true",
@@ -71,13 +81,6 @@ def git_commit() -> str:
     return (head or "unknown") + ("-dirty" if dirty else "")
 
 
-ELSEWHERE = {  # the other benchmarks of issue 13, where they are
-    "2. Input pipeline": "streaming HDF5 reader vs in-memory tf.data: "
-                         "[results/bench/input_pipeline.md](../bench/input_pipeline.md) "
-                         "(`scripts/bench_input.py`, part of `make bench`).",
-}
-
-
 def readme(out: Path) -> str:
     parts = ["# Benchmarks", "",
              "Written by `make bench` (`python -m hpctrain.bench`); every number is a ratio "
@@ -88,13 +91,7 @@ def readme(out: Path) -> str:
              "lies on the goal's side, **missed** when it lies on the other side, **not "
              "resolved** when it straddles the goal. Rendered from the JSON next to this "
              "file (`make docs`).", ""]
-    sections: list[tuple[str, str | None]] = [(title, name)
-                                              for name, (title, _) in BENCHMARKS.items()]
-    sections += [(title, None) for title in ELSEWHERE]
-    for title, name in sorted(sections):
-        if name is None:
-            parts += [f"## {title}", "", ELSEWHERE[title], ""]
-            continue
+    for name, (title, _) in BENCHMARKS.items():
         path = out / f"{name}.json"
         if not path.is_file():
             parts += [f"## {title}", "", "Not run yet.", ""]
@@ -113,37 +110,12 @@ def measured_on(result: dict) -> str:
     m = result.get("machine")
     return machine.one_line(m) if m else "a machine not recorded (stored before machines were)"
 
-INPUT_GOAL = 0.90
 
-
-def input_row(path: Path) -> str:
-    """The input pipeline's row, from scripts/bench_input.py's JSON: the best reader variant
-    against the best in-memory one in each case (ratios of medians: that JSON keeps no
-    per-round samples, so no interval and no verdict by the rule)."""
-    if not path.is_file():
-        return "| 2. Input pipeline | not run yet | | |"
-    parts = []
-    for case in json.loads(path.read_text())["cases"]:
-        best = {kind: max((r for r in case["rows"] if r["variant"].startswith(kind)),
-                          key=lambda r: r["ratio_median"])
-                for kind in ("in-memory", "hpctrain HDF5 reader")}
-        reader, memory = best["hpctrain HDF5 reader"], best["in-memory"]
-        parts.append(f"{case['case']}{' crops + flips' if case['crop'] else ''}: "
-                     f"{reader['ratio_median'] / memory['ratio_median']:.2f} "
-                     f"({reader['variant']} / {memory['variant']})")
-    return ("| 2. Input pipeline: the HDF5 reader / the best in-memory tf.data pipeline "
-            f"([results/bench/input_pipeline.md](results/bench/input_pipeline.md)) | "
-            f"{'; '.join(parts)} | goal >= {INPUT_GOAL:g}: no verdict by the rule (this "
-            "benchmark keeps medians, not per-round samples) | "
-            f"{measured_on({})} |")
-
-
-def headlines(results: dict[str, dict], input_json: Path) -> str:
+def headlines(results: dict[str, dict]) -> str:
     """The README's table: every benchmark's headline, result and verdict, from its JSON."""
     rows = [f"| {r['headline']['benchmark']} | {r['headline']['result']} | "
             f"{r['headline']['verdict']} | {measured_on(r)}, {r['date']}, {r['commit']} |"
             for r in results.values()]
-    rows.insert(1, input_row(input_json))
     return "\n".join([HEADLINES[0], "| benchmark | result: median (min-max over rounds) | "
                       "verdict | measured on |", "|---|---|---|---|", *rows, HEADLINES[1]])
 
@@ -168,8 +140,7 @@ def rendered(out: Path, readme_path: Path | None = None) -> dict[Path, str]:
         text = readme_path.read_text()
         if HEADLINES[0] in text and HEADLINES[1] in text:
             table = headlines({p.stem: json.loads(t) for p, t in files.items()
-                               if p.suffix == ".json"},
-                              out.parent / "bench" / "input_pipeline.json")
+                               if p.suffix == ".json"})
             files[readme_path] = (text[:text.index(HEADLINES[0])] + table +
                                   text[text.index(HEADLINES[1]) + len(HEADLINES[1]):])
     return files
@@ -203,13 +174,19 @@ def main(argv: list[str] | None = None) -> int:
         title, module = BENCHMARKS[name]
         print(f"== {title}", file=sys.stderr, flush=True)
         start = time.time()
-        result = module.run(data=args.data, rounds=args.rounds, train_limit=args.train_limit)
+        # each run() takes the options it names
+        options = {k: v for k, v in vars(args).items()
+                   if k in inspect.signature(module.run).parameters}
+        if "images" in options and not Path(options["images"]).is_dir():
+            options["images"] = options["images_lzf"] = None  # the 28x28 case only
+        elif options.get("images_lzf") and not Path(options["images_lzf"]).is_dir():
+            options["images_lzf"] = None
+        result = module.run(**options)
         result |= {"commit": git_commit(), "date": time.strftime("%Y-%m-%d"),
-                   "machine": machine.describe(),
-                   "seconds": time.time() - start,
+                   "machine": machine.describe(), "seconds": time.time() - start,
                    "command": shlex.join(["python", "-m", "hpctrain.bench", "--only", name,
-                                          "--rounds", str(args.rounds), "--train-limit",
-                                          str(args.train_limit)])}
+                                          *(f"--{k.replace('_', '-')}={v}"
+                                            for k, v in options.items() if v is not None)])}
         write_json(out / f"{name}.json", result, sort_keys=False)  # variants in order
         print(result["markdown"], flush=True)
     return render(out, check=False, readme_path=Path(args.readme))

@@ -38,13 +38,19 @@ def _run(argv: list[str], env: dict[str, str], timeout: float) -> subprocess.Com
 
 
 def hpctrain_run(config: str, overrides: list[str], ranks: int = 1,
-                 env: dict[str, str] | None = None, timeout: float = 1800) -> dict:
-    """`hpctrain train` in a temporary run directory; its report.json."""
+                 env: dict[str, str] | None = None, timeout: float = 1800,
+                 epochs: bool = False) -> dict:
+    """`hpctrain train` in a temporary run directory; its report.json (with `epochs`, its
+    metrics.jsonl rows as "epochs" too)."""
     with tempfile.TemporaryDirectory(prefix="hpctrain-bench-") as tmp:
         run = Path(tmp) / "run"
         _run([*launcher(ranks), str(BIN / "hpctrain"), "train", "--config", config,
               "--run-dir", str(run), *overrides], mpi_env(env), timeout)
-        return json.loads((run / "report.json").read_text())
+        report = json.loads((run / "report.json").read_text())
+        if epochs:
+            report["epochs"] = [json.loads(line) for line in
+                                (run / "metrics.jsonl").read_text().splitlines()]
+        return report
 
 
 def plain_run(args: list[str], ranks: int = 1, env: dict[str, str] | None = None,

@@ -347,7 +347,7 @@ def memory_batches(tf, images, labels, batch_size: int, seed: int,
 def gather_group(shape: tuple[int, ...], batch_size: int) -> int:
     """Batches gathered by one op: as many as fit in GATHER_BYTES, at least one. Small images
     are limited by tf.data's cost per element, not by the copy: one gather per batch of
-    28x28 ran at 0.8 of one gather per 16 MiB group here (scripts/bench_input.py)."""
+    28x28 ran at 0.8 of one gather per 16 MiB group here (bench/input_pipeline.py)."""
     return max(1, GATHER_BYTES // (int(np.prod(shape)) * batch_size))
 
 

@@ -224,6 +224,7 @@ class EpochRecorder:
             if partial else [],
             "eval_s": _number(logs.get("eval_s")),
             "elapsed_s": self.offset_s + self.train_seconds,
+            "end_unix_s": time.time(),  # after the evaluation: time to accuracy from any start
             "images": self.images_per_epoch,
             "images_per_s": self.images_per_epoch / epoch_s,
             "window_images_per_s": self.window_rates,
@@ -231,6 +232,7 @@ class EpochRecorder:
             "rank_steps": logs.get("rank_steps", []),
             "units": {"epoch_s": "s, training steps only", "eval_s": "s, test-set evaluation",
                       "elapsed_s": "s of training since the run's start, all segments",
+                      "end_unix_s": "Unix time (s) at the end of the epoch and its evaluation",
                       "images_per_s": "images/s, all ranks",
                       "window_images_per_s": "images/s, all ranks, per tenth of the epoch",
                       "loss": "cross-entropy (nats)"},

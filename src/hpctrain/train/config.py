@@ -59,9 +59,9 @@ class TrainConfig(Checked):
     augment: bool = False
     shuffle_mb: int = 128  # the reader's shuffle window per rank, in MiB (about 4x in memory)
     # tf.data threads that augment (crop and flip) batches in parallel, order kept; give a GPU
-    # node's spare cores (e.g. cpus-per-task minus 2): 2 ran the 224 crops 1.89x (in memory)
-    # and 1.26x (reader) as fast here (results/bench/input_pipeline.md). Training on CPUs: 1,
-    # the model needs the cores.
+    # node's spare cores (e.g. cpus-per-task minus 2): 2 run the 224 crops faster on both
+    # sides (results/benchmarks/README.md, input pipeline). Training on CPUs: 1, the model
+    # needs the cores.
     input_threads: int = 1
     train_limit: int = 0  # use only the first N training samples (0: all)
     test_limit: int = 0  # use only the first N test samples (0: all)
