@@ -16,7 +16,6 @@ import json
 import shlex
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from types import ModuleType
@@ -81,7 +80,8 @@ def git_commit() -> str:
     return (head or "unknown") + ("-dirty" if dirty else "")
 
 
-def readme(out: Path) -> str:
+def readme(results: dict[str, dict]) -> str:
+    """results/benchmarks/README.md from each benchmark's result, by name."""
     parts = ["# Benchmarks", "",
              "Written by `make bench` (`python -m hpctrain.bench`); every number is a ratio "
              "of variants run side by side, alternating, in one invocation on one machine "
@@ -92,11 +92,10 @@ def readme(out: Path) -> str:
              "resolved** when it straddles the goal. Rendered from the JSON next to this "
              "file (`make docs`).", ""]
     for name, (title, _) in BENCHMARKS.items():
-        path = out / f"{name}.json"
-        if not path.is_file():
+        if name not in results:
             parts += [f"## {title}", "", "Not run yet.", ""]
             continue
-        r = json.loads(path.read_text())
+        r = results[name]
         parts += [f"## {title}", "", r["markdown"], "",
                   f"Measured at {r['commit']} on {r['date']} in {r['seconds']:.0f} s on "
                   f"{measured_on(r)}: `{r['command']}`", ""]
@@ -124,23 +123,20 @@ def rendered(out: Path, readme_path: Path | None = None) -> dict[Path, str]:
     """Every file `--render` writes, from the stored JSON: each benchmark's JSON with what
     its summarize(**inputs) gives now, and README.md."""
     files: dict[Path, str] = {}
+    results: dict[str, dict] = {}
     for name, (_, module) in BENCHMARKS.items():
         path = out / f"{name}.json"
         if not path.is_file():
             continue
         stored = json.loads(path.read_text())
-        new = {**stored, **module.summarize(**stored["inputs"])}
-        files[path] = json_text(new, sort_keys=False)  # variants in the order run
-    # README.md, and the headline table of the project's README, from the JSON as rendered
-    with tempfile.TemporaryDirectory() as tmp:
-        for path, text in files.items():
-            (Path(tmp) / path.name).write_text(text)
-        files[out / "README.md"] = readme(Path(tmp))
+        results[name] = {**stored, **module.summarize(**stored["inputs"])}
+        files[path] = json_text(results[name], sort_keys=False)  # variants in the order run
+    # README.md, and the headline table of the project's README, from the results as rendered
+    files[out / "README.md"] = readme(results)
     if readme_path is not None and readme_path.is_file():
         text = readme_path.read_text()
         if HEADLINES[0] in text and HEADLINES[1] in text:
-            table = headlines({p.stem: json.loads(t) for p, t in files.items()
-                               if p.suffix == ".json"})
+            table = headlines(results)
             files[readme_path] = (text[:text.index(HEADLINES[0])] + table +
                                   text[text.index(HEADLINES[1]) + len(HEADLINES[1]):])
     return files
