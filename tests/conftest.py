@@ -252,11 +252,12 @@ SEEDS = {"seed-1a": 1, "seed-1b": 1, "seed-2": 2}
 # (horovodrun's report, exact resume after a kill, pictures, predict): cnn_two_ranks.
 CNN2 = dict(model="cnn", epochs=3, lr_schedule="cosine", optimizer="sgd", learning_rate=0.02,
             pictures=True)
-# The long Slurm jobs' config (test_slurm_jobs.py: stopped by a time limit, preempted, a rank
-# killed): its uninterrupted run is here, and the resumed jobs must end with its weights.
+# The long Slurm jobs' config (test_slurm_jobs.py: one preempted and then stopped by its time
+# limit, one with a rank killed): its uninterrupted run is here, and the job resumed twice
+# must end with its weights.
 # The smallest model with dropout (its masks must resume exactly too); one thread a rank
 # wherever it runs (an interactive launch and a Slurm job size their threads differently).
-LONG = dict(model="mlp5_dropout", batch_size=64, epochs=4, train_limit=4000, test_limit=1000,
+LONG = dict(model="mlp5_dropout", batch_size=64, epochs=5, train_limit=4000, test_limit=1000,
             threads=1)
 
 

@@ -86,20 +86,21 @@ def test_without_names_known_mechanisms(fmnist_h5, tmp_path):
 @pytest.mark.mpi
 def test_baselines_and_stripped_runs_are_real(fmnist_h5, tmp_path):
     """One tiny sample of each kind the benchmarks alternate: plain Keras, Horovod's recipe
-    on 2 ranks, and hpctrain without every per-step mechanism (still in sync)."""
+    on 2 ranks (with hpctrain's Open MPI setting, as one of its two rows runs), and hpctrain
+    without every per-step mechanism (one rank, as the trainer benchmark runs it)."""
+    from hpctrain.bench.horovod_overhead import TUNED
     from hpctrain.bench.runs import hpctrain_run, plain_run
 
     args = ["--data", str(fmnist_h5), "--epochs", "2", "--batch", "64", "--threads", "1",
             "--train-limit", "1000"]
     one = plain_run(args)
     assert one["images_per_s"] > 0 and one["epochs"] == 2 and one["ranks"] == 1
-    two = plain_run([*args, "--target", "0.3", "--test-limit", "1000"], ranks=2)
+    two = plain_run([*args, "--target", "0.3", "--test-limit", "500"], ranks=2, env=TUNED)
     assert two["ranks"] == 2 and two["time_to_target_s"] > 0 and two["target_accuracy"] >= 0.3
     cfg = write_config(tmp_path / "c.yaml", fmnist_h5, epochs=2, train_limit=1000,
                        test_limit=500)
-    r = hpctrain_run(str(cfg), ["without=[stop_check,reseed,lr_schedule,step_timing]"],
-                     ranks=2)
-    assert r["status"] == "completed" and r["ranks_in_sync"]["ok"]
+    r = hpctrain_run(str(cfg), ["without=[stop_check,reseed,lr_schedule,step_timing]"])
+    assert r["status"] == "completed" and r["ranks"] == 1
     assert not r["step_times"] or not r["step_times"].get("per_rank")  # no step timing
     names = [name for name, _ in r["startup_phases_s"]]  # in order
     assert names == ["python, imports, config", "horovod init",

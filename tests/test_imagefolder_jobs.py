@@ -1,6 +1,6 @@
 """The image-tree path as jobs on the embedded cluster: `--chain stage,train,report` stages a
 real tree with one MPI rank per node, each node copies the shards its ranks read to its
-node-local scratch, and the ranks train on their node's copy."""
+node-local scratch, and the ranks, started by mpirun, train on their node's copy."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from conftest import REPO, RESNET50_224, hpctrain, make_tree, read_report, write
 
 @pytest.mark.slurm
 def test_image_tree_chain_with_node_local_copies(slurm_cluster, tmp_path):
+    """The mpirun launcher's 2-node job too (srun starts every other job; horovodrun:
+    test_slurm_jobs.py), with the profile given by path."""
     tree = make_tree(tmp_path / "tree", 400, 100)
     scratch = tmp_path / "scratch"
     scratch.mkdir()
@@ -27,7 +29,8 @@ def test_image_tree_chain_with_node_local_copies(slurm_cluster, tmp_path):
                    "--chain", "stage,train,report", "--stage-dataset", "imagefolder",
                    "--stage-source", str(tree), "--stage-options",
                    "--size 24 --shards 4 --max-unreadable 0.02", "--run-dir", str(run_dir),
-                   "--wait", env={"SLURM_CONF": str(slurm_cluster.slurm_conf)}, timeout=900)
+                   "--launcher", "mpirun", "--wait",
+                   env={"SLURM_CONF": str(slurm_cluster.slurm_conf)}, timeout=900)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     jobs = json.loads((run_dir / "submission.json").read_text())["jobs"]
     stage_log = (run_dir / f"slurm-{jobs['stage']}-stage.out").read_text()
@@ -45,6 +48,7 @@ def test_image_tree_chain_with_node_local_copies(slurm_cluster, tmp_path):
     used = json.loads((run_dir / "config.json").read_text())["data"]
     assert used == f"{scratch}/hpctrain-{jobs['train']}/{{node}}/staged"
     assert report["status"] == "completed" and report["ranks_in_sync"]["ok"] is True
+    assert report["launcher"] == "mpirun" and report["ranks"] == report["nodes"] == 2
     assert report["dataset"]["test_count"] == 100 and report["dataset"]["num_classes"] == 10
     assert list(scratch.iterdir()) == []  # the copies are removed when the job ends
 

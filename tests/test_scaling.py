@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from conftest import REPO, hpctrain, ranks_command, read_report
+from conftest import REPO, hpctrain, read_report
 from hpctrain.report.statistics import t95
 from hpctrain.report.step_times import per_rank, step_time_summary, stragglers
 from hpctrain.scaling import costmodel, published
@@ -149,51 +148,36 @@ def test_projection_reproduces_its_calibration_and_checks_published_figures():
     assert rows["dle-a100-amp"]["projected"] < rows["dle-a100-tf32"]["projected"]
 
 
-@pytest.mark.slow(reason="a 2-rank launch of its own: Horovod's timeline writer thread spins on "
-                  "rank 0 for the whole process")
-@pytest.mark.mpi
-def test_straggler_named_and_accumulation_in_sync_on_real_ranks(mpirun_available, tmp_path):
-    """2 real Horovod ranks of the shipped synthetic config (its model swapped for the
-    workshops' BatchNorm CNN, faster to trace than ResNet-20); rank 1 made slow on purpose
-    (the test hook sleeps in its compute); gradients accumulated over 2 batches; Horovod's
-    timeline written (`timeline: true`, which sets HOROVOD_TIMELINE before hvd.init). Synthetic
-    data: each rank draws its own batches, so BatchNorm statistics differ per rank until
-    hpctrain averages them, and the ranks-in-sync check proves it does. A launch of its own:
-    the timeline's writer thread spins on rank 0 until the process ends."""
-    run_dir = tmp_path / "straggler"
-    argv, env = ranks_command(REPO / "jobs/configs/synthetic_resnet20.yaml", run_dir,
-                              "model=cnn_bn", "batch_size=8", "epochs=1", "synthetic_steps=12",
-                              "accumulate_steps=2", "checkpoint=false", "timeline=true")
-    env["HPCTRAIN_TEST_SLOW_RANK"] = "1:0.15"  # the test hook (train/step_timing.py)
-    res = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    report = read_report(run_dir)
-    assert report["ranks_in_sync"]["ok"]
-    assert report["dataset"]["dataset"] == "synthetic" and report["test_accuracy"] is None
-    assert report["images_per_s"]["mean"] > 0
-    assert report["global_batch_size"] == 8 * 2 * 2 and report["accumulate_steps"] == 2
-    assert report["learning_rate_scaled"] == pytest.approx(0.05 * 4)
-    slow = report["step_times"]["stragglers"]
-    assert [s["rank"] for s in slow] == [1] and slow[0]["cause"] == "compute", \
-        report["step_times"]
-    assert "**rank 1 on" in (run_dir / "report.md").read_text()
-    assert "NEGOTIATE_ALLREDUCE" in (run_dir / "timeline.json").read_text()
+# The tiny study: the shipped synthetic config (its model swapped for the workshops'
+# BatchNorm CNN, a third of ResNet-20's tracing) on 1 and 2 nodes, gradients accumulated over
+# 2 batches, and rank 1 of the 2-node job made slow on purpose (the test hook sleeps in its
+# compute every step: train/step_timing.py). Synthetic data: each rank draws its own
+# batches, so BatchNorm statistics differ per rank until hpctrain averages them, and the
+# ranks-in-sync check proves it does.
+STUDY = ["--config", str(REPO / "jobs/configs/synthetic_resnet20.yaml:short"), "--nodes", "1,2",
+         "--mode", "weak", "--name", "tiny"]
+STUDY_OVERRIDES = ["synthetic_steps=8", "model=cnn_bn", "accumulate_steps=2"]
+
+
+@pytest.fixture(scope="module")
+def tiny_study(slurm_cluster, tmp_path_factory) -> tuple[Path, dict]:
+    """(study directory, environment) of the tiny study, run once for the tests below."""
+    results = tmp_path_factory.mktemp("study")
+    env = {"SLURM_CONF": str(slurm_cluster.slurm_conf), "HPCTRAIN_RESULTS": str(results),
+           "HPCTRAIN_TEST_SLOW_RANK": "1:0.15"}
+    dry = hpctrain("study", *STUDY, *STUDY_OVERRIDES, "--dry-run", env=env, check=True)
+    assert dry.stdout.count("#SBATCH --nodes=") == 2 and not (results / "studies").exists()
+    hpctrain("study", *STUDY, *STUDY_OVERRIDES, env=env, check=True, timeout=600)
+    return results / "studies" / "tiny", env
 
 
 @pytest.mark.slow(
     reason="a study's two Slurm jobs (1 and 2 nodes), its resume, report and projection")
 @pytest.mark.slurm
-def test_tiny_study_on_the_embedded_cluster(slurm_cluster, tmp_path):
-    env = {"SLURM_CONF": str(slurm_cluster.slurm_conf), "HPCTRAIN_RESULTS": str(tmp_path)}
-    args = ["study", "--config", str(REPO / "jobs/configs/synthetic_resnet20.yaml:short"),
-            "--nodes", "1,2", "--mode", "weak", "--name", "tiny", "synthetic_steps=8",
-            "model=cnn_bn"]  # the smallest model with BatchNorm: a third of ResNet-20's tracing
-    dry = hpctrain(*args, "--dry-run", env=env, check=True)
-    assert dry.stdout.count("#SBATCH --nodes=") == 2 and not (tmp_path / "studies").exists()
-    hpctrain(*args, env=env, check=True, timeout=600)
-    study = tmp_path / "studies" / "tiny"
+def test_tiny_study_on_the_embedded_cluster(tiny_study, tmp_path):
+    study, env = tiny_study
     summary = pd.read_csv(study / "summary.csv")
-    assert summary["ranks"].tolist() == [1, 2] and summary["global_batch"].tolist() == [16, 32]
+    assert summary["ranks"].tolist() == [1, 2] and summary["global_batch"].tolist() == [32, 64]
     assert summary["efficiency"].iloc[0] == pytest.approx(1.0)
     runs = pd.read_csv(study / "runs.csv")
     assert (runs["status"] == "completed").all() and runs["job_s"].notna().all()
@@ -208,7 +192,7 @@ def test_tiny_study_on_the_embedded_cluster(slurm_cluster, tmp_path):
     for png in ("throughput.png", "efficiency.png", "breakdown.png"):
         assert (study / png).read_bytes()[:4] == b"\x89PNG"
     # resumed: nothing is rerun
-    again = hpctrain(*args, env=env, check=True)
+    again = hpctrain("study", *STUDY, *STUDY_OVERRIDES, env=env, check=True)
     assert "0 run(s) to submit" in again.stdout
     assert json.loads((study / "plan.json").read_text())["mode"] == "weak"
     # the same tables from the run directories, as for runs submitted by hand
@@ -221,8 +205,26 @@ def test_tiny_study_on_the_embedded_cluster(slurm_cluster, tmp_path):
                     "25Gb/s", env=env, check=True)
     assert "| 8 | 2 |" in proj.stdout and "cnn_bn" in proj.stdout
     # another plan under the same name is refused
-    other = hpctrain(*args[:-2], "--mode", "strong", env=env)
+    other = hpctrain("study", *STUDY[:-4], "--mode", "strong", "--name", "tiny", env=env)
     assert other.returncode == 2 and "another plan" in other.stderr
+
+
+@pytest.mark.slurm
+def test_straggler_named_and_accumulation_in_sync_on_real_ranks(tiny_study):
+    """The study's 2-node job: rank 1 slowed on purpose is named, with its cause; 2 batches
+    accumulated per step on 2 ranks, global batch and learning rate scaled to match, and the
+    ranks end identical."""
+    study, _ = tiny_study
+    (run_dir,) = (run for run in (study / "runs").iterdir()
+                  if read_report(run)["ranks"] == 2)
+    report = read_report(run_dir)
+    assert report["ranks_in_sync"]["ok"] and report["images_per_s"]["mean"] > 0
+    assert report["global_batch_size"] == 16 * 2 * 2 and report["accumulate_steps"] == 2
+    assert report["learning_rate_scaled"] == pytest.approx(0.05 * 4)
+    slow = report["step_times"]["stragglers"]
+    assert [s["rank"] for s in slow] == [1] and slow[0]["cause"] == "compute", \
+        report["step_times"]
+    assert "**rank 1 on" in (run_dir / "report.md").read_text()
 
 
 def test_study_refuses_bad_input_before_queueing(tmp_path):

@@ -21,22 +21,22 @@ from hpctrain.slurm.profiles import slurm_minutes
 
 pytestmark = pytest.mark.slurm
 
-# The three long jobs share one config with the uninterrupted reference run (conftest.LONG,
-# run in the shared launch), so they must end with the same weights however they were
-# stopped. A rank made slow (the straggler test hook: rank 1 sleeps in each step; the other
-# rank waits for it in the allreduce) paces a job without touching its numerics, so that a
-# signal sent after epoch 1 arrives mid-run on any machine of this kind (they differ 6x).
-# The hook paces a job's first run only: the resumed run after a requeue goes at full speed.
-# The time-limit job's signal comes within 30 s of its limit being cut (slurmctld's
-# time-limit check), so it sleeps 0.5 s in each of its 124 steps: 45 s and more after
-# epoch 1. The preempted and dead-rank jobs are signalled within a second or two, so 0.2 s
-# (6 s an epoch) is enough.
+# The two long jobs share one config with the uninterrupted reference run (conftest.LONG,
+# run in the shared launch). One is stopped twice, first preempted after epoch 1, then, in
+# its resumed run, by its time limit after epoch 2, and must end with the reference's
+# weights; the other has a rank killed. A rank made slow (the straggler test hook: rank 1
+# sleeps in each step; the other rank waits for it in the allreduce) paces a job without
+# touching its numerics, so that a signal sent after an epoch arrives mid-run on any machine
+# of this kind (they differ 6x). The time limit's signal comes within 30 s of the limit
+# being cut (slurmctld's time-limit check), so the stopped job's first two runs sleep 0.5 s
+# in each step (31 a epoch): 45 s and more after epoch 2 of 5; its last run goes at full
+# speed. The dead-rank job is killed within a second or two of training, so 0.2 s is enough.
 # While rank 1 sleeps, rank 0's Horovod thread negotiates every cycle (1 ms by default) and
 # MPI polls: CPU burnt by a waiting rank, which on a slow machine is taken from every other
 # job. A 50 ms cycle makes the wait cheaper (measured here: a paced 2-rank run used 28 CPU-s
 # with the default, 18 with 50 ms, 18 unpaced). Sums of two ranks' gradients do not depend
 # on how tensors are fused, so the weights stay exact.
-PACE = {"time_limit": "1:0.5", "preempted": "1:0.2", "dead_rank": "1:0.2"}
+PACE = {"stopped": "1:0.5:2", "dead_rank": "1:0.2"}
 TINY = ["train_limit=2048", "test_limit=512", "epochs=1"]
 
 
@@ -100,14 +100,15 @@ class LongJob:
     proc: subprocess.Popen  # `hpctrain submit` (with --wait, except the dead rank's)
 
     def finished(self, timeout: float = 1500) -> tuple[int, str]:
-        out, _ = self.proc.communicate(timeout=timeout)
-        return self.proc.returncode, out
+        if self.proc.returncode is None or not hasattr(self, "out"):
+            self.out, _ = self.proc.communicate(timeout=timeout)
+        return self.proc.returncode, self.out
 
 
-def _after_epoch_1(run_dir: Path) -> str:
-    """Waits until the job in run_dir has submitted and finished epoch 1; its job id."""
+def _after_epoch(run_dir: Path, epoch: int) -> str:
+    """Waits until the job in run_dir has submitted and finished `epoch`; its job id."""
     _wait_for(lambda: (run_dir / "submission.json").is_file(), 120, "submission")
-    _wait_for(lambda: _epochs(run_dir)[:1] == [1], 900, "epoch 1")
+    _wait_for(lambda: epoch in _epochs(run_dir), 900, f"epoch {epoch}")
     return _job_id(run_dir)
 
 
@@ -119,34 +120,37 @@ def _job_field(cluster, job_id: str, field: str) -> str | None:
     return match.group(1) if match else None
 
 
-# the time-limit job's own limit, and how long before it the job asks for USR1; the limit is
-# brought near after epoch 1, and back once the job has requeued itself
+# the stopped job's own limit, and how long before it the job asks for USR1; the limit is
+# brought near after epoch 2, and back once the job has requeued itself
 TIME_LIMIT_MIN, SIGNAL_S = 30, 170
 
 
-def _time_limit_after_epoch_1(cluster, run_dir: Path) -> int:
-    """A job running out of time, without waiting half an hour for it: after epoch 1 its
-    limit is cut (`scontrol update TimeLimit=`, as its owner may) to the first whole minute
-    that leaves 110-170 s, less than the SIGNAL_S before the limit at which the job asked for
-    USR1, so slurmctld sends the signal at its next time-limit check (every 30 s), just as
-    it would near the original limit. Once the job has requeued itself, the limit goes back
-    up for the resumed run. Returns the minutes the first segment was given."""
-    job_id = _after_epoch_1(run_dir)
+def _restarts(cluster, job_id: str) -> int:
+    return int(_job_field(cluster, job_id, "Restarts") or "0")
+
+
+def _preempt_then_time_limit(cluster, run_dir: Path) -> int:
+    """Preempted after epoch 1: `scancel --signal=USR1 <job>` (what a preempting site sends
+    to the job's tasks). Then, once the requeued job has finished epoch 2, out of time,
+    without waiting half an hour for it: its limit is cut (`scontrol update TimeLimit=`, as
+    its owner may) to the first whole minute that leaves 110-170 s, less than the SIGNAL_S
+    before the limit at which the job asked for USR1, so slurmctld sends the signal at its
+    next time-limit check (every 30 s), just as it would near the original limit. Once the
+    job has requeued itself again, the limit goes back up for the last run. Returns the
+    minutes the second run was given."""
+    job_id = _after_epoch(run_dir, 1)
+    subprocess.run(["scancel", "--signal=USR1", job_id], env=cluster.env(), check=True)
+    _wait_for(lambda: _restarts(cluster, job_id) == 1, 900, "the job to requeue after USR1")
+    _after_epoch(run_dir, 2)
     elapsed = round(slurm_minutes(_job_field(cluster, job_id, "RunTime") or "0:0:0") * 60)
     minutes = max(3, (elapsed + SIGNAL_S) // 60)
     subprocess.run(["scontrol", "update", f"JobId={job_id}", f"TimeLimit={minutes}"],
                    env=cluster.env(), check=True)
-    _wait_for(lambda: (_job_field(cluster, job_id, "Restarts") or "0") != "0", 900,
-              "the job to requeue itself")
+    _wait_for(lambda: _restarts(cluster, job_id) == 2, 900,
+              "the job to requeue itself near its time limit")
     subprocess.run(["scontrol", "update", f"JobId={job_id}", f"TimeLimit={TIME_LIMIT_MIN}"],
                    env=cluster.env(), check=True)
     return minutes
-
-
-def _preempt_after_epoch_1(cluster, run_dir: Path) -> None:
-    """`scancel --signal=USR1 <job>` (what a preempting site sends to the job's tasks)."""
-    subprocess.run(["scancel", "--signal=USR1", _after_epoch_1(run_dir)], env=cluster.env(),
-                   check=True)
 
 
 def _kill_rank_1(cluster, run_dir: Path) -> tuple[str, float]:
@@ -166,10 +170,10 @@ def _kill_rank_1(cluster, run_dir: Path) -> tuple[str, float]:
 
 @pytest.fixture(scope="module")
 def long_jobs(slurm_cluster, fmnist_h5, tmp_path_factory):
-    """The three long jobs at once on 6 of the test cluster's nodes, so that their waits (the
-    slow rank's sleeps, Slurm's signal, the requeue) overlap: one stopped by its time limit,
-    one preempted after epoch 1, and one whose rank 1 is killed. Each test below checks one
-    of them."""
+    """The two long jobs at once on 4 of the test cluster's nodes, so that their waits (the
+    slow rank's sleeps, Slurm's signals, the requeues) overlap: one preempted after epoch 1
+    and stopped by its time limit after epoch 2, and one whose rank 1 is killed. The tests
+    below check them."""
     root = tmp_path_factory.mktemp("long")
     config = write_config(root / "long.yaml", fmnist_h5, **LONG)
 
@@ -182,14 +186,11 @@ def long_jobs(slurm_cluster, fmnist_h5, tmp_path_factory):
         return LongJob(root / name, subprocess.Popen(argv, env=env, stdout=subprocess.PIPE,
                                                      stderr=subprocess.STDOUT, text=True))
 
-    jobs = {"time_limit": submit("time_limit", "--time", str(TIME_LIMIT_MIN),
-                                 "--signal-seconds", str(SIGNAL_S), "--max-restarts", "3"),
-            "preempted": submit("preempted"),
+    jobs = {"stopped": submit("stopped", "--time", str(TIME_LIMIT_MIN),
+                              "--signal-seconds", str(SIGNAL_S), "--max-restarts", "3"),
             "dead_rank": submit("dead_rank", wait=False)}
-    actions = {"time_limit": Background(lambda: _time_limit_after_epoch_1(
-                   slurm_cluster, jobs["time_limit"].run_dir)),
-               "preempted": Background(lambda: _preempt_after_epoch_1(
-                   slurm_cluster, jobs["preempted"].run_dir)),
+    actions = {"stopped": Background(lambda: _preempt_then_time_limit(
+                   slurm_cluster, jobs["stopped"].run_dir)),
                "dead_rank": Background(lambda: _kill_rank_1(
                    slurm_cluster, jobs["dead_rank"].run_dir))}
     try:
@@ -218,7 +219,7 @@ def _check_resumed_equals(report: dict, reference: dict, run_dir: Path) -> None:
 
 
 @pytest.mark.slow(
-    reason="the first of the four long jobs' tests: waits while all four start at once")
+    reason="the first of the long jobs' tests: waits while both start at once")
 def test_dead_rank_fails_job_fast_and_is_named(slurm_cluster, long_jobs):
     jobs, actions = long_jobs
     state, elapsed = actions["dead_rank"].get(timeout=1200)
@@ -236,45 +237,34 @@ def test_dead_rank_fails_job_fast_and_is_named(slurm_cluster, long_jobs):
     assert f"rank 1 on {node}: Killed" in (run_dir / "report.md").read_text()
 
 
-@pytest.mark.slow(reason="waits for Slurm's time-limit signal, a checkpoint, a requeue and "
-                  "the resumed run: wall-clock bound, overlapped with "
-                  "the other long jobs")
+@pytest.mark.slow(reason="waits for a preemption, Slurm's time-limit signal, two "
+                  "checkpoints, two requeues and the resumed runs: wall-clock bound, "
+                  "overlapped with the dead-rank job")
 @pytest.mark.mpi  # its reference runs in the shared 2-rank launch
-def test_time_limit_signal_checkpoint_requeue_resume(slurm_cluster, long_jobs, uninterrupted):
-    """USR1 SIGNAL_S before the time limit (brought near after epoch 1): the batch script
-    writes STOP, the ranks checkpoint mid-epoch and exit 75, the job requeues itself and
-    resumes with its limit back, to the uninterrupted run's weights."""
+def test_preemption_then_time_limit_checkpoint_requeue_resume(slurm_cluster, long_jobs,
+                                                              uninterrupted):
+    """`scancel --signal=USR1 <job>` after epoch 1: srun hands the signal to the ranks, they
+    checkpoint mid-epoch and exit 75, the job requeues itself. In the resumed run, USR1
+    SIGNAL_S before the time limit (brought near after epoch 2): the batch script writes
+    STOP, the ranks checkpoint and exit 75, the job requeues itself again and resumes with
+    its limit back, to the uninterrupted run's weights."""
     jobs, actions = long_jobs
-    job = jobs["time_limit"]
-    assert actions["time_limit"].get(timeout=1500) >= 3
+    job = jobs["stopped"]
+    assert actions["stopped"].get(timeout=1500) >= 3
     code, out = job.finished()
     assert code == 0, out[-3000:]
     report = read_report(job.run_dir)
     _check_resumed_equals(report, uninterrupted, job.run_dir)
-    segments = report["segments"]
-    assert len(segments) == 2 and segments[0]["last_epoch"] >= 1
-    assert segments[0]["ended"] == "stopped (STOP file)"
-    assert segments[-1]["ended"] == "completed"
-    assert [s["restart_count"] for s in segments] == list(range(len(segments)))
+    preempted, timed_out, last = report["segments"]
+    assert preempted["ended"] == "stopped (SIGUSR1)" and preempted["last_epoch"] >= 1
+    assert timed_out["ended"] == "stopped (STOP file)" and timed_out["last_epoch"] >= 2
+    assert last["ended"] == "completed"
+    assert [s["restart_count"] for s in report["segments"]] == [0, 1, 2]
     log = (job.run_dir / f"slurm-{report['slurm']['job_id']}.out").read_text()
     assert "stop requested" in log and "hpctrain: requeueing job" in log
     states = _sacct(slurm_cluster, report["slurm"]["job_id"], "State", duplicates=True)
-    assert states == ["REQUEUED"] * (len(segments) - 1) + ["COMPLETED"]
+    assert states == ["REQUEUED", "REQUEUED", "COMPLETED"]
     assert "segments: " in (job.run_dir / "report.md").read_text()
-
-
-@pytest.mark.mpi  # its reference runs in the shared 2-rank launch
-def test_preemption_signal_to_ranks(long_jobs, uninterrupted):
-    """`scancel --signal=USR1 <job>` after epoch 1: the ranks checkpoint, requeue, resume."""
-    jobs, actions = long_jobs
-    actions["preempted"].get(timeout=1200)
-    code, out = jobs["preempted"].finished()
-    assert code == 0, out[-3000:]
-    report = read_report(jobs["preempted"].run_dir)
-    _check_resumed_equals(report, uninterrupted, jobs["preempted"].run_dir)
-    first, *rest = report["segments"]
-    assert first["ended"] == "stopped (SIGUSR1)" and first["last_epoch"] >= 1
-    assert rest and rest[-1]["ended"] == "completed" and rest[0]["restart_count"] == 1
 
 
 def _rank_pid(job_id: str, rank: int) -> int | None:
@@ -337,40 +327,38 @@ def test_submitit_sweep(slurm_cluster, fmnist_h5, tmp_path):
     assert list((sweep_dir / "submitit").glob("*_log.out"))
 
 
-@pytest.mark.slow(reason="two 2-node jobs (mpirun with a node-local copy, horovodrun), four ranks")
-def test_launchers_two_nodes_and_node_local_scratch(slurm_cluster, fmnist_h5, tmp_path):
-    """srun is every other job's launcher; mpirun and horovodrun --gloo here, as two jobs
-    queued at once. The mpirun job's profile is given by path, with `scratch`: each node
-    copies the data there first, the ranks read that copy, and the job removes it after."""
+@pytest.mark.slow(reason="a 2-node job under horovodrun with a node-local copy")
+def test_horovodrun_two_nodes_node_local_scratch_and_timeline(slurm_cluster, fmnist_h5,
+                                                               tmp_path):
+    """srun starts every other job, mpirun the image-tree chain's (test_imagefolder_jobs.py);
+    horovodrun --gloo here. The profile is given by path, with `scratch`: each node copies
+    the data file there first, the ranks read their node's copy, and the job removes it.
+    Horovod's timeline is written (`timeline: true` sets HOROVOD_TIMELINE before hvd.init;
+    its writer thread spins on rank 0 until the process ends, so only a short run has it)."""
     scratch = tmp_path / "node local"
     scratch.mkdir()
     profile = tmp_path / "site.yaml"
     embedded = (REPO / "env" / "clusters" / "embedded.yaml").read_text()
-    profile.write_text(embedded.replace("scratch: null\n", f"scratch: '{scratch}'\nnodes: 2\n"))
+    profile.write_text(embedded.replace("scratch: null\n", f"scratch: '{scratch}'\n"))
     config = write_config(tmp_path / "exp.yaml", fmnist_h5, model="softmax", batch_size=64)
-    extra = {"mpirun": ["--profile", str(profile)], "horovodrun": ["--nodes", "2"]}
-    procs = {launcher: subprocess.Popen(
-        [str(VENV_BIN / "hpctrain"), "submit", *extra[launcher], "--config", str(config),
-         *TINY, "--launcher", launcher, "--run-dir", str(tmp_path / launcher), "--wait"],
-        env={**os.environ, **_env(slurm_cluster)}, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True) for launcher in ("mpirun", "horovodrun")}
-    for launcher, proc in procs.items():
-        out, _ = proc.communicate(timeout=900)
-        assert proc.returncode == 0, f"{launcher}:\n{out[-3000:]}"
-        report = read_report(tmp_path / launcher)
-        assert report["launcher"] == launcher and report["ranks"] == 2
-        assert report["nodes"] == 2 and report["status"] == "completed"
-        assert len(set(report["rank_nodes"])) == 2  # one rank on each of 2 nodes
-        assert report["ranks_in_sync"]["ok"] is True
-
-    run_dir = tmp_path / "mpirun"
+    run_dir = tmp_path / "run"
+    res = hpctrain("submit", "--profile", str(profile), "--nodes", "2", "--config",
+                   str(config), *TINY, "timeline=true", "--launcher", "horovodrun",
+                   "--run-dir", str(run_dir),
+                   "--wait", env=_env(slurm_cluster), timeout=900)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     report = read_report(run_dir)
+    assert report["launcher"] == "horovodrun" and report["ranks"] == 2
+    assert report["nodes"] == 2 and report["status"] == "completed"
+    assert len(set(report["rank_nodes"])) == 2  # one rank on each of 2 nodes
+    assert report["ranks_in_sync"]["ok"] is True
     config_used = json.loads((run_dir / "config.json").read_text())
     job = report["slurm"]["job_id"]
     assert config_used["data"] == f"{scratch}/hpctrain-{job}/{{node}}/{fmnist_h5.name}"
     log = (run_dir / f"slurm-{job}.out").read_text()
     assert all(f"{node}: 1 file(s)" in log for node in set(report["rank_nodes"]))
     assert list(scratch.iterdir()) == []  # cleaned up
+    assert "NEGOTIATE_ALLREDUCE" in (run_dir / "timeline.json").read_text()
 
 
 def test_chain_stage_train_report(slurm_cluster, tmp_path):

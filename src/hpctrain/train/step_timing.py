@@ -18,11 +18,11 @@ Horovod still overlaps communication with the backward pass. The first steps of 
 `model.fit` (graph tracing) are left out. Every epoch the ranks' medians are allgathered;
 the metrics row of the epoch gets them (`rank_steps`), identical on every rank.
 
-`HPCTRAIN_TEST_SLOW_RANK=RANK:SECONDS` (a test hook) makes that rank sleep inside its
-compute every step: the straggler tests slow a rank on purpose with it, and the job-system
-tests keep a job running until Slurm's signal reaches it. A requeued job
-(SLURM_RESTART_COUNT > 0) is not slowed: the hook paces a run up to its stop, not the
-resumed run after it.
+`HPCTRAIN_TEST_SLOW_RANK=RANK:SECONDS[:RUNS]` (a test hook) makes that rank sleep inside
+its compute every step: the straggler tests slow a rank on purpose with it, and the
+job-system tests keep a job running until Slurm's signal reaches it. Only a job's first RUNS
+runs are slowed (1 by default; a requeued job's SLURM_RESTART_COUNT counts them): the hook
+paces a job up to the stops a test brings about, not the resumed run after the last one.
 Imported only inside a rank, after TF_USE_LEGACY_KERAS=1 is set.
 """
 
@@ -50,9 +50,11 @@ SLOW_RANK_ENV = "HPCTRAIN_TEST_SLOW_RANK"
 def slow_rank_hook(rank: int) -> float:
     """Seconds this rank sleeps per step under the test hook (0.0: not slowed)."""
     value = os.environ.get(SLOW_RANK_ENV, "")
-    if not value or JobEnvironment.detect().restart_count > 0:
+    if not value:
         return 0.0
-    who, _, seconds = value.partition(":")
+    who, seconds, runs = (value.split(":") + ["", ""])[:3]
+    if JobEnvironment.detect().restart_count >= int(runs or 1):
+        return 0.0
     return float(seconds or 0.05) if int(who) == rank else 0.0
 
 
