@@ -24,7 +24,8 @@ def build_report(*, config: dict, epochs: list[dict], env: dict, node_names: lis
                  versions: dict, run_dir: str, segments: list[dict] | None = None,
                  threads: int | None = None, model_size: dict | None = None,
                  started_unix: float | None = None, pictures: dict | None = None,
-                 startup_marks: dict[str, float] | None = None) -> dict:
+                 startup_marks: dict[str, float] | None = None,
+                 checkpoints_skipped: list[dict] | None = None) -> dict:
     ranks = env["size"]
     accumulate = config.get("accumulate_steps", 1)
     thresholds = sorted(set(config["accuracy_thresholds"]) |
@@ -70,6 +71,7 @@ def build_report(*, config: dict, epochs: list[dict], env: dict, node_names: lis
             "lr_decay_epochs", "lr_decay", "batch_size", "precision", "xla", "seed",
             "deterministic", "activation", "synthetic")},
         "segments": segments or [],
+        "checkpoints_skipped": checkpoints_skipped or [],
         "ranks": ranks,
         "threads_per_rank": threads,
         "nodes": len(nodes),
@@ -155,6 +157,12 @@ def _segment_lines(r: dict) -> list[str]:
         for i, s in enumerate(segments, 1)]
 
 
+def _skipped_lines(r: dict) -> list[str]:
+    return [f"- checkpoint {s['checkpoint']} skipped on resume: {s['reason']}"
+            + (f" (moved to {s['moved_to']})" if s.get("moved_to") else "")
+            for s in r.get("checkpoints_skipped", [])]
+
+
 def render_markdown(r: dict, inline_pictures: bool = True) -> str:
     """report.md; for a terminal (inline_pictures=False) the pictures are one line."""
     ips, ipr, t = r["images_per_s"], r["images_per_s_per_rank"], r["training"]
@@ -188,6 +196,7 @@ def render_markdown(r: dict, inline_pictures: bool = True) -> str:
             f"{k}: {_fmt(v, '.1f', 'not reached')}" + (" s" if v is not None else "")
             for k, v in r["time_to_accuracy_s"].items()),
         *_segment_lines(r),
+        *_skipped_lines(r),
         *render_lines(r.get("step_times") or {}),
         *([f"- expected accuracy >= {r['expected_accuracy']['expected']}: "
            + ("met" if r["expected_accuracy"]["met"] else "**not met**")]
@@ -241,6 +250,17 @@ def write_report(run_dir: str | Path, report: dict) -> Path:
     write_json(run_dir / "report.json", report)
     write_text(run_dir / "report.md", render_markdown(report))
     return run_dir / "report.json"
+
+
+def mark(run_dir: str | Path, status: str, error: str | None = None) -> None:
+    """Sets the status (and error) of a report an earlier segment wrote, so report.json never
+    claims a state the run is not in: "running" while a resumed segment trains, "failed" when
+    it cannot. Without a report there is nothing to correct."""
+    path = Path(run_dir) / "report.json"
+    if not path.is_file():
+        return
+    report = {**json.loads(path.read_text()), "status": status, "error": error}
+    write_report(run_dir, report)
 
 
 def load_report(run_dir: str | Path) -> dict:

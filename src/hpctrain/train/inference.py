@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -107,10 +108,16 @@ def describe_run(run_dir: str | Path) -> RunModel:
     if not (run_dir / "config.json").is_file():
         raise InputError(f"{run_dir}: not a run directory (no config.json)")
     cfg = from_dict(json.loads((run_dir / "config.json").read_text()))
-    found = checkpoint.latest(run_dir / "checkpoints")
+    found, damaged = checkpoint.newest_valid(run_dir / "checkpoints")
+    if found is None and damaged:
+        raise InputError(f"{run_dir}: no usable checkpoint ("
+                         + "; ".join(f"{p.name}: {why}" for p, why in damaged) + ")")
     if found is None:
         raise InputError(f"{run_dir}: no checkpoint (the run saved none - `checkpoint: "
                          "false` - or did not finish an epoch)")
+    for path, why in damaged:  # read-only here: `hpctrain train --resume` moves them aside
+        print(f"hpctrain: checkpoint {path.name} skipped ({why}); using {found[2].name}",
+              file=sys.stderr)
     info = dataset_info(run_dir, cfg)
     input_shape = tuple(int(v) for v in info["input_shape"])
     staged = tuple(int(v) for v in info.get("staged_shape") or input_shape)

@@ -5,7 +5,9 @@ report, exit code; or checkpoint-and-requeue after a stop request).
 
 The recipe is Horovod's tensorflow2_keras_mnist.py: every distributed line says `# Horovod:`.
 Only rank 0 writes files. Every run ends by checking that all ranks hold identical weights;
-a mismatch is recorded in the report and fails the run (exit 3). Imported only inside a rank,
+a mismatch is recorded in the report and fails the run (exit 3). A resumed run whose
+checkpoints all fail verification stops with one line and exit 4, which the job script
+treats as final. Imported only inside a rank,
 after TF_USE_LEGACY_KERAS=1 is set (train/command.py).
 """
 
@@ -34,11 +36,12 @@ from hpctrain.train.keras_compat import require_keras2
 from hpctrain.train.models import build_model
 from hpctrain.train.optim import learning_rate, make_optimizer
 from hpctrain.train.preemption import EXIT_REQUEUE, REQUEUE_FILE, StopRequest
-from hpctrain.train.run_state import RunState
+from hpctrain.train.run_state import NoUsableCheckpoint, RunState
 from hpctrain.train.step_schedule import StepSchedule
 from hpctrain.train.step_timing import StepClock
 
 EXIT_OUT_OF_SYNC = 3
+EXIT_NO_CHECKPOINT = 4  # --resume, and no checkpoint left that verifies: rerunning won't help
 
 
 class Trainer:
@@ -51,9 +54,22 @@ class Trainer:
 
     def run(self) -> int:
         self.set_up()
-        self.restore()
-        self.fit()
-        return self.finish()
+        try:
+            self.restore()
+            self.fit()
+            return self.finish()
+        except NoUsableCheckpoint as e:
+            self.log(f"error: {e}")
+            self._mark("failed", str(e))
+            return EXIT_NO_CHECKPOINT
+        except BaseException as e:  # the report must not say what an earlier segment did
+            self._mark("failed", f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"
+                       if str(e) else type(e).__name__)
+            raise
+
+    def _mark(self, status: str, error: str | None = None) -> None:
+        if self.env.is_main:
+            run_report.mark(self.run_dir, status, error)
 
     # ---- 1. Horovod, TensorFlow, run directory -------------------------------------------
     def set_up(self) -> None:
@@ -85,7 +101,9 @@ class Trainer:
     def restore(self) -> None:
         cfg, env = self.cfg, self.env
         # Horovod: rank 0 picks the checkpoint and broadcasts where it stands
-        self.state = state = RunState.pick(hvd_tf, self.run_dir, self.resume, env.is_main)
+        self.state = state = RunState.pick(hvd_tf, self.run_dir, self.resume, env.is_main,
+                                           functools.partial(checkpoint.readable, tf))
+        self._mark("running")  # a resumed segment: the earlier report's status is history
         self.log(f"run dir {self.run_dir}; ranks on {self.node_names}; {self.threads} "
                  "thread(s)" + (f"; {state.describe()}" if state.checkpoint else
                                 "; --resume: no checkpoint yet, starting afresh"
@@ -275,7 +293,8 @@ class Trainer:
             node_names=self.node_names, dataset=self.feed.info, startup_s=self.startup_s,
             startup_marks=self.marks,
             train_s=self.recorder.train_seconds, total_s=time.time() - process_start(),
-            segments=self.snapshot()["segments"], weight_digests=digests, status=status,
+            segments=self.snapshot()["segments"], checkpoints_skipped=self.state.skipped,
+            weight_digests=digests, status=status,
             error=error, versions=run_report.collect_versions(), run_dir=str(self.run_dir),
             threads=self.threads, started_unix=process_start(), pictures=pictures,
             model_size={
