@@ -315,3 +315,30 @@ def cnn_two_ranks(one_launch) -> tuple[Path, Path]:
     in the launch above, under horovodrun), shared by the tests that read a trained run."""
     one_launch.report("cnn2")  # it completed
     return one_launch.configs["cnn2"], one_launch.dirs["cnn2"]
+
+
+def tensorboard_scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """tag -> [(step, value)] as TensorBoard shows them (its own event reader, restart
+    markers applied) from <run_dir>/tensorboard."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0})
+    acc.Reload()
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+def check_tensorboard(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every epoch of metrics.jsonl once in the event files, with its values (float32)."""
+    from hpctrain.train.event_log import epoch_scalars
+
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    points = tensorboard_scalars(run_dir)
+    want: dict[str, list[tuple[int, float]]] = {}
+    for row in rows:
+        for tag, value in epoch_scalars(row).items():
+            want.setdefault(tag, []).append((row["epoch"], value))
+    for tag, series in want.items():
+        got = points.get(tag, [])
+        assert [s for s, _ in got] == [s for s, _ in series], (tag, got, series)
+        assert [v for _, v in got] == pytest.approx([v for _, v in series], rel=1e-6), tag
+    return points

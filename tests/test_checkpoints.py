@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import LONG, hpctrain, on_ranks, read_report
+from conftest import LONG, check_tensorboard, hpctrain, on_ranks, read_report
 from hpctrain.train import checkpoint
 
 
@@ -75,6 +75,7 @@ def test_newest_valid_reads_only_and_move_aside_keeps_everything(tmp_path):
     assert [c[:2] for c in checkpoint.complete(tmp_path)] == [(1, 0)]
 
 
+@pytest.mark.slow(reason="the first user of the shared 2-rank launch: sets it up")
 @pytest.mark.mpi
 def test_damaged_newest_checkpoint_falls_back_on_real_ranks(one_launch, tmp_path):
     """The long jobs' uninterrupted reference (5 epochs on 2 ranks, the last two checkpoints
@@ -100,6 +101,8 @@ def test_damaged_newest_checkpoint_falls_back_on_real_ranks(one_launch, tmp_path
     assert skipped["checkpoint"] == "epoch-0005" and "the manifest says" in skipped["reason"]
     assert (run / "checkpoints" / "skipped" / "epoch-0005" / "why.txt").is_file()
     assert "checkpoint epoch-0005 skipped on resume" in (run / "report.md").read_text()
+    # TensorBoard: the resumed segment's epoch 5 replaces the one written before, once
+    assert [s for s, _ in check_tensorboard(run)["test/accuracy"]] == [1, 2, 3, 4, 5]
 
     for path in (run / "checkpoints").glob("epoch-*"):  # the new epoch 5 and epoch 4
         _cut(path, keep=0.5)

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import time
 
 import pytest
 
-from conftest import SHORT, VENV_BIN, hpctrain, write_config
+from conftest import SHORT, VENV_BIN, check_tensorboard, hpctrain, write_config
 
 pytestmark = pytest.mark.slurm
 
@@ -24,6 +25,8 @@ def test_submit_two_nodes_to_report(slurm_cluster, fmnist_h5, weird_tmp_path):
                    env=env, timeout=900)
     assert res.returncode == 0, res.stdout + res.stderr
     assert f"report: {run_dir}/report.json" in res.stdout
+    # the line to open it in TensorBoard, the weird path quoted for a shell
+    assert f"tensorboard: tensorboard --logdir {shlex.quote(str(run_dir))}" in res.stdout
     assert "test accuracy" in res.stdout
 
     report = json.loads((run_dir / "report.json").read_text())
@@ -52,6 +55,17 @@ def test_submit_two_nodes_to_report(slurm_cluster, fmnist_h5, weird_tmp_path):
         rows[0])
     assert (run_dir / "checkpoints" / "epoch-0001" / "state.json").is_file()
     assert not list(run_dir.rglob(".*tmp*"))  # no temporary files left behind
+    # TensorBoard: the epoch's scalars as metrics.jsonl has them, the pictures as images
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    points = check_tensorboard(run_dir)
+    assert "step_time_ms/allreduce" in points  # 2 ranks: the allreduce has a share
+    reached = {f"time_to_accuracy_s/{k}" for k, v in report["time_to_accuracy_s"].items()
+               if v is not None}
+    assert reached == {tag for tag in points if tag.startswith("time_to_accuracy_s/")}
+    acc = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"images": 0})
+    acc.Reload()
+    assert set(acc.Tags()["images"]) == {f"pictures/{name}" for name in pictures}
 
     job_id = report["slurm"]["job_id"]
     sacct = subprocess.run(["sacct", "-j", job_id, "-X", "-n", "-P", "-o", "State,NNodes"],

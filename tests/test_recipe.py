@@ -18,6 +18,7 @@ from conftest import (
     MIXED,
     MIXED_ALONE,
     SEEDS,
+    check_tensorboard,
     hpctrain,
     on_ranks,
     ranks_command,
@@ -73,6 +74,7 @@ def test_killed_run_resumes_exactly(cnn_two_ranks, fmnist_h5, tmp_path):
     assert abs(a["test_accuracy"] - b["test_accuracy"]) <= 0.003
     # Data order and dropout masks are functions of (seed, epoch): the resumed run is exact.
     assert a["ranks_in_sync"]["weight_sha256"] == b["ranks_in_sync"]["weight_sha256"]
+    check_tensorboard(broken)  # the killed segment's epochs and the resumed one's, once each
     _check_pictures(whole, broken, fmnist_h5, tmp_path)
 
 
@@ -96,6 +98,7 @@ def _check_pictures(whole, resumed, h5, tmp_path):
     res = hpctrain("report", str(whole))
     _ok(res)
     assert "pictures drawn again" in res.stderr and (whole / "confusion.png").is_file()
+    assert res.stdout.rstrip().endswith(f"tensorboard: tensorboard --logdir {whole}")
     assert read_report(whole)["pictures"]["confusion"] == counts
     # predict, in one call: 20 staged test images, and the same images exported as PNG files
     # get the same classes and probabilities (read and prepared as the run's data was staged)

@@ -167,8 +167,10 @@ def tiny_study(slurm_cluster, tmp_path_factory) -> tuple[Path, dict]:
            "HPCTRAIN_TEST_SLOW_RANK": "1:0.15"}
     dry = hpctrain("study", *STUDY, *STUDY_OVERRIDES, "--dry-run", env=env, check=True)
     assert dry.stdout.count("#SBATCH --nodes=") == 2 and not (results / "studies").exists()
-    hpctrain("study", *STUDY, *STUDY_OVERRIDES, env=env, check=True, timeout=600)
-    return results / "studies" / "tiny", env
+    res = hpctrain("study", *STUDY, *STUDY_OVERRIDES, env=env, check=True, timeout=600)
+    study = results / "studies" / "tiny"
+    assert f"tensorboard: tensorboard --logdir {study}" in res.stdout
+    return study, env
 
 
 @pytest.mark.slow(
@@ -191,6 +193,13 @@ def test_tiny_study_on_the_embedded_cluster(tiny_study, tmp_path):
     assert "embedded Slurm cluster" in readme  # what the efficiency means here, said
     for png in ("throughput.png", "efficiency.png", "breakdown.png"):
         assert (study / png).read_bytes()[:4] == b"\x89PNG"
+    # `tensorboard --logdir <study>` overlays its runs, one per point, named by their point
+    from tensorboard.backend.event_processing.plugin_event_multiplexer import EventMultiplexer
+
+    board = EventMultiplexer().AddRunsFromDirectory(str(study))
+    board.Reload()
+    assert sorted(board.Runs()) == sorted(f"runs/{run.name}/tensorboard"
+                                          for run in (study / "runs").iterdir())
     # resumed: nothing is rerun
     again = hpctrain("study", *STUDY, *STUDY_OVERRIDES, env=env, check=True)
     assert "0 run(s) to submit" in again.stdout

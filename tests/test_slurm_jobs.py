@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import LONG, REPO, VENV_BIN, hpctrain, read_report, write_config
+from conftest import LONG, REPO, VENV_BIN, check_tensorboard, hpctrain, read_report, write_config
 from hpctrain.slurm.profiles import slurm_minutes
 
 pytestmark = pytest.mark.slurm
@@ -265,6 +265,7 @@ def test_preemption_then_time_limit_checkpoint_requeue_resume(slurm_cluster, lon
     states = _sacct(slurm_cluster, report["slurm"]["job_id"], "State", duplicates=True)
     assert states == ["REQUEUED", "REQUEUED", "COMPLETED"]
     assert "segments: " in (job.run_dir / "report.md").read_text()
+    check_tensorboard(job.run_dir)  # every epoch once across the three segments
 
 
 def _rank_pid(job_id: str, rank: int) -> int | None:

@@ -184,7 +184,12 @@ def _train(args) -> int:
 def _report(args) -> int:
     from hpctrain.atomic import write_text
     from hpctrain.report.accuracy_table import accuracy_table
-    from hpctrain.report.run_report import check_failures, load_report, render_markdown
+    from hpctrain.report.run_report import (
+        check_failures,
+        load_report,
+        render_markdown,
+        tensorboard_line,
+    )
 
     missing = [d for d in args.run_dirs if not (Path(d) / "report.json").is_file()]
     if missing:
@@ -211,12 +216,15 @@ def _report(args) -> int:
                 print(f"hpctrain report: {d}: pictures drawn again ("
                       f"{', '.join(drawn['files']) or 'none'})"
                       + (f"; {drawn['error']}" if drawn["error"] else ""), file=sys.stderr)
-    for report in reports:
+    for d, report in zip(args.run_dirs, reports, strict=True):
         if args.json:
             print(json.dumps(report, indent=2))
         else:
             print(render_markdown(report, inline_pictures=False) if "model" in report
                   else json.dumps(report))
+            board = tensorboard_line(d)
+            if board:
+                print(board)
     if args.check:
         bad = check_failures(args.run_dirs, reports)
         for line in bad:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import platform
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -261,6 +262,14 @@ def mark(run_dir: str | Path, status: str, error: str | None = None) -> None:
         return
     report = {**json.loads(path.read_text()), "status": status, "error": error}
     write_report(run_dir, report)
+
+
+def tensorboard_line(logdir: str | Path) -> str | None:
+    """The line that opens a run's (or a study's) event files in TensorBoard, if it has any."""
+    logdir = Path(logdir)
+    if not any(logdir.glob("**/tensorboard/events.out.tfevents.*")):
+        return None
+    return f"tensorboard: tensorboard --logdir {shlex.quote(str(logdir))}"
 
 
 def load_report(run_dir: str | Path) -> dict:

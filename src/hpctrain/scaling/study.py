@@ -241,6 +241,11 @@ def run_study(study: Study, dry_run: bool = False, wait: bool = True,
                       mode=study.mode)
     print(f"study {study.name}: {summary['points']} point(s), {summary['runs']} run(s) -> "
           f"{study_dir / 'README.md'}")
+    from hpctrain.report.run_report import tensorboard_line
+
+    board = tensorboard_line(study_dir)  # every point's run side by side
+    if board:
+        print(board)
     return 1 if failed else 0
 
 

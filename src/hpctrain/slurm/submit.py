@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hpctrain.atomic import write_json, write_text
-from hpctrain.report.run_report import load_report, render_markdown
+from hpctrain.report.run_report import load_report, render_markdown, tensorboard_line
 from hpctrain.slurm.client import SlurmClient, SlurmError, print_change
 from hpctrain.slurm.request import Request, resolve
 from hpctrain.slurm.script import JobSpecError, render_sbatch, with_changes
@@ -140,6 +140,9 @@ def summarize(job_id: str, state: str, run_dir: Path) -> int:
                 else (run_dir / "report.md").read_text())
         print(text.rstrip("\n"))
         print(f"report: {report_path}")
+        board = tensorboard_line(run_dir)
+        if board:
+            print(board)
         ok, line = outcome(run_dir, state)
         print(line)
         return 0 if ok else 1

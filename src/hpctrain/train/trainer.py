@@ -32,6 +32,7 @@ from hpctrain.train import callbacks as cb
 from hpctrain.train import checkpoint, predictions
 from hpctrain.train.config import TrainConfig
 from hpctrain.train.data_feed import DataFeed
+from hpctrain.train.event_log import EventLog
 from hpctrain.train.keras_compat import require_keras2
 from hpctrain.train.models import build_model
 from hpctrain.train.optim import learning_rate, make_optimizer
@@ -51,6 +52,7 @@ class Trainer:
         self.run_dir: Path = run_dir or Path()  # chosen by rank 0 in set_up()
         self._requested_dir = run_dir
         self.stop = stop or StopRequest()
+        self.events: EventLog | None = None  # rank 0's TensorBoard event files
 
     def run(self) -> int:
         self.set_up()
@@ -65,6 +67,8 @@ class Trainer:
         except BaseException as e:  # the report must not say what an earlier segment did
             self._mark("failed", f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"
                        if str(e) else type(e).__name__)
+            if self.events:
+                self.events.close()
             raise
 
     def _mark(self, status: str, error: str | None = None) -> None:
@@ -184,6 +188,9 @@ class Trainer:
             if cfg.checkpoint:
                 self.callbacks.append(checkpoint.checkpoint_callback(
                     tf, self.run_dir / "checkpoints", self.snapshot))
+            self.events = events = EventLog(self.run_dir, state.epoch + 1)
+            self.callbacks.append(tf.keras.callbacks.LambdaCallback(  # after the checkpoint
+                on_epoch_end=lambda epoch, logs: events.epochs(self.recorder.rows)))
         else:
             self.callbacks.append(self.recorder.writer(None))
 
@@ -235,6 +242,11 @@ class Trainer:
             path = self.report(digests, "completed" if in_sync else "ranks-out-of-sync", None,
                                drawn)
             self.log(f"report: {path} ({time.time() - process_start():.1f} s since start)")
+            written = run_report.load_report(self.run_dir)
+            files = (written.get("pictures") or {}).get("files") or {}
+            if self.events:
+                self.events.finish(self.recorder.rows, written["time_to_accuracy_s"],
+                                   {name: self.run_dir / f for name, f in files.items()})
         return 0 if in_sync else EXIT_OUT_OF_SYNC
 
     def _checkpointed_stop(self, digests: list[str], in_sync: bool) -> int:
@@ -245,6 +257,8 @@ class Trainer:
                 (self.run_dir / REQUEUE_FILE).write_text(f"{where}\n")
             self.report(digests, "stopped", f"{self.stopper.reason}: checkpointed at {where}; "
                         "continue with --resume (the batch script requeues itself)")
+            if self.events:
+                self.events.close()
         hvd_tf.broadcast_object(None, root_rank=0)  # Horovod: exit together, after the report
         self.log(f"stop requested ({self.stopper.reason}): checkpointed at {where}, exiting "
                  f"with {EXIT_REQUEUE} (requeue me)")
