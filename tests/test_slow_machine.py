@@ -53,7 +53,7 @@ def test_render_block_takes_every_figure_from_the_record():
     assert "150 passed, 0 failed; tests 25m00s; install 5m00s; all 33m10s, exit 0" in row
     assert block.splitlines()[5] == (
         "- ci-capped (at abc1234): `make test` 25m00s, within its 25 minutes; `.ci/run` "
-        "33m10s, within its 35 minutes, exit 0; no demo record under the same quota: the "
+        "33m10s, within its 35 minutes, exit 0; no demo record on this CPU (AMD EPYC): the "
         "machine it emulates is unknown.")
     slower = {**record, "total_s": 2200, "cpu_s": [{"s": 500.0, "test": "t"}]}
     # the demo under the same quota nearest in time says what machine the quota emulated
@@ -71,6 +71,13 @@ def test_render_block_takes_every_figure_from_the_record():
         "~600)."]
     assert slow_machine.calibration(slower, {"d2": other}) == (
         "the demo job at 590 images/s under the same quota (d2, 7.0 h apart)")
+    # only another quota on this CPU: its rate scaled by the quota, said to be an estimate
+    assert slow_machine.calibration(slower, {"d3": elsewhere}) == (
+        "the demo job at 534 images/s estimated: 610 images/s at 0.4 cores scaled by the "
+        "quota (d3, 0.2 h apart, a slower machine than the budget's ~600)")
+    # a demo on another CPU model says nothing about this one
+    intel = {**demo, "cpu": {**record["cpu"], "model": "Intel(R) Xeon(R) Processor"}}
+    assert slow_machine.calibration(slower, {"i": intel}).startswith("no demo record on this")
 
 
 def test_readme_ci_timing_matches_results_ci():
