@@ -260,8 +260,9 @@ def _hours_apart(a: dict, b: dict) -> float:
 def calibration(record: dict, records: dict[str, dict]) -> str:
     """What machine a capped record emulated: the demo record on the same CPU model under the
     same quota nearest in time (the rate a quota gives drifts with the host's load); with
-    none, the nearest demo on that CPU under another quota, its rate scaled by the quota
-    (an estimate, and said to be one). Demos on other CPU models say nothing about it."""
+    none, the demo on that CPU under the nearest other quota, its rate scaled by the quota
+    (an estimate, and said to be one: the rate is not quite proportional to the quota).
+    Demos on other CPU models say nothing about it."""
     cap, model = record["cap"], record.get("cpu", {}).get("model")
     same_cpu = {name: r for name, r in records.items() if "images_per_s" in r and r.get("cap")
                 and r.get("cpu", {}).get("model") == model and r["cap"]["cores"]}
@@ -269,7 +270,9 @@ def calibration(record: dict, records: dict[str, dict]) -> str:
              if (r["cap"]["cores"], r["cap"]["period_us"]) == (cap["cores"], cap["period_us"])}
     if not demos and not same_cpu:
         return (f"no demo record on this CPU ({model}): the machine it emulates is unknown")
-    name, demo = min((demos or same_cpu).items(), key=lambda kv: _hours_apart(kv[1], record))
+    name, demo = min(demos.items(), key=lambda kv: _hours_apart(kv[1], record)) if demos \
+        else min(same_cpu.items(), key=lambda kv: (abs(kv[1]["cap"]["cores"] - cap["cores"]),
+                                                  _hours_apart(kv[1], record)))
     ips = demo["images_per_s"] * (1 if demos else cap["cores"] / demo["cap"]["cores"])
     side = "" if abs(ips / BUDGET_DEMO_IPS - 1) <= DEMO_TOLERANCE else (
         f", a {'faster' if ips > BUDGET_DEMO_IPS else 'slower'} machine than the budget's "
