@@ -17,8 +17,8 @@ import pytest
 from PIL import Image
 
 from conftest import MPI_ENV, VENV_BIN, hpctrain, make_tree
+from hpctrain.atomic import file_sha256
 from hpctrain.data.imagefolder import load_image
-from hpctrain.data.shards import file_sha256
 
 pytestmark = pytest.mark.usefixtures("mpirun_available")
 

@@ -1,8 +1,10 @@
-"""Atomic file writes: write under a temporary name in the same directory, then rename."""
+"""Atomic file writes: write under a temporary name in the same directory, then rename; and
+the sha256 that files written this way are checked against when read back."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 from collections.abc import Iterator
@@ -24,6 +26,14 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def file_sha256(path: str | os.PathLike, block: int = 8 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(block):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:

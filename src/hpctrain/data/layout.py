@@ -93,7 +93,8 @@ def split_pieces(path: str, split: str) -> list[Piece]:
 
 def describe(path: str) -> dict:
     if Path(path).is_dir():
-        from hpctrain.data.shards import MANIFEST, file_sha256, load_manifest
+        from hpctrain.atomic import file_sha256
+        from hpctrain.data.shards import MANIFEST, load_manifest
 
         m = load_manifest(path)
         return {

@@ -13,7 +13,6 @@ of about 4 MiB along N, so a reader's large reads are whole chunks.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -107,14 +106,6 @@ def remove_stale_temporaries(path: Path) -> None:
     """Temporary files a killed writer of this shard left behind (see atomic.atomic_path)."""
     for stale in path.parent.glob(f".{path.stem}.tmp*{path.suffix}"):
         stale.unlink(missing_ok=True)
-
-
-def file_sha256(path: Path, block: int = 8 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(block):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def write_manifest(out: Path, manifest: dict) -> None:

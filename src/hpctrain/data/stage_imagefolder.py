@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from hpctrain import __version__
-from hpctrain.atomic import write_text
+from hpctrain.atomic import file_sha256, write_text
 from hpctrain.data.imagefolder import POLICIES, load_image, scan
 from hpctrain.data.layout import StagingError
 from hpctrain.data.shards import (
@@ -36,7 +36,6 @@ from hpctrain.data.shards import (
     ShardWriter,
     chunk_rows,
     complete_shard,
-    file_sha256,
     remove_stale_temporaries,
     shard_name,
     write_manifest,

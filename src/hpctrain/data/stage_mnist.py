@@ -12,7 +12,6 @@ leaves nothing behind.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import json
 import os
 import struct
@@ -23,7 +22,7 @@ import h5py
 import numpy as np
 
 from hpctrain import __version__
-from hpctrain.atomic import atomic_path
+from hpctrain.atomic import atomic_path, file_sha256
 from hpctrain.data.layout import StagingError, check_h5
 
 CLASS_NAMES = {
@@ -44,14 +43,6 @@ CHUNK_SAMPLES = 1024
 class Split:
     images: np.ndarray  # (N, 28, 28) uint8
     labels: np.ndarray  # (N,) uint8
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 # ---- IDX -------------------------------------------------------------------------------------
@@ -92,8 +83,8 @@ def load_idx_dir(source: Path) -> tuple[dict[str, Split], dict[str, str]]:
         img_path = find_idx(source, img_stem, "idx3")
         lbl_path = find_idx(source, lbl_stem, "idx1")
         splits[split] = Split(read_idx(img_path), read_idx(lbl_path))
-        hashes[img_path.name] = sha256(img_path)
-        hashes[lbl_path.name] = sha256(lbl_path)
+        hashes[img_path.name] = file_sha256(img_path)
+        hashes[lbl_path.name] = file_sha256(lbl_path)
     return splits, hashes
 
 
@@ -115,7 +106,7 @@ def load_npz(source: Path) -> tuple[dict[str, Split], dict[str, str]]:
                 raise StagingError(f"{source}: cannot read {x}/{y} "
                                    f"({type(e).__name__}: {' '.join(str(e).split())})"
                                    ) from None
-    return splits, {source.name: sha256(source)}
+    return splits, {source.name: file_sha256(source)}
 
 
 # ---- validation and writing --------------------------------------------------------------------

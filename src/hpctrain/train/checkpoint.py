@@ -22,12 +22,13 @@ bit for bit. Nothing here imports TensorFlow except through the `tf` passed in.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
 import shutil
 from pathlib import Path
+
+from hpctrain.atomic import file_sha256
 
 STATE, MANIFEST, SKIPPED = "state.json", "manifest.json", "skipped"
 _NAME = re.compile(r"epoch-(\d{4,})(?:\.step-(\d{6,}))?")
@@ -71,14 +72,6 @@ def read_state(path: str | Path) -> dict:
     return json.loads((Path(path) / STATE).read_text())
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _fsync(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -93,7 +86,7 @@ def write_manifest(directory: Path) -> dict:
     files = {}
     for path in sorted(p for p in directory.iterdir() if p.is_file() and p.name != MANIFEST):
         _fsync(path)
-        files[path.name] = {"size": path.stat().st_size, "sha256": _sha256(path)}
+        files[path.name] = {"size": path.stat().st_size, "sha256": file_sha256(path)}
     manifest = {"format": 1, "files": files}
     with open(directory / MANIFEST, "w") as f:
         f.write(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
@@ -122,7 +115,7 @@ def verify(path: str | Path) -> str | None:
         size = f.stat().st_size
         if size != want["size"]:
             return f"{file} is {size:,} bytes, the manifest says {want['size']:,}"
-        if _sha256(f) != want["sha256"]:
+        if file_sha256(f) != want["sha256"]:
             return f"{file} does not match its sha256 in the manifest"
     return None
 

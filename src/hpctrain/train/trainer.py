@@ -7,8 +7,8 @@ The recipe is Horovod's tensorflow2_keras_mnist.py: every distributed line says 
 Only rank 0 writes files. Every run ends by checking that all ranks hold identical weights;
 a mismatch is recorded in the report and fails the run (exit 3). A resumed run whose
 checkpoints all fail verification stops with one line and exit 4, which the job script
-treats as final. Imported only inside a rank,
-after TF_USE_LEGACY_KERAS=1 is set (train/command.py).
+treats as final. Imported only inside a rank, after TF_USE_LEGACY_KERAS=1 is set
+(train/command.py).
 """
 
 from __future__ import annotations
@@ -64,9 +64,13 @@ class Trainer:
             self.log(f"error: {e}")
             self._mark("failed", str(e))
             return EXIT_NO_CHECKPOINT
-        except BaseException as e:  # the report must not say what an earlier segment did
-            self._mark("failed", f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"
-                       if str(e) else type(e).__name__)
+        except BaseException as e:  # recorded in the report, then re-raised: exit non-zero
+            error = f"{type(e).__name__}: {e}"
+            if self.env.is_main and hasattr(self, "recorder"):  # the model was built
+                self.state.end_segment("failed")
+                self.report(None, "failed", error)
+            else:  # the report must not say what an earlier segment did
+                self._mark("failed", error)
             if self.events:
                 self.events.close()
             raise
@@ -200,23 +204,17 @@ class Trainer:
         epoch = state.epoch
         if self.target_reached():  # a resumed run that had already reached it trains nothing
             return
-        try:
-            if state.step:  # finish the epoch a stop request cut short
-                for callback in (self.schedule, self.stopper):
-                    callback.batch_offset = state.step
-                self.model.fit(self.feed.batches(epoch, state.step),
-                               steps_per_epoch=steps - state.step, epochs=epoch + 1,
-                               initial_epoch=epoch, callbacks=self.callbacks, verbose=0)
-                epoch += 1
-            if not self.stopper.reason and epoch < cfg.epochs:
-                self.model.fit(self.feed.batches(epoch), steps_per_epoch=steps,
-                               epochs=cfg.epochs, initial_epoch=epoch,
-                               callbacks=self.callbacks, verbose=0)
-        except Exception as e:  # recorded in the report, then re-raised for a non-zero exit
-            if self.env.is_main:
-                self.state.end_segment("failed")
-                self.report(None, "failed", f"{type(e).__name__}: {e}")
-            raise
+        if state.step:  # finish the epoch a stop request cut short
+            for callback in (self.schedule, self.stopper):
+                callback.batch_offset = state.step
+            self.model.fit(self.feed.batches(epoch, state.step),
+                           steps_per_epoch=steps - state.step, epochs=epoch + 1,
+                           initial_epoch=epoch, callbacks=self.callbacks, verbose=0)
+            epoch += 1
+        if not self.stopper.reason and epoch < cfg.epochs:
+            self.model.fit(self.feed.batches(epoch), steps_per_epoch=steps,
+                           epochs=cfg.epochs, initial_epoch=epoch,
+                           callbacks=self.callbacks, verbose=0)
 
     def target_reached(self) -> bool:
         rows = self.recorder.rows
@@ -239,13 +237,13 @@ class Trainer:
                  f"ERROR: ranks hold different weights: {digests}")
         drawn = self.draw() if self.cfg.pictures else None
         if self.env.is_main:
-            path = self.report(digests, "completed" if in_sync else "ranks-out-of-sync", None,
-                               drawn)
-            self.log(f"report: {path} ({time.time() - process_start():.1f} s since start)")
-            written = run_report.load_report(self.run_dir)
-            files = (written.get("pictures") or {}).get("files") or {}
+            report = self.report(digests, "completed" if in_sync else "ranks-out-of-sync",
+                                 None, drawn)
+            self.log(f"report: {self.run_dir / 'report.json'} "
+                     f"({time.time() - process_start():.1f} s since start)")
+            files = (report.get("pictures") or {}).get("files") or {}
             if self.events:
-                self.events.finish(self.recorder.rows, written["time_to_accuracy_s"],
+                self.events.finish(self.recorder.rows, report["time_to_accuracy_s"],
                                    {name: self.run_dir / f for name, f in files.items()})
         return 0 if in_sync else EXIT_OUT_OF_SYNC
 
@@ -301,7 +299,8 @@ class Trainer:
                                    self.recorder.train_seconds, self.stopper.reason)
 
     def report(self, digests: list[str] | None, status: str, error: str | None,
-               pictures: dict | None = None) -> Path:
+               pictures: dict | None = None) -> dict:
+        """Writes report.json and report.md; returns the report."""
         report = run_report.build_report(
             config=self.cfg.to_dict(), epochs=self.recorder.rows, env=self.env.as_dict(),
             node_names=self.node_names, dataset=self.feed.info, startup_s=self.startup_s,
@@ -317,7 +316,8 @@ class Trainer:
                                                 for w in self.model.trainable_weights)),
                 "gradient_bytes": int(sum((w.shape.num_elements() or 0) * w.dtype.size
                                           for w in self.model.trainable_weights))})
-        return run_report.write_report(self.run_dir, report)
+        run_report.write_report(self.run_dir, report)
+        return report
 
     def log(self, msg: str) -> None:
         elapsed = time.time() - process_start()
