@@ -1,17 +1,14 @@
 """Verified checkpoints: each one's files listed with size and sha256 in a manifest written
 last; on resume a damaged newest checkpoint is moved aside (never deleted) and the next
-older one is used, on real ranks, to the same weights as a run never stopped; with none
-left, one line and a final exit code."""
+older one is used; with none left, one line and a final exit code. On real ranks, after a
+killed run: test_recipe.py."""
 
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
-import pytest
-
-from conftest import LONG, check_tensorboard, hpctrain, on_ranks, read_report
+from conftest import cut_checkpoint
 from hpctrain.train import checkpoint
 
 
@@ -28,19 +25,13 @@ def _fake(directory: Path, epoch: int, payload: bytes = b"weights" * 100,
     return path
 
 
-def _cut(path: Path, keep: float = 1 / 3) -> None:
-    """What a node dying during a flush, or a quota hit, leaves: the data file cut short."""
-    (data,) = path.glob("ckpt.data-*")
-    data.write_bytes(data.read_bytes()[:int(data.stat().st_size * keep)])
-
-
 def test_verify_names_what_is_wrong(tmp_path):
     good = _fake(tmp_path, 1)
     assert checkpoint.verify(good) is None
     manifest = json.loads((good / checkpoint.MANIFEST).read_text())
     assert set(manifest["files"]) == {"ckpt.index", "ckpt.data-00000-of-00001", "state.json"}
     short = _fake(tmp_path, 2)
-    _cut(short)
+    cut_checkpoint(short)
     assert checkpoint.verify(short) == \
         "ckpt.data-00000-of-00001 is 233 bytes, the manifest says 700"
     flipped = _fake(tmp_path, 3)
@@ -60,7 +51,7 @@ def test_verify_names_what_is_wrong(tmp_path):
 
 def test_newest_valid_reads_only_and_move_aside_keeps_everything(tmp_path):
     _fake(tmp_path, 1)
-    _cut(_fake(tmp_path, 2))
+    cut_checkpoint(_fake(tmp_path, 2))
     found, bad = checkpoint.newest_valid(tmp_path)
     assert found is not None and found[:2] == (1, 0)
     assert [(p.name, why.split(" is ")[0]) for p, why in bad] == [
@@ -73,45 +64,3 @@ def test_newest_valid_reads_only_and_move_aside_keeps_everything(tmp_path):
     _fake(tmp_path, 2)  # the same name damaged again later: both kept
     assert checkpoint.move_aside(tmp_path / "epoch-0002", "again").name == "epoch-0002.2"
     assert [c[:2] for c in checkpoint.complete(tmp_path)] == [(1, 0)]
-
-
-@pytest.mark.slow(reason="the first user of the shared 2-rank launch: sets it up")
-@pytest.mark.mpi
-def test_damaged_newest_checkpoint_falls_back_on_real_ranks(one_launch, tmp_path):
-    """The long jobs' uninterrupted reference (5 epochs on 2 ranks, the last two checkpoints
-    kept) with its newest checkpoint cut to a third: `--resume` on 2 ranks moves it aside
-    with one line, resumes from epoch 4 on both ranks and ends with the reference's weights.
-    Then with every checkpoint damaged: one line, exit 4, nothing deleted, and report.json
-    says failed instead of the completed it held."""
-    reference = read_report(one_launch.dirs["long-reference"])
-    run = tmp_path / "run"
-    shutil.copytree(one_launch.dirs["long-reference"], run)
-    config = one_launch.configs["long-reference"]
-    assert [c[0] for c in checkpoint.complete(run / "checkpoints")] == [4, 5]
-    _cut(run / "checkpoints" / "epoch-0005")
-    res = on_ranks(config, run, resume=True)
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    assert res.stdout.count("checkpoint epoch-0005 skipped (ckpt.data-00000-of-00001 is ") == 1
-    report = read_report(run)
-    assert report["status"] == "completed" and report["epochs_completed"] == LONG["epochs"]
-    assert report["segments"][-1]["first_epoch"] == 5  # from epoch 4's checkpoint
-    assert report["ranks_in_sync"]["weight_sha256"] == reference["ranks_in_sync"][
-        "weight_sha256"]
-    (skipped,) = report["checkpoints_skipped"]
-    assert skipped["checkpoint"] == "epoch-0005" and "the manifest says" in skipped["reason"]
-    assert (run / "checkpoints" / "skipped" / "epoch-0005" / "why.txt").is_file()
-    assert "checkpoint epoch-0005 skipped on resume" in (run / "report.md").read_text()
-    # TensorBoard: the resumed segment's epoch 5 replaces the one written before, once
-    assert [s for s, _ in check_tensorboard(run)["test/accuracy"]] == [1, 2, 3, 4, 5]
-
-    for path in (run / "checkpoints").glob("epoch-*"):  # the new epoch 5 and epoch 4
-        _cut(path, keep=0.5)
-    res = hpctrain("train", "--run-dir", str(run), "--resume")
-    assert res.returncode == 4, res.stdout[-3000:] + res.stderr[-3000:]
-    errors = [line for line in res.stdout.splitlines() if "error: no usable checkpoint" in line]
-    assert len(errors) == 1 and "epoch-0005: ckpt.data" in errors[0], res.stdout[-2000:]
-    assert sorted(p.name for p in (run / "checkpoints" / "skipped").iterdir()) == [
-        "epoch-0004", "epoch-0005", "epoch-0005.2"]
-    assert not list((run / "checkpoints").glob("epoch-*"))
-    after = read_report(run)
-    assert after["status"] == "failed" and "no usable checkpoint" in after["error"]

@@ -13,8 +13,10 @@ from conftest import REPO, RESNET50_224, hpctrain, make_tree, read_report, write
 
 @pytest.mark.slurm
 def test_image_tree_chain_with_node_local_copies(slurm_cluster, tmp_path):
-    """The mpirun launcher's 2-node job too (srun starts every other job; horovodrun:
-    test_slurm_jobs.py), with the profile given by path."""
+    """The mpirun launcher's 2-node job too (srun starts the long jobs and the studies,
+    horovodrun the end-to-end job: test_e2e_slurm.py), with the profile given by path, and
+    Horovod's timeline (`timeline: true` sets HOROVOD_TIMELINE before hvd.init; its writer
+    thread spins on rank 0 until the process ends, so only a short run has it)."""
     tree = make_tree(tmp_path / "tree", 400, 100)
     scratch = tmp_path / "scratch"
     scratch.mkdir()
@@ -29,7 +31,7 @@ def test_image_tree_chain_with_node_local_copies(slurm_cluster, tmp_path):
                    "--chain", "stage,train,report", "--stage-dataset", "imagefolder",
                    "--stage-source", str(tree), "--stage-options",
                    "--size 24 --shards 4 --max-unreadable 0.02", "--run-dir", str(run_dir),
-                   "--launcher", "mpirun", "--wait",
+                   "--launcher", "mpirun", "--wait", "timeline=true",
                    env={"SLURM_CONF": str(slurm_cluster.slurm_conf)}, timeout=900)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     jobs = json.loads((run_dir / "submission.json").read_text())["jobs"]
@@ -51,6 +53,7 @@ def test_image_tree_chain_with_node_local_copies(slurm_cluster, tmp_path):
     assert report["launcher"] == "mpirun" and report["ranks"] == report["nodes"] == 2
     assert report["dataset"]["test_count"] == 100 and report["dataset"]["num_classes"] == 10
     assert list(scratch.iterdir()) == []  # the copies are removed when the job ends
+    assert "NEGOTIATE_ALLREDUCE" in (run_dir / "timeline.json").read_text()
 
 
 @pytest.mark.slow(reason="ResNet-50's training and evaluation graphs traced at 224x224 "

@@ -16,9 +16,9 @@ import pytest
 
 from conftest import (
     MIXED,
-    MIXED_ALONE,
     SEEDS,
     check_tensorboard,
+    cut_checkpoint,
     hpctrain,
     on_ranks,
     ranks_command,
@@ -26,6 +26,7 @@ from conftest import (
     write_config,
 )
 from conftest import TINY_2RANK as TINY
+from hpctrain.train import checkpoint
 
 pytestmark = pytest.mark.mpi
 
@@ -46,39 +47,79 @@ def _kill_ranks(run_dir) -> int:
 
 
 @pytest.mark.slow(reason="a killed and a resumed 2-rank run, the pictures drawn again and "
-                  "predict: five TensorFlow processes at least")
-def test_killed_run_resumes_exactly(cnn_two_ranks, fmnist_h5, tmp_path):
+                  "predict")
+def test_killed_run_with_a_damaged_checkpoint_resumes_exactly(cnn_two_ranks, fmnist_h5,
+                                                              capsys, tmp_path):
+    """The workshop CNN's 2-rank run killed after epoch 2 (every rank SIGKILLed, as a node
+    failure would) with its newest checkpoint cut to a third (what a node dying during a
+    flush, or a quota hit, leaves): `--resume` moves epoch 2 aside with one line, resumes
+    from epoch 1 on both ranks and ends with the weights of the run nobody stopped. Then,
+    with every checkpoint damaged: one line, exit 4, nothing deleted, and report.json says
+    failed instead of the completed it held."""
     config, whole = cnn_two_ranks
     broken = tmp_path / "broken"
     argv, env = ranks_command(config, broken, *TINY)
+    # rank 1 sleeps 0.1 s a step (the other waits in the allreduce: numerics untouched), so
+    # that the kill lands in epoch 3 on any machine of this kind
+    env.update(HPCTRAIN_TEST_SLOW_RANK="1:0.1", HOROVOD_CYCLE_TIME="50")
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
-    while not (broken / "checkpoints" / "epoch-0001" / "state.json").exists():
-        assert proc.poll() is None and time.time() < deadline, "no checkpoint after epoch 1"
+    while not (broken / "checkpoints" / "epoch-0002" / checkpoint.MANIFEST).exists():
+        assert proc.poll() is None and time.time() < deadline, "no checkpoint after epoch 2"
         time.sleep(0.1)
     assert _kill_ranks(broken) == 2
     assert proc.wait(timeout=120) != 0
     assert not (broken / "report.json").exists() or read_report(broken)["status"] != "completed"
-    done = sorted(p.name for p in (broken / "checkpoints").glob("epoch-*"))
-    assert done and done[-1] < "epoch-0003", done
+    assert [c[0] for c in checkpoint.complete(broken / "checkpoints")] == [1, 2]
+    cut_checkpoint(broken / "checkpoints" / "epoch-0002")
 
     res = hpctrain("train", "--config", str(config), "--run-dir", str(broken), *TINY)
     assert res.returncode == 2 and "pass --resume" in res.stderr  # no silent overwrite
-    _ok(on_ranks(config, broken, *TINY, resume=True))
+    res = on_ranks(config, broken, *TINY, resume=True)
+    _ok(res)
+    assert res.stdout.count("checkpoint epoch-0002 skipped (ckpt.data-00000-of-00001 is ") == 1
     a, b = read_report(whole), read_report(broken)
     assert b["status"] == "completed" and b["epochs_completed"] == 3
-    assert [s["first_epoch"] for s in b["segments"]] == [1, int(done[-1][-4:]) + 1]
+    assert [s["first_epoch"] for s in b["segments"]] == [1, 2]  # from epoch 1's checkpoint
     rows = [json.loads(line) for line in (broken / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2, 3]  # every epoch once
     assert abs(a["test_accuracy"] - b["test_accuracy"]) <= 0.003
     # Data order and dropout masks are functions of (seed, epoch): the resumed run is exact.
     assert a["ranks_in_sync"]["weight_sha256"] == b["ranks_in_sync"]["weight_sha256"]
-    check_tensorboard(broken)  # the killed segment's epochs and the resumed one's, once each
-    _check_pictures(whole, broken, fmnist_h5, tmp_path)
+    (skipped,) = b["checkpoints_skipped"]
+    assert skipped["checkpoint"] == "epoch-0002" and "the manifest says" in skipped["reason"]
+    assert (broken / "checkpoints" / "skipped" / "epoch-0002" / "why.txt").is_file()
+    assert "checkpoint epoch-0002 skipped on resume" in (broken / "report.md").read_text()
+    # TensorBoard: the killed segment's epochs and the resumed one's, each epoch once
+    assert [s for s, _ in check_tensorboard(broken)["test/accuracy"]] == [1, 2, 3]
+    _check_pictures(whole, broken, fmnist_h5, capsys, tmp_path)
+
+    for path in (broken / "checkpoints").glob("epoch-*"):  # the new epochs 2 and 3
+        cut_checkpoint(path, keep=0.5)
+    res = hpctrain("train", "--run-dir", str(broken), "--resume")
+    assert res.returncode == 4, res.stdout[-3000:] + res.stderr[-3000:]
+    errors = [line for line in res.stdout.splitlines() if "error: no usable checkpoint" in line]
+    assert len(errors) == 1 and "epoch-0003: ckpt.data" in errors[0], res.stdout[-2000:]
+    assert sorted(p.name for p in (broken / "checkpoints" / "skipped").iterdir()) == [
+        "epoch-0002", "epoch-0002.2", "epoch-0003"]
+    assert not list((broken / "checkpoints").glob("epoch-*"))
+    after = read_report(broken)
+    assert after["status"] == "failed" and "no usable checkpoint" in after["error"]
 
 
-def _check_pictures(whole, resumed, h5, tmp_path):
+def _cli(capsys, *argv: str) -> tuple[int, str, str]:
+    """`hpctrain ARGV` in this process, where TensorFlow is loaded already (a second process
+    would spend seconds starting it): exit code, stdout, stderr."""
+    from hpctrain.cli import main
+
+    capsys.readouterr()
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def _check_pictures(whole, resumed, h5, capsys, tmp_path):
     """The report's pictures from 2 real ranks (sharing the runs above), drawn again by
     `hpctrain report` when missing, and `hpctrain predict` with the run's checkpoint."""
     r = read_report(whole)
@@ -95,10 +136,10 @@ def _check_pictures(whole, resumed, h5, tmp_path):
     # missing pictures are drawn again from the checkpoint
     for name in files.values():
         (whole / name).unlink()
-    res = hpctrain("report", str(whole))
-    _ok(res)
-    assert "pictures drawn again" in res.stderr and (whole / "confusion.png").is_file()
-    assert res.stdout.rstrip().endswith(f"tensorboard: tensorboard --logdir {whole}")
+    code, out, err = _cli(capsys, "report", str(whole))
+    assert code == 0, out[-3000:] + err[-3000:]
+    assert "pictures drawn again" in err and (whole / "confusion.png").is_file()
+    assert out.rstrip().endswith(f"tensorboard: tensorboard --logdir {whole}")
     assert read_report(whole)["pictures"]["confusion"] == counts
     # predict, in one call: 20 staged test images, and the same images exported as PNG files
     # get the same classes and probabilities (read and prepared as the run's data was staged)
@@ -113,10 +154,10 @@ def _check_pictures(whole, resumed, h5, tmp_path):
     pngs = [tmp_path / f"a shoe, maybe {i}.png" for i in range(20)]
     for image, png in zip(images, pngs, strict=True):
         Image.fromarray(np.asarray(image)[..., 0]).save(png)
-    out = hpctrain("predict", "--run", str(whole), *map(str, pngs), "--top", "3", "--h5",
-                   str(h5), "--index", *map(str, range(20)))  # staged images printed first
-    _ok(out)
-    lines = out.stdout.splitlines()
+    code, out, err = _cli(capsys, "predict", "--run", str(whole), *map(str, pngs), "--top", "3",
+                          "--h5", str(h5), "--index", *map(str, range(20)))  # staged first
+    assert code == 0, out[-3000:] + err[-3000:]
+    lines = out.splitlines()
     assert len(lines) == 40
     ranked = [re.findall(r"(\d)\. (.+?) (\d\.\d{4})", line.split(": ", 1)[1]) for line in lines]
     assert all(len(r) == 3 for r in ranked), lines
@@ -137,17 +178,10 @@ def _check_pictures(whole, resumed, h5, tmp_path):
 
 
 @pytest.mark.parametrize("name", MIXED)
-def test_mixed_precision_ranks_in_sync(request, fmnist_h5, tmp_path, name):
-    """float16 with loss scaling (on TensorFlow's own CPU kernels, in its own launch) and
-    bfloat16 with XLA (in the shared launch, after float32 runs), two epochs on 2 ranks."""
-    if name in MIXED_ALONE:
-        run_dir = tmp_path / "run"
-        config = write_config(tmp_path / "exp.yaml", fmnist_h5, learning_rate=0.01)
-        _ok(on_ranks(config, run_dir, *TINY, *MIXED[name]))
-        r = read_report(run_dir)
-    else:  # the shared launch only where the run is in it
-        launched = request.getfixturevalue("one_launch")
-        run_dir, r = launched.dirs[name], launched.report(name)
+def test_mixed_precision_ranks_in_sync(one_launch, name):
+    """bfloat16 with XLA (in the shared launch, after float32 runs), two epochs on 2 ranks.
+    (float16 with loss scaling: the end-to-end Slurm job, test_e2e_slurm.py.)"""
+    run_dir, r = one_launch.dirs[name], one_launch.report(name)
     assert r["ranks_in_sync"]["ok"] is True and r["ranks"] == 2
     assert r["training"]["precision"] == MIXED[name][0].split("=")[1]
     assert r["test_accuracy"] > 0.3  # chance is 0.1; two short epochs

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import LONG, REPO, VENV_BIN, check_tensorboard, hpctrain, read_report, write_config
+from conftest import LONG, VENV_BIN, check_tensorboard, hpctrain, read_report, write_config
 from hpctrain.slurm.profiles import slurm_minutes
 
 pytestmark = pytest.mark.slurm
@@ -326,40 +326,6 @@ def test_submitit_sweep(slurm_cluster, fmnist_h5, tmp_path):
     assert [r["training"]["activation"] for r in reports] == ["tanh", "relu"]
     assert all(r["status"] == "completed" and r["launcher"] == "srun" for r in reports)
     assert list((sweep_dir / "submitit").glob("*_log.out"))
-
-
-@pytest.mark.slow(reason="a 2-node job under horovodrun with a node-local copy")
-def test_horovodrun_two_nodes_node_local_scratch_and_timeline(slurm_cluster, fmnist_h5,
-                                                               tmp_path):
-    """srun starts every other job, mpirun the image-tree chain's (test_imagefolder_jobs.py);
-    horovodrun --gloo here. The profile is given by path, with `scratch`: each node copies
-    the data file there first, the ranks read their node's copy, and the job removes it.
-    Horovod's timeline is written (`timeline: true` sets HOROVOD_TIMELINE before hvd.init;
-    its writer thread spins on rank 0 until the process ends, so only a short run has it)."""
-    scratch = tmp_path / "node local"
-    scratch.mkdir()
-    profile = tmp_path / "site.yaml"
-    embedded = (REPO / "env" / "clusters" / "embedded.yaml").read_text()
-    profile.write_text(embedded.replace("scratch: null\n", f"scratch: '{scratch}'\n"))
-    config = write_config(tmp_path / "exp.yaml", fmnist_h5, model="softmax", batch_size=64)
-    run_dir = tmp_path / "run"
-    res = hpctrain("submit", "--profile", str(profile), "--nodes", "2", "--config",
-                   str(config), *TINY, "timeline=true", "--launcher", "horovodrun",
-                   "--run-dir", str(run_dir),
-                   "--wait", env=_env(slurm_cluster), timeout=900)
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    report = read_report(run_dir)
-    assert report["launcher"] == "horovodrun" and report["ranks"] == 2
-    assert report["nodes"] == 2 and report["status"] == "completed"
-    assert len(set(report["rank_nodes"])) == 2  # one rank on each of 2 nodes
-    assert report["ranks_in_sync"]["ok"] is True
-    config_used = json.loads((run_dir / "config.json").read_text())
-    job = report["slurm"]["job_id"]
-    assert config_used["data"] == f"{scratch}/hpctrain-{job}/{{node}}/{fmnist_h5.name}"
-    log = (run_dir / f"slurm-{job}.out").read_text()
-    assert all(f"{node}: 1 file(s)" in log for node in set(report["rank_nodes"]))
-    assert list(scratch.iterdir()) == []  # cleaned up
-    assert "NEGOTIATE_ALLREDUCE" in (run_dir / "timeline.json").read_text()
 
 
 def test_chain_stage_train_report(slurm_cluster, tmp_path):
