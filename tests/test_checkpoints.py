@@ -1,14 +1,22 @@
 """Verified checkpoints: each one's files listed with size and sha256 in a manifest written
 last; on resume a damaged newest checkpoint is moved aside (never deleted) and the next
-older one is used; with none left, one line and a final exit code. On real ranks, after a
-killed run: test_recipe.py."""
+older one is used; with none left, one line and a final exit code (on real ranks, after a
+killed run: test_recipe.py). A full disk stops a run with one line and loses nothing."""
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import shutil
+import subprocess
+import time
 from pathlib import Path
 
-from conftest import cut_checkpoint
+import pytest
+
+from conftest import VENV_BIN, cut_checkpoint, write_config
+from hpctrain.atomic import no_space
 from hpctrain.train import checkpoint
 
 
@@ -64,3 +72,75 @@ def test_newest_valid_reads_only_and_move_aside_keeps_everything(tmp_path):
     _fake(tmp_path, 2)  # the same name damaged again later: both kept
     assert checkpoint.move_aside(tmp_path / "epoch-0002", "again").name == "epoch-0002.2"
     assert [c[:2] for c in checkpoint.complete(tmp_path)] == [(1, 0)]
+
+
+def test_no_space_is_told_apart_from_other_errors():
+    full = OSError(errno.ENOSPC, "No space left on device", "/scratch/run/report.json")
+    assert no_space(full) == "/scratch/run/report.json"
+    tf_like = RuntimeError("{{function_node SaveV2}} /a b/ckpt_temp/part-0; No space left on "
+                           "device [Op:SaveV2]")  # TensorFlow's: the path is not parsed
+    assert no_space(tf_like) == ""
+    try:
+        try:
+            raise full
+        except OSError as e:
+            raise RuntimeError("callback failed") from e
+    except RuntimeError as wrapped:
+        assert no_space(wrapped) == "/scratch/run/report.json"  # found through the cause
+    assert no_space(OSError(errno.EACCES, "Permission denied", "/x")) is None
+    assert no_space(ValueError("bad")) is None and no_space(None) is None
+
+
+@pytest.mark.mpi
+def test_full_disk_stops_with_one_line_and_a_rerun_resumes(fmnist_h5, tmp_path):
+    """The run directory on a small real file system (tmpfs), filled by someone else after
+    epoch 1: epoch 2's checkpoint finds no space. The run stops with one line naming the path
+    and the space, exit 5; epoch 1's checkpoint survives, nothing half-written is left, and
+    report.json says failed. Once space is freed, `--resume` finishes the run."""
+    disk = tmp_path / "small disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(disk)],
+                             capture_output=True, text=True)
+    assert mounted.returncode == 0, f"a tmpfs is needed (root): {mounted.stderr}"
+    try:
+        run = disk / "run"
+        config = write_config(tmp_path / "exp.yaml", fmnist_h5, model="mlp5", epochs=3,
+                              train_limit=1024, test_limit=256)
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "1",
+               # 16 steps of 0.1 s: epoch 2 outlasts the filling on any machine of this kind
+               "HPCTRAIN_TEST_SLOW_RANK": "0:0.1"}
+        proc = subprocess.Popen([str(VENV_BIN / "hpctrain"), "train", "--config", str(config),
+                                 "--run-dir", str(run)], env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        first = run / "checkpoints" / "epoch-0001"
+        deadline = time.time() + 300
+        while not (first / checkpoint.MANIFEST).is_file():
+            assert proc.poll() is None and time.time() < deadline, proc.communicate()
+            time.sleep(0.05)
+        filler = disk / "someone else's file"
+        # all but 64 KB: room for metrics and events, not for a checkpoint (~1.5 MB)
+        filler.write_bytes(b"\0" * (shutil.disk_usage(disk).free - (64 << 10)))
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 5, out[-3000:] + err[-3000:]
+        lines = [line for line in out.splitlines() if "no space left" in line]
+        assert len(lines) == 1 and f"no space left on the file system of {run}" in lines[0]
+        assert "free; the newest checkpoint takes" in lines[0] and "--resume" in lines[0]
+        assert "Traceback" not in err
+        assert [c[0] for c in checkpoint.complete(run / "checkpoints")] == [1]
+        assert checkpoint.verify(first) is None
+        assert [p.name for p in (run / "checkpoints").iterdir()] == ["epoch-0001"]
+        report = json.loads((run / "report.json").read_text())
+        assert report["status"] == "failed" and "no space left" in report["error"]
+
+        filler.unlink()
+        res = subprocess.run([str(VENV_BIN / "hpctrain"), "train", "--run-dir", str(run),
+                              "--resume"], env=env, capture_output=True, text=True,
+                             timeout=300)
+        assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+        report = json.loads((run / "report.json").read_text())
+        assert report["status"] == "completed" and report["epochs_completed"] == 3
+        assert [s["first_epoch"] for s in report["segments"]] == [1, 2]
+        rows = (run / "metrics.jsonl").read_text().splitlines()
+        assert [json.loads(r)["epoch"] for r in rows] == [1, 2, 3]  # every epoch once
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)

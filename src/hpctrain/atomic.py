@@ -4,9 +4,11 @@ the sha256 that files written this way are checked against when read back."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -53,3 +55,35 @@ def write_json(path: str | os.PathLike, obj, sort_keys: bool = True) -> None:
 
 def write_jsonl(path: str | os.PathLike, rows: list[dict]) -> None:
     write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+
+
+def no_space(e: BaseException | None) -> str | None:
+    """When `e`, or what caused it, is a write that found its file system full (an OSError
+    with ENOSPC, or TensorFlow's error carrying the same message): the path written, or ""
+    when the error does not name it as a path. None for any other error."""
+    seen: set[int] = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+            return str(e.filename or "")
+        if "No space left on device" in str(e):
+            return ""
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def megabytes(n: float) -> str:
+    return f"{n / 1e6:,.1f} MB"
+
+
+def tree_bytes(path: str | os.PathLike) -> int:
+    """Bytes in the files under `path` (0 if it is gone)."""
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
+
+
+def free_bytes(path: str | os.PathLike) -> int:
+    """Free bytes on the file system holding `path` (or its nearest existing parent)."""
+    path = Path(path)
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return shutil.disk_usage(path).free

@@ -6,9 +6,10 @@ report, exit code; or checkpoint-and-requeue after a stop request).
 The recipe is Horovod's tensorflow2_keras_mnist.py: every distributed line says `# Horovod:`.
 Only rank 0 writes files. Every run ends by checking that all ranks hold identical weights;
 a mismatch is recorded in the report and fails the run (exit 3). A resumed run whose
-checkpoints all fail verification stops with one line and exit 4, which the job script
-treats as final. Imported only inside a rank, after TF_USE_LEGACY_KERAS=1 is set
-(train/command.py).
+checkpoints all fail verification stops with one line and exit 4, and one whose checkpoint
+or report write finds the disk full with one line and exit 5 (the half-written checkpoint
+removed, the older ones kept): the job script treats both as final. Imported only inside a
+rank, after TF_USE_LEGACY_KERAS=1 is set (train/command.py).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import horovod.tensorflow.keras as hvd
 import tensorflow as tf
 
 from hpctrain import environment
-from hpctrain.atomic import write_json
+from hpctrain.atomic import free_bytes, megabytes, no_space, tree_bytes, write_json
 from hpctrain.environment import JobEnvironment
 from hpctrain.report import run_report
 from hpctrain.resources import results_dir
@@ -43,6 +44,7 @@ from hpctrain.train.step_timing import StepClock
 
 EXIT_OUT_OF_SYNC = 3
 EXIT_NO_CHECKPOINT = 4  # --resume, and no checkpoint left that verifies: rerunning won't help
+EXIT_DISK_FULL = 5  # a write found the run directory's file system full: so would a rerun
 
 
 class Trainer:
@@ -65,15 +67,36 @@ class Trainer:
             self._mark("failed", str(e))
             return EXIT_NO_CHECKPOINT
         except BaseException as e:  # recorded in the report, then re-raised: exit non-zero
-            error = f"{type(e).__name__}: {e}"
-            if self.env.is_main and hasattr(self, "recorder"):  # the model was built
-                self.state.end_segment("failed")
-                self.report(None, "failed", error)
-            else:  # the report must not say what an earlier segment did
-                self._mark("failed", error)
-            if self.events:
-                self.events.close()
-            raise
+            full = no_space(e)  # a full disk: one line instead of a traceback
+            error = self._disk_full(full) if full is not None else f"{type(e).__name__}: {e}"
+            try:
+                if self.env.is_main and hasattr(self, "recorder"):  # the model was built
+                    self.state.end_segment("failed")
+                    self.report(None, "failed", error)
+                else:  # the report must not say what an earlier segment did
+                    self._mark("failed", error)
+                if self.events:
+                    self.events.close()
+            except Exception as again:
+                if full is None or no_space(again) is None:
+                    raise
+                error += "; report.json could not be updated either"
+            if full is None:
+                raise
+            self.log(f"error: {error}")
+            return EXIT_DISK_FULL
+
+    def _disk_full(self, path: str) -> str:
+        """The line for a write that found its file system full: where, how much is free,
+        how much the newest checkpoint took, and what to do."""
+        inside = not path or Path(path).resolve().is_relative_to(self.run_dir.resolve())
+        where = str(self.run_dir) if inside else path
+        done = checkpoint.complete(self.run_dir / "checkpoints")
+        took = f"; the newest checkpoint takes {megabytes(tree_bytes(done[-1][2]))}" \
+            if done else ""
+        return (f"no space left on the file system of {where} "
+                f"({megabytes(free_bytes(where))} free{took}): free space there, then rerun "
+                "with --resume")
 
     def _mark(self, status: str, error: str | None = None) -> None:
         if self.env.is_main:
