@@ -91,12 +91,26 @@ def test_no_space_is_told_apart_from_other_errors():
     assert no_space(ValueError("bad")) is None and no_space(None) is None
 
 
+def test_one_writer_per_run_directory(tmp_path):
+    from hpctrain.environment import JobEnvironment
+    from hpctrain.train import run_lock
+
+    env = JobEnvironment(job_id="123", node_name="node1")
+    assert run_lock.hold(tmp_path / "run", env)  # held until this process ends
+    with pytest.raises(run_lock.RunInUse, match=rf"run is in use by pid {os.getpid()} on "
+                       rf"\S+, Slurm job 123, since .*: wait for that run to end"):
+        run_lock.hold(tmp_path / "run", env)  # a second open file: refused like a process
+    assert run_lock.holder(tmp_path / "nothing") == "another process"
+
+
 @pytest.mark.mpi
 def test_full_disk_stops_with_one_line_and_a_rerun_resumes(fmnist_h5, tmp_path):
     """The run directory on a small real file system (tmpfs), filled by someone else after
     epoch 1: epoch 2's checkpoint finds no space. The run stops with one line naming the path
     and the space, exit 5; epoch 1's checkpoint survives, nothing half-written is left, and
-    report.json says failed. Once space is freed, `--resume` finishes the run."""
+    report.json says failed. Once space is freed, `--resume` finishes the run. Meanwhile a
+    second run pointed at the directory is refused, naming the one that writes it (after a
+    SIGKILL the directory is free again: test_recipe.py's killed run resumes in it)."""
     disk = tmp_path / "small disk"
     disk.mkdir()
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(disk)],
@@ -107,8 +121,9 @@ def test_full_disk_stops_with_one_line_and_a_rerun_resumes(fmnist_h5, tmp_path):
         config = write_config(tmp_path / "exp.yaml", fmnist_h5, model="mlp5", epochs=3,
                               train_limit=1024, test_limit=256)
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "1",
-               # 16 steps of 0.1 s: epoch 2 outlasts the filling on any machine of this kind
-               "HPCTRAIN_TEST_SLOW_RANK": "0:0.1"}
+               # 16 steps of 0.3 s: epoch 2 outlasts what the test does meanwhile on any
+               # machine of this kind (the resumed run goes at full speed)
+               "HPCTRAIN_TEST_SLOW_RANK": "0:0.3"}
         proc = subprocess.Popen([str(VENV_BIN / "hpctrain"), "train", "--config", str(config),
                                  "--run-dir", str(run)], env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
@@ -117,6 +132,12 @@ def test_full_disk_stops_with_one_line_and_a_rerun_resumes(fmnist_h5, tmp_path):
         while not (first / checkpoint.MANIFEST).is_file():
             assert proc.poll() is None and time.time() < deadline, proc.communicate()
             time.sleep(0.05)
+        # one writer per run directory: a second run pointed at it is refused, naming it
+        second = subprocess.run([str(VENV_BIN / "hpctrain"), "train", "--run-dir", str(run),
+                                 "--resume"], env=env, capture_output=True, text=True,
+                                timeout=120)
+        assert second.returncode == 2 and second.stderr.count("\n") == 1, second.stderr
+        assert f"{run} is in use by pid {proc.pid} on " in second.stderr
         filler = disk / "someone else's file"
         # all but 64 KB: room for metrics and events, not for a checkpoint (~1.5 MB)
         filler.write_bytes(b"\0" * (shutil.disk_usage(disk).free - (64 << 10)))

@@ -6,8 +6,9 @@
     python -m hpctrain.train --config ...                                   # the same
 
 Everything a rank can check alone (config keys and values, the data file, a run directory
-that must not be overwritten) is checked here, before TensorFlow and Horovod start: bad input
-exits with 2 and one line. The training itself is trainer.Trainer.
+that must not be overwritten, or that another run is writing: train/run_lock.py) is checked
+here, before TensorFlow and Horovod start: bad input exits with 2 and one line. The training
+itself is trainer.Trainer.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import sys
 from pathlib import Path
 
 from hpctrain.environment import JobEnvironment
-from hpctrain.train import checkpoint
+from hpctrain.train import checkpoint, run_lock
 from hpctrain.train.config import (
     ConfigError,
     TrainConfig,
@@ -88,6 +89,8 @@ def main(argv=None) -> int:
     run_dir = Path(args.run_dir).resolve() if args.run_dir else None
     try:  # everything a rank can check alone happens before TensorFlow and Horovod start
         cfg = resolve_config(args.config, args.overrides, run_dir, args.resume, env.node_name)
+        if run_dir is not None and env.rank == 0:
+            run_lock.hold(run_dir, env)  # one writer per run directory, until this process ends
     except InputError as e:
         print(f"hpctrain train: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
