@@ -13,6 +13,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import VENV_BIN, cut_checkpoint, write_config
@@ -103,14 +104,44 @@ def test_one_writer_per_run_directory(tmp_path):
     assert run_lock.holder(tmp_path / "nothing") == "another process"
 
 
+def test_fingerprint_sees_a_replaced_file_not_a_copy(tmp_path):
+    from hpctrain.data.layout import SAMPLE_BLOCKS, fingerprint, fingerprint_change
+
+    data = tmp_path / "a.h5"
+    data.write_bytes(np.random.default_rng(0).bytes(3 << 20))
+    copy = tmp_path / "node local" / "a.h5"
+    copy.parent.mkdir()
+    shutil.copyfile(data, copy)
+    before = fingerprint(data)
+    assert fingerprint(copy) == before  # a node-local copy is the same data
+    raw = bytearray(data.read_bytes())
+    raw[len(raw) // (SAMPLE_BLOCKS - 1)] ^= 1  # a byte inside the second sampled block
+    data.write_bytes(bytes(raw))
+    assert fingerprint_change(before, fingerprint(data)) == \
+        "a.h5 changed (same size, other bytes)"
+    data.write_bytes(bytes(raw) + b"more")
+    assert fingerprint_change(before, fingerprint(data)) == \
+        "a.h5 changed (3,145,728 -> 3,145,732 bytes)"
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    (shards / "manifest.json").write_text("{}")
+    (shards / "train-00000.h5").write_bytes(b"x")
+    was = fingerprint(shards)
+    (shards / "train-00000.h5").unlink()
+    (shards / "train-00001.h5").write_bytes(b"x")
+    assert fingerprint_change(was, fingerprint(shards)) == "train-00000.h5 is gone"
+    assert fingerprint_change(was, was) is None
+
+
 @pytest.mark.mpi
 def test_full_disk_stops_with_one_line_and_a_rerun_resumes(fmnist_h5, tmp_path):
     """The run directory on a small real file system (tmpfs), filled by someone else after
     epoch 1: epoch 2's checkpoint finds no space. The run stops with one line naming the path
     and the space, exit 5; epoch 1's checkpoint survives, nothing half-written is left, and
-    report.json says failed. Once space is freed, `--resume` finishes the run. Meanwhile a
-    second run pointed at the directory is refused, naming the one that writes it (after a
-    SIGKILL the directory is free again: test_recipe.py's killed run resumes in it)."""
+    report.json says failed. Meanwhile a second run pointed at the directory is refused,
+    naming the one that writes it (after a SIGKILL the directory is free again: test_recipe.py's
+    killed run resumes in it). With space freed but the data rewritten, `--resume` refuses in
+    one line; `--resume --accept-new-data` finishes the run."""
     disk = tmp_path / "small disk"
     disk.mkdir()
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(disk)],
@@ -118,7 +149,10 @@ def test_full_disk_stops_with_one_line_and_a_rerun_resumes(fmnist_h5, tmp_path):
     assert mounted.returncode == 0, f"a tmpfs is needed (root): {mounted.stderr}"
     try:
         run = disk / "run"
-        config = write_config(tmp_path / "exp.yaml", fmnist_h5, model="mlp5", epochs=3,
+        data = tmp_path / "data" / fmnist_h5.name  # its own copy: it is changed below
+        data.parent.mkdir()
+        shutil.copyfile(fmnist_h5, data)
+        config = write_config(tmp_path / "exp.yaml", data, model="mlp5", epochs=3,
                               train_limit=1024, test_limit=256)
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "1",
                # 16 steps of 0.3 s: epoch 2 outlasts what the test does meanwhile on any
@@ -154,10 +188,21 @@ def test_full_disk_stops_with_one_line_and_a_rerun_resumes(fmnist_h5, tmp_path):
         assert report["status"] == "failed" and "no space left" in report["error"]
 
         filler.unlink()
-        res = subprocess.run([str(VENV_BIN / "hpctrain"), "train", "--run-dir", str(run),
-                              "--resume"], env=env, capture_output=True, text=True,
-                             timeout=300)
+        # the data rewritten meanwhile (a dataset added): a resume refuses it with one line
+        # before anything starts, unless told to accept it
+        import h5py
+
+        with h5py.File(data, "r+") as f:
+            f.create_dataset("added later", data=np.zeros(1 << 18, np.uint8))
+        resume = [str(VENV_BIN / "hpctrain"), "train", "--run-dir", str(run), "--resume"]
+        res = subprocess.run(resume, env=env, capture_output=True, text=True, timeout=120)
+        assert res.returncode == 2 and res.stderr.count("\n") == 1, res.stderr
+        assert f"the data changed since {run} started: {data.name} changed (" in res.stderr
+        assert "--accept-new-data" in res.stderr
+        res = subprocess.run([*resume, "--accept-new-data"], env=env, capture_output=True,
+                             text=True, timeout=300)
         assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+        assert "the data changed since the run started" in res.stdout
         report = json.loads((run / "report.json").read_text())
         assert report["status"] == "completed" and report["epochs_completed"] == 3
         assert [s["first_epoch"] for s in report["segments"]] == [1, 2]

@@ -17,6 +17,7 @@ fails with one line instead of a hang in a collective.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,3 +118,54 @@ def describe(path: str) -> dict:
             "test_count": int(f["test/images"].shape[0]),
             "source_sha256": json.loads(attrs.get("source_sha256", "{}")),
         }
+
+
+SAMPLE_BLOCKS, BLOCK = 8, 64 << 10
+FINGERPRINT_FILE = "data_fingerprint.json"  # in a run directory: its data's fingerprint
+
+
+def fingerprint(path: str | Path) -> dict[str, str]:
+    """What a run records of its data, to notice a file replaced or rewritten between its
+    segments: for every file of the staged data (the HDF5 file, or a shard directory's
+    manifest and shards), its size and a sha256 over SAMPLE_BLOCKS blocks spread through it.
+    Cheap at any size (a staged ImageNet is ~150 GB; hashing it all on every resume is not),
+    the same on a node-local copy as on the original, and different when a file is replaced
+    or rewritten, though not for every single changed byte."""
+    path = Path(path)
+    files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
+    out = {}
+    for f in files:
+        size = f.stat().st_size
+        h = hashlib.sha256(str(size).encode())
+        with open(f, "rb") as fh:
+            for i in range(SAMPLE_BLOCKS):
+                fh.seek(max(0, size - BLOCK) * i // max(1, SAMPLE_BLOCKS - 1))
+                h.update(fh.read(BLOCK))
+        out[f.name] = f"{size}:{h.hexdigest()[:16]}"
+    return out
+
+
+def fingerprint_change(before: dict[str, str], now: dict[str, str]) -> str | None:
+    """None when nothing changed; otherwise the first change, in a few words."""
+    for name in sorted(set(before) | set(now)):
+        if name not in now:
+            return f"{name} is gone"
+        if name not in before:
+            return f"{name} is new"
+        if before[name] != now[name]:
+            (b_size, _), (n_size, _) = before[name].split(":"), now[name].split(":")
+            return f"{name} changed ({int(b_size):,} -> {int(n_size):,} bytes)" \
+                if b_size != n_size else f"{name} changed (same size, other bytes)"
+    return None
+
+
+def record_fingerprint(run_dir: Path, data: str | Path) -> str | None:
+    """Store the data's fingerprint in the run directory; when it replaces a different one,
+    what changed."""
+    from hpctrain.atomic import write_json
+
+    record, now = run_dir / FINGERPRINT_FILE, fingerprint(data)
+    before = json.loads(record.read_text()) if record.is_file() else None
+    if before != now:
+        write_json(record, now)
+    return fingerprint_change(before, now) if before is not None else None

@@ -6,8 +6,9 @@
     python -m hpctrain.train --config ...                                   # the same
 
 Everything a rank can check alone (config keys and values, the data file, a run directory
-that must not be overwritten, or that another run is writing: train/run_lock.py) is checked
-here, before TensorFlow and Horovod start: bad input exits with 2 and one line. The training
+that must not be overwritten, or that another run is writing: train/run_lock.py; on resume,
+data that changed since the run started) is checked here, before TensorFlow and Horovod
+start: bad input exits with 2 and one line. The training
 itself is trainer.Trainer.
 """
 
@@ -19,12 +20,14 @@ import os
 import sys
 from pathlib import Path
 
+from hpctrain.data.layout import FINGERPRINT_FILE, fingerprint, fingerprint_change
 from hpctrain.environment import JobEnvironment
 from hpctrain.train import checkpoint, run_lock
 from hpctrain.train.config import (
     ConfigError,
     TrainConfig,
     check_data,
+    data_on,
     from_dict,
     load_config,
     parse_overrides,
@@ -50,6 +53,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--resume", action="store_true",
                    help="continue from the run directory's newest checkpoint (start afresh "
                    "if it has none)")
+    p.add_argument("--accept-new-data", action="store_true",
+                   help="--resume even though the data changed since the run started")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     return p.parse_args(argv)
 
@@ -82,6 +87,20 @@ def resolve_config(config: str | None, overrides: list[str], run_dir: Path | Non
     return cfg
 
 
+def check_data_unchanged(cfg: TrainConfig, run_dir: Path, node_name: str,
+                         accept: bool) -> None:
+    """A resumed run must train on the data it started with (the fingerprint rank 0
+    recorded, data/layout.py), unless the user accepts the new data."""
+    record = run_dir / FINGERPRINT_FILE
+    if cfg.synthetic or accept or not record.is_file():
+        return
+    change = fingerprint_change(json.loads(record.read_text()),
+                                fingerprint(data_on(cfg, node_name)))
+    if change:
+        raise ConfigError(f"the data changed since {run_dir} started: {change}; "
+                          "--accept-new-data resumes on it anyway")
+
+
 def main(argv=None) -> int:
     stop = StopRequest().install()  # first: a time-limit signal must never kill a rank
     args = parse_args(argv)
@@ -91,6 +110,8 @@ def main(argv=None) -> int:
         cfg = resolve_config(args.config, args.overrides, run_dir, args.resume, env.node_name)
         if run_dir is not None and env.rank == 0:
             run_lock.hold(run_dir, env)  # one writer per run directory, until this process ends
+        if args.resume and run_dir is not None:  # every rank: its node's copy
+            check_data_unchanged(cfg, run_dir, env.node_name, args.accept_new_data)
     except InputError as e:
         print(f"hpctrain train: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -25,13 +25,14 @@ import horovod.tensorflow.keras as hvd
 import tensorflow as tf
 
 from hpctrain import environment
-from hpctrain.atomic import free_bytes, megabytes, no_space, tree_bytes, write_json
+from hpctrain.atomic import no_space, write_json
+from hpctrain.data.layout import record_fingerprint
 from hpctrain.environment import JobEnvironment
 from hpctrain.report import run_report
 from hpctrain.resources import results_dir
 from hpctrain.train import callbacks as cb
 from hpctrain.train import checkpoint, predictions
-from hpctrain.train.config import TrainConfig
+from hpctrain.train.config import TrainConfig, data_on
 from hpctrain.train.data_feed import DataFeed
 from hpctrain.train.event_log import EventLog
 from hpctrain.train.keras_compat import require_keras2
@@ -68,7 +69,8 @@ class Trainer:
             return EXIT_NO_CHECKPOINT
         except BaseException as e:  # recorded in the report, then re-raised: exit non-zero
             full = no_space(e)  # a full disk: one line instead of a traceback
-            error = self._disk_full(full) if full is not None else f"{type(e).__name__}: {e}"
+            error = f"{type(e).__name__}: {e}" if full is None else \
+                checkpoint.full_disk(self.run_dir, full)
             try:
                 if self.env.is_main and hasattr(self, "recorder"):  # the model was built
                     self.state.end_segment("failed")
@@ -86,17 +88,14 @@ class Trainer:
             self.log(f"error: {error}")
             return EXIT_DISK_FULL
 
-    def _disk_full(self, path: str) -> str:
-        """The line for a write that found its file system full: where, how much is free,
-        how much the newest checkpoint took, and what to do."""
-        inside = not path or Path(path).resolve().is_relative_to(self.run_dir.resolve())
-        where = str(self.run_dir) if inside else path
-        done = checkpoint.complete(self.run_dir / "checkpoints")
-        took = f"; the newest checkpoint takes {megabytes(tree_bytes(done[-1][2]))}" \
-            if done else ""
-        return (f"no space left on the file system of {where} "
-                f"({megabytes(free_bytes(where))} free{took}): free space there, then rerun "
-                "with --resume")
+    def record_data(self) -> None:
+        """Rank 0: the data's fingerprint, which a resume checks before it starts
+        (train/command.py); new data a resume was told to accept replaces it."""
+        if not self.cfg.synthetic:
+            change = record_fingerprint(self.run_dir, data_on(self.cfg, self.env.node_name))
+            if change:
+                self.log(f"the data changed since the run started ({change}): resuming on "
+                         "it (--accept-new-data)")
 
     def _mark(self, status: str, error: str | None = None) -> None:
         if self.env.is_main:
@@ -124,6 +123,7 @@ class Trainer:
             self.stop.watch(self.run_dir)  # the batch script's STOP file (time limit near)
             (self.run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
             write_json(self.run_dir / "config.json", cfg.to_dict())
+            self.record_data()
         if cfg.timeline:  # Horovod: rank 0 records every rank's negotiation and allreduces
             hvd_tf.start_timeline(str(self.run_dir / "timeline.json"))
         self.marks["tensorflow setup, run directory"] = time.time()
