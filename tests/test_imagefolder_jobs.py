@@ -11,6 +11,8 @@ import pytest
 from conftest import REPO, RESNET50_224, hpctrain, make_tree, read_report, write_config
 
 
+@pytest.mark.slow(reason="three chained jobs: staging on 2 ranks, then a 2-node training "
+                  "whose rank 0 also writes Horovod's timeline, then the report")
 @pytest.mark.slurm
 def test_image_tree_chain_with_node_local_copies(slurm_cluster, tmp_path):
     """The mpirun launcher's 2-node job too (srun starts the long jobs and the studies,

@@ -233,6 +233,38 @@ def _report(args) -> int:
     return 0
 
 
+def _doctor(args) -> int:
+    from importlib.metadata import PackageNotFoundError, version
+
+    from hpctrain import doctor
+
+    def installed(name: str) -> str | None:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return None
+
+    checks = doctor.diagnose(args.profile, args.config, args.here, installed)
+    print("\n".join(c.line() for c in checks), flush=True)
+    blockers = sum(c.ok is False for c in checks)
+    if args.on_node and not args.here and not blockers:
+        from hpctrain.slurm.profiles import load_profile
+
+        res = doctor.on_node(load_profile(args.profile), [
+            *(["--profile", args.profile] if args.profile else []),
+            *(["--config", args.config] if args.config else [])])
+        print("on a compute node:\n" + res.stdout.rstrip())
+        if res.returncode != 0:
+            blockers += max(1, res.stdout.count("\nFAIL") + res.stdout.startswith("FAIL"))
+            if "FAIL" not in res.stdout:
+                print(f"FAIL node: srun failed: {' '.join(res.stderr.split())[-300:]}")
+    if args.here:
+        return 1 if blockers else 0
+    print("doctor: a job would run" if not blockers else
+          f"doctor: {blockers} blocker(s): fix the FAIL lines above")
+    return 1 if blockers else 0
+
+
 def _config_options(p) -> None:
     p.add_argument("--config", required=True, help="experiment YAML, optionally FILE:variant")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
@@ -287,6 +319,23 @@ def build_parser() -> argparse.ArgumentParser:
                    "$HPCTRAIN_CLUSTER_DIR)")
     c.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for idle nodes")
     c.set_defaults(func=_cluster)
+
+    d = sub.add_parser(
+        "doctor", help="check that jobs can run here: a checklist with the fix for each failure",
+        description="Check everything a job needs, on this login node and (--on-node) on a "
+        "compute node\nthrough srun: one line per check, with the fix for each failure. Exit 0 "
+        "when a job\nwould run, 1 when not.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example: hpctrain doctor --profile mysite --config jobs/configs/"
+        "fmnist_cnn.yaml --on-node")
+    d.add_argument("--profile", help="cluster profile (default $HPCTRAIN_PROFILE, else "
+                   "embedded)")
+    d.add_argument("--config", help="an experiment config: its data is checked too")
+    d.add_argument("--on-node", action="store_true", help="also run the node checks (GPUs, "
+                   "scratch) on a compute node of the profile's partition, through srun")
+    d.add_argument("--here", action="store_true", help="run only the node checks, on this "
+                   "host (what --on-node runs on the node)")
+    d.set_defaults(func=_doctor)
 
     s = sub.add_parser("stage", help="stage data into HDF5: MNIST-format files or an "
                        "ImageNet-layout image tree",

@@ -9,7 +9,8 @@
     optim.py        optimizers, warm-up and learning-rate schedules
     callbacks.py    timing, exact sharded evaluation, BatchNorm averaging, dropout reseeding,
                     stop on request or at a target accuracy
-    checkpoint.py   full-state checkpoints, written atomically by rank 0
+    checkpoint.py   full-state checkpoints, written atomically and verifiably by rank 0
+    run_lock.py     one writer per run directory (a lock rank 0 holds while it lives)
     preemption.py   stop requests: time limit near, preemption (signals, STOP file)
     keras_compat.py which Keras is behind tf.keras (Horovod needs Keras 2)
     step_timing.py  per-rank step times: input, compute, allreduce, other
