@@ -38,6 +38,7 @@ BEGIN, END = "<!-- ci-timing: begin -->", "<!-- ci-timing: end -->"
 # The suite's budget on a slow machine of this kind (the demo job at ~600 images/s)
 TEST_BUDGET_S, CI_BUDGET_S = 25 * 60, 35 * 60
 BUDGET_DEMO_IPS, DEMO_TOLERANCE = 600, 0.10  # "~600": within 10 %
+SESSION_H = 2.0  # hours: a demo this close to a CI record ran under the same host load
 DATE_FORMAT = "%Y-%m-%d %H:%M UTC"
 
 # Lines of the command's output worth keeping, by what they say.
@@ -257,27 +258,51 @@ def _hours_apart(a: dict, b: dict) -> float:
                time.mktime(parse(b["date"], DATE_FORMAT))) / 3600
 
 
-def calibration(record: dict, records: dict[str, dict]) -> str:
-    """What machine a capped record emulated: the demo record on the same CPU model under the
-    same quota nearest in time (the rate a quota gives drifts with the host's load); with
-    none, the demo on that CPU under the nearest other quota, its rate scaled by the quota
-    (an estimate, and said to be one: the rate is not quite proportional to the quota).
-    Demos on other CPU models say nothing about it."""
+def _demo_for(record: dict, records: dict[str, dict]) -> tuple[str, dict, bool] | None:
+    """The demo record that says what machine `record`'s quota emulated: (name, record,
+    under the same quota). On the same CPU model only, preferring the same session (the rate
+    a quota gives drifts with the host's load): the same quota within SESSION_H hours, else
+    the nearest other quota within them, else the same quota at any time, else any."""
     cap, model = record["cap"], record.get("cpu", {}).get("model")
     same_cpu = {name: r for name, r in records.items() if "images_per_s" in r and r.get("cap")
                 and r.get("cpu", {}).get("model") == model and r["cap"]["cores"]}
-    demos = {name: r for name, r in same_cpu.items()
-             if (r["cap"]["cores"], r["cap"]["period_us"]) == (cap["cores"], cap["period_us"])}
-    if not demos and not same_cpu:
-        return (f"no demo record on this CPU ({model}): the machine it emulates is unknown")
-    name, demo = min(demos.items(), key=lambda kv: _hours_apart(kv[1], record)) if demos \
-        else min(same_cpu.items(), key=lambda kv: (abs(kv[1]["cap"]["cores"] - cap["cores"]),
-                                                  _hours_apart(kv[1], record)))
-    ips = demo["images_per_s"] * (1 if demos else cap["cores"] / demo["cap"]["cores"])
-    side = "" if abs(ips / BUDGET_DEMO_IPS - 1) <= DEMO_TOLERANCE else (
-        f", a {'faster' if ips > BUDGET_DEMO_IPS else 'slower'} machine than the budget's "
-        f"~{BUDGET_DEMO_IPS}")
-    how = "under the same quota" if demos else (
+
+    def same(r: dict) -> bool:
+        return (r["cap"]["cores"], r["cap"]["period_us"]) == (cap["cores"], cap["period_us"])
+
+    def near(r: dict) -> bool:
+        return _hours_apart(r, record) <= SESSION_H
+
+    for pool, quota in ((lambda r: same(r) and near(r), True), (near, False), (same, True),
+                        (lambda r: True, False)):
+        found = {name: r for name, r in same_cpu.items() if pool(r)}
+        if found:
+            name, demo = min(found.items(), key=lambda kv: (
+                abs(kv[1]["cap"]["cores"] - cap["cores"]), _hours_apart(kv[1], record)))
+            return name, demo, quota and same(demo)
+    return None
+
+
+def calibration(record: dict, records: dict[str, dict]) -> str:
+    """What machine a capped record emulated (`_demo_for`); another quota's rate is scaled
+    by the quota, and said to be an estimate (the rate is not quite proportional to the
+    quota). Demos on other CPU models say nothing about it. When the demo ran more than
+    DEMO_TOLERANCE off the budget's rate, the record's times scaled to that rate, as an
+    estimate."""
+    model = record.get("cpu", {}).get("model")
+    found = _demo_for(record, records)
+    if found is None:
+        return f"no demo record on this CPU ({model}): the machine it emulates is unknown"
+    name, demo, same = found
+    ips = demo["images_per_s"] * (1 if same else record["cap"]["cores"] / demo["cap"]["cores"])
+    side = ""
+    if abs(ips / BUDGET_DEMO_IPS - 1) > DEMO_TOLERANCE:
+        k = ips / BUDGET_DEMO_IPS
+        tests, total = record["tests"]["seconds"], record.get("total_s", record["seconds"])
+        side = (f", a {'faster' if ips > BUDGET_DEMO_IPS else 'slower'} machine than the "
+                f"budget's ~{BUDGET_DEMO_IPS}: scaled to it, `make test` ~{_minutes(tests * k)} "
+                f"and `.ci/run` ~{_minutes(total * k)}, an estimate")
+    how = "under the same quota" if same else (
         f"estimated: {demo['images_per_s']:,.0f} images/s at {demo['cap']['cores']:g} cores "
         "scaled by the quota")
     return (f"the demo job at {ips:,.0f} images/s {how} ({name}, "
@@ -296,7 +321,7 @@ def budget_lines(records: dict[str, dict]) -> list[str]:
             "costliest tests" if r.get("cpu_s") else ""
         lines.append(f"- {name} (at {r['commit']}): `make test` {_verdict(tests, TEST_BUDGET_S)};"
                      f" `.ci/run` {_verdict(total, CI_BUDGET_S)}, exit {r['exit_code']}{cpu}; "
-                     f"{calibration(r, records)}.")
+                     f"{calibration(r, records)}." + (f" {r['note']}" if r.get("note") else ""))
     return lines
 
 
