@@ -133,6 +133,8 @@ def test_fingerprint_sees_a_replaced_file_not_a_copy(tmp_path):
     assert fingerprint_change(was, was) is None
 
 
+@pytest.mark.slow(reason="three hpctrain processes, the first paced so that its epoch 2 "
+                  "outlasts a second run's refusal and the filling of the disk")
 @pytest.mark.mpi
 def test_full_disk_stops_with_one_line_and_a_rerun_resumes(fmnist_h5, tmp_path):
     """The run directory on a small real file system (tmpfs), filled by someone else after
