@@ -72,13 +72,17 @@ def no_space(e: BaseException | None) -> str | None:
     return None
 
 
-def megabytes(n: float) -> str:
-    return f"{n / 1e6:,.1f} MB"
+def size_text(n: float) -> str:
+    """Bytes as a person reads them: GB from 1 GB, MB below."""
+    return f"{n / 1e9:,.1f} GB" if n >= 1e9 else f"{n / 1e6:,.1f} MB"
 
 
 def tree_bytes(path: str | os.PathLike) -> int:
-    """Bytes in the files under `path` (0 if it is gone)."""
-    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
+    """Bytes in the file `path`, or in the files under the directory `path` (0 if gone)."""
+    path = Path(path)
+    if path.is_file():
+        return path.stat().st_size
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
 def free_bytes(path: str | os.PathLike) -> int:

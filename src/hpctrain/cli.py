@@ -255,7 +255,7 @@ def _doctor(args) -> int:
             *(["--config", args.config] if args.config else [])])
         print("on a compute node:\n" + res.stdout.rstrip())
         if res.returncode != 0:
-            blockers += max(1, res.stdout.count("\nFAIL") + res.stdout.startswith("FAIL"))
+            blockers += max(1, sum(line.startswith("FAIL") for line in res.stdout.splitlines()))
             if "FAIL" not in res.stdout:
                 print(f"FAIL node: srun failed: {' '.join(res.stderr.split())[-300:]}")
     if args.here:

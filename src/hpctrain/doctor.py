@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from hpctrain.atomic import size_text, tree_bytes
 from hpctrain.slurm.client import slurm_env
 from hpctrain.slurm.profiles import Profile, load_profile, slurm_minutes
 from hpctrain.validation import InputError
@@ -43,20 +44,21 @@ class Check:
         return f"{mark} {self.name}: {self.detail}{fix}"
 
 
+def _tool(name: str, env: dict) -> str | None:
+    """This environment's own `name` (python, horovodrun, ...), else the one on PATH."""
+    own = Path(sys.executable).parent / name
+    return str(own) if own.is_file() else shutil.which(name, path=env.get("PATH"))
+
+
 def _run(argv: list[str], env: dict, timeout: float = 60) -> subprocess.CompletedProcess:
-    own = Path(sys.executable).parent / argv[0]  # this environment's horovodrun, python, ...
-    if own.is_file():
-        argv = [str(own), *argv[1:]]
-    elif not shutil.which(argv[0], path=env.get("PATH")):
+    tool = _tool(argv[0], env)
+    if tool is None:
         return subprocess.CompletedProcess(argv, 127, "", f"{argv[0]}: command not found")
+    argv = [tool, *argv[1:]]
     try:
         return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         return subprocess.CompletedProcess(argv, 124, "", f"{argv[0]}: no answer in {timeout} s")
-
-
-def _size(n: float) -> str:
-    return f"{n / 1e9:,.1f} GB" if n >= 1e9 else f"{n / 1e6:,.1f} MB"
 
 
 def _last_line(res: subprocess.CompletedProcess) -> str:
@@ -154,8 +156,7 @@ def check_launcher(profile: Profile, env: dict) -> Check:
                      "this srun has no PMIx: set `launcher: mpirun` (or horovodrun) in the "
                      "profile")
     tool = "mpirun" if profile.launcher == "mpirun" else "horovodrun"
-    own = Path(sys.executable).parent / tool
-    found = str(own) if own.is_file() else shutil.which(tool, path=env.get("PATH"))
+    found = _tool(tool, env)
     return Check("launcher", bool(found), f"{tool}: {found or 'not found'}",
                  f"install or load {tool}, or set another launcher in the profile")
 
@@ -231,9 +232,9 @@ def check_data(config: str | None) -> tuple[Check, int]:
     except (InputError, OSError) as e:
         return Check("data", False, str(e).splitlines()[0],
                      "stage it again (hpctrain stage ...) or point the config at it"), 0
-    size = sum(f.stat().st_size for f in ([path] if path.is_file() else path.iterdir()))
+    size = tree_bytes(path)
     shape = "x".join(map(str, info["input_shape"]))
-    return Check("data", True, f"{path}: {shape}, {_size(size)}"), size
+    return Check("data", True, f"{path}: {shape}, {size_text(size)}"), size
 
 
 def check_scratch(profile: Profile, data_bytes: int, here: bool) -> Check:
@@ -250,9 +251,9 @@ def check_scratch(profile: Profile, data_bytes: int, here: bool) -> Check:
         return Check("scratch", False, f"{path} is not writable", "fix its permissions")
     free = shutil.disk_usage(path).free
     if free < data_bytes * 1.05:
-        return Check("scratch", False, f"{path} has {_size(free)} free, the data needs "
-                     f"{_size(data_bytes)}", "free space there or choose another scratch")
-    return Check("scratch", True, f"{path}: writable, {_size(free)} free")
+        return Check("scratch", False, f"{path} has {size_text(free)} free, the data needs "
+                     f"{size_text(data_bytes)}", "free space there or choose another scratch")
+    return Check("scratch", True, f"{path}: writable, {size_text(free)} free")
 
 
 def check_gpus(profile: Profile, env: dict) -> Check:

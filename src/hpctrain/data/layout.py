@@ -159,12 +159,13 @@ def fingerprint_change(before: dict[str, str], now: dict[str, str]) -> str | Non
     return None
 
 
-def record_fingerprint(run_dir: Path, data: str | Path) -> str | None:
-    """Store the data's fingerprint in the run directory; when it replaces a different one,
-    what changed."""
+def record_fingerprint(run_dir: Path, data: str | Path,
+                       now: dict[str, str] | None = None) -> str | None:
+    """Store the data's fingerprint (`now`, if already taken) in the run directory; when it
+    replaces a different one, what changed."""
     from hpctrain.atomic import write_json
 
-    record, now = run_dir / FINGERPRINT_FILE, fingerprint(data)
+    record, now = run_dir / FINGERPRINT_FILE, now or fingerprint(data)
     before = json.loads(record.read_text()) if record.is_file() else None
     if before != now:
         write_json(record, now)

@@ -28,7 +28,7 @@ import re
 import shutil
 from pathlib import Path
 
-from hpctrain.atomic import file_sha256, free_bytes, megabytes, tree_bytes
+from hpctrain.atomic import file_sha256, free_bytes, size_text, tree_bytes
 
 STATE, MANIFEST, SKIPPED = "state.json", "manifest.json", "skipped"
 _NAME = re.compile(r"epoch-(\d{4,})(?:\.step-(\d{6,}))?")
@@ -199,6 +199,6 @@ def full_disk(run_dir: Path, path: str) -> str:
     inside = not path or Path(path).resolve().is_relative_to(run_dir.resolve())
     where = str(run_dir) if inside else path
     done = complete(run_dir / "checkpoints")
-    took = f"; the newest checkpoint takes {megabytes(tree_bytes(done[-1][2]))}" if done else ""
-    return (f"no space left on the file system of {where} ({megabytes(free_bytes(where))} "
+    took = f"; the newest checkpoint takes {size_text(tree_bytes(done[-1][2]))}" if done else ""
+    return (f"no space left on the file system of {where} ({size_text(free_bytes(where))} "
             f"free{took}): free space there, then rerun with --resume")

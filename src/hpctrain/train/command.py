@@ -8,8 +8,7 @@
 Everything a rank can check alone (config keys and values, the data file, a run directory
 that must not be overwritten, or that another run is writing: train/run_lock.py; on resume,
 data that changed since the run started) is checked here, before TensorFlow and Horovod
-start: bad input exits with 2 and one line. The training
-itself is trainer.Trainer.
+start: bad input exits with 2 and one line. The training itself is trainer.Trainer.
 """
 
 from __future__ import annotations
@@ -88,17 +87,19 @@ def resolve_config(config: str | None, overrides: list[str], run_dir: Path | Non
 
 
 def check_data_unchanged(cfg: TrainConfig, run_dir: Path, node_name: str,
-                         accept: bool) -> None:
+                         accept: bool) -> dict[str, str] | None:
     """A resumed run must train on the data it started with (the fingerprint rank 0
-    recorded, data/layout.py), unless the user accepts the new data."""
+    recorded, data/layout.py), unless the user accepts the new data. Returns the
+    fingerprint it took (None: nothing to compare), which rank 0 records."""
     record = run_dir / FINGERPRINT_FILE
-    if cfg.synthetic or accept or not record.is_file():
-        return
-    change = fingerprint_change(json.loads(record.read_text()),
-                                fingerprint(data_on(cfg, node_name)))
-    if change:
+    if cfg.synthetic or not record.is_file():
+        return None
+    now = fingerprint(data_on(cfg, node_name))
+    change = fingerprint_change(json.loads(record.read_text()), now)
+    if change and not accept:
         raise ConfigError(f"the data changed since {run_dir} started: {change}; "
                           "--accept-new-data resumes on it anyway")
+    return now
 
 
 def main(argv=None) -> int:
@@ -110,8 +111,9 @@ def main(argv=None) -> int:
         cfg = resolve_config(args.config, args.overrides, run_dir, args.resume, env.node_name)
         if run_dir is not None and env.rank == 0:
             run_lock.hold(run_dir, env)  # one writer per run directory, until this process ends
-        if args.resume and run_dir is not None:  # every rank: its node's copy
-            check_data_unchanged(cfg, run_dir, env.node_name, args.accept_new_data)
+        seen = None  # one rank a node reads its node's copy of the data
+        if args.resume and run_dir is not None and env.local_rank == 0:
+            seen = check_data_unchanged(cfg, run_dir, env.node_name, args.accept_new_data)
     except InputError as e:
         print(f"hpctrain train: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -123,7 +125,7 @@ def main(argv=None) -> int:
         os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     from hpctrain.train.trainer import Trainer
 
-    return Trainer(cfg, env, run_dir, resume=args.resume, stop=stop).run()
+    return Trainer(cfg, env, run_dir, resume=args.resume, stop=stop, data_seen=seen).run()
 
 
 if __name__ == "__main__":

@@ -50,8 +50,10 @@ EXIT_DISK_FULL = 5  # a write found the run directory's file system full: so wou
 
 class Trainer:
     def __init__(self, cfg: TrainConfig, env: JobEnvironment, run_dir: Path | None,
-                 resume: bool = False, stop: StopRequest | None = None):
+                 resume: bool = False, stop: StopRequest | None = None,
+                 data_seen: dict[str, str] | None = None):
         self.cfg, self.env, self.resume = cfg, env, resume
+        self.data_seen = data_seen  # the data's fingerprint, if train/command.py took it
         self.run_dir: Path = run_dir or Path()  # chosen by rank 0 in set_up()
         self._requested_dir = run_dir
         self.stop = stop or StopRequest()
@@ -92,7 +94,8 @@ class Trainer:
         """Rank 0: the data's fingerprint, which a resume checks before it starts
         (train/command.py); new data a resume was told to accept replaces it."""
         if not self.cfg.synthetic:
-            change = record_fingerprint(self.run_dir, data_on(self.cfg, self.env.node_name))
+            change = record_fingerprint(self.run_dir, data_on(self.cfg, self.env.node_name),
+                                        self.data_seen)
             if change:
                 self.log(f"the data changed since the run started ({change}): resuming on "
                          "it (--accept-new-data)")
