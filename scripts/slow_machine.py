@@ -184,6 +184,7 @@ def run(args: argparse.Namespace) -> int:
     log_path = out_dir / f"{args.name}.log"
     out_dir.mkdir(parents=True, exist_ok=True)
     lines: list[str] = []
+    commit = git_commit(Path.cwd())  # what runs is what was checked out when it started
     start = time.monotonic()
     with open(log_path, "w") as log:
         proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -197,8 +198,7 @@ def run(args: argparse.Namespace) -> int:
     seconds = time.monotonic() - start
     record = {
         "name": args.name, "command": shlex.join(command), "cwd": os.getcwd(),
-        "commit": git_commit(Path.cwd()), "date": time.strftime(DATE_FORMAT,
-                                                                 time.gmtime()),
+        "commit": commit, "date": time.strftime(DATE_FORMAT, time.gmtime()),
         "cpu": cpu_model(), "exit_code": code, "seconds": round(seconds, 1),
         "cap": None if quota is None else {
             "cores": args.cores, "quota_us": quota.quota_us, "period_us": quota.period_us,
