@@ -5,7 +5,7 @@ DATA   ?= data/fashion-mnist.h5
 FASHION_SRC ?= /usr/share/datasets/fashion-mnist
 NODES  ?= 2
 
-.PHONY: install install-system demo test test-fast bench docs accuracy studies projection lint cluster-up cluster-down clean
+.PHONY: install install-system demo test test-fast bench docs accuracy studies projection cluster-checks lint cluster-up cluster-down clean
 
 install-system:  ## Debian packages for a laptop/CI (skip on a real cluster: module load)
 	bash env/install-system.sh
@@ -62,6 +62,7 @@ bench: install $(DATA) data/fmnist-tree data/bench-256/manifest.json data/bench-
 docs: install  ## render every benchmark figure and the README's tables again from results/ JSON (runs nothing)
 	$(BIN)/python -m hpctrain.bench --render
 	python3 scripts/slow_machine.py render
+	$(BIN)/python scripts/cluster_checks.py render
 
 accuracy: install cluster-up $(DATA)  ## every model config, 1 and 2 ranks, -> results/accuracy/README.md
 	bash scripts/accuracy_table.sh
@@ -71,6 +72,10 @@ studies: install cluster-up $(DATA)  ## the committed scaling studies -> results
 	for s in fmnist_cnn-strong fmnist_cnn-weak synthetic_resnet20-strong synthetic_resnet20-weak; do \
 	  $(BIN)/hpctrain project --study results/studies/$$s --gpus 1,8,64,512 --gpus-per-node 4 \
 	    --network 25Gb/s --out results/studies/$$s/projection.md >/dev/null; done
+
+cluster-checks: install cluster-up  ## what `hpctrain profile init` and `doctor` print here, healthy and broken -> the README's workflow
+	$(BIN)/python scripts/cluster_checks.py run
+	$(BIN)/python scripts/cluster_checks.py render
 
 projection: install  ## the cost model checked against published figures -> results/projection/
 	$(BIN)/hpctrain project --published --out results/projection >/dev/null

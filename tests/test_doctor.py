@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, hpctrain, write_config
-from hpctrain.doctor import Check, fields, gres_count, mpi_plugins
+from hpctrain.doctor import Check
+from hpctrain.slurm.inventory import fields, gres_count, mpi_plugins
 
 EMBEDDED = (REPO / "env" / "clusters" / "embedded.yaml").read_text()
 

@@ -110,6 +110,11 @@ def test_weird_values_parse_back_in_bash(tmp_path):
     assert not (tmp_path / "INJECTED").exists()
 
 
+def test_typed_gres():
+    assert "#SBATCH --gres=gpu:a100:4\n" in render_sbatch(_spec(gres_name="gpu:a100",
+                                                               gpus_per_node=4))
+
+
 def test_sbatch_quote():
     assert sbatch_quote('a "b" #c \\d') == '"a \\"b\\" \\#c \\\\d"'
 
@@ -125,6 +130,8 @@ def test_sbatch_quote():
     (dict(extra_sbatch=("exclusive",)), "must start with --"),
     (dict(scratch='/x"; reboot; "'), "without"),
     (dict(array_args=(("a=1\n#SBATCH --x",),)), "newline"),
+    (dict(gres_name="gpu:a100:4"), "a name, or name:type"),
+    (dict(gres_name="gpu;reboot"), "a name, or name:type"),
 ])
 def test_impossible_requests(change, message):
     with pytest.raises(JobSpecError, match=re.escape(message)):

@@ -230,6 +230,24 @@ def test_local_copy_takes_a_nodes_share_and_refuses_a_corrupt_shard(staged, tmp_
     assert not (tmp_path / "scratch2" / "node2" / "bad" / shard.name).exists()
 
 
+def test_stale_copies_are_removed_only_where_their_job_no_longer_runs(tmp_path):
+    """<scratch>/hpctrain-<job>/<node>: a node's copy goes once its job runs elsewhere or
+    not at all; this job's copy, other nodes' copies and live jobs' copies stay."""
+    from hpctrain.data.local_copy import remove_stale
+
+    for job, node in [("7", "node2"), ("7", "node1"), ("8", "node2"), ("9", "node2"),
+                      ("10", "node2")]:
+        (tmp_path / f"hpctrain-{job}" / node).mkdir(parents=True)
+        (tmp_path / f"hpctrain-{job}" / node / "data.h5").write_bytes(b"x" * 10)
+    live = {("8", "node2")}  # job 8 still runs on node2; 7 runs on node1 only; 9 is gone
+    removed = remove_stale(tmp_path, "node2", keep=tmp_path / "hpctrain-10",
+                           runs_here=lambda job, node: (job, node) in live,
+                           log=lambda _: None)
+    assert removed == [tmp_path / "hpctrain-7" / "node2", tmp_path / "hpctrain-9" / "node2"]
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.glob("*/*")) == [
+        "hpctrain-10/node2", "hpctrain-7/node1", "hpctrain-8/node2"]  # 9's emptied dir gone
+
+
 def test_submit_checks_stage_options_before_queueing(tree, tmp_path):
     config = tmp_path / "c.yaml"
     config.write_text(f"experiment: x\ndata: {tmp_path / 'out'}\nmodel: cnn\n")

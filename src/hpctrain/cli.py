@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -28,6 +29,9 @@ an image tree (ImageNet layout) instead of step 2:
      hpctrain stage imagefolder --source data/fmnist-tree --out data/fmnist-tree-32 --size 32
 
 scaling: hpctrain study --config C --nodes 1,2,4 (then hpctrain project --study DIR)
+
+on a real cluster instead of step 1: hpctrain profile init mysite (a profile from
+sinfo/scontrol), then hpctrain doctor --profile mysite --on-node (will a job run?)
 
 also: hpctrain train (one rank, or under srun/mpirun/horovodrun), sweep, status,
 interactive; `hpctrain COMMAND --help` for each."""
@@ -87,13 +91,15 @@ def _stage_imagefolder(args) -> int:
 
 
 def _stage_local_copy(args) -> int:
-    from hpctrain.data.local_copy import copy_for_node
+    from hpctrain.data.local_copy import copy_for_node, remove_stale
     from hpctrain.environment import JobEnvironment
     from hpctrain.train.config import check_data, load_config
 
     cfg = load_config(args.config, args.overrides)
     check_data(cfg)
     env = JobEnvironment.detect()
+    dest = Path(args.dest).resolve()
+    remove_stale(dest.parent, env.node_name, keep=dest)
     copy_for_node(cfg.data, args.dest, env.node_name, env.node_index, env.num_nodes or 1,
                   args.ranks_per_node, {"train": cfg.train_limit, "test": cfg.test_limit})
     return 0
@@ -265,6 +271,52 @@ def _doctor(args) -> int:
     return 1 if blockers else 0
 
 
+def _profile_init(args) -> int:
+    from hpctrain.slurm import profile_init as pi
+    from hpctrain.slurm.client import slurm_env
+
+    env = slurm_env()
+    sv = pi.survey(env)
+    asked = {"account": args.account, "scratch": args.scratch,
+             "env_setup": tuple(args.env_line) if args.env_line else None}
+    if sys.stdin.isatty() and not args.yes:  # ask only what Slurm cannot tell
+        if asked["account"] is None:
+            asked["account"] = input(f"account to charge [{sv.default_account or 'none'}]: "
+                                     ).strip() or None
+        if asked["env_setup"] is None:
+            print("shell lines that prepare a job (module load ..., source .../activate); "
+                  "an empty line ends:")
+            lines = iter(lambda: input("  > ").strip(), "")
+            asked["env_setup"] = tuple(lines) or None
+        if asked["scratch"] is None:
+            asked["scratch"] = input("node-local scratch directory, e.g. $TMPDIR "
+                                     f"[none{'; TmpFS ' + sv.tmpfs if sv.tmpfs else ''}]: "
+                                     ).strip() or None
+    answers = pi.Answers(partition=args.partition, constraint=args.constraint, **asked)
+    flags = [f"--{k.replace('_', '-')}={v}" for k in ("partition", "constraint")
+             if (v := getattr(args, k))]
+    text = pi.render(args.name, pi.draft(args.name, sv, answers),
+                     shlex.join(["hpctrain", "profile", "init", args.name, *flags]))
+    profile, verdict = pi.check(args.name, text, args.config, env)
+    if args.print:
+        sys.stdout.write(text)
+    else:
+        path = pi.output_path(args.name, args.out)
+        pi.write(path, text, args.force)
+        print(f"wrote {path}")
+    print(f"profile {profile.name}: checked; sbatch --test-only: {verdict}")
+    print(f"next: hpctrain doctor --profile {args.out or args.name}")
+    return 0
+
+
+def _default_config() -> str | None:
+    from hpctrain.resources import checkout_root
+
+    root = checkout_root()
+    path = root / "jobs" / "configs" / "fmnist_cnn.yaml" if root else None
+    return str(path) if path and path.is_file() else None
+
+
 def _config_options(p) -> None:
     p.add_argument("--config", required=True, help="experiment YAML, optionally FILE:variant")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
@@ -336,6 +388,39 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--here", action="store_true", help="run only the node checks, on this "
                    "host (what --on-node runs on the node)")
     d.set_defaults(func=_doctor)
+
+    pr = sub.add_parser("profile", help="cluster profiles: `profile init NAME` writes one "
+                        "from the live cluster")
+    pra = pr.add_subparsers(dest="action", required=True, metavar="ACTION")
+    pi = pra.add_parser(
+        "init", help="write a cluster profile from what Slurm reports",
+        description="Write a cluster profile from the live cluster: partitions (MaxTime, "
+        "nodes),\nCPUs, memory, GPUs and their gres type, node features, srun's PMIx, your "
+        "default\naccount and TmpFS. Asks (or takes flags) only for what Slurm cannot tell; "
+        "values\nchosen for you are marked `# guess:`. Checked as any profile and with "
+        "sbatch --test-only.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example: hpctrain profile init mysite --partition gpu --account proj42 "
+        "--env-line 'module load cuda openmpi' --scratch '$TMPDIR'")
+    pi.add_argument("name", help="the profile's name (its file: NAME.yaml)")
+    pi.add_argument("--partition", help="default: Slurm's default partition")
+    pi.add_argument("--account", help="account to charge (default: yours in Slurm's "
+                    "accounting, if any)")
+    pi.add_argument("--constraint", help="a node feature: only nodes with it are described")
+    pi.add_argument("--env-line", action="append", metavar="LINE", help="shell line that "
+                    "prepares a job (repeatable), e.g. 'module load cuda/12.3'")
+    pi.add_argument("--scratch", help="node-local directory the data is copied to, e.g. "
+                    "'$TMPDIR'")
+    pi.add_argument("--config", help="an experiment config whose job script sbatch "
+                    "--test-only checks (default: the workshop CNN's)",
+                    default=_default_config())
+    pi.add_argument("--out", help="where to write it (default: the first profile directory: "
+                    "$HPCTRAIN_PROFILES_DIR, else ~/.config/hpctrain/clusters/)")
+    pi.add_argument("--force", action="store_true", help="replace an existing profile")
+    pi.add_argument("--print", action="store_true", help="print it instead of writing it")
+    pi.add_argument("--yes", action="store_true", help="ask nothing (also when stdin is not "
+                    "a terminal)")
+    pi.set_defaults(func=_profile_init)
 
     s = sub.add_parser("stage", help="stage data into HDF5: MNIST-format files or an "
                        "ImageNet-layout image tree",

@@ -26,7 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hpctrain.atomic import size_text, tree_bytes
+from hpctrain.slurm import inventory
 from hpctrain.slurm.client import slurm_env
+from hpctrain.slurm.inventory import find_tool, last_line, run_tool
 from hpctrain.slurm.profiles import Profile, load_profile, slurm_minutes
 from hpctrain.validation import InputError
 
@@ -44,91 +46,46 @@ class Check:
         return f"{mark} {self.name}: {self.detail}{fix}"
 
 
-def _tool(name: str, env: dict) -> str | None:
-    """This environment's own `name` (python, horovodrun, ...), else the one on PATH."""
-    own = Path(sys.executable).parent / name
-    return str(own) if own.is_file() else shutil.which(name, path=env.get("PATH"))
-
-
-def _run(argv: list[str], env: dict, timeout: float = 60) -> subprocess.CompletedProcess:
-    tool = _tool(argv[0], env)
-    if tool is None:
-        return subprocess.CompletedProcess(argv, 127, "", f"{argv[0]}: command not found")
-    argv = [tool, *argv[1:]]
-    try:
-        return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return subprocess.CompletedProcess(argv, 124, "", f"{argv[0]}: no answer in {timeout} s")
-
-
-def _last_line(res: subprocess.CompletedProcess) -> str:
-    lines = (res.stderr + res.stdout).strip().splitlines()
-    return lines[-1].strip() if lines else f"exit {res.returncode}"
-
-
-def fields(text: str) -> dict[str, str]:
-    """`Key=Value` pairs of one `scontrol show -o` record."""
-    return {m[1]: m[2] for m in re.finditer(r"(\w+)=(\S*)", text)}
-
-
-def gres_count(gres: str, name: str) -> int:
-    """GPUs of kind `name` in a node's Gres (`gpu:2`, `gpu:a100:4(S:0-1)`, ...)."""
-    total = 0
-    for item in gres.split(","):
-        parts = item.split("(")[0].split(":")
-        if parts[0] == name and parts[-1].isdigit():
-            total += int(parts[-1])
-    return total
-
-
-def mpi_plugins(text: str) -> list[str]:
-    """Plugin names from `srun --mpi=list` (formats differ between Slurm versions)."""
-    names = re.findall(r"\b(pmix(?:_v\d+)?|pmi2|cray_shasta|none)\b", text)
-    return sorted(set(names))
-
-
 def check_slurm(env: dict) -> Check:
-    res = _run(["scontrol", "ping"], env)
+    res = run_tool(["scontrol", "ping"], env)
     up = res.returncode == 0 and "UP" in res.stdout
-    return Check("slurm", up, _last_line(res) if not up else " ".join(res.stdout.split()),
+    return Check("slurm", up, last_line(res) if not up else " ".join(res.stdout.split()),
                  "load Slurm's commands or set SLURM_CONF; for the embedded test cluster: "
                  "hpctrain cluster up")
 
 
 def check_partition(profile: Profile, env: dict) -> tuple[Check, list[str]]:
     """The partition and the names of its nodes."""
-    res = _run(["scontrol", "show", "partition", "-o", *([profile.partition]
-                                                          if profile.partition else [])], env)
-    records = [fields(line) for line in res.stdout.splitlines() if line.strip()]
+    parts, res = inventory.read_partitions(env, profile.partition)
     if not profile.partition:
-        records = [r for r in records if r.get("Default") == "YES"]
-    if res.returncode != 0 or not records:
+        parts = [p for p in parts if p.default]
+    if not parts:
         what = f"partition {profile.partition!r}" if profile.partition else "a default partition"
-        names = _run(["sinfo", "-h", "-o", "%R"], env).stdout.split()
+        names = [p.name for p in inventory.read_partitions(env)[0]]
         return Check("partition", False, f"{what} not found",
                      f"set `partition:` in the profile to one of: {', '.join(names) or '?'}"), []
-    part = records[0]
+    part = parts[0]
     problems = []
-    if part.get("State") != "UP":
-        problems.append(f"state {part.get('State')}")
-    limit = part.get("MaxTime", "UNLIMITED")
-    if limit not in ("UNLIMITED", "") and slurm_minutes(profile.time) > slurm_minutes(limit):
-        problems.append(f"the profile's time {profile.time} exceeds MaxTime {limit}")
-    nodes = _run(["scontrol", "show", "hostnames", part.get("Nodes", "")], env).stdout.split()
-    if profile.nodes > len(nodes):
-        problems.append(f"{profile.nodes} nodes asked, it has {len(nodes)}")
-    detail = f"{part['PartitionName']}: {part.get('State')}, {len(nodes)} nodes, MaxTime {limit}"
+    if part.state != "UP":
+        problems.append(f"state {part.state}")
+    if part.max_time and slurm_minutes(profile.time) > slurm_minutes(part.max_time):
+        problems.append(f"the profile's time {profile.time} exceeds MaxTime {part.max_time}")
+    nodes = inventory.hostnames(part.nodes, env)
+    most = min(len(nodes), part.max_nodes or len(nodes))
+    if profile.nodes > most:
+        problems.append(f"{profile.nodes} nodes asked, it gives at most {most}")
+    detail = (f"{part.name}: {part.state}, {len(nodes)} nodes, "
+              f"MaxTime {part.max_time or 'UNLIMITED'}")
     return Check("partition", not problems, "; ".join(problems) or detail,
                  "change the profile's time/nodes, or choose another partition"), nodes
 
 
-def check_nodes(profile: Profile, nodes: list[str], env: dict) -> Check:
-    res = _run(["scontrol", "show", "node", "-o", ",".join(nodes)], env)
-    records = [fields(line) for line in res.stdout.splitlines() if line.strip()]
-    if not records:
-        return Check("nodes", False, _last_line(res), "check `scontrol show node`")
-    gpus = min(gres_count(r.get("Gres", ""), profile.gres_name) for r in records)
-    cpus = min(int(r.get("CPUTot", "0") or 0) for r in records)
+def check_nodes(profile: Profile, names: list[str], env: dict) -> Check:
+    nodes, res = inventory.read_nodes(names, env)
+    if not nodes:
+        return Check("nodes", False, last_line(res), "check `scontrol show node`")
+    gpus = min(n.gpus(profile.gres_name) for n in nodes)
+    cpus = min(n.cpus for n in nodes)
     need_cpus = profile.ntasks_per_node * profile.cpus_per_task
     problems = []
     if profile.gpus_per_node > gpus:
@@ -138,25 +95,29 @@ def check_nodes(profile: Profile, nodes: list[str], env: dict) -> Check:
         problems.append(f"the profile says node_gpus {profile.node_gpus}, the nodes have {gpus}")
     if need_cpus > cpus:
         problems.append(f"{need_cpus} CPUs per node asked, the nodes have {cpus}")
-    down = [r["NodeName"] for r in records
-            if any(s in r.get("State", "") for s in ("DOWN", "DRAIN", "FAIL"))]
-    detail = (f"{len(records)} nodes, each {cpus} CPUs and {gpus} {profile.gres_name}"
+    if profile.constraint:
+        wanted = set(re.split(r"[&|,*\[\]()]", profile.constraint)) - {""}
+        offered = {f for n in nodes for f in n.features}
+        if not wanted & offered:
+            problems.append(f"constraint {profile.constraint!r}: the nodes offer "
+                            f"{', '.join(sorted(offered)) or 'no features'}")
+    down = [n.name for n in nodes if not n.usable]
+    detail = (f"{len(nodes)} nodes, each {cpus} CPUs and {gpus} {profile.gres_name}"
               + (f"; not usable now: {', '.join(down)}" if down else ""))
     return Check("nodes", not problems, "; ".join(problems) or detail,
-                 "lower gpus_per_node / node_gpus / ntasks_per_node in the profile to what "
-                 "`scontrol show node` reports")
+                 "lower gpus_per_node / node_gpus / ntasks_per_node in the profile, or fix "
+                 "its constraint, to what `scontrol show node` reports")
 
 
 def check_launcher(profile: Profile, env: dict) -> Check:
     if profile.launcher == "srun":
-        res = _run(["srun", "--mpi=list"], env)
-        plugins = mpi_plugins(res.stdout + res.stderr)
+        plugins, res = inventory.srun_plugins(env)
         ok = any(p.startswith("pmix") for p in plugins)
-        return Check("launcher", ok, f"srun --mpi=list: {', '.join(plugins) or _last_line(res)}",
+        return Check("launcher", ok, f"srun --mpi=list: {', '.join(plugins) or last_line(res)}",
                      "this srun has no PMIx: set `launcher: mpirun` (or horovodrun) in the "
                      "profile")
     tool = "mpirun" if profile.launcher == "mpirun" else "horovodrun"
-    found = _tool(tool, env)
+    found = find_tool(tool, env)
     return Check("launcher", bool(found), f"{tool}: {found or 'not found'}",
                  f"install or load {tool}, or set another launcher in the profile")
 
@@ -174,13 +135,13 @@ print(json.dumps({k: bool(getattr(hvd, k + "_built")()) for k in
 
 
 def check_horovod(env: dict) -> Check:
-    res = _run(["python", "-c", HOROVOD_PROBE], {**env, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    res = run_tool(["python", "-c", HOROVOD_PROBE], {**env, "TF_CPP_MIN_LOG_LEVEL": "3"},
                timeout=300)
     fix = ("rebuild Horovod against the installed TensorFlow, with MPI or Gloo "
            "(env/install.sh does)")
     if res.returncode != 0:
         return Check("horovod", False, f"its TensorFlow extension does not load: "
-                     f"{_last_line(res)}", fix)
+                     f"{last_line(res)}", fix)
     built = json.loads(res.stdout.strip().splitlines()[-1])
     have = [name.upper() if name != "gloo" else "Gloo" for name, ok in built.items() if ok]
     return Check("horovod", bool(built["mpi"] or built["gloo"]),
@@ -207,10 +168,10 @@ def check_env_setup(profile: Profile, env: dict) -> Check:
     script = "\n".join(["set -e", *lines, "command -v hpctrain >/dev/null || "
                         "{ echo 'hpctrain not on PATH' >&2; exit 1; }",
                         'python -c "import hpctrain, horovod"'])
-    res = _run(["bash", "--noprofile", "--norc", "-c", script], env)
+    res = run_tool(["bash", "--noprofile", "--norc", "-c", script], env)
     return Check("environment", res.returncode == 0,
                  "the profile's env_setup works in a non-interactive shell"
-                 if res.returncode == 0 else _last_line(res),
+                 if res.returncode == 0 else last_line(res),
                  "fix the profile's env_setup lines (module load ..., source .../activate)")
 
 
@@ -308,5 +269,5 @@ def on_node(profile: Profile, argv: list[str]) -> subprocess.CompletedProcess:
                if profile.gpus_per_node else []),
              "--nodes=1", "--ntasks=1", "--time=5"]
     env = slurm_env()
-    return _run(["srun", *alloc, sys.executable, "-m", "hpctrain.cli", "doctor", "--here",
+    return run_tool(["srun", *alloc, sys.executable, "-m", "hpctrain.cli", "doctor", "--here",
                  *argv], env, timeout=600)

@@ -8,7 +8,9 @@ stops them from binding INADDR_ANY; slurmdbd binds DbdAddr; MariaDB binds 127.0.
 from __future__ import annotations
 
 import socket
+from collections.abc import Sequence
 from pathlib import Path
+from types import SimpleNamespace
 
 import jinja2
 
@@ -19,8 +21,21 @@ FILES = ("slurm.conf", "gres.conf", "slurmdbd.conf")
 def render(*, root: Path, cluster_name: str, nodes: list[str], cpus_per_node: int,
            gpus_per_node: int, partition: str, ports: dict, munge_socket: Path,
            db_password: str, memory_mb: int = 4000, max_time: str = "04:00:00",
-           host: str | None = None) -> dict[str, str]:
-    """{file name: text} for slurm.conf, gres.conf and slurmdbd.conf."""
+           host: str | None = None, kinds: Sequence = (), extra_partitions: Sequence = ()
+           ) -> dict[str, str]:
+    """{file name: text} for slurm.conf, gres.conf and slurmdbd.conf. `kinds` (each with
+    gpu_type and features) split the nodes into equal groups in order; `extra_partitions`
+    (name, first, last node number, max_time, max_nodes) come after the default one."""
+    kinds = list(kinds) or [SimpleNamespace(gpu_type=None, features=())]
+    if len(nodes) % len(kinds):
+        raise ValueError(f"{len(nodes)} nodes do not split into {len(kinds)} equal groups")
+    size = len(nodes) // len(kinds)
+    groups = [{"range": _range(i * size + 1, (i + 1) * size),
+               "ports": f"[{ports['slurmd'][i * size]}-{ports['slurmd'][(i + 1) * size - 1]}]",
+               "gpu_type": kind.gpu_type, "features": ",".join(kind.features)}
+              for i, kind in enumerate(kinds)]
+    extra = [{"name": p.name, "range": _range(p.first, p.last), "max_time": p.max_time,
+              "max_nodes": p.max_nodes} for p in extra_partitions]
     jenv = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES),
                               undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
     ctx = {
@@ -28,7 +43,9 @@ def render(*, root: Path, cluster_name: str, nodes: list[str], cpus_per_node: in
         "host": host or socket.gethostname().split(".")[0],
         "cluster_name": cluster_name,
         "nodes": nodes,
-        "node_range": f"node[1-{len(nodes)}]",
+        "node_range": _range(1, len(nodes)),
+        "groups": groups,
+        "extra_partitions": extra,
         "cpus_per_node": cpus_per_node,
         "gpus_per_node": gpus_per_node,
         "memory_mb": memory_mb,
@@ -39,3 +56,7 @@ def render(*, root: Path, cluster_name: str, nodes: list[str], cpus_per_node: in
         "db_password": db_password,
     }
     return {name: jenv.get_template(f"{name}.j2").render(**ctx) for name in FILES}
+
+
+def _range(first: int, last: int) -> str:
+    return f"node{first}" if first == last else f"node[{first}-{last}]"

@@ -35,14 +35,40 @@ TOOLS = ("munged", "mungekey", "mariadbd", "mariadb-install-db", "mariadb", "slu
          "slurmctld", "slurmd", "sinfo", "sacctmgr")
 
 
+@dataclass(frozen=True)
+class NodeKind:
+    """A group of nodes alike: its GPUs' gres type (`gpu:a100:2`; None: plain `gpu:2`) and
+    its node features (for `--constraint`)."""
+
+    gpu_type: str | None = None
+    features: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ExtraPartition:
+    name: str
+    first: int  # node numbers first..last
+    last: int
+    max_time: str = "04:00:00"
+    max_nodes: int | None = None
+
+
 @dataclass
 class EmbeddedCluster:
+    """Defaults: the demo's cluster (one partition `debug`, untyped gres gpu:2, no
+    features). `kinds` splits the nodes into equal groups, one per kind, and
+    `extra_partitions` adds partitions beside the default one: a site's layout, e.g. to
+    try `hpctrain profile init` on typed GPUs, node features and two partitions."""
+
     root: Path = field(default_factory=cluster_dir)
     nodes: int = 4
     cpus_per_node: int = 2
     gpus_per_node: int = 2
     base_port: int = 17817
     partition: str = "debug"
+    max_time: str = "04:00:00"
+    kinds: tuple[NodeKind, ...] = (NodeKind(),)
+    extra_partitions: tuple[ExtraPartition, ...] = ()
 
     def __post_init__(self) -> None:
         self.root = Path(self.root).resolve()
@@ -82,8 +108,7 @@ class EmbeddedCluster:
     def ports(self) -> dict:
         p = self.base_port
         return {"slurmctld": p, "slurmdbd": p + 1, "mariadb": p + 2,
-                "slurmd": [p + 10 + i for i in range(self.nodes)],
-                "slurmd_range": f"[{p + 10}-{p + 9 + self.nodes}]"}
+                "slurmd": [p + 10 + i for i in range(self.nodes)]}
 
     def env(self) -> dict:
         return {**os.environ, "SLURM_CONF": str(self.slurm_conf)}
@@ -93,7 +118,8 @@ class EmbeddedCluster:
                            nodes=self.node_names, cpus_per_node=self.cpus_per_node,
                            gpus_per_node=self.gpus_per_node, partition=self.partition,
                            ports=self.ports, munge_socket=self.munge_socket,
-                           db_password=db_password)
+                           db_password=db_password, max_time=self.max_time,
+                           kinds=self.kinds, extra_partitions=self.extra_partitions)
 
     # ---- lifecycle -------------------------------------------------------------------------
     def up(self, timeout: float = 60.0) -> None:
@@ -109,13 +135,18 @@ class EmbeddedCluster:
                                     self.root / "state" / "cluster-registered")
         self._start("slurmctld", ["slurmctld"])
         for node in self.node_names:
-            self._start(f"slurmd.{node}", ["slurmd", "-N", node])
+            self.start_slurmd(node)
         exposed = self.exposed()
         if exposed:  # e.g. the host name resolves to a LAN address: refuse to stay up
             self.down()
             raise ClusterError(f"daemons listen beyond loopback ({', '.join(exposed)}); map "
                                "this host's name to 127.0.1.1 in /etc/hosts and retry")
         self.wait_idle(timeout)
+
+    def start_slurmd(self, node: str) -> None:
+        """Start `node`'s slurmd, if it is not running (also after it was killed: the node
+        comes back, and its stale job steps are cleaned up by Slurm)."""
+        self._start(f"slurmd.{node}", ["slurmd", "-N", node])
 
     def exposed(self) -> list[str]:
         """'daemon address:port' for every listening socket of this cluster's daemons that
@@ -153,9 +184,10 @@ class EmbeddedCluster:
         while time.monotonic() < deadline:
             res = self._run(["sinfo", "-h", "-N", "-o", "%N %T"], check=False)
             states = res.stdout.strip()
-            lines = [ln.split() for ln in states.splitlines() if ln.strip()]
-            if len(lines) == self.nodes and all(s[1] in ("idle", "mixed", "allocated")
-                                                for s in lines):
+            # one line per node and partition: a node in two partitions is listed twice
+            nodes = dict(ln.split()[:2] for ln in states.splitlines() if ln.strip())
+            if len(nodes) == self.nodes and all(s in ("idle", "mixed", "allocated")
+                                                for s in nodes.values()):
                 return
             time.sleep(0.2)
         raise ClusterError(f"nodes not idle after {timeout:.0f} s: {states!r}; "

@@ -12,13 +12,20 @@ the manifest's sha256 while it is copied, under a temporary name and renamed; th
 manifest lists the subset. A single HDF5 file is copied whole. The copy lands in
 DEST/<node name>/, so nodes that share a disk (the embedded cluster) keep separate copies,
 and the ranks find theirs through `{node}` in the data path.
+
+At the end of the job each node removes its own copy. A node that died mid-job never does:
+the next local copy on that node (any later job) first removes the copies there whose job no
+longer runs on it (`remove_stale`); a requeued job makes its copies again on its new nodes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import shutil
+import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from hpctrain.atomic import atomic_path, write_json
@@ -36,6 +43,45 @@ def files_for_ranks(data: str, ranks: range, size: int, limits: dict[str, int]) 
             mine, _ = rank_pieces(pieces, rank, size, limits.get(split, 0))
             names.update(Path(p.path).name for p in mine)
     return sorted(names)
+
+
+COPY_PREFIX = "hpctrain-"  # the job script's copy: <scratch>/hpctrain-<job id>/<node>/
+
+
+def job_runs_on(job_id: str, node: str) -> bool:
+    """Whether Slurm has job `job_id` running on `node`; True when Slurm cannot say (an
+    unreachable controller must never make a running job's data look stale)."""
+    res = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T %N"], capture_output=True,
+                         text=True, timeout=60)
+    if res.returncode != 0:
+        return "Invalid job id" not in res.stderr
+    for line in res.stdout.splitlines():
+        state, _, nodes = line.partition(" ")
+        if state in ("RUNNING", "COMPLETING", "SUSPENDED", "STOPPED"):
+            hosts = subprocess.run(["scontrol", "show", "hostnames", nodes],
+                                   capture_output=True, text=True, timeout=60)
+            if hosts.returncode != 0 or node in hosts.stdout.split():
+                return True
+    return False
+
+
+def remove_stale(base: Path, node: str, keep: Path,
+                 runs_here: Callable[[str, str], bool] = job_runs_on, log=print) -> list[Path]:
+    """Remove `node`'s copies under `base` (<base>/hpctrain-<job>/<node>) whose job no longer
+    runs on it, except `keep`; the paths removed."""
+    removed = []
+    for job_dir in sorted(base.glob(f"{COPY_PREFIX}*")):
+        mine, job = job_dir / node, job_dir.name[len(COPY_PREFIX):]
+        if job_dir == keep or not mine.is_dir() or runs_here(job, node):
+            continue
+        size = sum(f.stat().st_size for f in mine.rglob("*") if f.is_file())
+        shutil.rmtree(mine)
+        with contextlib.suppress(OSError):  # the job's directory, once no copy is left
+            job_dir.rmdir()
+        removed.append(mine)
+        log(f"{node}: removed {mine}, left by job {job} that no longer runs here "
+            f"({size / 1e6:.0f} MB)")
+    return removed
 
 
 def copy_verified(src: Path, dest: Path, sha256: str | None, block: int = 16 << 20) -> int:

@@ -89,8 +89,9 @@ class JobSpec(Checked):
                              f"choose from {', '.join(LAUNCHERS)}")
         if self.signal_seconds < 0 or self.max_restarts < 0:
             raise ValueError("signal_seconds and max_restarts must be >= 0")
-        if not re.fullmatch(r"[A-Za-z0-9_.-]+", self.gres_name):
-            raise ValueError(f"gres name {self.gres_name!r}: use letters, digits, _ . -")
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+(:[A-Za-z0-9_.-]+)?", self.gres_name):
+            raise ValueError(f"gres name {self.gres_name!r}: a name, or name:type (gpu, "
+                             "gpu:a100), of letters, digits, _ . -")
         strings = [self.job_name, self.config, self.run_dir, self.workdir, self.partition or "",
                    self.account or "", self.qos or "", self.constraint or "",
                    self.scratch or "", self.data, self.stage_source, self.array or "",
