@@ -4,6 +4,7 @@ submitit sweeps, the three launchers, chains, status and interactive sessions.""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import LONG, VENV_BIN, check_tensorboard, hpctrain, read_report, write_config
+from conftest import LONG, REPO, VENV_BIN, check_tensorboard, hpctrain, read_report, write_config
 from hpctrain.slurm.profiles import slurm_minutes
 
 pytestmark = pytest.mark.slurm
@@ -36,7 +37,8 @@ pytestmark = pytest.mark.slurm
 # job. A 50 ms cycle makes the wait cheaper (measured here: a paced 2-rank run used 28 CPU-s
 # with the default, 18 with 50 ms, 18 unpaced). Sums of two ranks' gradients do not depend
 # on how tensors are fused, so the weights stay exact.
-PACE = {"stopped": "1:0.5:2", "dead_rank": "1:0.2"}
+PACE = {"stopped": "1:0.5:2", "dead_rank": "1:0.2", "node_failures": "1:0.2:2"}
+STALE_JOB = "999999"  # a job that ran long ago on every node and left its copies there
 TINY = ["train_limit=2048", "test_limit=512", "epochs=1"]
 
 
@@ -168,12 +170,78 @@ def _kill_rank_1(cluster, run_dir: Path) -> tuple[str, float]:
     return state, time.monotonic() - killed
 
 
+def _job_nodes(cluster, job_id: str) -> list[str]:
+    return subprocess.run(["scontrol", "show", "hostnames", _job_field(cluster, job_id,
+                                                                       "NodeList") or ""],
+                          env=cluster.env(), capture_output=True, text=True).stdout.split()
+
+
+def _hang(cluster, job_id: str, node: str) -> list[int]:
+    """`node` stops answering, as a node whose kernel hangs: its slurmd is killed and the
+    job's processes there (the rank and its slurmstepd) are frozen, so that nothing on the
+    other node notices before Slurm does. The frozen pids."""
+    os.kill(cluster.running()[f"slurmd.{node}"], signal.SIGKILL)
+    frozen = set()
+    for proc in Path("/proc").iterdir():
+        env = _environ(proc) if proc.name.isdigit() else {}
+        if env.get("SLURM_JOB_ID") == job_id and env.get("SLURMD_NODENAME") == node:
+            frozen.add(int(proc.name))
+            with contextlib.suppress(OSError):
+                parent = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                if Path(f"/proc/{parent}/comm").read_text().strip() == "slurmstepd":
+                    frozen.add(parent)
+    for pid in frozen:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGSTOP)
+    return sorted(frozen)
+
+
+def _fail_two_nodes(cluster, run_dir: Path) -> dict:
+    """After epoch 1 the job's second node is marked DOWN (as an administrator or a health
+    check does); in the rerun, after epoch 2, its second node hangs and Slurm marks it DOWN
+    itself (SlurmdTimeout). Each time Slurm ends the run with NODE_FAIL and requeues the
+    job. The hung node is power-cycled (its processes gone, slurmd started again) once the
+    third run is under way. The two nodes, by how they failed."""
+    job_id = _after_epoch(run_dir, 1)
+    marked = _job_nodes(cluster, job_id)[-1]
+    subprocess.run(["scontrol", "update", f"NodeName={marked}", "State=DOWN",
+                    "Reason=hpctrain test: node failure"], env=cluster.env(), check=True)
+    _wait_for(lambda: _restarts(cluster, job_id) >= 1, 300, "the requeue after NODE_FAIL")
+    _after_epoch(run_dir, 2)  # the rerun resumed after epoch 1
+    hung = _job_nodes(cluster, job_id)[-1]
+    frozen = _hang(cluster, job_id, hung)
+    _wait_for(lambda: _restarts(cluster, job_id) >= 2, 300, "the requeue after the hang")
+    _wait_for(lambda: _job_field(cluster, job_id, "JobState") == "RUNNING", 300,
+              "the third run")
+    for pid in frozen:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    cluster.start_slurmd(hung)
+    return {"marked": marked, "hung": hung}
+
+
+def _scratch_profile(root: Path) -> Path:
+    """The embedded profile with node-local scratch: its copies go to scratch/<job>/<node>/,
+    one directory per logical node, as on nodes with disks of their own. Every node already
+    holds a copy of a long-gone job (a node that died mid-job never removed its copy)."""
+    scratch = root / "scratch"
+    for node in [f"node{i}" for i in range(1, 9)]:
+        stale = scratch / f"hpctrain-{STALE_JOB}" / node
+        stale.mkdir(parents=True)
+        (stale / "fashion-mnist.h5").write_bytes(b"\0" * 1000)
+    profile = root / "scratch.yaml"
+    embedded = (REPO / "env" / "clusters" / "embedded.yaml").read_text()
+    profile.write_text(embedded.replace("scratch: null\n", f"scratch: '{scratch}'\n"))
+    return profile
+
+
 @pytest.fixture(scope="module")
 def long_jobs(slurm_cluster, fmnist_h5, tmp_path_factory):
-    """The two long jobs at once on 4 of the test cluster's nodes, so that their waits (the
-    slow rank's sleeps, Slurm's signals, the requeues) overlap: one preempted after epoch 1
-    and stopped by its time limit after epoch 2, and one whose rank 1 is killed. The tests
-    below check them."""
+    """The three long jobs at once on 6 of the test cluster's nodes, so that their waits
+    (the slow rank's sleeps, Slurm's signals, the requeues) overlap: one preempted after
+    epoch 1 and stopped by its time limit after epoch 2, one whose rank 1 is killed, and one
+    (its data copied to node-local scratch) whose second node goes down after epoch 1. The
+    tests below check them."""
     root = tmp_path_factory.mktemp("long")
     config = write_config(root / "long.yaml", fmnist_h5, **LONG)
 
@@ -188,11 +256,15 @@ def long_jobs(slurm_cluster, fmnist_h5, tmp_path_factory):
 
     jobs = {"stopped": submit("stopped", "--time", str(TIME_LIMIT_MIN),
                               "--signal-seconds", str(SIGNAL_S), "--max-restarts", "3"),
-            "dead_rank": submit("dead_rank", wait=False)}
+            "dead_rank": submit("dead_rank", wait=False),
+            "node_failures": submit("node_failures", "--profile",
+                                    str(_scratch_profile(root)))}
     actions = {"stopped": Background(lambda: _preempt_then_time_limit(
                    slurm_cluster, jobs["stopped"].run_dir)),
                "dead_rank": Background(lambda: _kill_rank_1(
-                   slurm_cluster, jobs["dead_rank"].run_dir))}
+                   slurm_cluster, jobs["dead_rank"].run_dir)),
+               "node_failures": Background(lambda: _fail_two_nodes(
+                   slurm_cluster, jobs["node_failures"].run_dir))}
     try:
         yield jobs, actions
     finally:
@@ -200,6 +272,8 @@ def long_jobs(slurm_cluster, fmnist_h5, tmp_path_factory):
             job.proc.kill()
             if (job.run_dir / "submission.json").is_file():
                 subprocess.run(["scancel", _job_id(job.run_dir)], env=slurm_cluster.env())
+        subprocess.run(["scontrol", "update", "NodeName=node[1-8]", "State=RESUME"],
+                       env=slurm_cluster.env(), capture_output=True)  # if a test failed
 
 
 @pytest.fixture(scope="module")
@@ -268,14 +342,79 @@ def test_preemption_then_time_limit_checkpoint_requeue_resume(slurm_cluster, lon
     check_tensorboard(job.run_dir)  # every epoch once across the three segments
 
 
+@pytest.mark.slow(reason="waits for two node failures, Slurm's requeues and the resumed "
+                  "runs: wall-clock bound, overlapped with the other long jobs")
+@pytest.mark.mpi  # its reference runs in the shared 2-rank launch
+def test_node_failures_requeue_resume_and_node_local_copies(slurm_cluster, long_jobs,
+                                                            uninterrupted):
+    """A node of a running 2-node job marked DOWN after epoch 1, then, in the rerun, a node
+    that hangs (slurmd gone, its processes frozen): each time Slurm ends the run with
+    NODE_FAIL and requeues the job; each rerun copies the data to its nodes' scratch again,
+    resumes from the last checkpoint, and the job ends with the uninterrupted run's weights,
+    every epoch once. A failed run's nodes never removed their copies: the next job on such
+    a node does, with any other copy a gone job left there."""
+    jobs, actions = long_jobs
+    job = jobs["node_failures"]
+    failed = actions["node_failures"].get(timeout=1500)
+    code, out = job.finished()
+    assert code == 0, out[:1000] + out[-2000:]
+    report = read_report(job.run_dir)
+    _check_resumed_equals(report, uninterrupted, job.run_dir)
+    job_id = report["slurm"]["job_id"]
+    assert [s["restart_count"] for s in report["segments"]] == [0, 1, 2]
+    assert _sacct(slurm_cluster, job_id, "State", duplicates=True) == [
+        "NODE_FAIL", "NODE_FAIL", "COMPLETED"]
+    runs = (job.run_dir / f"slurm-{job_id}.out").read_text().split(f"hpctrain: job {job_id} on")
+    copied = re.compile(r"^(node\d+): 1 file\(s\)", re.M)
+    nodes = [set(copied.findall(run)) for run in runs[1:]]  # each run copied on its 2 nodes
+    assert [len(n) for n in nodes] == [2, 2, 2], runs
+    assert failed["marked"] in nodes[0] and failed["hung"] in nodes[1] - nodes[2]
+    scratch = job.run_dir.parent / "scratch"
+    # the last run's nodes removed their copies at the end; the failed runs were killed
+    # before their clean-up, so their nodes that the last run did not use keep theirs; the
+    # gone job's copies were removed on every node the job used
+    assert {p.name for p in (scratch / f"hpctrain-{job_id}").iterdir()} == \
+        (nodes[0] | nodes[1]) - nodes[2]
+    assert {p.name for p in (scratch / f"hpctrain-{STALE_JOB}").iterdir()} == {
+        f"node{i}" for i in range(1, 9)} - (nodes[0] | nodes[1] | nodes[2])
+    # the power-cycled node is back by itself (ReturnToService); the next job there removes
+    # what the failed run left on it
+    hung = failed["hung"]
+    _wait_for(lambda: _node_state(slurm_cluster, hung) in ("IDLE", "MIXED"), 120,
+              f"{hung} back in service")
+    config = job.run_dir.parent / "long.yaml"
+    later = subprocess.run(
+        ["srun", f"--nodelist={hung}", "-N1", "-n1", "bash", "-c",
+         f'exec {VENV_BIN / "hpctrain"} stage local-copy --config "$1" --ranks-per-node 1 '
+         '--dest "$2/hpctrain-${SLURM_JOB_ID}"', "_", str(config), str(scratch)],
+        env=slurm_cluster.env(), capture_output=True, text=True, timeout=300)
+    assert later.returncode == 0, later.stderr
+    assert f"{hung}: removed {scratch}/hpctrain-{job_id}/{hung}, left by job {job_id}" in \
+        later.stdout
+    assert not (scratch / f"hpctrain-{job_id}" / hung).exists()
+
+
+def _node_state(cluster, node: str) -> str:
+    res = subprocess.run(["sinfo", "-h", "-N", "-n", node, "-o", "%T"], env=cluster.env(),
+                         capture_output=True, text=True)
+    return res.stdout.strip().upper()
+
+
+def _environ(proc: Path) -> dict[str, str]:
+    try:
+        raw = (proc / "environ").read_bytes()
+    except OSError:
+        return {}
+    return dict(kv.split("=", 1) for kv in raw.decode(errors="replace").split("\0") if "=" in kv)
+
+
 def _rank_pid(job_id: str, rank: int) -> int | None:
     """The training process of `rank` in `job_id` (all logical nodes are this host)."""
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
+        env = _environ(proc)
         try:
-            env = dict(kv.split("=", 1) for kv in (proc / "environ").read_bytes().decode(
-                errors="replace").split("\0") if "=" in kv)
             cmd = (proc / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue

@@ -17,6 +17,9 @@ from dataclasses import dataclass
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY",
             "PREEMPTED", "BOOT_FAIL", "DEADLINE"}
 
+# ends of a run after which Slurm itself queues a job with --requeue again
+REQUEUED_BY_SLURM = {"NODE_FAIL", "PREEMPTED", "BOOT_FAIL"}
+
 
 class SlurmError(RuntimeError):
     """Slurm refused or failed a request; the message is one line."""
@@ -148,10 +151,19 @@ class SlurmClient:
             found = [r.state for r in self.records([job_id]) if r.job_id == job_id]
         except SlurmError:
             found = []
-        if found:
-            return found[-1]
-        res = self._run(["squeue", "-h", "-j", job_id, "-o", "%T"])
-        return res.stdout.strip().split()[0] if res.stdout.strip() else None
+        queued = None
+        if not found or found[-1] in TERMINAL:
+            res = self._run(["squeue", "-h", "-j", job_id, "-o", "%T"])
+            queued = res.stdout.strip().split()[0] if res.stdout.strip() else None
+        if not found:
+            return queued
+        # a run that Slurm requeues (NODE_FAIL) ends its record before the next one begins:
+        # the job is not over while the queue still holds it for another run, also while
+        # the failed run's processes are being killed (COMPLETING)
+        if queued and queued not in TERMINAL and (queued != "COMPLETING"
+                                                  or found[-1] in REQUEUED_BY_SLURM):
+            return queued
+        return found[-1]
 
     def wait(self, job_id: str, timeout: float, poll: float = 2.0,
              on_change: Callable[[str, str], None] | None = None) -> str:
