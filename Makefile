@@ -5,7 +5,7 @@ DATA   ?= data/fashion-mnist.h5
 FASHION_SRC ?= /usr/share/datasets/fashion-mnist
 NODES  ?= 2
 
-.PHONY: install install-system demo test test-fast bench docs accuracy studies projection cluster-checks lint cluster-up cluster-down clean
+.PHONY: install install-system demo test test-fast bench docs accuracy studies projection cluster-checks soak lint cluster-up cluster-down clean
 
 install-system:  ## Debian packages for a laptop/CI (skip on a real cluster: module load)
 	bash env/install-system.sh
@@ -76,6 +76,9 @@ studies: install cluster-up $(DATA)  ## the committed scaling studies -> results
 cluster-checks: install cluster-up  ## what `hpctrain profile init` and `doctor` print here, healthy and broken -> the README's workflow
 	$(BIN)/python scripts/cluster_checks.py run
 	$(BIN)/python scripts/cluster_checks.py render
+
+soak: install cluster-up $(DATA)  ## a 2-node run hit by 20 random faults must end with the uninterrupted run's weights -> results/reliability/ (~30 min)
+	$(BIN)/python scripts/soak.py run --seed $${SEED:-1} --faults $${FAULTS:-20}
 
 projection: install  ## the cost model checked against published figures -> results/projection/
 	$(BIN)/hpctrain project --published --out results/projection >/dev/null

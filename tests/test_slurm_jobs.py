@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from conftest import LONG, REPO, VENV_BIN, check_tensorboard, hpctrain, read_report, write_config
+from hpctrain.progress import wait_until
 from hpctrain.slurm.profiles import slurm_minutes
 
 pytestmark = pytest.mark.slurm
@@ -55,16 +56,6 @@ def _sacct(cluster, job_id: str, *fields: str, duplicates: bool = False) -> list
 
 def _job_id(run_dir: Path) -> str:
     return json.loads((run_dir / "submission.json").read_text())["job_id"]
-
-
-def _wait_for(predicate, timeout: float, what: str, poll: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(poll)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def _epochs(run_dir: Path) -> list[int]:
@@ -109,8 +100,8 @@ class LongJob:
 
 def _after_epoch(run_dir: Path, epoch: int) -> str:
     """Waits until the job in run_dir has submitted and finished `epoch`; its job id."""
-    _wait_for(lambda: (run_dir / "submission.json").is_file(), 120, "submission")
-    _wait_for(lambda: epoch in _epochs(run_dir), 900, f"epoch {epoch}")
+    wait_until(lambda: (run_dir / "submission.json").is_file(), 120, "submission")
+    wait_until(lambda: epoch in _epochs(run_dir), 900, f"epoch {epoch}")
     return _job_id(run_dir)
 
 
@@ -142,13 +133,13 @@ def _preempt_then_time_limit(cluster, run_dir: Path) -> int:
     minutes the second run was given."""
     job_id = _after_epoch(run_dir, 1)
     subprocess.run(["scancel", "--signal=USR1", job_id], env=cluster.env(), check=True)
-    _wait_for(lambda: _restarts(cluster, job_id) == 1, 900, "the job to requeue after USR1")
+    wait_until(lambda: _restarts(cluster, job_id) == 1, 900, "the job to requeue after USR1")
     _after_epoch(run_dir, 2)
     elapsed = round(slurm_minutes(_job_field(cluster, job_id, "RunTime") or "0:0:0") * 60)
     minutes = max(3, (elapsed + SIGNAL_S) // 60)
     subprocess.run(["scontrol", "update", f"JobId={job_id}", f"TimeLimit={minutes}"],
                    env=cluster.env(), check=True)
-    _wait_for(lambda: _restarts(cluster, job_id) == 2, 900,
+    wait_until(lambda: _restarts(cluster, job_id) == 2, 900,
               "the job to requeue itself near its time limit")
     subprocess.run(["scontrol", "update", f"JobId={job_id}", f"TimeLimit={TIME_LIMIT_MIN}"],
                    env=cluster.env(), check=True)
@@ -157,14 +148,14 @@ def _preempt_then_time_limit(cluster, run_dir: Path) -> int:
 
 def _kill_rank_1(cluster, run_dir: Path) -> tuple[str, float]:
     """SIGKILL rank 1 once training runs; the job's end state and how long it took."""
-    _wait_for(lambda: (run_dir / "submission.json").is_file(), 120, "submission")
+    wait_until(lambda: (run_dir / "submission.json").is_file(), 120, "submission")
     job_id = _job_id(run_dir)
     log = run_dir / f"slurm-{job_id}.out"
-    _wait_for(lambda: log.is_file() and "steps/epoch" in log.read_text(), 900, "training")
-    pid = _wait_for(lambda: _rank_pid(job_id, 1), 30, "rank 1's process")
+    wait_until(lambda: log.is_file() and "steps/epoch" in log.read_text(), 900, "training")
+    pid = wait_until(lambda: _rank_pid(job_id, 1), 30, "rank 1's process")
     os.kill(pid, signal.SIGKILL)
     killed = time.monotonic()
-    state = _wait_for(lambda: next((s for s in _sacct(cluster, job_id, "State")
+    state = wait_until(lambda: next((s for s in _sacct(cluster, job_id, "State")
                                     if s not in ("RUNNING", "PENDING", "COMPLETING")), None),
                       90, "the job to end")
     return state, time.monotonic() - killed
@@ -206,12 +197,12 @@ def _fail_two_nodes(cluster, run_dir: Path) -> dict:
     marked = _job_nodes(cluster, job_id)[-1]
     subprocess.run(["scontrol", "update", f"NodeName={marked}", "State=DOWN",
                     "Reason=hpctrain test: node failure"], env=cluster.env(), check=True)
-    _wait_for(lambda: _restarts(cluster, job_id) >= 1, 300, "the requeue after NODE_FAIL")
+    wait_until(lambda: _restarts(cluster, job_id) >= 1, 300, "the requeue after NODE_FAIL")
     _after_epoch(run_dir, 2)  # the rerun resumed after epoch 1
     hung = _job_nodes(cluster, job_id)[-1]
     frozen = _hang(cluster, job_id, hung)
-    _wait_for(lambda: _restarts(cluster, job_id) >= 2, 300, "the requeue after the hang")
-    _wait_for(lambda: _job_field(cluster, job_id, "JobState") == "RUNNING", 300,
+    wait_until(lambda: _restarts(cluster, job_id) >= 2, 300, "the requeue after the hang")
+    wait_until(lambda: _job_field(cluster, job_id, "JobState") == "RUNNING", 300,
               "the third run")
     for pid in frozen:
         with contextlib.suppress(ProcessLookupError):
@@ -380,7 +371,7 @@ def test_node_failures_requeue_resume_and_node_local_copies(slurm_cluster, long_
     # the power-cycled node is back by itself (ReturnToService); the next job there removes
     # what the failed run left on it
     hung = failed["hung"]
-    _wait_for(lambda: _node_state(slurm_cluster, hung) in ("IDLE", "MIXED"), 120,
+    wait_until(lambda: _node_state(slurm_cluster, hung) in ("IDLE", "MIXED"), 120,
               f"{hung} back in service")
     config = job.run_dir.parent / "long.yaml"
     later = subprocess.run(

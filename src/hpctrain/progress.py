@@ -65,3 +65,15 @@ class Progress:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def wait_until(predicate, timeout: float, what: str, poll: float = 0.5):
+    """Poll `predicate()` until it returns something true; that value. TimeoutError naming
+    `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(poll)
+    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
