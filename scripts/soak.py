@@ -211,8 +211,8 @@ class Soak:
             out, _ = ref.communicate(timeout=3600)
             if ref.returncode != 0:
                 raise SystemExit(f"soak: the reference run failed:\n{out[-2000:]}")
-            self.spe = spe = self.pace(ref_dir)[0]
-            rate = self.pace(ref_dir)[1]
+            spe, rate, tracing = self.pace(ref_dir)
+            self.spe = spe
             total = RUN["epochs"] * spe
             plan = list(FAULTS) + [self.rng.choice(FAULTS) for _ in range(a.faults - len(FAULTS))]
             self.rng.shuffle(plan)
@@ -225,11 +225,14 @@ class Soak:
             runs = wait_until(lambda: self.training_runs(run_dir, job), 900, "training")
             at, since = 0, time.monotonic()  # the run's position (steps) when it last started
             for i, (kind, mark) in enumerate(zip(plan, marks, strict=True), 1):
-                wait_until(lambda m=mark, a0=at, t=since: proc.poll() is not None or
-                           a0 + (time.monotonic() - t) * rate >= m, 3600, f"step {mark:.0f}")
+                def step(a0=at, t=since) -> float:  # where the run is now, estimated
+                    return a0 + max(0.0, time.monotonic() - t - tracing) * rate
+
+                wait_until(lambda m=mark: proc.poll() is not None or step() >= m, 3600,
+                           f"step {mark:.0f}")
                 if proc.poll() is not None:
                     raise SystemExit(f"soak: the run ended before fault {i}: {proc.returncode}")
-                position = at + (time.monotonic() - since) * rate
+                position = step()
                 epochs_done = len(self.epochs(run_dir))
                 hit = self.now()
                 note = self.inject(kind, run_dir, job)
@@ -263,12 +266,14 @@ class Soak:
                 sh("scontrol", "update", f"NodeName={node}", "State=RESUME", check=False)
             sh("umount", "-l", str(self.scratch), check=False)
 
-    def pace(self, ref_dir: Path) -> tuple[int, float]:
-        """Steps an epoch, and steps a second of training, as the reference ran."""
+    def pace(self, ref_dir: Path) -> tuple[int, float, float]:
+        """Steps an epoch, steps a second of training, and the seconds a run takes to trace
+        its first steps, as the reference ran (its first epoch less a typical one)."""
         log = next(ref_dir.glob("slurm-*.out")).read_text(errors="replace")
         spe = int(re.search(r"(\d+) steps/epoch", log)[1])
         rows = [json.loads(x) for x in (ref_dir / "metrics.jsonl").read_text().splitlines()]
-        return spe, spe / statistics.median(r["epoch_s"] for r in rows)
+        typical = statistics.median(r["epoch_s"] for r in rows)
+        return spe, spe / typical, max(0.0, rows[0]["epoch_s"] - typical)
 
     def result(self, ref_dir: Path, run_dir: Path, job: str) -> dict:
         from hpctrain.machine import cpu
@@ -295,6 +300,12 @@ class Soak:
         }
 
 
+def _sha(result: dict, run: str) -> str:
+    """The run's weight checksum (one per rank, equal when the ranks agree), shortened."""
+    value = result["weights"][run]
+    return ", ".join(sorted({v[:16] for v in ([value] if isinstance(value, str) else value)}))
+
+
 def render_readme(result: dict) -> str:
     ok = result["identical_weights"] and result["every_epoch_once"]
     recs = result["records"]
@@ -307,10 +318,10 @@ def render_readme(result: dict) -> str:
         f"{result['faults']} faults at random moments (seed {result['seed']}), against the "
         f"same job run without faults. {result['cpu']['model']}, commit {result['commit']}, "
         f"{result['date']}; the soak took {result['duration_s'] / 60:.0f} minutes.", "",
-        f"- **Final weights identical, bit for bit** (sha256 "
-        f"`{result['weights']['soak'][:16]}...` for both)" if result["identical_weights"]
-        else f"- **Final weights differ**: soak `{result['weights']['soak'][:16]}`, reference "
-        f"`{result['weights']['reference'][:16]}`",
+        f"- **Final weights identical, bit for bit** (sha256 `{_sha(result, 'soak')}...` on "
+        "every rank of both runs)" if result["identical_weights"]
+        else f"- **Final weights differ**: soak `{_sha(result, 'soak')}`, reference "
+        f"`{_sha(result, 'reference')}`",
         f"- Every epoch logged once: {'yes' if result['every_epoch_once'] else 'NO'} "
         f"({len(result['epochs_logged'])} epochs); test accuracy "
         f"{result['test_accuracy']['soak']:.4f} (reference "
@@ -339,11 +350,12 @@ def render_readme(result: dict) -> str:
     lines += ["", f"{result['steps_per_epoch']} steps an epoch. \"Back training after\" runs "
               "from the fault to the rerun's ranks logging their start (requeue hold, "
               "scheduling, TensorFlow's start-up, the data copy, loading the checkpoint). "
-              "\"Redone\" is the work between the step the fault hit (estimated from the "
-              "reference run's pace) and the step the rerun resumed from: ~0 where the ranks "
-              "checkpointed on the stop request, up to an epoch after a kill, more where the "
-              "newest checkpoint was damaged. Rank 1 sleeps 0.1 s a step (the test hook that "
-              "paces runs alike on any machine).", ""]
+              "\"Redone\" is the work between the step the fault hit (estimated, to ~10 "
+              "steps, from the reference run's pace and its first steps' tracing time) and "
+              "the step the rerun resumed from: ~0 where the ranks checkpointed on the stop request, up "
+              "to an epoch after a kill, more where the newest checkpoint was damaged. "
+              "Rank 1 sleeps 0.1 s a step (the test hook that paces runs alike on any "
+              "machine).", ""]
     return "\n".join(lines)
 
 
@@ -368,8 +380,9 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tempfile.mkdtemp(prefix="soak-"))
         print(f"soak: working in {work} (kept when the soak fails)", flush=True)
         result = Soak(args, work).run()
-        shutil.rmtree(work)
+        out.mkdir(parents=True, exist_ok=True)
         write_json(out / "soak.json", result, sort_keys=False)
+        shutil.rmtree(work)
     write_text(out / "README.md", render_readme(json.loads((out / "soak.json").read_text())))
     print(f"soak: {out / 'README.md'}")
     return 0
