@@ -352,8 +352,9 @@ def render_readme(result: dict) -> str:
               "scheduling, TensorFlow's start-up, the data copy, loading the checkpoint). "
               "\"Redone\" is the work between the step the fault hit (estimated, to ~10 "
               "steps, from the reference run's pace and its first steps' tracing time) and "
-              "the step the rerun resumed from: ~0 where the ranks checkpointed on the stop request, up "
-              "to an epoch after a kill, more where the newest checkpoint was damaged. "
+              "the step the rerun resumed from: ~0 where the ranks checkpointed on the "
+              "stop request, up to an epoch after a kill, more where the newest checkpoint "
+              "was damaged. "
               "Rank 1 sleeps 0.1 s a step (the test hook that paces runs alike on any "
               "machine).", ""]
     return "\n".join(lines)
