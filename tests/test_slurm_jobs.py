@@ -212,8 +212,9 @@ def _fail_two_nodes(cluster, run_dir: Path) -> dict:
 
 
 def _scratch_profile(root: Path) -> Path:
-    """The embedded profile with node-local scratch: its copies go to scratch/<job>/<node>/,
-    one directory per logical node, as on nodes with disks of their own. Every node already
+    """The embedded profile with node-local scratch and whole nodes: its copies go to
+    scratch/<job>/<node>/, one directory per logical node, as on nodes with disks of their
+    own. Every node already
     holds a copy of a long-gone job (a node that died mid-job never removed its copy)."""
     scratch = root / "scratch"
     for node in [f"node{i}" for i in range(1, 9)]:
@@ -222,7 +223,10 @@ def _scratch_profile(root: Path) -> Path:
         (stale / "fashion-mnist.h5").write_bytes(b"\0" * 1000)
     profile = root / "scratch.yaml"
     embedded = (REPO / "env" / "clusters" / "embedded.yaml").read_text()
-    profile.write_text(embedded.replace("scratch: null\n", f"scratch: '{scratch}'\n"))
+    # whole nodes: failing a node must not touch the other long jobs (a node's 2 CPUs can
+    # otherwise hold a rank of two jobs)
+    profile.write_text(embedded.replace("scratch: null\n", f"scratch: '{scratch}'\n")
+                       + "extra_sbatch: ['--exclusive']\n")
     return profile
 
 
