@@ -136,7 +136,7 @@ print(json.dumps({k: bool(getattr(hvd, k + "_built")()) for k in
 
 def check_horovod(env: dict) -> Check:
     res = run_tool(["python", "-c", HOROVOD_PROBE], {**env, "TF_CPP_MIN_LOG_LEVEL": "3"},
-               timeout=300)
+                   timeout=300)
     fix = ("rebuild Horovod against the installed TensorFlow, with MPI or Gloo "
            "(env/install.sh does)")
     if res.returncode != 0:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 
 import jinja2
 
@@ -18,15 +18,32 @@ TEMPLATES = Path(__file__).parent / "templates"
 FILES = ("slurm.conf", "gres.conf", "slurmdbd.conf")
 
 
+@dataclass(frozen=True)
+class NodeKind:
+    """A group of nodes alike: its GPUs' gres type (`gpu:a100:2`; None: plain `gpu:2`) and
+    its node features (for `--constraint`)."""
+
+    gpu_type: str | None = None
+    features: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ExtraPartition:
+    name: str
+    first: int  # node numbers first..last
+    last: int
+    max_time: str = "04:00:00"
+    max_nodes: int | None = None
+
+
 def render(*, root: Path, cluster_name: str, nodes: list[str], cpus_per_node: int,
            gpus_per_node: int, partition: str, ports: dict, munge_socket: Path,
            db_password: str, memory_mb: int = 4000, max_time: str = "04:00:00",
-           host: str | None = None, kinds: Sequence = (), extra_partitions: Sequence = ()
-           ) -> dict[str, str]:
-    """{file name: text} for slurm.conf, gres.conf and slurmdbd.conf. `kinds` (each with
-    gpu_type and features) split the nodes into equal groups in order; `extra_partitions`
-    (name, first, last node number, max_time, max_nodes) come after the default one."""
-    kinds = list(kinds) or [SimpleNamespace(gpu_type=None, features=())]
+           host: str | None = None, kinds: Sequence[NodeKind] = (NodeKind(),),
+           extra_partitions: Sequence[ExtraPartition] = ()) -> dict[str, str]:
+    """{file name: text} for slurm.conf, gres.conf and slurmdbd.conf. `kinds` split the
+    nodes into equal groups in order; `extra_partitions` come after the default one."""
+    kinds = list(kinds) or [NodeKind()]
     if len(nodes) % len(kinds):
         raise ValueError(f"{len(nodes)} nodes do not split into {len(kinds)} equal groups")
     size = len(nodes) // len(kinds)

@@ -23,34 +23,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hpctrain.cluster import accounting, conf, daemons, hosts
+from hpctrain.cluster.conf import ExtraPartition, NodeKind
 from hpctrain.cluster.daemons import ClusterError
 from hpctrain.resources import cluster_dir
 
-__all__ = ["ClusterError", "EmbeddedCluster"]
+__all__ = ["ClusterError", "EmbeddedCluster", "ExtraPartition", "NodeKind"]
 
 # name -> program; start order (slurmd follow); stopped in reverse
 DAEMONS = {"munged": "munged", "mariadbd": "mariadbd", "slurmdbd": "slurmdbd",
            "slurmctld": "slurmctld"}
 TOOLS = ("munged", "mungekey", "mariadbd", "mariadb-install-db", "mariadb", "slurmdbd",
          "slurmctld", "slurmd", "sinfo", "sacctmgr")
-
-
-@dataclass(frozen=True)
-class NodeKind:
-    """A group of nodes alike: its GPUs' gres type (`gpu:a100:2`; None: plain `gpu:2`) and
-    its node features (for `--constraint`)."""
-
-    gpu_type: str | None = None
-    features: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class ExtraPartition:
-    name: str
-    first: int  # node numbers first..last
-    last: int
-    max_time: str = "04:00:00"
-    max_nodes: int | None = None
 
 
 @dataclass
