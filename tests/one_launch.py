@@ -24,7 +24,7 @@ from pathlib import Path
 
 os.environ["TF_USE_LEGACY_KERAS"] = "1"  # before TensorFlow loads, as `hpctrain train` does
 
-from hpctrain.environment import JobEnvironment  # noqa: E402
+from hpctrain.environment import JobEnvironment, end_process  # noqa: E402
 from hpctrain.train.config import load_config  # noqa: E402
 
 
@@ -47,4 +47,4 @@ def main(plan_file: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1]))
+    end_process(main(sys.argv[1]))  # as `hpctrain train` ends

@@ -95,3 +95,30 @@ def test_process_start_is_when_the_process_started():
                          capture_output=True, text=True, check=True).stdout.split()
     start, read_at = float(out[0]), float(out[1])
     assert before - 0.02 <= start <= read_at  # one clock tick (10 ms) of slack, and some
+
+
+def test_end_process_flushes_and_skips_finalization_once_tensorflow_loaded(tmp_path):
+    """end_process: with TensorFlow loaded (a stand-in module here) the output and log
+    handlers are flushed and the exit code kept, but no exit handler runs (os._exit);
+    without it, the normal exit (handlers run)."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "end.py"
+    script.write_text(
+        "import atexit, logging, sys, types\n"
+        "from hpctrain.environment import end_process\n"
+        "if sys.argv[1] == 'tf':\n"
+        "    sys.modules['tensorflow'] = types.ModuleType('tensorflow')\n"
+        f"logging.basicConfig(filename={str(tmp_path / 'log.txt')!r}, level=logging.INFO)\n"
+        "logging.info('logged')\n"
+        "atexit.register(lambda: print('exit handler ran'))\n"
+        "sys.stdout.write('buffered, no newline')\n"
+        "end_process(3)\n")
+    for mode, handlers in (("tf", False), ("plain", True)):
+        res = subprocess.run([sys.executable, str(script), mode], capture_output=True,
+                             text=True, stdin=subprocess.DEVNULL)
+        assert res.returncode == 3, res.stderr
+        assert res.stdout.startswith("buffered, no newline")
+        assert ("exit handler ran" in res.stdout) == handlers, mode
+        assert "logged" in (tmp_path / "log.txt").read_text()

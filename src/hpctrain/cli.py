@@ -9,7 +9,9 @@ import os
 import shlex
 import sys
 from pathlib import Path
+from typing import NoReturn
 
+from hpctrain.environment import end_process
 from hpctrain.slurm.script import LAUNCHERS
 from hpctrain.validation import InputError
 
@@ -576,5 +578,10 @@ def main(argv=None) -> int:
         return 2
 
 
+def run() -> NoReturn:
+    """The `hpctrain` command (the entry point in pyproject.toml): main(), then the end."""
+    end_process(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

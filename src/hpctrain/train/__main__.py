@@ -1,7 +1,6 @@
 """`python -m hpctrain.train ...` is `hpctrain train ...`."""
 
-import sys
-
+from hpctrain.environment import end_process
 from hpctrain.train.command import main
 
-sys.exit(main())
+end_process(main())
