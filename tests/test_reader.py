@@ -195,3 +195,35 @@ def test_gathering_batches_in_groups_changes_nothing(shard_dir, monkeypatch, gat
         np.testing.assert_array_equal(x1, x2)
     again = [y.numpy() for _, y in memory_batches(tf, images, labels, 16, seed=0, epochs=1)]
     np.testing.assert_array_equal(np.concatenate(again), np.concatenate(memory))
+
+
+def test_a_share_that_fits_one_window_is_read_once_and_kept(shard_dir, monkeypatch):
+    """When the rank's blocks all fit in one shuffle window, every epoch is that window in a
+    new order: it is read once, and the batches are the ones the window's own order says
+    (rows of its blocks, in the epoch's block order, permuted), resumable at any step."""
+    from hpctrain.data import reader as reader_module
+
+    reader = RankReader.open(str(shard_dir), "train", 0, 1, batch_size=16, seed=2)
+    reader.blocks = blocks_of(reader.pieces, 100)
+    reader.window_blocks = len(reader.blocks)
+    reads = []
+    real_read = reader_module._Files.read
+    monkeypatch.setattr(reader_module._Files, "read",
+                        lambda self, blocks, *a: reads.append(len(blocks)) or
+                        real_read(self, blocks, *a))
+    for epoch in (0, 1):
+        ((blocks, perm),) = reader.windows(epoch)
+        labels = []
+        for b in blocks:
+            with h5py.File(b.path, "r") as f:
+                labels.append(f["labels"][b.start:b.stop])
+        want = np.concatenate(labels)[perm]
+        got = rows_of(reader, epoch)
+        np.testing.assert_array_equal(got, want[:len(got)])
+        np.testing.assert_array_equal(rows_of(reader, epoch, 9), got[9 * 16:])
+    assert not np.array_equal(rows_of(reader, 0), rows_of(reader, 1))
+    batches = [(x.numpy(), y.numpy()) for x, y in reader.dataset(tf, first_epoch=0, epochs=2)]
+    assert np.array_equal(np.concatenate([y for _, y in batches]),
+                          np.concatenate([rows_of(reader, 0), rows_of(reader, 1)]))
+    assert all((x[:, 0, 0, 0] == (y % 251)).all() for x, y in batches)
+    assert reads == [len(reader.blocks)]  # one read, of every block, for all of the above
