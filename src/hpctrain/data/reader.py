@@ -16,8 +16,9 @@ that reads them, inside the rank's process. Memory per rank: about four windows 
 of a WindowPool: the one being read, the prefetched ones, the one being cut into batches).
 
 When the rank's whole share fits in one window (a 28x28 data set: 23 MiB a rank of 2), it is
-read once and kept: every epoch is then the same one window, in a new order, and reading it
-again each epoch cost 0.2 of the in-memory pipeline's rate there (bench/input_pipeline.py).
+read once and kept: every epoch is then the same one window, in a new order, as the
+in-memory pipeline's is (reading it again each epoch was most of what the reader lost to that
+pipeline there: bench/input_pipeline.py).
 
 Epoch e's order is a pure function of (seed, e): a run resumed at epoch e, step s computes the
 order, skips the windows before step s unread, and sees exactly the batches an uninterrupted
@@ -289,13 +290,9 @@ class RankReader:
 
     def _in_kept(self, blocks: list[Piece]) -> np.ndarray:
         """Where the rows of `blocks`, in that order, are in the kept window."""
-        at, start = 0, {}
-        for block in self.blocks:
-            start[(block.path, block.prefix, block.start)] = at
-            at += block.count
-        return np.concatenate([np.arange(start[(k.path, k.prefix, k.start)],
-                                         start[(k.path, k.prefix, k.start)] + k.count)
-                               for k in blocks])
+        ends = np.cumsum([block.count for block in self.blocks])
+        start = {block: end - block.count for block, end in zip(self.blocks, ends, strict=True)}
+        return np.concatenate([np.arange(start[k], start[k] + k.count) for k in blocks])
 
     def epoch_arrays(self, epoch: int, first_step: int = 0
                      ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
