@@ -10,8 +10,9 @@ import pytest
 import tensorflow as tf
 
 from hpctrain.data.augment import center_crop, crop_flip
+from hpctrain.data.batches import memory_batches
 from hpctrain.data.layout import Piece, split_pieces
-from hpctrain.data.reader import RankReader, blocks_of, memory_batches, rank_pieces
+from hpctrain.data.reader import RankReader, blocks_of, rank_pieces
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +44,18 @@ def shard_dir(tmp_path_factory):
     return out
 
 
+@pytest.fixture(params=["gathered", "scattered"])
+def read_mode(request, monkeypatch):
+    """Both ways a window becomes batches: read in file order and gathered by tf.data, or
+    (large rows) read straight into batch order; these rows are small, so the threshold is
+    lowered for the second."""
+    from hpctrain.data import reader as reader_module
+
+    if request.param == "scattered":
+        monkeypatch.setattr(reader_module, "SCATTER_BYTES", 1)
+    return request.param
+
+
 def rows_of(reader: RankReader, epoch: int, first_step: int = 0) -> np.ndarray:
     return np.concatenate([y for _, y in reader.epoch_arrays(epoch, first_step)])
 
@@ -67,10 +80,11 @@ def test_blocks_are_chunk_aligned():
     assert sum(b.count for b in blocks) == 970
 
 
-def test_every_row_once_per_epoch_and_exact_resume(shard_dir):
+def test_every_row_once_per_epoch_and_exact_resume(shard_dir, read_mode):
     reader = RankReader.open(str(shard_dir), "train", 1, 2, batch_size=32, seed=5)
     reader.blocks = blocks_of(reader.pieces, 100)
     reader.window_blocks = 2  # several windows, so batches straddle them
+    assert reader.ordered == (read_mode == "scattered")
     assert reader.steps == 980 // 32
     full = rows_of(reader, 3)
     assert len(full) == reader.steps * 32 and len(set(full.tolist())) == len(full)
@@ -84,9 +98,10 @@ def test_every_row_once_per_epoch_and_exact_resume(shard_dir):
         assert (x[:, 0, 0, 0] == (y % 251)).all()
 
 
-def test_dataset_batches_resume_and_augment(shard_dir):
+def test_dataset_batches_resume_and_augment(shard_dir, read_mode):
     reader = RankReader.open(str(shard_dir), "train", 0, 1, batch_size=16, seed=1)
     reader.window_blocks = 1
+    assert reader.ordered == (read_mode == "scattered")
     augment = crop_flip(tf, 8, seed=3)
     ds = reader.dataset(tf, first_epoch=2, epochs=2, augment=augment)
     batches = [(x.numpy(), y.numpy()) for x, y in ds]
@@ -147,7 +162,8 @@ def test_memory_baseline_matches_shapes(shard_dir):
 
 
 def test_window_buffers_are_shared_with_tf_data_and_reused_only_when_free(shard_dir,
-                                                                          monkeypatch):
+                                                                          monkeypatch,
+                                                                          read_mode):
     """from_generator shares the memory of a 64-byte aligned numpy array instead of copying
     it, and tf.data prefetches windows while the next one is read: a buffer handed out again
     too early trains on overwritten data (a CI run once did). The pool's buffers are aligned
@@ -178,16 +194,16 @@ def test_window_buffers_are_shared_with_tf_data_and_reused_only_when_free(shard_
 def test_gathering_batches_in_groups_changes_nothing(shard_dir, monkeypatch, gather_bytes):
     """Small images are gathered many batches at a time (reader.gather_group); the batches,
     their order and the last short group are the same as one gather per batch."""
-    from hpctrain.data import reader as reader_module
+    from hpctrain.data import batches as batches_module
 
     reader = RankReader.open(str(shard_dir), "train", 0, 1, batch_size=16, seed=1)
     reader.window_blocks = 1  # windows of 700, 650 and 610 rows: groups end short
     want = [(x.numpy(), y.numpy()) for x, y in reader.dataset(tf, first_epoch=1, epochs=1)]
     images, labels = next(iter(reader.epoch_arrays(0)))
     memory = [y.numpy() for _, y in memory_batches(tf, images, labels, 16, seed=0, epochs=1)]
-    assert reader_module.gather_group(reader.shape, 16) > 40  # the default: one group
-    monkeypatch.setattr(reader_module, "GATHER_BYTES", gather_bytes)
-    assert reader_module.gather_group(reader.shape, 16) == max(1, gather_bytes // (16 * 432))
+    assert batches_module.gather_group(reader.shape, 16) > 40  # the default: one group
+    monkeypatch.setattr(batches_module, "GATHER_BYTES", gather_bytes)
+    assert batches_module.gather_group(reader.shape, 16) == max(1, gather_bytes // (16 * 432))
     got = [(x.numpy(), y.numpy()) for x, y in reader.dataset(tf, first_epoch=1, epochs=1)]
     assert len(got) == len(want) == reader.steps
     for (x1, y1), (x2, y2) in zip(got, want, strict=True):
@@ -201,14 +217,14 @@ def test_a_share_that_fits_one_window_is_read_once_and_kept(shard_dir, monkeypat
     """When the rank's blocks all fit in one shuffle window, every epoch is that window in a
     new order: it is read once, and the batches are the ones the window's own order says
     (rows of its blocks, in the epoch's block order, permuted), resumable at any step."""
-    from hpctrain.data import reader as reader_module
+    from hpctrain.data import window_io
 
     reader = RankReader.open(str(shard_dir), "train", 0, 1, batch_size=16, seed=2)
     reader.blocks = blocks_of(reader.pieces, 100)
     reader.window_blocks = len(reader.blocks)
     reads = []
-    real_read = reader_module._Files.read
-    monkeypatch.setattr(reader_module._Files, "read",
+    real_read = window_io.WindowFiles.read
+    monkeypatch.setattr(window_io.WindowFiles, "read",
                         lambda self, blocks, *a: reads.append(len(blocks)) or
                         real_read(self, blocks, *a))
     for epoch in (0, 1):
@@ -227,3 +243,41 @@ def test_a_share_that_fits_one_window_is_read_once_and_kept(shard_dir, monkeypat
                           np.concatenate([rows_of(reader, 0), rows_of(reader, 1)]))
     assert all((x[:, 0, 0, 0] == (y % 251)).all() for x, y in batches)
     assert reads == [len(reader.blocks)]  # one read, of every block, for all of the above
+
+
+def test_reading_into_batch_order_gives_the_gathered_batches(shard_dir, tmp_path, monkeypatch):
+    """Large rows are read straight into batch order (each chunk's rows scattered to their
+    places, a batch begun in one window finished at the head of the next): the batches, from
+    any step, are exactly the ones reading in file order and gathering gives, for plain and
+    for lzf-compressed shards (read whole, then placed)."""
+    import json
+    import shutil
+
+    from hpctrain.data import reader as reader_module
+    from hpctrain.data.shards import ShardWriter
+
+    mixed = tmp_path / "mixed"
+    shutil.copytree(shard_dir, mixed)
+    first = sorted(mixed.glob("train-*.h5"))[0]
+    with h5py.File(first, "r") as f:  # the first shard again, compressed, same name
+        images, labels = f["images"][:], f["labels"][:]
+    w = ShardWriter(first, len(labels), images.shape[1:], "lzf", {})
+    for x, y in zip(images, labels, strict=True):
+        w.add(x, int(y), "")
+    w.finish()
+    manifest = json.loads((mixed / "manifest.json").read_text())
+    manifest["splits"]["train"]["shards"][0]["bytes"] = first.stat().st_size
+    (mixed / "manifest.json").write_text(json.dumps(manifest))
+    for data in (shard_dir, mixed):
+        reader = RankReader.open(str(data), "train", 0, 1, batch_size=48, seed=7)
+        reader.blocks = blocks_of(reader.pieces, 150)
+        reader.window_blocks = 3
+        want = {step: rows_of(reader, 2, step) for step in (0, 5, reader.steps - 1)}
+        monkeypatch.setattr(reader_module, "SCATTER_BYTES", 1)
+        assert reader.ordered
+        for step, rows in want.items():
+            got = list(reader.epoch_arrays(2, step))
+            assert all(len(y) == 48 for _, y in got)
+            np.testing.assert_array_equal(np.concatenate([y for _, y in got]), rows)
+            assert all((x[:, 0, 0, 0] == (y % 251)).all() for x, y in got)
+        monkeypatch.undo()

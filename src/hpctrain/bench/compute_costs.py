@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     from tensorflow.python.framework import config as tf_config  # op determinism off: internal
 
     from hpctrain.bench.harness import alternate
-    from hpctrain.data.reader import memory_batches
+    from hpctrain.data.batches import memory_batches
     from hpctrain.train.models import build_model
 
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)

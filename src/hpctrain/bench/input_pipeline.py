@@ -11,7 +11,9 @@ the *best* in-memory one, paired round by round.
 Every variant's pipeline is built once and endless, as a training run builds it (round 0
 builds them and is dropped); each round takes the next ~second's worth of batches of every
 variant in turn, the order reversed every other round, consumed inside a tf.function as
-Keras' train_function does. TensorFlow loads only when run() starts.
+Keras' train_function does. A variant's clock runs until its pipeline has refilled its
+prefetch buffers and gone idle (`settled`), so no variant's reading ahead runs on another's
+clock. TensorFlow loads only when run() starts.
 
     python -m hpctrain.bench --only input_pipeline --images data/bench-256 \\
         --images-lzf data/bench-256-lzf --rounds 9
@@ -62,7 +64,8 @@ def _case(tf, name: str, data: str, ranks: int, batch: int, crop: int, epochs: i
     import numpy as np
 
     from hpctrain.data.augment import crop_flip
-    from hpctrain.data.reader import RankReader, gather_group, memory_batches
+    from hpctrain.data.batches import gather_group, memory_batches
+    from hpctrain.data.reader import RankReader
 
     reader = RankReader.open(data, "train", 0, ranks, batch, seed=0)
     augment = crop_flip(tf, crop, seed=0) if crop else None
@@ -139,15 +142,33 @@ def _measure(tf, case: dict, rounds: int) -> dict:
             if name not in iterators:
                 iterators[name] = iter(factory())
             n = int(take(iterators[name], tf.constant(batches, tf.int64)))
-            wall = time.perf_counter() - t0
+            t1, c1 = settled()
             if r == 0:
-                first[name] = wall
+                first[name] = t1 - t0
                 continue
-            rates[name].append(n / wall)
-            cpu[name].append((time.process_time() - c0) / n * 1e6)
+            rates[name].append(n / (t1 - t0))
+            cpu[name].append((c1 - c0) / n * 1e6)
     iterators.clear()
     meta = {k: v for k, v in case.items() if k != "variants"}
     return {**meta, "images_per_s": rates, "cpu_us_per_image": cpu, "first_round_s": first}
+
+
+def settled(poll: float = 0.02, quiet: float = 0.1, most: float = 30.0) -> tuple[float, float]:
+    """Wait until this process is idle, and return (wall, CPU) clock when it became so.
+
+    When a variant's batches are taken, its pipeline goes on refilling its prefetch buffers
+    (for the reader, whole windows). That work is the variant's: counted in its time, and
+    kept out of the next variant's clock, which it would otherwise slow. Idle: less than
+    `quiet` of a core busy over a `poll` interval."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    deadline = wall + most
+    while wall < deadline:
+        time.sleep(poll)
+        now, used = time.perf_counter(), time.process_time()
+        if used - cpu < quiet * (now - wall):
+            break
+        wall, cpu = now, used
+    return wall, cpu
 
 
 def best(case: dict, side: str) -> str:
@@ -191,7 +212,9 @@ def summarize(cases: list[dict]) -> dict:
         "0 builds them all and is dropped (its time, with the tracing and the first reads, "
         "is the last column). Each round then takes the next batches of every variant in "
         f"turn, the order reversed every other round ({rounds} rounds), consumed inside a "
-        "tf.function as Keras' train_function does. Each side's best configuration (highest "
+        "tf.function as Keras' train_function does; a variant's clock runs until its "
+        "pipeline has refilled its prefetch buffers and gone idle, so that no variant's "
+        "reading ahead runs on the next one's clock. Each side's best configuration (highest "
         "median images/s) is the one compared; ratios are per round. CPU time is the "
         "process' (all threads) per image; cores busy is CPU time over wall time.", "",
         *sections]).rstrip()

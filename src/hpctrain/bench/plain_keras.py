@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     import tensorflow as tf
 
-    from hpctrain.data.reader import memory_batches
+    from hpctrain.data.batches import memory_batches
     from hpctrain.train.models import build_model
     from hpctrain.train.optim import make_optimizer
 

@@ -16,8 +16,9 @@ from typing import Any
 import numpy as np
 
 from hpctrain.data.augment import center_crop, crop_flip
+from hpctrain.data.batches import synthetic_batches
 from hpctrain.data.layout import describe
-from hpctrain.data.reader import RankReader, synthetic_batches
+from hpctrain.data.reader import RankReader
 from hpctrain.train.config import TrainConfig, data_on
 
 
