@@ -51,13 +51,14 @@ data/bench-256/manifest.json: | $(BENCH_TREE)
 data/bench-256-lzf/manifest.json: | $(BENCH_TREE)
 	$(STAGE_BENCH) --out $(@D) --compression lzf
 
-bench: install $(DATA) data/fmnist-tree data/bench-256/manifest.json data/bench-256-lzf/manifest.json  ## the six benchmarks (trainer, input, Horovod, time to accuracy, jobs, startup), staging, determinism
-	$(BIN)/python scripts/bench_staging.py --tree data/fmnist-tree --images 6000 --size 224 \
-	  --out results/bench/staging_224
-	$(BIN)/python scripts/bench_staging.py --tree data/fmnist-tree --images 6000 --size 32 \
-	  --out results/bench/staging_32
+JPEG_TREE := data/bench-jpeg-tree
+$(JPEG_TREE): | install
+	$(BIN)/python scripts/make_imagefolder.py --out $@ --train 600 --val 120 \
+	  --short-side 333-375 --quality 90-90 --grain 6
+
+bench: install $(DATA) data/bench-256/manifest.json data/bench-256-lzf/manifest.json $(JPEG_TREE)  ## every benchmark (trainer, input, Horovod, time to accuracy, jobs, startup, determinism, staging)
 	$(BIN)/python -m hpctrain.bench --data $(DATA) --images data/bench-256 \
-	  --images-lzf data/bench-256-lzf --rounds 5 --out results/benchmarks
+	  --images-lzf data/bench-256-lzf --jpeg-tree $(JPEG_TREE) --rounds 5 --out results/benchmarks
 
 docs: install  ## render every benchmark figure and the README's tables again from results/ JSON (runs nothing)
 	$(BIN)/python -m hpctrain.bench --render

@@ -338,3 +338,43 @@ def test_determinism_cost_is_a_paired_ratio_with_its_interval():
     one = determinism.summarize({determinism.ON: [90.0], determinism.OFF: [100.0]},
                                 config="c.yaml:short", threads=2)
     assert "one round: no interval" in one["markdown"]
+
+
+def test_staging_bench_runs_real_staging_against_the_bare_loop(tmp_path, monkeypatch):
+    """Benchmark 8 at its smallest: one size, staging as 1 rank x 1 worker, a warm-up round
+    and one more; the bare loop and real `hpctrain stage` runs both give images/s (staging's
+    from its own summary line), and the verdict follows the per-round ratio."""
+    from conftest import make_tree
+    from hpctrain.bench import staging
+
+    tree = make_tree(tmp_path / "tree", 40, 10, unreadable=1)
+    one = f"{staging.STAGE}, 1 rank x 1 worker"
+    monkeypatch.setattr(staging, "SIZES", (32,))
+    monkeypatch.setattr(staging, "VARIANTS", {one: (1, 1)})
+    r = staging.run(str(tree), rounds=1)
+    rates = r["inputs"]["samples"]["32"]
+    assert set(rates) == {staging.BARE, one} and all(len(v) == 1 and v[0] > 0
+                                                       for v in rates.values())
+    assert r["inputs"]["tree"]["files"] == 52 and r["inputs"]["tree"]["readable"] == 50
+    assert r["ratios"]["32"]["per_round"] == pytest.approx([rates[one][0] / rates[staging.BARE][0]])
+    assert "32x32: goal >= 0.8: **not resolved** (1 round: no interval)" in \
+        r["headline"]["verdict"]
+    with pytest.raises(SystemExit, match="make data/bench-jpeg-tree"):
+        staging.run(str(tmp_path / "none"), rounds=1)
+
+
+def test_staging_verdict_takes_the_best_staging_variant_per_process():
+    from hpctrain.bench import staging
+
+    two = f"{staging.STAGE}, 1 rank x 2 workers"
+    one = f"{staging.STAGE}, 1 rank x 1 worker"
+    r = staging.summarize({"224": {staging.BARE: [100.0, 110.0, 90.0],
+                                   one: [85.0, 93.5, 76.5], two: [70.0, 77.0, 63.0]}},
+                          tree={"files": 3, "readable": 3, "median_bytes": 2048,
+                                "median_long_side": 450},
+                          processes={staging.BARE: 1, one: 1, two: 2})
+    assert r["ratios"]["224"]["staging"] == one
+    assert r["ratios"]["224"]["median"] == pytest.approx(0.85)
+    assert "**met** (95 % interval 0.850-0.850, 3 rounds)" in r["headline"]["verdict"]
+    assert f"| {one} (best) | 1 | 85.0 [76.5-93.5] | 0.85 (0.85-0.85) |" in r["markdown"]
+    assert "median 450 px on the longer side and 2 KiB" in r["markdown"]

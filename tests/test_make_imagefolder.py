@@ -90,3 +90,29 @@ def test_same_seed_same_tree(tmp_path):
                 for p in root.rglob("*") if p.is_file()}
 
     assert digest(a) == digest(b) and len(digest(a)) == 20 + 10 + 2 * 5
+
+
+def test_photo_sized_jpegs_with_grain(tmp_path):
+    """The benchmark's tree: ImageNet-sized shorter sides, one JPEG quality, pixel noise that
+    makes the files (their entropy) larger than the same images without it."""
+    import io
+
+    sized = {}
+    for grain in ("0", "6"):
+        out = tmp_path / f"grain{grain}"
+        _make(out, "--train", "20", "--val", "10", "--unreadable", "0", "--workers", "1",
+              "--short-side", "333-375", "--quality", "90", "--grain", grain)
+        jpegs = [p for p in out.rglob("*.JPEG") if Image.open(p).format == "JPEG"]
+        assert len(jpegs) >= 20
+        reference = io.BytesIO()
+        Image.new("RGB", (8, 8)).save(reference, "JPEG", quality=90)
+        q90 = Image.open(reference).quantization
+        for p in jpegs:
+            img = Image.open(p)
+            assert 333 <= min(img.size) <= 375 and max(img.size) <= 500, img.size
+            assert img.quantization[0] == q90[0]
+        sized[grain] = sum(p.stat().st_size for p in jpegs) / len(jpegs)
+    assert sized["6"] > 1.5 * sized["0"], sized
+    res = subprocess.run([sys.executable, str(SCRIPT), "--out", str(tmp_path / "x"),
+                          "--short-side", "375-333"], capture_output=True, text=True)
+    assert res.returncode == 2 and "expected 0 < LO <= HI" in res.stderr

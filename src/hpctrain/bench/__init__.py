@@ -11,7 +11,6 @@ alternative we can write, side by side on one machine, ratios first.
     time_to_accuracy.py  4. to 90 % test accuracy: hpctrain's recipe vs the workshop script
     startup.py           6. process start to the first step, phase by phase
     determinism.py       7. what TensorFlow op determinism (the default) costs
+    staging.py           8. `hpctrain stage imagefolder` vs a bare decode + resize loop
     __main__.py          runs them, writes results/benchmarks/<name>.json and README.md
-
-The staging benchmark is scripts/bench_staging.py (results/bench/).
 """

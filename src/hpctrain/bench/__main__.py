@@ -27,6 +27,7 @@ from hpctrain.bench import (
     horovod_overhead,
     input_pipeline,
     job_overhead,
+    staging,
     startup,
     time_to_accuracy,
     trainer_overhead,
@@ -41,6 +42,7 @@ BENCHMARKS: dict[str, tuple[str, ModuleType]] = {
     "job_overhead": ("5. Job overhead", job_overhead),
     "startup": ("6. Startup", startup),
     "determinism": ("7. Op determinism", determinism),
+    "staging": ("8. Staging", staging),
 }
 
 
@@ -58,6 +60,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         "imagefolder); its 224 and 256 cases are skipped if missing")
     p.add_argument("--images-lzf", default="data/bench-256-lzf",
                    help="input pipeline: the same tree staged with --compression lzf")
+    p.add_argument("--jpeg-tree", default="data/bench-jpeg-tree",
+                   help="staging: an image tree of ImageNet-sized JPEGs (make "
+                        "data/bench-jpeg-tree)")
     p.add_argument("--out", default="results/benchmarks",
                    help="where <name>.json and README.md are written")
     p.add_argument("--render", action="store_true",
