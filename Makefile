@@ -53,7 +53,7 @@ data/bench-256-lzf/manifest.json: | $(BENCH_TREE)
 
 JPEG_TREE := data/bench-jpeg-tree
 $(JPEG_TREE): | install
-	$(BIN)/python scripts/make_imagefolder.py --out $@ --train 600 --val 120 \
+	$(BIN)/python scripts/make_imagefolder.py --out $@ --train 2400 --val 480 \
 	  --short-side 333-375 --quality 90-90 --grain 6
 
 bench: install $(DATA) data/bench-256/manifest.json data/bench-256-lzf/manifest.json $(JPEG_TREE)  ## every benchmark (trainer, input, Horovod, time to accuracy, jobs, startup, determinism, staging)
@@ -74,7 +74,7 @@ studies: install cluster-up $(DATA)  ## the committed scaling studies -> results
 	  $(BIN)/hpctrain project --study results/studies/$$s --gpus 1,8,64,512 --gpus-per-node 4 \
 	    --network 25Gb/s --out results/studies/$$s/projection.md >/dev/null; done
 
-cluster-checks: install cluster-up  ## what `hpctrain profile init` and `doctor` print here, healthy and broken -> the README's workflow
+cluster-checks: install cluster-up  ## what `hpctrain profile init` and `doctor` print here, healthy and broken -> docs/clusters.md
 	$(BIN)/python scripts/cluster_checks.py run
 	$(BIN)/python scripts/cluster_checks.py render
 

@@ -1,14 +1,14 @@
 #!/usr/bin/env python3
 """What `hpctrain profile init` and `hpctrain doctor` print on the embedded cluster, healthy
-and broken on purpose, kept as a record and shown in the README from it.
+and broken on purpose, kept as a record and shown in docs/clusters.md from it.
 
     make cluster-up && .venv/bin/python scripts/cluster_checks.py run     # ~1 min
-    .venv/bin/python scripts/cluster_checks.py render    # README from the record; --check
+    .venv/bin/python scripts/cluster_checks.py render    # docs/clusters.md from the record; --check
 
 `run` runs each command as a user would, in a scratch directory (the broken profile is
 written there), and stores command, exit code and output in
 results/cluster_checks/transcripts.json with the commit, date and CPU. `render` puts them
-between the README's `cluster-checks` markers; nothing in that block is typed by hand.
+between the `cluster-checks` markers of docs/clusters.md; nothing in that block is typed by hand.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 RECORD = REPO / "results" / "cluster_checks" / "transcripts.json"
-README = REPO / "README.md"
-BEGIN, END = "<!-- cluster-checks: begin -->", "<!-- cluster-checks: end -->"
+PAGE = REPO / "docs" / "clusters.md"  # where the block is shown
+BLOCK = "cluster-checks"  # the rendered block of docs/clusters.md (hpctrain.report.rendered)
 BIN = Path(sys.executable).parent
 
 # A profile a newcomer might copy from another site: a partition this cluster lacks, more
@@ -85,36 +85,29 @@ def run(_: argparse.Namespace) -> int:
 
 
 def render_block(record: dict) -> str:
-    lines = [BEGIN, f"Real output on the embedded cluster (commit {record['commit']}, "
-             f"{record['date']}; [record](results/cluster_checks/transcripts.json), "
+    lines = [f"Real output on the embedded cluster (commit {record['commit']}, "
+             f"{record['date']}; [record](../results/cluster_checks/transcripts.json), "
              "`scripts/cluster_checks.py`):", ""]
     for case in record["cases"]:
         lines += [f"*{case['title']}* (exit {case['exit_code']}):", "", "```text",
                   f"$ {case['command']}", *case["output"].rstrip().splitlines(), "```", ""]
-    return "\n".join([*lines[:-1], END])
+    return "\n".join(lines[:-1])
 
 
 def render(args: argparse.Namespace) -> int:
-    record = json.loads(RECORD.read_text())
-    text = README.read_text()
-    start, end = text.index(BEGIN), text.index(END) + len(END)
-    new = text[:start] + render_block(record) + text[end:]
-    if args.check:
-        if new != text:
-            print("README's cluster-checks block differs from the record: run "
-                  "scripts/cluster_checks.py render", file=sys.stderr)
-            return 1
-        return 0
-    README.write_text(new)
-    return 0
+    sys.path.insert(0, str(REPO / "src"))
+    from hpctrain.report.rendered import replace_block, write_or_check
+
+    new = replace_block(PAGE.read_text(), BLOCK, render_block(json.loads(RECORD.read_text())))
+    return write_or_check(PAGE, new, args.check, "scripts/cluster_checks.py render")
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     sub = p.add_subparsers(dest="action", required=True)
     sub.add_parser("run", help="run the commands on the embedded cluster, store the record")
-    r = sub.add_parser("render", help="the README's block from the record")
-    r.add_argument("--check", action="store_true", help="exit 1 if the README differs")
+    r = sub.add_parser("render", help="the block of docs/clusters.md from the record")
+    r.add_argument("--check", action="store_true", help="exit 1 if docs/clusters.md differs")
     args = p.parse_args(argv)
     return {"run": run, "render": render}[args.action](args)
 

@@ -21,7 +21,6 @@ Standard library only: it runs before the venv exists. Needs root (cgroups).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import re
@@ -34,7 +33,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 PERIOD_US = 100_000
 V2, V1 = Path("/sys/fs/cgroup"), Path("/sys/fs/cgroup/cpu")
-BEGIN, END = "<!-- ci-timing: begin -->", "<!-- ci-timing: end -->"
+BLOCK = "ci-timing"  # the README's rendered block (hpctrain.report.rendered)
 # The suite's budget on a slow machine of this kind (the demo job at ~600 images/s)
 TEST_BUDGET_S, CI_BUDGET_S = 25 * 60, 35 * 60
 BUDGET_DEMO_IPS, DEMO_TOLERANCE = 600, 0.10  # "~600": within 10 %
@@ -53,18 +52,18 @@ PATTERNS = {
 }
 
 
-def _machine_module():
-    """src/hpctrain/machine.py, loaded by path: this script runs before the venv exists."""
-    spec = importlib.util.spec_from_file_location("hpctrain_machine",
-                                                  REPO / "src" / "hpctrain" / "machine.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def _from_source() -> None:
+    """hpctrain's own modules from src/ (the ones used here need only the standard library):
+    this script runs before the venv exists."""
+    if str(REPO / "src") not in sys.path:
+        sys.path.insert(0, str(REPO / "src"))
 
 
 def cpu_model() -> dict:
-    return _machine_module().cpu()
+    _from_source()
+    from hpctrain.machine import cpu
+
+    return cpu()
 
 
 class Quota:
@@ -221,10 +220,12 @@ def _minutes(seconds: float) -> str:
     return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
 
 
-def render_block(records: dict[str, dict]) -> str:
-    """The README's figures, every number from the records."""
+def render_block(records: dict[str, dict], only: list[str] | None = None) -> str:
+    """The table and the budget lines of the records named in `only` (default: all), every
+    number from the records."""
+    shown = only if only is not None else list(records)
     rows = []
-    for name, r in records.items():
+    for name, r in ((n, records[n]) for n in shown):
         cap = r.get("cap")
         cap_text = (f"{cap['cores']:g} of {r['cpu']['cpus']} cores (cgroup {cap['cgroup']} "
                     f"quota {cap['quota_us']} µs per {cap['period_us']} µs)") if cap \
@@ -244,7 +245,7 @@ def render_block(records: dict[str, dict]) -> str:
                     f"{'; '.join(what)} | {r['date']} |")
     head = ("| record | command | CPU | CPU cap | measured | date |\n"
             "|---|---|---|---|---|---|")
-    return "\n".join([BEGIN, head, *rows, "", *budget_lines(records), END])
+    return "\n".join([head, *rows, "", *budget_lines(records, shown)])
 
 
 def _verdict(seconds: float, budget: int) -> str:
@@ -309,11 +310,11 @@ def calibration(record: dict, records: dict[str, dict]) -> str:
             f"{_hours_apart(demo, record):.1f} h apart{side})")
 
 
-def budget_lines(records: dict[str, dict]) -> list[str]:
-    """Each capped CI record against the budget: `make test` and the whole `.ci/run`, and the
-    demo rate that says what machine the quota emulated."""
+def budget_lines(records: dict[str, dict], shown: list[str] | None = None) -> list[str]:
+    """Each capped CI record of `shown` (default: all) against the budget: `make test` and
+    the whole `.ci/run`, and the demo rate that says what machine the quota emulated."""
     lines = []
-    for name, r in records.items():
+    for name, r in ((n, records[n]) for n in (list(records) if shown is None else shown)):
         if not r.get("cap") or "tests" not in r or "install_s" not in r:
             continue
         tests, total = r["tests"]["seconds"], r.get("total_s", r["seconds"])
@@ -329,19 +330,28 @@ def render(args: argparse.Namespace) -> int:
     ci_dir = REPO / "results" / "ci"
     loaded = {p.stem: json.loads(p.read_text()) for p in ci_dir.glob("*.json")}
     records = dict(sorted(loaded.items(), key=lambda kv: (kv[1]["date"], kv[0])))  # by time
-    readme = REPO / "README.md"
-    text = readme.read_text()
-    if BEGIN not in text or END not in text:
-        raise SystemExit(f"slow_machine: README.md has no {BEGIN} ... {END} block")
-    new = text[:text.index(BEGIN)] + render_block(records) + text[text.index(END) + len(END):]
-    if args.check:
-        if new != text:
-            print("slow_machine: README.md's CI timing differs from results/ci/*.json; run "
-                  "`python3 scripts/slow_machine.py render`", file=sys.stderr)
-            return 1
-        return 0
-    readme.write_text(new)
-    return 0
+    _from_source()
+    from hpctrain.report.rendered import replace_block, write_or_check
+
+    pages = {REPO / "README.md": latest(records), REPO / "docs" / "testing.md": None}
+    status = 0
+    for page, only in pages.items():
+        try:
+            new = replace_block(page.read_text(), BLOCK, render_block(records, only))
+        except ValueError as e:
+            raise SystemExit(f"slow_machine: {page}: {e}") from None
+        status |= write_or_check(page, new, args.check, "python3 scripts/slow_machine.py render")
+    return status
+
+
+def latest(records: dict[str, dict]) -> list[str]:
+    """The README's rows: the newest capped CI record and the demo that calibrated it (the
+    whole history is in docs/testing.md)."""
+    ci = [name for name, r in records.items() if r.get("cap") and "install_s" in r]
+    if not ci:
+        return []
+    found = _demo_for(records[ci[-1]], records)
+    return [found[0], ci[-1]] if found else [ci[-1]]
 
 
 def main(argv: list[str] | None = None) -> int:

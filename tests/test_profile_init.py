@@ -163,7 +163,7 @@ def test_init_on_a_site_layout_reads_types_features_and_partitions(site_cluster,
     assert "gres_name: gpu  # GPU types: a100 (2 nodes), v100 (2 nodes)" in res.stdout
 
 
-def test_readme_cluster_checks_match_their_record():
+def test_shown_cluster_checks_match_their_record():
     res = subprocess.run([sys.executable, str(REPO / "scripts" / "cluster_checks.py"),
                           "render", "--check"], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr

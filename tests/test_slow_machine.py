@@ -47,11 +47,11 @@ def test_render_block_takes_every_figure_from_the_record():
               "tests": {"passed": 150, "seconds": 1500.0},
               "cap": {"cores": 0.35, "quota_us": 35000, "period_us": 100000, "cgroup": "v1"}}
     block = slow_machine.render_block({"ci-capped": record})
-    row = block.splitlines()[3]
+    row = block.splitlines()[2]
     assert row.startswith("| ci-capped | `bash .ci/run` at abc1234 | AMD EPYC (no AVX-512) |")
     assert "0.35 of 2 cores (cgroup v1 quota 35000 µs per 100000 µs)" in row
     assert "150 passed, 0 failed; tests 25m00s; install 5m00s; all 33m10s, exit 0" in row
-    assert block.splitlines()[5] == (
+    assert block.splitlines()[4] == (
         "- ci-capped (at abc1234): `make test` 25m00s, within its 25 minutes; `.ci/run` "
         "33m10s, within its 35 minutes, exit 0; no demo record on this CPU (AMD EPYC): the "
         "machine it emulates is unknown.")
@@ -78,6 +78,12 @@ def test_render_block_takes_every_figure_from_the_record():
     assert slow_machine.calibration(slower, {"d3": elsewhere}) == estimate
     # the same session beats the same quota: the host's load moves what a quota gives
     assert slow_machine.calibration(slower, {"d2": other, "d3": elsewhere}) == estimate
+    # the README shows the newest capped CI run and the demo that says what it emulated
+    records = {"d1": demo, "x": slower, "d2": other}
+    assert slow_machine.latest(records) == ["d1", "x"]
+    assert slow_machine.latest({"d1": demo}) == []
+    shown = slow_machine.render_block(records, slow_machine.latest(records))
+    assert "| d1 |" in shown and "| x |" in shown and "| d2 |" not in shown
     noted = {**slower, "note": "Shared the cores for a while."}
     assert slow_machine.budget_lines({"x": noted, "d1": demo})[0].endswith(
         "an estimate). Shared the cores for a while.")

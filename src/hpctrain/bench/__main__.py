@@ -11,6 +11,7 @@ renders every figure again from the stored JSON.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import inspect
 import json
 import shlex
@@ -21,7 +22,7 @@ from pathlib import Path
 from types import ModuleType
 
 from hpctrain import machine
-from hpctrain.atomic import json_text, write_json, write_text
+from hpctrain.atomic import json_text, write_json
 from hpctrain.bench import (
     determinism,
     horovod_overhead,
@@ -32,6 +33,7 @@ from hpctrain.bench import (
     time_to_accuracy,
     trainer_overhead,
 )
+from hpctrain.report.rendered import replace_block, write_or_check
 
 # name -> (title, module): each module's run() measures, its summarize(**inputs) renders
 BENCHMARKS: dict[str, tuple[str, ModuleType]] = {
@@ -107,7 +109,7 @@ def readme(results: dict[str, dict]) -> str:
     return "\n".join(parts)
 
 
-HEADLINES = ("<!-- bench-headlines: begin -->", "<!-- bench-headlines: end -->")
+HEADLINES = "bench-headlines"  # the project README's rendered block
 
 
 def measured_on(result: dict) -> str:
@@ -120,8 +122,8 @@ def headlines(results: dict[str, dict]) -> str:
     rows = [f"| {r['headline']['benchmark']} | {r['headline']['result']} | "
             f"{r['headline']['verdict']} | {measured_on(r)}, {r['date']}, {r['commit']} |"
             for r in results.values()]
-    return "\n".join([HEADLINES[0], "| benchmark | result: median (min-max over rounds) | "
-                      "verdict | measured on |", "|---|---|---|---|", *rows, HEADLINES[1]])
+    return "\n".join(["| benchmark | result: median (min-max over rounds) | verdict | "
+                      "measured on |", "|---|---|---|---|", *rows])
 
 
 def rendered(out: Path, readme_path: Path | None = None) -> dict[Path, str]:
@@ -139,26 +141,15 @@ def rendered(out: Path, readme_path: Path | None = None) -> dict[Path, str]:
     # README.md, and the headline table of the project's README, from the results as rendered
     files[out / "README.md"] = readme(results)
     if readme_path is not None and readme_path.is_file():
-        text = readme_path.read_text()
-        if HEADLINES[0] in text and HEADLINES[1] in text:
-            table = headlines(results)
-            files[readme_path] = (text[:text.index(HEADLINES[0])] + table +
-                                  text[text.index(HEADLINES[1]) + len(HEADLINES[1]):])
+        with contextlib.suppress(ValueError):  # a README without the block: left alone
+            files[readme_path] = replace_block(readme_path.read_text(), HEADLINES,
+                                               headlines(results))
     return files
 
 
 def render(out: Path, check: bool, readme_path: Path | None = None) -> int:
-    files = rendered(out, readme_path)
-    stale = [path for path, text in files.items()
-             if not path.is_file() or path.read_text() != text]
-    if check:
-        for path in stale:
-            print(f"bench: {path} differs from what its JSON renders: make docs",
-                  file=sys.stderr)
-        return 1 if stale else 0
-    for path in stale:
-        write_text(path, files[path])
-    return 0
+    return max((write_or_check(path, text, check, "make docs")
+                for path, text in rendered(out, readme_path).items()), default=0)
 
 
 def main(argv: list[str] | None = None) -> int:

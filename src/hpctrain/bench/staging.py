@@ -17,6 +17,7 @@ turn, the order reversed every other round, and the goal's ratio is paired per r
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
@@ -25,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from hpctrain.bench.harness import alternate, fmt_ratio, paired_ratio, verdict, with_inputs
@@ -52,10 +54,11 @@ def run(jpeg_tree: str, rounds: int) -> dict:
     try:
         for size in SIZES:
             print(f"  {size}x{size}:", file=sys.stderr, flush=True)
-            variants = {BARE: lambda size=size: bare_loop(files, size)}
+            variants: dict[str, Callable[[], float]] = {
+                BARE: functools.partial(bare_loop, files, size)}
             for name, (ranks, workers) in VARIANTS.items():
-                variants[name] = (lambda size=size, r=ranks, w=workers:
-                                  staging(tree, size, r, w, scratch) / (r * w))
+                variants[name] = functools.partial(per_process, tree, size, ranks, workers,
+                                                   scratch)
             got = alternate(variants, rounds + 1)
             samples[str(size)] = {name: values[1:] for name, values in got.items()}
     finally:
@@ -77,6 +80,10 @@ def bare_loop(files: list[Path], size: int) -> float:
         except (OSError, ValueError):
             pass
     return done / (time.perf_counter() - start)
+
+
+def per_process(tree: Path, size: int, ranks: int, workers: int, scratch: Path) -> float:
+    return staging(tree, size, ranks, workers, scratch) / (ranks * workers)
 
 
 def staging(tree: Path, size: int, ranks: int, workers: int, scratch: Path) -> float:

@@ -6,6 +6,8 @@
     shards.py             the shard files and manifest.json
     layout.py             both layouts, and the checks run before any job or rank
     reader.py             one rank's share, streamed as shuffled tf.data batches
+    window_io.py          a shuffle window's rows, read into reused aligned buffers
+    batches.py            the tf.data side: batches sliced or gathered, augmented; in memory
     augment.py            batched random crop + flip, centre crop for evaluation
     local_copy.py         a node's share copied to node-local disk inside a job
 """
