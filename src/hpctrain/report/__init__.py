@@ -6,4 +6,5 @@
     step_times.py      per-rank step times: stragglers and slow nodes named
     pictures.py        learning curves, confusion matrix, example grids (matplotlib)
     commands.py        `hpctrain predict`; missing pictures drawn again
+    rendered.py        markdown blocks rendered from stored JSON, never typed by hand
 """
