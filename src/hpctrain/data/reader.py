@@ -126,10 +126,14 @@ class RankReader:
         return out
 
     @property
+    def whole(self) -> bool:
+        """Every block fits in one window: it is read once and kept."""
+        return len(self.blocks) <= self.window_blocks
+
+    @property
     def ordered(self) -> bool:
         """Windows are read straight into batch order (large rows, more than one window)."""
-        return (int(np.prod(self.shape)) >= SCATTER_BYTES
-                and len(self.blocks) > self.window_blocks)
+        return int(np.prod(self.shape)) >= SCATTER_BYTES and not self.whole
 
     def window_pool(self) -> WindowPool:
         """Buffers that each hold any window (a random group of `window_blocks` blocks), and
@@ -148,7 +152,7 @@ class RankReader:
         b, used, skip = self.batch_size, self.steps * self.batch_size, first_step * self.batch_size
         files, pos = WindowFiles(), 0
         carry: tuple[np.ndarray, np.ndarray] | None = None
-        whole = len(self.blocks) <= self.window_blocks  # one window: read once, kept
+        whole, ordered = self.whole, self.ordered
         try:
             for blocks, perm in self.windows(epoch):
                 n = len(perm)
@@ -158,7 +162,7 @@ class RankReader:
                     if pos >= used:
                         break
                     continue
-                if self.ordered:
+                if ordered:
                     images, labels = files.scatter(blocks, perm, lo, hi, self.shape,
                                                    pool.take() if pool else None, carry)
                     k = len(labels) // b

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
 
 import h5py
 import numpy as np
@@ -73,14 +74,8 @@ class WindowFiles:
                 f[b.prefix + "images"].read_direct(images, np.s_[b.start:b.stop],
                                                    np.s_[at:at + b.count])
             else:
-                rows, offsets = layout
-                row = b.start
-                while row < b.stop:  # one pread per chunk (rows within a chunk are contiguous)
-                    chunk, within = divmod(row, rows)
-                    take = min(b.stop - row, rows - within)
-                    _pread(self.fds[b.path], flat[at + row - b.start:][:take],
-                           offsets[chunk] + within * row_bytes)
-                    row += take
+                for i, take, offset in _runs(b, layout, row_bytes):
+                    _preadv(self.fds[b.path], [flat[at + i:at + i + take]], offset)
             labels[at:at + b.count] = f[b.prefix + "labels"][b.start:b.stop]
             at += b.count
         return images, labels
@@ -112,15 +107,9 @@ class WindowFiles:
             if layout is None:
                 images[dest[used]] = f[b.prefix + "images"][b.start:b.stop][used]
             else:
-                rows, offsets = layout
-                row = b.start
-                while row < b.stop:
-                    chunk, within = divmod(row, rows)
-                    take = min(b.stop - row, rows - within)
-                    views = [flat[d] if d >= 0 else scratch
-                             for d in dest[row - b.start:row - b.start + take]]
-                    _preadv(self.fds[b.path], views, offsets[chunk] + within * row_bytes)
-                    row += take
+                for i, take, offset in _runs(b, layout, row_bytes):
+                    _preadv(self.fds[b.path], [flat[d] if d >= 0 else scratch
+                                               for d in dest[i:i + take]], offset)
             labels[dest[used]] = f[b.prefix + "labels"][b.start:b.stop][used]
             at += b.count
         return images, labels
@@ -141,13 +130,17 @@ class WindowFiles:
         self.fds.clear()
 
 
-def _pread(fd: int, out: np.ndarray, offset: int) -> None:
-    view = out.data.cast("B")
-    while len(view):
-        got = os.preadv(fd, [view], offset)
-        if got <= 0:
-            raise OSError(f"short read at byte {offset} (file truncated?)")
-        view, offset = view[got:], offset + got
+def _runs(b: Piece, layout: tuple[int, list[int]], row_bytes: int
+          ) -> Iterator[tuple[int, int, int]]:
+    """The block's rows as runs that are contiguous in the file, one per chunk it touches:
+    (first row, counted from the block's start; rows; byte offset in the file)."""
+    rows, offsets = layout
+    row = b.start
+    while row < b.stop:
+        chunk, within = divmod(row, rows)
+        take = min(b.stop - row, rows - within)
+        yield row - b.start, take, offsets[chunk] + within * row_bytes
+        row += take
 
 
 def _preadv(fd: int, rows: list[np.ndarray], offset: int) -> None:
