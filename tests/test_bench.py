@@ -163,7 +163,11 @@ def test_trainer_overhead_summary_pairs_rounds_and_profiles_the_step():
     from hpctrain.bench.trainer_overhead import ALL_OFF, DETERMINISM, summarize
     from hpctrain.environment import JobEnvironment
 
-    headline = {"plain Keras": [100.0, 50.0, 100.0, 50.0], "hpctrain": [98.0, 49.0, 96.0, 50.0]}
+    # rounds of epochs taken in turns: a round's ratio is the geometric mean of its epochs'
+    headline = [{"plain Keras": [100.0, 50.0], "hpctrain": [98.0, 49.0]},
+                {"plain Keras": [100.0, 100.0], "hpctrain": [100.0, 92.16]},
+                {"plain Keras": [50.0], "hpctrain": [50.0]},
+                {"plain Keras": [80.0, 80.0, 80.0], "hpctrain": [78.4, 78.4, 78.4]}]
     # null model, batch 64: plain Keras 1,000 us a step; hpctrain 2,000 us (+1,000)
     null = {"plain Keras": [64_000.0, 32_000.0], "hpctrain": [32_000.0, 64_000 / 3],
             DETERMINISM: [40_000.0, 64_000 / 2.6],  # +600 us in both rounds: costs 400
@@ -179,20 +183,24 @@ def test_trainer_overhead_summary_pairs_rounds_and_profiles_the_step():
                                             ours: [9.0 / 1.1, 9.0, 9.0 / 0.9]}}
     r = summarize(headline, null, train_limit=1000, threads=2, batch=64, epochs=3,
                   compute=compute)
-    assert r["ratio"]["per_round"] == pytest.approx([0.98, 0.98, 0.96, 1.0])
+    assert r["ratio"]["per_round"] == pytest.approx([0.98, 0.96, 1.0, 0.98])
     assert r["ratio"]["median"] == pytest.approx(0.98)
+    assert r["epoch_pairs"]["n"] == 8 and r["epoch_pairs"]["min"] == pytest.approx(0.9216)
     assert r["ratio_mean"]["mean"] == pytest.approx(0.98) and r["ratio_mean"]["n"] == 4
     p = r["per_step_us"]
     assert p["hpctrain"] == pytest.approx(1000) and p["all_off"] == pytest.approx(250)
     assert p["costs"][DETERMINISM] == pytest.approx(400)
     assert p["costs"]["reseed"] < 0
-    assert p["cnn_step_us"] == pytest.approx(64e6 / 75)  # the median plain rate: 75 images/s
+    # the median of the plain rounds' rates (geometric means: 70.7, 100, 50, 80)
+    assert p["cnn_step_us"] == pytest.approx(64e6 / ((5000 ** 0.5 + 80) / 2))
     # op determinism's per-step cost (400) leaves the overhead: the CNN measures it whole
     assert p["implied_ratio"] == pytest.approx(
         p["cnn_step_us"] / (p["cnn_step_us"] + 600) * 0.9 * 1.0)
     assert r["in_process"][default]["ratio"]["median"] == pytest.approx(0.95)
     md = r["markdown"]
-    assert "4 rounds alternating" in md and "2 rounds alternating" in md
+    assert "1 rank, 4 rounds. In each round both processes start together" in md
+    assert "8 epoch pairs over epochs 2..3" in md and "2 rounds alternating" in md
+    assert "Epoch by epoch the ratio is 0.98 (0.92-1.00)" in md
     # a median over the goal whose interval straddles it is not a win
     assert "Measured: median 0.980, goal >= 0.97: **not resolved**" in md
     assert "adds **1,000 µs** a step" in md

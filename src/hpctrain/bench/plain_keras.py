@@ -60,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     from hpctrain.data.batches import memory_batches
     from hpctrain.train.models import build_model
     from hpctrain.train.optim import make_optimizer
+    from hpctrain.train.turns import Turns
 
     rank, size = 0, 1
     if args.horovod:
@@ -124,13 +125,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.horovod:
         callbacks[:0] = [hvd.callbacks.BroadcastGlobalVariablesCallback(0),  # Horovod
                          hvd.callbacks.MetricAverageCallback()]  # Horovod: average metrics
+    turns = Turns.from_env()  # epochs side by side with another process (train/turns.py)
+    if turns:
+        first, last = turns.callbacks(tf, args.epochs)
+        callbacks = [first, *callbacks, last]
     fit_start = time.time()
     model.fit(train, steps_per_epoch=steps, epochs=args.epochs, callbacks=callbacks,
               verbose=0)
     later = [s for s, _ in times[1:]] or [times[0][0]]
     result = {"images_per_s": steps * args.batch * size * len(later) / sum(later),
               "first_epoch_s": times[0][0], "startup_s": fit_start - start,
-              "epochs": len(times), "ranks": size,
+              "epochs": len(times), "ranks": size, "epoch_s": [s for s, _ in times],
+              "images_per_epoch": steps * args.batch * size,
               "time_to_target_s": hits["at"], "target_accuracy": hits.get("acc"),
               "target_epoch": hits.get("epoch"), "seed": args.seed}
     if rank == 0:

@@ -3,9 +3,13 @@ model, data, batch and threads, 1 rank. Images/s over epochs 2..N, as each run m
 itself (epoch time without the evaluation).
 
 Three parts:
-- The headline: the workshop CNN, the pair alone for HEADLINE_ROUNDS x `rounds` rounds. On
-  this machine two runs side by side differ by about 6 % (standard deviation of their
-  ratio), so 0.97 cannot be told from 1.00 with a dozen pairs.
+- The headline: the workshop CNN, the pair alone for HEADLINE_ROUNDS x `rounds` rounds, both
+  processes started together and their epochs taken in turns (train/turns.py), so each epoch
+  of one is measured seconds from an epoch of the other: on this host two whole runs
+  minutes apart differ by about 10 % (the standard deviation of their ratio), and a run's
+  epochs give several pairs each. A round's ratio is the geometric mean of its epochs'
+  ratios; the interval is over rounds (the epochs of one pair of processes are not
+  independent samples).
 - The profile: the same pair on a null model (softmax regression, NULL_MODEL), whose step is
   so short that what hpctrain adds per step (its reader, its callbacks, the ops it puts into
   the training step) is a large, resolvable share of it. The per-step overhead in
@@ -21,7 +25,10 @@ determinism's, which the third part measures whole), times the third part's rati
 
 from __future__ import annotations
 
+import math
 import statistics
+import sys
+import time
 
 from hpctrain.bench import compute_costs
 from hpctrain.bench.harness import (
@@ -36,6 +43,7 @@ from hpctrain.bench.harness import (
 from hpctrain.bench.runs import (
     compute_costs_run,
     hpctrain_run,
+    in_turns,
     plain_run,
     throughput_args,
 )
@@ -45,7 +53,8 @@ from hpctrain.train.config import MECHANISMS
 
 GOAL = 0.97
 CONFIG = "jobs/configs/fmnist_cnn.yaml"
-HEADLINE_ROUNDS = 4  # x `rounds`: the headline pair's rounds
+HEADLINE_ROUNDS = 2  # x `rounds`: the headline pair's rounds (processes started together)
+HEADLINE_EPOCHS = 8  # per process; epochs 2..8 are taken in turns, 7 pairs a round
 NULL_MODEL = "softmax"  # Flatten + Dense: a step of about 0.5 ms against the CNN's 20 ms
 NULL_EPOCHS = 6  # on all 60,000 images: epochs 2..6 are timed, about 1.5 s
 COMPUTE_ROUNDS = 25  # x `rounds`: epochs of 30 CNN steps (0.7 s) per variant, in one process
@@ -56,7 +65,7 @@ LABELS = {"hpctrain": "hpctrain", DETERMINISM: "hpctrain, deterministic=false",
 
 
 def run(data: str, rounds: int, train_limit: int, threads: int = 2, batch: int = 128,
-        epochs: int = 3) -> dict:
+        epochs: int = HEADLINE_EPOCHS) -> dict:
     def pair(model: str, n_epochs: int, limit: int):
         same, plain = throughput_args(data, epochs=n_epochs, train_limit=limit, batch=batch,
                                       threads=threads, model=model)
@@ -66,8 +75,16 @@ def run(data: str, rounds: int, train_limit: int, threads: int = 2, batch: int =
 
         return (lambda: plain_run(plain)["images_per_s"]), hp
 
-    plain, hp = pair("cnn", epochs, train_limit)
-    headline = alternate({"plain Keras": plain, "hpctrain": hp()}, HEADLINE_ROUNDS * rounds)
+    same, plain_args = throughput_args(data, epochs=epochs, train_limit=train_limit,
+                                       batch=batch, threads=threads)
+    headline = []
+    for i in range(HEADLINE_ROUNDS * rounds):
+        start = time.perf_counter()
+        headline.append(in_turns(CONFIG, same, plain_args, hpctrain_first=i % 2 == 0))
+        r = paired_ratio(headline[-1]["hpctrain"], headline[-1]["plain Keras"])
+        print(f"  round {i + 1}/{HEADLINE_ROUNDS * rounds} in turns: hpctrain / plain "
+              f"Keras {geomean(r['per_round']):.3f} over {r['n']} epoch pairs "
+              f"({time.perf_counter() - start:.0f} s)", file=sys.stderr, flush=True)
     plain, hp = pair(NULL_MODEL, NULL_EPOCHS, 0)
     every = ",".join(MECHANISMS)
     null = alternate({"plain Keras": plain, "hpctrain": hp(),
@@ -80,6 +97,16 @@ def run(data: str, rounds: int, train_limit: int, threads: int = 2, batch: int =
                        threads=threads, batch=batch, epochs=epochs,
                        compute={"ms_per_step": compute["ms_per_step"],
                                 "steps": compute["steps"]})
+
+
+def geomean(values: list[float]) -> float:
+    return math.exp(statistics.fmean(math.log(v) for v in values))
+
+
+def by_round(headline: list[dict[str, list[float]]]) -> dict[str, list[float]]:
+    """Each side's images/s per round: the geometric mean of the round's epochs (the ratio
+    of two is then the geometric mean of the round's epoch ratios)."""
+    return {side: [geomean(r[side]) for r in headline] for side in headline[0]}
 
 
 def step_us(rate: float, batch: int) -> float:
@@ -100,13 +127,16 @@ def in_process(compute: dict) -> dict[str, dict]:
     return {name: {"ms": spread(v), "ratio": paired_ratio(plain, v)} for name, v in ms.items()}
 
 
-def summarize(headline: dict[str, list[float]], null: dict[str, list[float]],
+def summarize(headline: list[dict[str, list[float]]], null: dict[str, list[float]],
               train_limit: int, threads: int, batch: int, epochs: int, compute: dict) -> dict:
-    ratio = paired_ratio(headline["hpctrain"], headline["plain Keras"])
+    epoch_pairs = paired_ratio(*([e for r in headline for e in r[side]]
+                                 for side in ("hpctrain", "plain Keras")))
+    sides = by_round(headline)
+    ratio = paired_ratio(sides["hpctrain"], sides["plain Keras"])
     mean = interval95(ratio["per_round"])
     interval = (f"{mean['mean']:.3f} ± {mean['ci95']:.3f}" if mean["ci95"] is not None
                 else f"{mean['mean']:.3f}")
-    cnn_step_us = step_us(statistics.median(headline["plain Keras"]), batch)
+    cnn_step_us = step_us(statistics.median(sides["plain Keras"]), batch)
     added = {name: per_step_us(v, null["plain Keras"], batch) for name, v in null.items()
              if name != "plain Keras"}
     full = added["hpctrain"]
@@ -135,16 +165,22 @@ def summarize(headline: dict[str, list[float]], null: dict[str, list[float]],
 
     md = "\n".join([
         f"The workshop CNN on Fashion-MNIST ({train_limit:,} training images, batch {batch}, "
-        f"{threads} threads, {epochs} epochs, images/s over epochs 2..{epochs}), 1 rank, "
-        f"{len(ratio['per_round'])} rounds alternating:", "",
-        "| variant | images/s median (min-max) | vs plain Keras |", "|---|---|---|",
+        f"{threads} threads, {epochs} epochs), 1 rank, {len(headline)} rounds. In each round "
+        "both processes start together and take their epochs in turns (one waits while the "
+        "other runs an epoch and its evaluation; who goes first alternates epoch by epoch and "
+        "round by round), so every epoch of one is measured seconds from an epoch of the "
+        f"other: {epoch_pairs['n']} epoch pairs over epochs 2..{epochs}. A round's images/s "
+        "is the geometric mean of its epochs'; the interval is over rounds.", "",
+        "| variant | images/s per round, median (min-max) | vs plain Keras |", "|---|---|---|",
         *(f"| {name} | {fmt_spread(spread(v))} | "
-          f"{fmt_ratio(paired_ratio(v, headline['plain Keras']))} |"
-          for name, v in headline.items()), "",
+          f"{fmt_ratio(paired_ratio(v, sides['plain Keras']))} |"
+          for name, v in sides.items()), "",
         f"**hpctrain / plain Keras, measured: {fmt_ratio(ratio)}** (median, min-max of the "
-        f"rounds; mean {interval}, 95 % t-interval; two runs side by side differ by "
-        f"{100 * (mean['stdev'] or 0):.0f} % here, the standard deviation of the per-round "
-        "ratios).", "",
+        f"rounds; mean {interval}, 95 % t-interval). Epoch by epoch the ratio is "
+        f"{fmt_ratio(epoch_pairs)}: two epochs seconds apart differ by "
+        f"{100 * (interval95(epoch_pairs['per_round'])['stdev'] or 0):.0f} % here (the "
+        "standard deviation of the epoch ratios), two rounds by "
+        f"{100 * (mean['stdev'] or 0):.1f} %.", "",
         f"Where hpctrain's time goes, per step: the same pair on a null model ({NULL_MODEL} "
         f"regression, all 60,000 images, batch {batch}, {NULL_EPOCHS} epochs), whose "
         f"{step_us(statistics.median(null['plain Keras']), batch):,.0f} µs step makes what "
@@ -186,6 +222,7 @@ def summarize(headline: dict[str, list[float]], null: dict[str, list[float]],
             "per_step_us": {"hpctrain": overhead, "all_off": rest, "costs": costs,
                             "cnn_step_us": cnn_step_us, "implied_ratio": implied},
             "in_process": {**cnn, "steps": compute["steps"]},
-            "images_per_s": {"headline": {k: spread(v) for k, v in headline.items()},
+            "epoch_pairs": epoch_pairs,
+            "images_per_s": {"headline": {k: spread(v) for k, v in sides.items()},
                              "null_model": {k: spread(v) for k, v in null.items()}},
             "markdown": md}

@@ -42,6 +42,7 @@ from hpctrain.train.preemption import EXIT_REQUEUE, REQUEUE_FILE, StopRequest
 from hpctrain.train.run_state import NoUsableCheckpoint, RunState
 from hpctrain.train.step_schedule import StepSchedule
 from hpctrain.train.step_timing import StepClock
+from hpctrain.train.turns import Turns
 
 EXIT_OUT_OF_SYNC = 3
 EXIT_NO_CHECKPOINT = 4  # --resume, and no checkpoint left that verifies: rerunning won't help
@@ -223,6 +224,10 @@ class Trainer:
                 on_epoch_end=lambda epoch, logs: events.epochs(self.recorder.rows)))
         else:
             self.callbacks.append(self.recorder.writer(None))
+        turns = Turns.from_env()  # benchmarks only: two processes' epochs side by side
+        if turns:
+            first, last = turns.callbacks(tf, cfg.epochs)
+            self.callbacks = [first, *self.callbacks, last]
 
     # ---- 3. training ---------------------------------------------------------------------
     def fit(self) -> None:

@@ -1,0 +1,39 @@
+"""Epochs in turns (train/turns.py): two processes' epochs strictly one at a time, the first
+in each epoch alternating, and neither leaves training before the other's last epoch."""
+
+import threading
+import time
+
+import pytest
+
+from hpctrain.train.turns import Turns
+
+
+def test_two_sides_take_epochs_in_turns_and_wait_for_each_other_at_the_end(tmp_path):
+    path, order, finished = tmp_path / "turns", [], {}
+
+    def side(role: int, pause: float) -> None:
+        t = Turns(path, role, timeout_s=30)
+        for epoch in range(4):
+            t.begin(epoch)
+            order.append((epoch, role))
+            time.sleep(pause)  # the slower side must still be waited for
+            t.end(epoch)
+        t.last(4)
+        finished[role] = len(order)
+
+    threads = [threading.Thread(target=side, args=(r, p)) for r, p in ((0, 0.0), (1, 0.02))]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(30)
+    assert order == [(0, 0), (0, 1), (1, 1), (1, 0), (2, 0), (2, 1), (3, 1), (3, 0)]
+    assert finished == {0: 8, 1: 8} and path.read_text() == "8"
+
+
+def test_a_side_left_alone_gives_up_with_a_clear_error(tmp_path):
+    t = Turns(tmp_path / "turns", 1, timeout_s=0.05)
+    with pytest.raises(TimeoutError, match="no turn 1 after"):
+        t.begin(0)  # role 1 goes second in epoch 0: role 0 never came
+    with pytest.raises(ValueError, match="not 0 or 1"):
+        Turns(tmp_path / "turns", 2)
