@@ -25,7 +25,7 @@ from pathlib import Path
 os.environ["TF_USE_LEGACY_KERAS"] = "1"  # before TensorFlow loads, as `hpctrain train` does
 
 from hpctrain.environment import JobEnvironment, end_process  # noqa: E402
-from hpctrain.train.config import load_config  # noqa: E402
+from hpctrain.experiment import load_config  # noqa: E402
 
 
 def main(plan_file: str) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from conftest import REPO
-from hpctrain.train.config import ConfigError, load_config, parse_overrides, split_spec
+from hpctrain.experiment import ConfigError, load_config, parse_overrides, split_spec
 
 DEMO = REPO / "jobs" / "configs" / "fmnist_cnn.yaml"
 

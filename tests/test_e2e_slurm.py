@@ -84,20 +84,11 @@ def test_submit_two_nodes_to_report(slurm_cluster, fmnist_h5, weird_tmp_path):
     assert not (weird_tmp_path / "INJECTED").exists()
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--nodes", "0"], "--nodes must be >= 1"),
-    (["epochs=0"], "epochs must be >= 1"),
-    (["bogus_key=1"], "unknown key(s) bogus_key"),
-    (["data=/nonexistent/x.h5"], "no such data file"),
-    (["model=resnet9000"], "model 'resnet9000' unknown"),
-    (["--gpus-per-node", "3"], "--gpus-per-node 3: profile embedded nodes have 2 GPU(s)"),
-    (["--nodes", "5"], "--nodes 5: profile embedded has 4 nodes"),
-    (["--time", "4:00:01"], "--time 4:00:01 is over the partition limit 04:00:00"),
-    (["--ntasks-per-node", "2", "--cpus-per-task", "2"], "profile embedded nodes have 2 CPUs"),
-    (["--profile", "nosuch"], "no cluster profile 'nosuch'"),
-])
-def test_bad_requests_refused_before_sbatch(slurm_cluster, fmnist_h5, tmp_path, args, message):
+def test_a_bad_request_is_refused_before_sbatch(slurm_cluster, fmnist_h5, tmp_path):
+    """One line, exit 2, no run directory and nothing queued (every refusal the resolver
+    makes is a unit test in test_jobsystem_units.py)."""
     config = write_config(tmp_path / "exp.yaml", fmnist_h5)
+    args, message = ["--nodes", "5"], "--nodes 5: profile embedded has 4 nodes"
     env = slurm_cluster.env()
     before = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "JobID"], env=env,
                             capture_output=True, text=True, check=True).stdout

@@ -16,11 +16,12 @@ from conftest import REPO
 PACKAGE = REPO / "src" / "hpctrain"
 STAGES = ["data", "slurm", "train", "report", "scaling", "bench"]
 BASE = {"atomic", "validation", "resources", "environment", "progress", "machine", "cluster",
+        "experiment",
         "__init__"}
 TOP = {"cli", "doctor"}
 AGAINST = {  # (from, to): the files that still import a later stage
     ("slurm", "report"): {"slurm/submit.py"},  # --wait prints the run's report
-    ("slurm", "train"): {"slurm/request.py", "slurm/sweep.py"},  # TrainConfig's home
+    ("slurm", "train"): {"slurm/sweep.py"},  # its submitit task runs `hpctrain train`
     ("train", "report"): {"train/predictions.py", "train/trainer.py"},  # report writing
 }
 
@@ -83,5 +84,6 @@ def test_the_checker_sees_an_upward_arrow_and_a_base_importing_a_stage():
              ("bench", "doctor"): {"bench/z.py"}, ("report", "validation"): {"report/w.py"}}
     assert set(against_the_pipeline(found)) == {("data", "train"), ("atomic", "report"),
                                                 ("bench", "doctor")}
-    assert _part("hpctrain.train.config") == "train" and _part("hpctrain") == "__init__"
+    assert _part("hpctrain.train.trainer") == "train" and _part("hpctrain") == "__init__"
+    assert _part("hpctrain.experiment") == "experiment"
     assert _part("hpctrain.__version__") == "__init__"

@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import pytest
 
+from hpctrain.experiment import ConfigError
 from hpctrain.slurm.client import parse_sacct
 from hpctrain.slurm.postmortem import last_segment, parse_failures, summary
 from hpctrain.slurm.profiles import ProfileError, available, load_profile, slurm_minutes
+from hpctrain.slurm.queue import parse_chain
 from hpctrain.slurm.script import JobSpecError
 from hpctrain.slurm.status import summarize_records
-from hpctrain.slurm.submit import outcome, parse_chain
+from hpctrain.slurm.submit import outcome
 from hpctrain.slurm.sweep import parse_grid
-from hpctrain.train.config import ConfigError
 
 
 def test_shipped_profiles_load():
@@ -123,3 +124,35 @@ def test_outcome_line_of_a_run_without_a_test_set(tmp_path):
                                                     "COMPLETED)")
     (tmp_path / "report.json").write_text('{"status": "completed", "test_accuracy": 0.91234}')
     assert outcome(tmp_path, "COMPLETED")[1] == "test accuracy 0.9123 (completed, job COMPLETED)"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--nodes", "0"], "--nodes must be >= 1"),
+    (["epochs=0"], "epochs must be >= 1"),
+    (["bogus_key=1"], "unknown key(s) bogus_key"),
+    (["data=/nonexistent/x.h5"], "no such data file"),
+    (["model=resnet9000"], "model 'resnet9000' unknown"),
+    (["--gpus-per-node", "3"], "--gpus-per-node 3: profile embedded nodes have 2 GPU(s)"),
+    (["--nodes", "5"], "--nodes 5: profile embedded has 4 nodes"),
+    (["--time", "4:00:01"], "--time 4:00:01 is over the partition limit 04:00:00"),
+    (["--ntasks-per-node", "2", "--cpus-per-task", "2"], "profile embedded nodes have 2 CPUs"),
+    (["--profile", "nosuch"], "no cluster profile 'nosuch'"),
+])
+def test_the_resolver_refuses_bad_requests_in_one_line(fmnist_h5, tmp_path, monkeypatch,
+                                                       args, message):
+    """What `hpctrain submit` refuses before sbatch, from its flags through the resolver
+    (test_e2e_slurm.py checks on the cluster that a refusal queues nothing)."""
+    from conftest import write_config
+    from hpctrain.cli import build_parser
+    from hpctrain.cli.jobs import _request
+    from hpctrain.slurm.request import resolve
+    from hpctrain.validation import InputError
+
+    monkeypatch.delenv("HPCTRAIN_PROFILE", raising=False)
+    config = write_config(tmp_path / "exp.yaml", fmnist_h5)
+    flags = build_parser().parse_args(["submit", "--config", str(config), "--run-dir",
+                                       str(tmp_path / "run"), *args])
+    with pytest.raises(InputError) as refused:
+        resolve(_request(flags))
+    assert message in str(refused.value) and "\n" not in str(refused.value)
+    assert not (tmp_path / "run").exists()

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from hpctrain.data.augment import center_crop, crop_flip
+from hpctrain.data.augment import center_crop, crop_flip, resized_crop_flip
 from hpctrain.data.batches import memory_batches
 from hpctrain.data.layout import Piece, split_pieces
 from hpctrain.data.reader import RankReader, blocks_of, rank_pieces
@@ -98,11 +98,14 @@ def test_every_row_once_per_epoch_and_exact_resume(shard_dir, read_mode):
         assert (x[:, 0, 0, 0] == (y % 251)).all()
 
 
-def test_dataset_batches_resume_and_augment(shard_dir, read_mode):
+@pytest.mark.parametrize("make_augment", [crop_flip, resized_crop_flip],
+                         ids=["crop_flip", "random_resized_crop"])
+def test_dataset_batches_resume_and_augment(shard_dir, read_mode, make_augment):
+    """Resumed at a step, bit for bit the batches of the uninterrupted run, either crop."""
     reader = RankReader.open(str(shard_dir), "train", 0, 1, batch_size=16, seed=1)
     reader.window_blocks = 1
     assert reader.ordered == (read_mode == "scattered")
-    augment = crop_flip(tf, 8, seed=3)
+    augment = make_augment(tf, 8, seed=3)
     ds = reader.dataset(tf, first_epoch=2, epochs=2, augment=augment)
     batches = [(x.numpy(), y.numpy()) for x, y in ds]
     assert len(batches) == 2 * reader.steps

@@ -6,9 +6,9 @@ import math
 
 import pytest
 
+from hpctrain.experiment import TrainConfig
 from hpctrain.report.run_report import build_report, render_markdown
 from hpctrain.report.statistics import interval95, throughput, time_to_accuracy
-from hpctrain.train.config import TrainConfig
 
 
 def _epochs(accs, rates, windows=None):

@@ -11,13 +11,13 @@ import pandas as pd
 import pytest
 
 from conftest import REPO, hpctrain, read_report
+from hpctrain.experiment import ConfigError, TrainConfig
 from hpctrain.report.statistics import t95
 from hpctrain.report.step_times import per_rank, step_time_summary, stragglers
 from hpctrain.scaling import costmodel, published
 from hpctrain.scaling.aggregate import scaling_mode, summarize
 from hpctrain.scaling.costmodel import Network, Options, Workload
 from hpctrain.scaling.study import plan_points
-from hpctrain.train.config import ConfigError, TrainConfig
 
 
 def _run(ranks: int, nodes: int, ips: float, **extra) -> dict:

@@ -180,7 +180,7 @@ def check_data(config: str | None) -> tuple[Check, int]:
     if not config:
         return Check("data", None, "no --config given"), 0
     from hpctrain.data.layout import check_staged
-    from hpctrain.train.config import load_config
+    from hpctrain.experiment import load_config
 
     try:
         cfg = load_config(config, [])

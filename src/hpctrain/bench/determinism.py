@@ -16,10 +16,10 @@ from hpctrain.bench.harness import (
     spread,
     with_inputs,
 )
-from hpctrain.bench.runs import hpctrain_run
+from hpctrain.bench.runs import BENCH_CONFIG, hpctrain_run
 
-CONFIG = "jobs/configs/fmnist_cnn.yaml:short"
 THREADS = 2
+SHORT = ["epochs=1", "train_limit=12000", "test_limit=2000"]
 ON, OFF = "deterministic: true (the default)", "deterministic: false"
 
 
@@ -27,12 +27,12 @@ def run(data: str, rounds: int, train_limit: int = 0) -> dict:
     del train_limit  # the config's short variant
 
     def one(deterministic: bool):
-        return lambda: hpctrain_run(CONFIG, [f"data={data}", f"deterministic={deterministic}",
-                                             f"threads={THREADS}", "checkpoint=false",
-                                             "pictures=false"])["images_per_s"]["mean"]
+        return lambda: hpctrain_run(BENCH_CONFIG, [f"data={data}", f"deterministic={deterministic}",
+                                             f"threads={THREADS}", *SHORT
+                                             ])["images_per_s"]["mean"]
 
     samples = alternate({ON: one(True), OFF: one(False)}, rounds)
-    return with_inputs(summarize, samples=samples, config=CONFIG, threads=THREADS)
+    return with_inputs(summarize, samples=samples, config=BENCH_CONFIG, threads=THREADS)
 
 
 def summarize(samples: dict[str, list[float]], config: str, threads: int) -> dict:

@@ -19,11 +19,10 @@ from hpctrain.bench.harness import (
     verdict,
     with_inputs,
 )
-from hpctrain.bench.runs import hpctrain_run, plain_run, throughput_args
+from hpctrain.bench.runs import BENCH_CONFIG, hpctrain_run, plain_run, throughput_args
 from hpctrain.environment import JobEnvironment
 
 GOAL = 0.90
-CONFIG = "jobs/configs/fmnist_cnn.yaml"
 FASTEST = "plain Keras 1 x 2"  # the headline's denominator: one process on both cores
 RECIPE = "Horovod recipe 2 x 1"
 RECIPE_TUNED = "Horovod recipe 2 x 1, hpctrain's Open MPI and Horovod settings"
@@ -48,7 +47,7 @@ def run(data: str, rounds: int, train_limit: int, global_batch: int = 256, epoch
                                threads=threads)
 
     def hp(ranks: int, extra: list[str] | None = None, env: dict[str, str] | None = None):
-        return lambda: hpctrain_run(CONFIG, [*args(ranks)[0], *(extra or [])], ranks,
+        return lambda: hpctrain_run(BENCH_CONFIG, [*args(ranks)[0], *(extra or [])], ranks,
                                     env)["images_per_s"]["mean"]
 
     def pk(ranks: int, env: dict[str, str] | None = None):

@@ -25,19 +25,17 @@ from collections import defaultdict
 from pathlib import Path
 
 from hpctrain.bench.harness import alternate, fmt_spread, spread, verdict, with_inputs
-from hpctrain.bench.runs import BIN, mpi_env
+from hpctrain.bench.runs import BENCH_CONFIG, BIN, mpi_env
 from hpctrain.resources import SHIPPED_PROFILES
 
 GOAL_FIRST_STEP_S = 10.0
-CONFIG = "jobs/configs/fmnist_cnn.yaml"
 PORT = 37817  # its own ports: the user's cluster (17817) and the tests' (27817) may be up
-SHORT = ["epochs=1", "warmup_epochs=0", "train_limit=2560", "test_limit=500", "pictures=false",
-         "checkpoint=false"]
+SHORT = ["epochs=1", "train_limit=2560", "test_limit=500"]
 
 
 def _submit(env: dict, run_dir: Path, data: str, profile: str | None,
             overrides: list[str], nodes: int = 2) -> tuple[float, subprocess.Popen]:
-    argv = [str(BIN / "hpctrain"), "submit", "--config", CONFIG, "--nodes", str(nodes),
+    argv = [str(BIN / "hpctrain"), "submit", "--config", BENCH_CONFIG, "--nodes", str(nodes),
             "--run-dir", str(run_dir), "--wait", *(["--profile", profile] if profile else []),
             f"data={data}", *overrides]
     start = time.time()
@@ -87,7 +85,7 @@ def requeue(env: dict, tmp: Path, data: str) -> dict:
     """Preempt a job after its first epoch; time the stop, the requeue and the restart."""
     run_dir = tmp / "requeued"
     _, proc = _submit(env, run_dir, data, None,
-                      ["epochs=3", "train_limit=12000", "test_limit=500", "pictures=false"])
+                      ["epochs=3", "train_limit=12000", "test_limit=500", "checkpoint=true"])
     deadline = time.time() + 600
     metrics = run_dir / "metrics.jsonl"
     while not (metrics.is_file() and metrics.read_text().strip()):

@@ -9,19 +9,16 @@ from __future__ import annotations
 import statistics
 
 from hpctrain.bench.harness import fmt_spread, spread, with_inputs
-from hpctrain.bench.runs import hpctrain_run
-
-CONFIG = "jobs/configs/fmnist_cnn.yaml"
+from hpctrain.bench.runs import BENCH_CONFIG, hpctrain_run
 
 
 def run(data: str, rounds: int, train_limit: int = 0) -> dict:
     del train_limit
-    same = [f"data={data}", "epochs=1", "warmup_epochs=0", "train_limit=2560", "test_limit=500",
-            "checkpoint=false", "pictures=false"]
+    same = [f"data={data}", "epochs=1", "train_limit=2560", "test_limit=500"]
     phases: dict[str, list[dict[str, float]]] = {"1": [], "2": []}  # by ranks (JSON keys)
     for i in range(rounds):
         for ranks in phases:
-            r = hpctrain_run(CONFIG, same, int(ranks))
+            r = hpctrain_run(BENCH_CONFIG, same, int(ranks))
             phases[ranks].append(dict(r["startup_phases_s"]))
             print(f"  round {i + 1}/{rounds} {ranks} rank(s): "
                   f"{sum(phases[ranks][-1].values()):.1f} s", flush=True)

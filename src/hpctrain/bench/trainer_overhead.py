@@ -41,6 +41,7 @@ from hpctrain.bench.harness import (
     with_inputs,
 )
 from hpctrain.bench.runs import (
+    BENCH_CONFIG,
     compute_costs_run,
     hpctrain_run,
     in_turns,
@@ -48,11 +49,10 @@ from hpctrain.bench.runs import (
     throughput_args,
 )
 from hpctrain.environment import JobEnvironment
+from hpctrain.experiment import MECHANISMS
 from hpctrain.report.statistics import interval95
-from hpctrain.train.config import MECHANISMS
 
 GOAL = 0.97
-CONFIG = "jobs/configs/fmnist_cnn.yaml"
 HEADLINE_ROUNDS = 2  # x `rounds`: the headline pair's rounds (processes started together)
 HEADLINE_EPOCHS = 8  # per process; epochs 2..8 are taken in turns, 7 pairs a round
 NULL_MODEL = "softmax"  # Flatten + Dense: a step of about 0.5 ms against the CNN's 20 ms
@@ -71,7 +71,7 @@ def run(data: str, rounds: int, train_limit: int, threads: int = 2, batch: int =
                                       threads=threads, model=model)
 
         def hp(*extra: str):
-            return lambda: hpctrain_run(CONFIG, [*same, *extra])["images_per_s"]["mean"]
+            return lambda: hpctrain_run(BENCH_CONFIG, [*same, *extra])["images_per_s"]["mean"]
 
         return (lambda: plain_run(plain)["images_per_s"]), hp
 
@@ -80,7 +80,7 @@ def run(data: str, rounds: int, train_limit: int, threads: int = 2, batch: int =
     headline = []
     for i in range(HEADLINE_ROUNDS * rounds):
         start = time.perf_counter()
-        headline.append(in_turns(CONFIG, same, plain_args, hpctrain_first=i % 2 == 0))
+        headline.append(in_turns(BENCH_CONFIG, same, plain_args, hpctrain_first=i % 2 == 0))
         r = paired_ratio(headline[-1]["hpctrain"], headline[-1]["plain Keras"])
         print(f"  round {i + 1}/{HEADLINE_ROUNDS * rounds} in turns: hpctrain / plain "
               f"Keras {geomean(r['per_round']):.3f} over {r['n']} epoch pairs "

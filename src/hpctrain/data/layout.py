@@ -25,6 +25,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from hpctrain.experiment import NODE, ConfigError, TrainConfig, data_on
 from hpctrain.validation import InputError
 
 
@@ -170,3 +171,19 @@ def record_fingerprint(run_dir: Path, data: str | Path,
     if before != now:
         write_json(record, now)
     return fingerprint_change(before, now) if before is not None else None
+
+
+def check_data(cfg: TrainConfig, node_name: str = "") -> None:
+    """Make `cfg.data` absolute (relative paths are taken from the cwd) and check the staged
+    file before anything is queued or started; synthetic configs have no file. A path with
+    `{node}` (a node-local copy) is checked where it will be read: on `node_name`."""
+    if cfg.synthetic:
+        return
+    cfg.data = str(Path(cfg.data).expanduser().resolve())
+    if NODE in cfg.data and not node_name:
+        return  # rendered into a job script; each rank checks its node's copy
+    info = check_staged(data_on(cfg, node_name))
+    height, width = info["input_shape"][:2]
+    if cfg.crop > min(height, width):
+        raise ConfigError(f"crop {cfg.crop} is larger than the staged images "
+                          f"({height}x{width}) of {cfg.data}")

@@ -48,6 +48,9 @@ def learning_curves(rows: list[dict], path: Path, title: str = "") -> Path:
         test = [r.get(f"val_{key}") for r in rows]
         if any(v is not None for v in test):
             ax.plot(epochs, test, "s-", color="#dd8452", label="test")
+        top5 = [r.get("val_top5_accuracy") for r in rows] if key == "accuracy" else []
+        if any(v is not None for v in top5):  # more than ten classes
+            ax.plot(epochs, top5, "^--", color="#c44e52", label="test, top-5")
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
         ax.set_title(f"{label} per epoch")

@@ -48,6 +48,7 @@ def build_report(*, config: dict, epochs: list[dict], env: dict, node_names: lis
         "epochs": config["epochs"],
         "epochs_completed": len(epochs),
         "test_accuracy": last.get("val_accuracy"),
+        "test_top5_accuracy": last.get("val_top5_accuracy"),  # None: ten classes or fewer
         "test_loss": last.get("val_loss"),
         "train_accuracy": last.get("accuracy"),
         "images_per_s": {**total, "unit": "images/s, all ranks"},
@@ -173,8 +174,11 @@ def render_markdown(r: dict, inline_pictures: bool = True) -> str:
         f"# {r['experiment']}: {r['model']} on {r['dataset']['dataset']}",
         "",
         f"- status: **{r['status']}**" + (f" ({r['error']})" if r["error"] else ""),
-        f"- test accuracy: **{_fmt(r['test_accuracy'])}** after "
-        f"{r['epochs_completed']}/{r['epochs']} epochs (test loss {_fmt(r['test_loss'])})",
+        f"- test accuracy: **{_fmt(r['test_accuracy'])}**"
+        + (f" top-1, **{_fmt(r['test_top5_accuracy'])}** top-5"
+           if r.get("test_top5_accuracy") is not None else "")
+        + f" after {r['epochs_completed']}/{r['epochs']} epochs (test loss "
+        f"{_fmt(r['test_loss'])})",
         f"- ranks: {r['ranks']} on {r['nodes']} node(s) ({', '.join(r['node_names'])}), "
         + (f"{r['threads_per_rank']} thread(s) each, " if r.get("threads_per_rank") else "")
         + f"launcher {r['launcher']}, global batch {r['global_batch_size']}"

@@ -24,19 +24,22 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from hpctrain.atomic import write_json, write_text
+from hpctrain.experiment import ConfigError, TrainConfig, load_config
 from hpctrain.progress import Progress
 from hpctrain.resources import results_dir
 from hpctrain.slurm.client import SlurmClient, SlurmError
+from hpctrain.slurm.job_options import flag
+from hpctrain.slurm.queue import queue_in_order, wait_each
 from hpctrain.slurm.request import Request, resolve
 from hpctrain.slurm.script import render_sbatch
 from hpctrain.slurm.submit import create_run_dir, write_submission
-from hpctrain.train.config import ConfigError, TrainConfig, load_config
 
 MODES = ("strong", "weak", "batch")
 
@@ -140,15 +143,21 @@ class Study:
     def plan(self) -> dict:
         return {"config": self.request.config, "overrides": list(self.request.overrides),
                 "nodes": list(self.nodes), "tasks_per_node": self.tasks_per_node,
-                "mode": self.mode, "profile": self.request.profile,
+                "mode": self.mode, "profile": self.request.profile, "job": self.job(),
                 **({"global_batches": list(self.global_batches)} if self.global_batches
                    else {})}
+
+    def job(self) -> dict:
+        """The job options given besides the points' geometry (the same for every point)."""
+        return {k: v for k, v in self.request.job.given.items()
+                if k not in ("nodes", "ntasks_per_node")}
 
     def command(self) -> str:
         import shlex
 
         args = ["hpctrain", "study", "--config", self.request.config, "--nodes",
-                ",".join(map(str, self.nodes)), "--tasks-per-node", str(self.tasks_per_node),
+                ",".join(map(str, self.nodes)), "--ntasks-per-node", str(self.tasks_per_node),
+                *(a for k, v in self.job().items() for a in (flag(k), str(v))),
                 "--mode", self.mode, *(["--global-batches", ",".join(map(
                     str, self.global_batches))] if self.global_batches else []),
                 "--repeats", str(self.repeats), "--name", self.name,
@@ -176,7 +185,7 @@ def extends(old: dict, new: dict) -> bool:
     config, overrides, mode and job options, every old point still planned, and in strong
     mode the same smallest point (it sets the global batch of every point)."""
     fixed = ("config", "overrides", "tasks_per_node", "mode", "profile")
-    if any(old.get(k) != new.get(k) for k in fixed):
+    if any(old.get(k) != new.get(k) for k in fixed) or old.get("job", {}) != new.get("job", {}):
         return False
     if not set(old["nodes"]) <= set(new["nodes"]) or \
             not set(old.get("global_batches", [])) <= set(new.get("global_batches", [])):
@@ -251,7 +260,7 @@ def run_study(study: Study, dry_run: bool = False, wait: bool = True,
 
 def _point_request(study: Study, point: Point, run_dir: Path) -> Request:
     req = study.request
-    job = dataclasses.replace(req.job, nodes=point.nodes, ntasks_per_node=study.tasks_per_node)
+    job = req.job.replace(nodes=point.nodes, ntasks_per_node=study.tasks_per_node)
     return dataclasses.replace(req, overrides=(*req.overrides, *point.overrides()), job=job,
                                run_dir=str(run_dir),
                                job_name=req.job_name or f"study-{study.name}-{point.name}")
@@ -270,40 +279,43 @@ def _live_job(run_dir: Path, client: SlurmClient) -> str | None:
 
 def _submit_all(study: Study, resolved, client: SlurmClient,
                 after: str | None = None) -> list[tuple[str, Path]]:
-    jobs: list[tuple[str, Path]] = []
-    previous = after
+    """Every point's run directory and job script, then the jobs queued in order (one after
+    another unless --parallel); a failed sbatch cancels them all and removes what was made."""
+    made = []
     for res in resolved:
         run_dir = res.run_dir
         if run_dir.exists():  # an earlier attempt that did not complete: keep it aside
             run_dir.rename(run_dir.with_name(f"{run_dir.name}.failed-"
                                              f"{time.strftime('%Y%m%d-%H%M%S')}"))
         create_run_dir(run_dir)
-        job_file = run_dir / "job.sbatch"
-        write_text(job_file, render_sbatch(res.spec))
-        deps = [] if study.parallel or not previous else [f"--dependency=afterany:{previous}"]
-        try:
-            job_id = client.sbatch(job_file, *deps)
-        except SlurmError:
-            client.scancel(*(j for j, _ in jobs))  # no half-submitted study left queued
-            raise
-        write_submission(run_dir, client, job_id, study=study.name, script=str(job_file))
-        jobs.append((job_id, run_dir))
-        previous = job_id
-        print(f"submitted job {job_id}: {run_dir}", flush=True)
-    return jobs
+        made.append(run_dir)
+        write_text(run_dir / "job.sbatch", render_sbatch(res.spec))
+
+    def queued(job_file: Path, job_id: str) -> None:
+        write_submission(job_file.parent, client, job_id, study=study.name,
+                         script=str(job_file))
+        print(f"submitted job {job_id}: {job_file.parent}", flush=True)
+
+    try:
+        job_ids = queue_in_order(client, [d / "job.sbatch" for d in made],
+                                 dependency=None if study.parallel else "afterany",
+                                 after=None if study.parallel else after, on_queued=queued)
+    except SlurmError:
+        for run_dir in made:  # no half-submitted study left queued, nor its directories
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    return list(zip(job_ids, made, strict=True))
 
 
 def _wait_all(client: SlurmClient, jobs: list[tuple[str, Path]], timeout: float) -> int:
-    deadline = time.monotonic() + timeout
-    failed = 0
     with Progress(len(jobs), "study runs", unit="run", every_s=300.0,
                   stream=sys.stdout) as progress:
-        for job_id, run_dir in jobs:
-            state = client.wait(job_id, timeout=max(1.0, deadline - time.monotonic()))
-            ok = state == "COMPLETED" and completed(run_dir)
-            failed += not ok
+        def judge(i: int, job_id: str, state: str) -> bool:
+            run_dir = jobs[i][1]
             progress.update(1, note=f"job {job_id} {state}: {run_dir.name}")
-    return failed
+            return state == "COMPLETED" and completed(run_dir)
+
+        return wait_each(client, [j for j, _ in jobs], timeout, judge)
 
 
 def _embedded(req: Request) -> bool:

@@ -17,56 +17,43 @@ from pathlib import Path
 from pydantic import ConfigDict, Field, model_validator
 
 from hpctrain.resources import profile_dirs
-from hpctrain.slurm.script import LAUNCHERS, SAFE_PATH_RULE, is_safe_path
-from hpctrain.validation import Checked, InputError, parse, read_mapping
+from hpctrain.slurm.job_options import JobSettings
+from hpctrain.slurm.script import SAFE_PATH_RULE, is_safe_path
+from hpctrain.validation import InputError, parse, read_mapping
 
 
 class ProfileError(InputError):
     """A missing or bad cluster profile; the message is one line."""
 
 
-class Profile(Checked):
+class Profile(JobSettings):
+    """What a cluster offers, and the defaults of its jobs: every job option
+    (job_options.JobSettings: nodes, ntasks_per_node, ..., partition, launcher,
+    signal_seconds, max_restarts), which command-line flags override."""
+
     model_config = ConfigDict(frozen=True)
 
     name: str = "embedded"
     description: str = ""
-    # where jobs go
-    partition: str | None = None
-    account: str | None = None
-    qos: str | None = None
-    constraint: str | None = None
     # what one node has, and the partition's limits (None: not checked)
     node_gpus: int = 0
     node_cpus: int | None = None
     max_nodes: int | None = None
     max_time: str | None = None
     gres_name: str = "gpu"  # --gres=<gres_name>:<gpus per node>
-    # job defaults (command-line flags override)
-    nodes: int = 1
-    ntasks_per_node: int = 1
-    cpus_per_task: int = 1
-    gpus_per_node: int = 0
-    time: str = "00:30:00"
-    launcher: str = "srun"
     # shell lines run before training, e.g. `module load ...`; empty: activate this venv
     env_setup: list[str] = Field(default_factory=list)
     scratch: str | None = None  # node-local directory: the data is copied there first
     extra_sbatch: list[str] = Field(default_factory=list)  # e.g. "--mem=0", "--exclusive"
-    signal_seconds: int = 120  # --signal=B:USR1@N: checkpoint N s before the time limit
-    max_restarts: int = 3  # requeues after a stop request before the job gives up
 
     @model_validator(mode="after")
     def _check(self) -> Profile:
-        if self.launcher not in LAUNCHERS:
-            raise ValueError(f"launcher {self.launcher!r} unknown; "
-                             f"choose from {', '.join(LAUNCHERS)}")
         for line in self.extra_sbatch:
             if not line.startswith("--") or "\n" in line:
                 raise ValueError(f"extra_sbatch entry {line!r} must be one sbatch option "
                                  "starting with --")
-        for key in ("signal_seconds", "max_restarts", "node_gpus", "gpus_per_node"):
-            if getattr(self, key) < 0:
-                raise ValueError(f"{key} must be >= 0")
+        if self.node_gpus < 0:
+            raise ValueError("node_gpus must be >= 0")
         if self.scratch is not None and not is_safe_path(self.scratch):
             raise ValueError(f"scratch {self.scratch!r}: {SAFE_PATH_RULE}")
         return self

@@ -16,44 +16,15 @@ import secrets
 import shlex
 import sys
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from hpctrain.data.layout import check_data
+from hpctrain.experiment import TrainConfig, load_config, split_spec
 from hpctrain.resources import results_dir
+from hpctrain.slurm.job_options import JobOptions
 from hpctrain.slurm.profiles import Profile, load_profile, slurm_minutes
 from hpctrain.slurm.script import JobSpec, JobSpecError, make_spec
-from hpctrain.train.config import TrainConfig, check_data, load_config, split_spec
-
-
-@dataclass(frozen=True)
-class JobOptions:
-    """Job geometry and placement asked for explicitly; None: the profile's value."""
-
-    nodes: int | None = None
-    ntasks_per_node: int | None = None
-    cpus_per_task: int | None = None
-    gpus_per_node: int | None = None
-    time: str | None = None
-    partition: str | None = None
-    account: str | None = None
-    qos: str | None = None
-    constraint: str | None = None
-    launcher: str | None = None
-    signal_seconds: int | None = None
-    max_restarts: int | None = None
-
-    @classmethod
-    def taken_from(cls, source: object) -> JobOptions:
-        """The options of the same names on `source` (e.g. parsed command-line flags)."""
-        return cls(**{k: getattr(source, k) for k in JOB_KEYS})
-
-    def settings(self, profile: Profile) -> dict:
-        """The profile's job defaults, overridden by the options given."""
-        return {k: getattr(self, k) if getattr(self, k) is not None else getattr(profile, k)
-                for k in JOB_KEYS}
-
-
-JOB_KEYS = tuple(f.name for f in fields(JobOptions))
 
 
 @dataclass(frozen=True)

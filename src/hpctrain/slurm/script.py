@@ -16,10 +16,9 @@ import jinja2
 from pydantic import ConfigDict, model_validator
 
 from hpctrain.resources import template_dirs
-from hpctrain.validation import Checked, InputError, parse
+from hpctrain.slurm.job_options import JobSettings
+from hpctrain.validation import InputError, parse
 
-LAUNCHERS = ("srun", "mpirun", "horovodrun")
-_TIME = re.compile(r"^(\d+-)?\d{1,2}(:\d{2}){0,2}$|^\d+$")
 # A value that reaches the job script inside double quotes, so that $TMPDIR expands (scratch):
 # a path with $NAME or ${NAME}, nothing that could run a command ($(...), `...`, \, ").
 _VARIABLE = re.compile(r"\$(?:[A-Za-z_][A-Za-z0-9_]*|\{[A-Za-z_][A-Za-z0-9_]*\})")
@@ -36,8 +35,9 @@ class JobSpecError(InputError):
     """An impossible job request; the message is one line."""
 
 
-class JobSpec(Checked):
-    """Everything a job script is rendered from; checked when built (`make_spec`)."""
+class JobSpec(JobSettings):
+    """Everything a job script is rendered from: the job options (job_options.py) and what
+    the script needs besides; checked when built (`make_spec`)."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -45,19 +45,7 @@ class JobSpec(Checked):
     config: str  # path (or path:variant) handed to `hpctrain train --config`
     run_dir: str
     workdir: str
-    nodes: int = 1
-    ntasks_per_node: int = 1
-    cpus_per_task: int = 1
-    gpus_per_node: int = 0
-    time: str = "00:30:00"
-    partition: str | None = None
-    account: str | None = None
-    qos: str | None = None
-    constraint: str | None = None
     gres_name: str = "gpu"
-    launcher: str = "srun"  # srun | mpirun | horovodrun
-    signal_seconds: int = 120  # 0: no time-limit signal
-    max_restarts: int = 3
     scratch: str | None = None  # node-local directory to copy `data` to; $VARS expand
     data: str = ""  # the config's data file (for `scratch`; stage.sbatch writes it)
     env_setup: tuple[str, ...] = ()  # shell lines: `module load ...`, `source venv/bin/activate`
@@ -73,22 +61,8 @@ class JobSpec(Checked):
 
     @model_validator(mode="after")
     def _check(self) -> JobSpec:
-        for name in ("nodes", "ntasks_per_node", "cpus_per_task"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, "
-                                 f"got {getattr(self, name)}")
-        if self.gpus_per_node < 0:
-            raise ValueError(f"--gpus-per-node must be >= 0, got {self.gpus_per_node}")
-        if not _TIME.match(self.time):
-            raise ValueError(f"--time {self.time!r} is not a Slurm time "
-                             "(minutes, HH:MM:SS or D-HH:MM:SS)")
         if not self.job_name.strip():
             raise ValueError("job name is empty")
-        if self.launcher not in LAUNCHERS:
-            raise ValueError(f"--launcher {self.launcher!r} unknown; "
-                             f"choose from {', '.join(LAUNCHERS)}")
-        if self.signal_seconds < 0 or self.max_restarts < 0:
-            raise ValueError("signal_seconds and max_restarts must be >= 0")
         if not re.fullmatch(r"[A-Za-z0-9_.-]+(:[A-Za-z0-9_.-]+)?", self.gres_name):
             raise ValueError(f"gres name {self.gres_name!r}: a name, or name:type (gpu, "
                              "gpu:a100), of letters, digits, _ . -")

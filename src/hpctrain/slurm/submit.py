@@ -13,10 +13,9 @@ from pathlib import Path
 from hpctrain.atomic import write_json, write_text
 from hpctrain.report.run_report import load_report, render_markdown, tensorboard_line
 from hpctrain.slurm.client import SlurmClient, SlurmError, print_change
+from hpctrain.slurm.queue import STAGE_DATASETS, Stage, chain_specs, queue_in_order
 from hpctrain.slurm.request import Request, resolve
-from hpctrain.slurm.script import JobSpecError, render_sbatch, with_changes
-
-STAGE_DATASETS = ("mnist", "fashion-mnist", "imagefolder")
+from hpctrain.slurm.script import JobSpecError, render_sbatch
 
 
 @dataclass(frozen=True)
@@ -43,17 +42,6 @@ def write_submission(directory: Path, client: SlurmClient, job_id: str, **extra)
         "slurm_conf": client.env.get("SLURM_CONF"), "submitted_at": time.time(), **extra})
 
 
-CHAIN_STEPS = ("stage", "train", "report")
-
-
-def parse_chain(value: str | None) -> tuple[str, ...]:
-    steps = tuple(s.strip() for s in (value or "train").split(",") if s.strip())
-    if "train" not in steps or any(s not in CHAIN_STEPS for s in steps) or \
-            list(steps) != sorted(steps, key=CHAIN_STEPS.index) or len(set(steps)) != len(steps):
-        raise JobSpecError(f"--chain {value!r}: a subsequence of stage,train,report with train")
-    return steps
-
-
 def submit(req: Request, chain: tuple[str, ...] = ("train",), stage_dataset: str = "",
            stage_source: str = "", dry_run: bool = False, waiting: Waiting | None = None,
            client: SlurmClient | None = None, stage_args: tuple[str, ...] = ()) -> int:
@@ -70,22 +58,9 @@ def submit(req: Request, chain: tuple[str, ...] = ("train",), stage_dataset: str
     spec, run_dir = resolved.spec, resolved.run_dir
     if "stage" in chain and not resolved.cfg.data:
         raise JobSpecError("--chain stage: the config has no data file to stage into")
-    specs = {"train": spec}
-    one_task = dict(nodes=1, ntasks_per_node=1, cpus_per_task=1, gpus_per_node=0)
-    if "stage" in chain:
-        # an image tree: one rank per node of the training job, all of its CPUs as workers
-        geometry = dict(ntasks_per_node=1, gpus_per_node=0,
-                        cpus_per_task=spec.ntasks_per_node * spec.cpus_per_task
-                        ) if stage_dataset == "imagefolder" else one_task
-        specs["stage"] = with_changes(spec, template="stage.sbatch",
-                                      job_name=spec.job_name + "-stage",
-                                      stage_dataset=stage_dataset,
-                                      stage_source=str(Path(stage_source).resolve()),
-                                      stage_args=stage_args, **geometry)
-    if "report" in chain:
-        specs["report"] = with_changes(spec, template="report.sbatch", time="00:10:00",
-                                       job_name=spec.job_name + "-report", **one_task)
-    scripts = {step: render_sbatch(specs[step]) for step in chain}
+    stage = Stage(stage_dataset, str(Path(stage_source).resolve()) if stage_source else "",
+                  stage_args)
+    scripts = {step: render_sbatch(s) for step, s in chain_specs(spec, chain, stage).items()}
     client = client or SlurmClient()
     if dry_run:
         for step in chain:
@@ -94,19 +69,15 @@ def submit(req: Request, chain: tuple[str, ...] = ("train",), stage_dataset: str
                   file=sys.stderr)
         return 0
     create_run_dir(run_dir)
-    job_ids: dict[str, str] = {}
-    try:
-        for step in chain:
-            job_file = run_dir / ("job.sbatch" if step == "train" else f"{step}.sbatch")
-            write_text(job_file, scripts[step])
-            # a failed step cancels the rest of the chain rather than leaving it pending
-            after = [f"--dependency=afterok:{job_ids[p]}" for p in job_ids][-1:]
-            after += ["--kill-on-invalid-dep=yes"] if after else []
-            job_ids[step] = client.sbatch(job_file, *after)
+    files = {step: run_dir / ("job.sbatch" if step == "train" else f"{step}.sbatch")
+             for step in chain}
+    for step in chain:
+        write_text(files[step], scripts[step])
+    try:  # a failed step cancels the rest of the chain rather than leaving it pending
+        job_ids = dict(zip(chain, queue_in_order(client, [files[s] for s in chain],
+                                                 dependency="afterok"), strict=True))
     except SlurmError:
-        client.scancel(*job_ids.values())  # an incomplete chain must not run
-        if not job_ids:
-            shutil.rmtree(run_dir)  # nothing was queued: leave no run directory behind
+        shutil.rmtree(run_dir)  # nothing stays queued: leave no run directory behind
         raise
     job_id = job_ids["train"]
     write_submission(run_dir, client, job_id, jobs=job_ids, script=str(run_dir / "job.sbatch"))

@@ -16,18 +16,18 @@ import itertools
 import os
 import shutil
 import sys
-import time
 from pathlib import Path
 
 import yaml
 
 from hpctrain.atomic import write_text
+from hpctrain.experiment import ConfigError, load_config
 from hpctrain.slurm.client import SlurmClient, SlurmError
 from hpctrain.slurm.profiles import slurm_minutes
+from hpctrain.slurm.queue import queue_in_order, wait_each
 from hpctrain.slurm.request import Request, new_run_dir, resolve
 from hpctrain.slurm.script import JobSpec, render_sbatch, with_changes
 from hpctrain.slurm.submit import Waiting, create_run_dir, outcome, write_submission
-from hpctrain.train.config import ConfigError, load_config
 
 BACKENDS = ("array", "submitit")
 
@@ -78,7 +78,7 @@ def sweep(req: Request, params: list[str], backend: str = "array",
     else:
         write_text(sweep_dir / "job.sbatch", script)
         try:
-            job_id = client.sbatch(sweep_dir / "job.sbatch")
+            job_id, = queue_in_order(client, [sweep_dir / "job.sbatch"])
         except SlurmError:
             shutil.rmtree(sweep_dir)
             raise
@@ -92,14 +92,13 @@ def sweep(req: Request, params: list[str], backend: str = "array",
 
 def _wait_all(client: SlurmClient, job_id: str, tasks, sweep_dir: Path,
               timeout: float) -> int:
-    deadline = time.monotonic() + timeout
-    failed = 0
-    for i, task in enumerate(tasks):
-        state = client.wait(f"{job_id}_{i}", timeout=max(1.0, deadline - time.monotonic()))
+    def judge(i: int, task_job: str, state: str) -> bool:
         run_dir = sweep_dir / f"task-{i}"
         ok, line = outcome(run_dir, state)
-        failed += not ok
-        print(f"task {i} ({' '.join(task)}): {line}, {run_dir}")
+        print(f"task {i} ({' '.join(tasks[i])}): {line}, {run_dir}")
+        return ok
+
+    failed = wait_each(client, [f"{job_id}_{i}" for i in range(len(tasks))], timeout, judge)
     return 1 if failed else 0
 
 

@@ -1,7 +1,7 @@
-"""Training, step 3 of the pipeline: one experiment config on every Horovod rank.
+"""Training, step 3 of the pipeline: one experiment config (hpctrain/experiment.py) on every
+Horovod rank.
 
     command.py      `hpctrain train`: check config and run directory, then start the trainer
-    config.py       experiment configs (YAML, variants, key=value overrides)
     trainer.py      set up -> restore -> fit -> finish, the Horovod recipe
     run_state.py    where a run stands (epoch, step, metrics, segments), resumed from here
     data_feed.py    what one rank trains on: its shard of the staged data, or synthetic

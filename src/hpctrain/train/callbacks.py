@@ -19,6 +19,17 @@ import tensorflow as tf
 from hpctrain.atomic import write_jsonl
 from hpctrain.train.preemption import decode, encode
 
+TOP_K = 5
+TOP_K_FROM_CLASSES = 10  # more classes than this: the report shows top-5 accuracy too
+
+
+def top_k_hits(probs: np.ndarray, labels: np.ndarray, k: int) -> int:
+    """How many rows have their label among their k most probable classes (ties: the lower
+    class index first, as argmax does)."""
+    k = min(k, probs.shape[1])
+    order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+    return int((order == np.asarray(labels)[:, None]).any(axis=1).sum())
+
 
 class ShardedEvaluation(tf.keras.callbacks.Callback):
     """Evaluate each rank's test shard and sum loss and hits over ranks, so `val_loss` and
@@ -36,19 +47,23 @@ class ShardedEvaluation(tf.keras.callbacks.Callback):
         t0 = time.perf_counter()
         if self._forward is None:  # plain batched calls: no tf.data iterator to tear down
             self._forward = tf.function(lambda x: self.model(x, training=False))
-        loss_sum, hits, count = 0.0, 0.0, 0
+        loss_sum, hits, hits5, count, classes = 0.0, 0.0, 0.0, 0, 0
         for images, labels in self.batches():
             probs = self._forward(images).numpy()
             picked = probs[np.arange(len(labels)), labels]
             loss_sum += float(-np.log(np.clip(picked, 1e-7, 1.0)).sum())
-            hits += float((probs.argmax(axis=1) == labels).sum())
+            hits += float(top_k_hits(probs, labels, 1))
+            hits5 += float(top_k_hits(probs, labels, TOP_K))
             count += len(labels)
+            classes = probs.shape[1]
         totals = hvd_tf.allreduce(  # Horovod: sum over ranks
-            tf.constant([loss_sum, hits, float(count)], tf.float64),
+            tf.constant([loss_sum, hits, hits5, float(count)], tf.float64),
             op=hvd_tf.Sum, name="hpctrain_eval").numpy()
         if logs is not None:
-            logs["val_loss"] = totals[0] / totals[2]
-            logs["val_accuracy"] = totals[1] / totals[2]
+            logs["val_loss"] = totals[0] / totals[3]
+            logs["val_accuracy"] = totals[1] / totals[3]
+            if classes > TOP_K_FROM_CLASSES:  # top-5 says something only with many classes
+                logs[f"val_top{TOP_K}_accuracy"] = totals[2] / totals[3]
             logs["eval_s"] = time.perf_counter() - t0
 
 
@@ -215,6 +230,8 @@ class EpochRecorder:
             "accuracy": _number(logs.get("accuracy")),
             "val_loss": _number(logs.get("val_loss")),  # None: no test set (synthetic data)
             "val_accuracy": _number(logs.get("val_accuracy")),
+            **({"val_top5_accuracy": _number(logs["val_top5_accuracy"])}
+               if "val_top5_accuracy" in logs else {}),  # more than ten classes
             "lr": float(logs["lr"]) if "lr" in logs else None,
             "epoch_s": epoch_s,
             "first_in_segment": len(self.rows) == self.first_row,  # includes graph building

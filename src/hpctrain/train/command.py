@@ -19,18 +19,17 @@ import os
 import sys
 from pathlib import Path
 
-from hpctrain.data.layout import FINGERPRINT_FILE, fingerprint, fingerprint_change
+from hpctrain.data.layout import FINGERPRINT_FILE, check_data, fingerprint, fingerprint_change
 from hpctrain.environment import JobEnvironment
-from hpctrain.train import checkpoint, run_lock
-from hpctrain.train.config import (
+from hpctrain.experiment import (
     ConfigError,
     TrainConfig,
-    check_data,
     data_on,
     from_dict,
     load_config,
     parse_overrides,
 )
+from hpctrain.train import checkpoint, run_lock
 from hpctrain.train.preemption import StopRequest
 from hpctrain.validation import InputError
 

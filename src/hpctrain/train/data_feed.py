@@ -15,11 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from hpctrain.data.augment import center_crop, crop_flip
+from hpctrain.data.augment import center_crop, crop_flip, resized_crop_flip
 from hpctrain.data.batches import synthetic_batches
 from hpctrain.data.layout import describe
 from hpctrain.data.reader import RankReader
-from hpctrain.train.config import TrainConfig, data_on
+from hpctrain.experiment import TrainConfig, data_on
 
 
 @dataclass
@@ -74,7 +74,10 @@ class DataFeed:
                                      seed=cfg.seed + self.rank)
         crop = self.input_shape[0]
         augment: Callable[..., Any] | None = None
-        if cfg.augment:
+        if cfg.augment and cfg.random_resized_crop:
+            augment = resized_crop_flip(tf, crop, seed=cfg.seed + self.rank,
+                                        area=tuple(cfg.crop_area), aspect=tuple(cfg.crop_aspect))
+        elif cfg.augment:
             augment = crop_flip(tf, crop, seed=cfg.seed + self.rank)
         elif crop != self.train.shape[0]:
             def centre(images, labels, epoch, step):  # evaluation's crop, in the graph
@@ -98,5 +101,6 @@ class DataFeed:
         return (f"{self.train.rows} train / {self.test.rows if self.test else 0} test "
                 f"samples on this rank, {'x'.join(map(str, self.train.shape))} staged, "
                 f"trained at {'x'.join(map(str, crop))}"
-                + (" with random crops and flips" if self.cfg.augment else ""))
+                + ((" with random-resized crops and flips" if self.cfg.random_resized_crop
+                    else " with random crops and flips") if self.cfg.augment else ""))
 

@@ -29,7 +29,8 @@ from tensorboard.summary.writer.event_file_writer import EventFileWriter
 DIRNAME = "tensorboard"
 # metrics.jsonl key -> tag
 EPOCH_SCALARS = {"loss": "train/loss", "accuracy": "train/accuracy", "val_loss": "test/loss",
-                 "val_accuracy": "test/accuracy", "lr": "learning_rate",
+                 "val_accuracy": "test/accuracy", "val_top5_accuracy": "test/top5_accuracy",
+                 "lr": "learning_rate",
                  "images_per_s": "images_per_s", "epoch_s": "epoch_s"}
 STEP_PARTS = ("input", "compute", "allreduce", "other")
 

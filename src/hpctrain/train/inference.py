@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from hpctrain.experiment import TrainConfig, from_dict
 from hpctrain.train import checkpoint
-from hpctrain.train.config import TrainConfig, from_dict
 from hpctrain.validation import InputError
 
 

@@ -26,13 +26,17 @@ loss and the ranks-in-sync checksum see float32 probabilities.
 
 from __future__ import annotations
 
-MODELS = ("softmax", "mlp5", "mlp5_dropout", "cnn", "cnn64", "cnn_bn", "cnn_notebook",
-          "lenet5", "lstm", "resnet20", "resnet50")
-ACTIVATIONS = ("sigmoid", "tanh", "relu")
+import re
+
+from hpctrain.experiment import ACTIVATIONS, MODELS
+
+__all__ = ["ACTIVATIONS", "MODELS", "build_model"]
 
 
 def build_model(name: str, input_shape: tuple[int, ...], num_classes: int,
-                activation: str = "relu"):
+                activation: str = "relu", zero_init_residual: bool = False):
+    """The model `name` for images of `input_shape`; with `zero_init_residual` the last
+    BatchNorm of each residual block starts with gamma 0 (resnet20, resnet50)."""
     import tensorflow as tf
 
     keras = tf.keras
@@ -94,11 +98,15 @@ def build_model(name: str, input_shape: tuple[int, ...], num_classes: int,
         x = layers.Flatten()(x)
         x = layers.Dense(84, activation="tanh")(x)
     elif name == "resnet20":
-        x = _resnet20(layers, x)
+        x = _resnet20(layers, x, zero_init_residual)
     elif name == "resnet50":
         x = _pad_to(layers, x, input_shape, 32)  # Keras' ResNet50 wants at least 32x32
         backbone = keras.applications.ResNet50(
             include_top=False, weights=None, pooling="avg", input_shape=tuple(x.shape[1:]))
+        if zero_init_residual:  # Keras names each bottleneck's last BatchNorm convN_blockM_3_bn
+            for layer in backbone.layers:
+                if re.fullmatch(r"conv\d_block\d+_3_bn", layer.name):
+                    layer.gamma.assign(tf.zeros_like(layer.gamma))
         x = backbone(x)
     outputs = layers.Dense(num_classes, name="logits")(x)
     outputs = layers.Activation("softmax", dtype="float32", name="probs")(outputs)
@@ -114,7 +122,7 @@ def _pad_to(layers, x, input_shape, size: int):
     return layers.ZeroPadding2D(((ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2)))(x)
 
 
-def _resnet20(layers, x):
+def _resnet20(layers, x, zero_init_residual: bool = False):
     """ResNet-20 for small images: 16/32/64 filters, 3 basic blocks per stage, identity
     shortcuts with a 1x1 projection where the shape changes."""
     x = layers.Conv2D(16, 3, padding="same", use_bias=False)(x)
@@ -128,9 +136,37 @@ def _resnet20(layers, x):
             y = layers.BatchNormalization()(y)
             y = layers.Activation("relu")(y)
             y = layers.Conv2D(filters, 3, padding="same", use_bias=False)(y)
-            y = layers.BatchNormalization()(y)
+            y = layers.BatchNormalization(  # the block's last: gamma 0 starts it as identity
+                gamma_initializer="zeros" if zero_init_residual else "ones")(y)
             if stride != 1 or shortcut.shape[-1] != filters:
                 shortcut = layers.Conv2D(filters, 1, strides=stride, use_bias=False)(shortcut)
                 shortcut = layers.BatchNormalization()(shortcut)
             x = layers.Activation("relu")(layers.Add()([y, shortcut]))
     return layers.GlobalAveragePooling2D()(x)
+
+
+def decayed_kernels(model) -> list:
+    """The convolution and dense kernels of `model` (nested models included): what weight
+    decay applies to; never BatchNorm's gamma and beta, never a bias."""
+    import tensorflow as tf
+
+    kinds = (tf.keras.layers.Conv1D, tf.keras.layers.Conv2D, tf.keras.layers.Conv3D,
+             tf.keras.layers.Dense)
+    seen: dict[int, object] = {}
+    for layer in model.submodules:
+        if isinstance(layer, kinds):
+            seen.setdefault(id(layer.kernel), layer.kernel)
+    return list(seen.values())
+
+
+def add_weight_decay(model, weight_decay: float) -> list:
+    """L2 weight decay as Goyal et al. define it: the loss gains weight_decay / 2 x the
+    squared norm of every decayed kernel, so each step's gradient gains weight_decay x w
+    (before Horovod averages it, on weights every rank holds alike). The kernels decayed."""
+    import tensorflow as tf
+
+    kernels = decayed_kernels(model)
+    if weight_decay and kernels:
+        model.add_loss(lambda: weight_decay * tf.add_n(
+            [tf.nn.l2_loss(tf.cast(k, tf.float32)) for k in kernels]))
+    return kernels

@@ -28,15 +28,16 @@ from hpctrain import environment
 from hpctrain.atomic import no_space, write_json
 from hpctrain.data.layout import record_fingerprint
 from hpctrain.environment import JobEnvironment
+from hpctrain.experiment import TrainConfig, data_on
 from hpctrain.report import run_report
 from hpctrain.resources import results_dir
 from hpctrain.train import callbacks as cb
 from hpctrain.train import checkpoint, predictions
-from hpctrain.train.config import TrainConfig, data_on
 from hpctrain.train.data_feed import DataFeed
 from hpctrain.train.event_log import EventLog
 from hpctrain.train.keras_compat import require_keras2
-from hpctrain.train.models import build_model
+from hpctrain.train.losses import training_loss
+from hpctrain.train.models import add_weight_decay, build_model
 from hpctrain.train.optim import learning_rate, make_optimizer
 from hpctrain.train.preemption import EXIT_REQUEUE, REQUEUE_FILE, StopRequest
 from hpctrain.train.run_state import NoUsableCheckpoint, RunState
@@ -147,7 +148,8 @@ class Trainer:
         self.feed = DataFeed.open(tf, cfg, hvd.rank(), hvd.size(), env.node_name)
         self.marks["data open"] = time.time()
         self.model = build_model(cfg.model, self.feed.input_shape, self.feed.num_classes,
-                                 cfg.activation)
+                                 cfg.activation, cfg.zero_init_residual)
+        add_weight_decay(self.model, cfg.weight_decay)  # in the loss: every rank alike
         opt = make_optimizer(tf, cfg.optimizer, cfg.learning_rate, cfg.momentum)
         # One rank averages with nobody, yet Horovod's allreduce still waits for its
         # background thread's next cycle: 1 ms a step, 4 % of the CNN's step rate here
@@ -163,7 +165,7 @@ class Trainer:
             # LossScaleOptimizer from its config): the scaled gradients are averaged, then
             # unscaled, so every rank sees the same inf/nan and skips the same steps.
             opt = tf.keras.mixed_precision.LossScaleOptimizer(opt)
-        self.model.compile(loss="sparse_categorical_crossentropy", optimizer=opt,
+        self.model.compile(loss=training_loss(tf, cfg.label_smoothing), optimizer=opt,
                            metrics=["accuracy"])
         if state.checkpoint:
             checkpoint.restore(tf, state.checkpoint, self.model, opt)
@@ -190,7 +192,7 @@ class Trainer:
             reseed="reseed" not in cfg.without,
             sgd_momentum=cfg.momentum if cfg.optimizer == "sgd" else 0.0)
         mechanisms = {"stop_check": self.stopper, "step_timing": self.clock}
-        skip = {id(mechanisms[name]) for name in cfg.without  # benchmarks only (config.py)
+        skip = {id(mechanisms[name]) for name in cfg.without  # benchmarks only (experiment.py)
                 if name in mechanisms}
         self.callbacks = [c for c in (
             self.recorder.timer,  # first: epoch time excludes the evaluation below

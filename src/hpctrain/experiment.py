@@ -7,6 +7,9 @@
 A file holds the experiment's keys at top level and optional `variants: {name: {...}}`
 whose keys override them. Command-line overrides (`key=value`, values parsed as YAML) come
 last. Unknown keys, wrong types and impossible values are errors, reported in one line.
+
+The experiment config is the contract between the stages: training runs it (train/), job
+scripts carry it to a cluster (slurm/), studies and benchmarks vary it (scaling/, bench/).
 """
 
 from __future__ import annotations
@@ -17,8 +20,19 @@ from pathlib import Path
 import yaml
 from pydantic import Field, model_validator
 
-from hpctrain.train.models import ACTIVATIONS, MODELS
 from hpctrain.validation import Checked, InputError, parse, read_mapping
+
+# the model zoo's names (train/models.py builds them) and the activations mlp5 takes
+MODELS = ("softmax", "mlp5", "mlp5_dropout", "cnn", "cnn64", "cnn_bn", "cnn_notebook",
+          "lenet5", "lstm", "resnet20", "resnet50")
+ACTIVATIONS = ("sigmoid", "tanh", "relu")
+RESIDUAL_MODELS = ("resnet20", "resnet50")
+
+
+def _pair(values: list[float]) -> tuple[float, float]:
+    if len(values) != 2:
+        raise ValueError(f"{values}: two numbers, [low, high]")
+    return values[0], values[1]
 
 OPTIMIZERS = ("sgd", "rmsprop", "adadelta", "adam")
 SCHEDULES = ("constant", "step", "cosine")
@@ -50,6 +64,14 @@ class TrainConfig(Checked):
     lr_schedule: str = "constant"  # after warm-up: constant, step or cosine
     lr_decay_epochs: list[float] = Field(default_factory=list)  # step: where to decay
     lr_decay: float = 0.1  # step: multiplier at each of lr_decay_epochs
+    # L2 on convolution and dense kernels only (not BatchNorm parameters, not biases): the
+    # loss gains weight_decay / 2 x their squared norm, so the step gains weight_decay x w
+    # (Goyal et al. 2017: 1e-4 for ResNet-50 on ImageNet)
+    weight_decay: float = 0.0
+    label_smoothing: float = 0.0  # targets (1 - e) one-hot + e / classes (Szegedy et al.)
+    # the last BatchNorm of every residual block starts with gamma 0, so each block begins
+    # as the identity (Goyal et al. 2017, sec. 5.1); resnet20 and resnet50
+    zero_init_residual: bool = False
     seed: int = 42
     deterministic: bool = True  # TensorFlow op determinism: same seed + ranks, same weights
     # train and evaluate on crop x crop windows of the staged images (0: the whole image);
@@ -57,6 +79,12 @@ class TrainConfig(Checked):
     # central one (ImageNet: stage 256 or 160, crop 224 or 128)
     crop: int = 0
     augment: bool = False
+    # with `augment`: random-resized-crop instead of a fixed-size random window - a region of
+    # crop_area (fraction of the image, uniform) and aspect ratio in crop_aspect (log-uniform),
+    # resized to crop x crop (Szegedy et al. 2015; the ImageNet recipes' scale augmentation)
+    random_resized_crop: bool = False
+    crop_area: list[float] = Field(default_factory=lambda: [0.08, 1.0])
+    crop_aspect: list[float] = Field(default_factory=lambda: [3 / 4, 4 / 3])
     shuffle_mb: int = 128  # the reader's shuffle window per rank, in MiB (about 4x in memory)
     # tf.data threads that augment (crop and flip) batches in parallel, order kept; give a GPU
     # node's spare cores (e.g. cpus-per-task minus 2): 2 run the 224 crops faster on both
@@ -111,6 +139,17 @@ class TrainConfig(Checked):
                      "lr_decay", "crop"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.weight_decay < 0 or not 0 <= self.label_smoothing < 1:
+            raise ValueError("weight_decay must be >= 0 and label_smoothing in [0, 1)")
+        if self.zero_init_residual and self.model not in RESIDUAL_MODELS:
+            raise ValueError(f"zero_init_residual: model {self.model} has no residual blocks "
+                             f"({', '.join(RESIDUAL_MODELS)} have)")
+        (a_lo, a_hi), (r_lo, r_hi) = _pair(self.crop_area), _pair(self.crop_aspect)
+        if not (0 < a_lo <= a_hi <= 1 and 0 < r_lo <= 1 <= r_hi):
+            raise ValueError(f"crop_area {self.crop_area} must be [lo, hi] within (0, 1], "
+                             f"crop_aspect {self.crop_aspect} [lo, hi] around 1")
+        if self.random_resized_crop and not (self.augment and self.crop):
+            raise ValueError("random_resized_crop needs augment: true and a crop size")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
         for name in self.without:
@@ -200,24 +239,6 @@ NODE = "{node}"  # in `data`: the Slurm node name of the rank (node-local copies
 def data_on(cfg: TrainConfig, node_name: str) -> str:
     """The data path as seen on node `node_name` (`{node}` replaced)."""
     return cfg.data.replace(NODE, node_name)
-
-
-def check_data(cfg: TrainConfig, node_name: str = "") -> None:
-    """Make `cfg.data` absolute (relative paths are taken from the cwd) and check the staged
-    file before anything is queued or started; synthetic configs have no file. A path with
-    `{node}` (a node-local copy) is checked where it will be read: on `node_name`."""
-    if cfg.synthetic:
-        return
-    from hpctrain.data.layout import check_staged
-
-    cfg.data = str(Path(cfg.data).expanduser().resolve())
-    if NODE in cfg.data and not node_name:
-        return  # rendered into a job script; each rank checks its node's copy
-    info = check_staged(data_on(cfg, node_name))
-    height, width = info["input_shape"][:2]
-    if cfg.crop > min(height, width):
-        raise ConfigError(f"crop {cfg.crop} is larger than the staged images "
-                          f"({height}x{width}) of {cfg.data}")
 
 
 def from_dict(values: dict) -> TrainConfig:

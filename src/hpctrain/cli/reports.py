@@ -1,41 +1,68 @@
-"""The scaling commands of `hpctrain`: `study`, `project`, and `report RUN_DIR... --out DIR`
-(cli.py builds the rest of the parser and calls `add_commands`)."""
+"""The commands that read what runs wrote: `report` (one run, a table, or the scaling tables
+of several), `project` (a study or a GPU's throughput on larger clusters) and `predict`."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
 from hpctrain.validation import InputError
 
 
-def study(args) -> int:
-    from hpctrain.scaling.study import Study, parse_nodes, run_study
-    from hpctrain.slurm.client import SlurmError
-    from hpctrain.slurm.request import JobOptions, Request
+def _report(args) -> int:
+    from hpctrain.atomic import write_text
+    from hpctrain.report.accuracy_table import accuracy_table
+    from hpctrain.report.run_report import (
+        check_failures,
+        load_report,
+        render_markdown,
+        tensorboard_line,
+    )
 
-    job = JobOptions(ntasks_per_node=args.tasks_per_node, cpus_per_task=args.cpus_per_task,
-                     gpus_per_node=args.gpus_per_node, time=args.time,
-                     partition=args.partition, account=args.account, qos=args.qos,
-                     constraint=args.constraint)
-    req = Request(config=args.config, overrides=tuple(args.overrides), profile=args.profile,
-                  job=job, venv=args.venv)
-    name = args.name or Path(args.config.split(":")[0]).stem + "-" + args.mode
-    study = Study(req, parse_nodes(args.nodes), args.tasks_per_node, args.mode, args.repeats,
-                  name, parallel=args.parallel,
-                  global_batches=parse_nodes(args.global_batches, "--global-batches")
-                  if args.global_batches else ())
-    try:
-        return run_study(study, dry_run=args.dry_run, wait=not args.no_wait,
-                         timeout=args.wait_timeout)
-    except SlurmError as e:
-        print(f"hpctrain study: error: {e}", file=sys.stderr)
+    missing = [d for d in args.run_dirs if not (Path(d) / "report.json").is_file()]
+    if missing:
+        print(f"hpctrain report: error: {missing[0]}/report.json not found", file=sys.stderr)
         return 1
+    if args.out:
+        return _aggregate(args)
+    reports = [load_report(d) for d in args.run_dirs]
+    if args.table:
+        base = Path(args.table).resolve().parent
+        links = [os.path.relpath(Path(d).resolve() / "report.md", base) for d in args.run_dirs]
+        text = accuracy_table(reports, links=links)
+        write_text(args.table, text)
+        print(text, end="")
+        return 0
+    if not (args.json or args.check):
+        from hpctrain.report.redraw import pictures_missing, redraw
+
+        for d, report in zip(args.run_dirs, reports, strict=True):
+            if pictures_missing(Path(d), report):
+                drawn = redraw(Path(d), report)
+                print(f"hpctrain report: {d}: pictures drawn again ("
+                      f"{', '.join(drawn['files']) or 'none'})"
+                      + (f"; {drawn['error']}" if drawn["error"] else ""), file=sys.stderr)
+    for d, report in zip(args.run_dirs, reports, strict=True):
+        if args.json:
+            print(json.dumps(report, indent=2))
+        else:
+            print(render_markdown(report, inline_pictures=False) if "model" in report
+                  else json.dumps(report))
+            board = tensorboard_line(d)
+            if board:
+                print(board)
+    if args.check:
+        bad = check_failures(args.run_dirs, reports)
+        for line in bad:
+            print(f"hpctrain report: check failed: {line}", file=sys.stderr)
+        return 1 if bad else 0
+    return 0
 
 
-def aggregate(args) -> int:
+def _aggregate(args) -> int:
     from hpctrain.scaling.study_report import load_runs, write_study
     from hpctrain.slurm.client import SlurmClient, SlurmError
 
@@ -60,7 +87,7 @@ def aggregate(args) -> int:
     return 0
 
 
-def project(args) -> int:
+def _project(args) -> int:
     from hpctrain.atomic import write_json, write_text
     from hpctrain.scaling import costmodel, projection, published
 
@@ -115,51 +142,56 @@ def project(args) -> int:
     return 0
 
 
-def add_commands(sub, config_options) -> None:
-    y = sub.add_parser(
-        "study", formatter_class=argparse.RawDescriptionHelpFormatter,
-        help="scaling study: one job per node count, then tables, plots, node-hours",
-        description="Train one config at several node counts (one Slurm job per point and "
-        "repeat, one\nafter another), wait, and write results/studies/NAME/: runs.csv, "
-        "summary.csv,\nREADME.md (speedup, efficiency, node-hours, where the time goes) and "
-        "PNG plots.\nRun the same command again to resume: completed runs are kept.",
-        epilog="examples:\n"
-        "  hpctrain study --config jobs/configs/fmnist_cnn.yaml:study --nodes 1,2,4 "
-        "--mode strong\n"
-        "  hpctrain study --config jobs/configs/synthetic_resnet20.yaml:study --nodes 1,2,4 "
-        "--mode weak --repeats 3\n"
-        "  hpctrain study --config jobs/configs/fmnist_cnn_large_batch.yaml --nodes 2 "
-        "--mode batch \\\n      --global-batches 128,512,2048,4096   (accuracy at scale)\n"
-        "  hpctrain study ... --dry-run     (print the job scripts; queue nothing)")
-    config_options(y)
-    y.add_argument("--nodes", required=True, help="node counts, e.g. 1,2,4")
-    y.add_argument("--tasks-per-node", type=int, default=1, help="ranks per node (default 1)")
-    y.add_argument("--mode", choices=["strong", "weak", "batch"], default="strong",
-                   help="strong: the global batch of the smallest point everywhere "
-                   "(default); weak: the per-rank batch everywhere; batch: accuracy vs "
-                   "--global-batches on one node count (gradient accumulation, with and "
-                   "without warm-up)")
-    y.add_argument("--global-batches", help="--mode batch: e.g. 128,512,2048,4096")
-    y.add_argument("--repeats", type=int, default=1, help="runs per point (an interval "
-                   "over repeats needs >= 2)")
-    y.add_argument("--name", help="study directory results/studies/NAME (default "
-                   "<config>-<mode>)")
-    y.add_argument("--parallel", action="store_true", help="let the points' jobs overlap "
-                   "(default: one after another, so they never share nodes)")
-    y.add_argument("--profile", help="cluster profile (as for submit)")
-    y.add_argument("--cpus-per-task", type=int, help="CPUs per rank = its threads")
-    y.add_argument("--gpus-per-node", type=int)
-    y.add_argument("--time", help="time limit of each job")
-    y.add_argument("--partition")
-    y.add_argument("--account")
-    y.add_argument("--qos")
-    y.add_argument("--constraint")
-    y.add_argument("--venv", help="virtualenv the jobs activate (default: this one)")
-    y.add_argument("--dry-run", action="store_true", help="print what would be submitted")
-    y.add_argument("--no-wait", action="store_true", help="submit and return; run the same "
-                   "command again later to collect")
-    y.add_argument("--wait-timeout", type=float, default=6 * 3600.0)
-    y.set_defaults(func=study)
+def _predict(args) -> int:
+    import numpy as np
+
+    from hpctrain.train import inference
+
+    if not (args.h5 or args.images) or bool(args.h5) != (args.index is not None):
+        raise InputError("give IMAGE files and/or --h5 FILE --index I [I ...]")
+    if args.top < 1:
+        raise InputError("--top must be >= 1")
+    run = inference.describe_run(args.run)  # everything checked before TensorFlow loads
+    names: list[str] = []
+    images: list[np.ndarray] = []
+    truth: list[int | None] = []
+    for index in args.index or []:
+        image, label = inference.staged_image(args.h5, index, args.split)
+        if image.shape != run.staged_shape:
+            raise InputError(f"{args.h5}: images of shape {image.shape}, the run trained on "
+                             f"{run.staged_shape}")
+        names.append(f"{args.h5}[{args.split} {index}]")
+        images.append(image)
+        truth.append(label)
+    for path in args.images:  # every file read and checked before TensorFlow loads
+        images.append(inference.prepare_image(path, run))
+        names.append(path)
+        truth.append(None)
+    batch = np.stack(images)
+    probs = inference.load_run(args.run).probabilities(batch)
+    for name, p, true in zip(names, probs, truth, strict=True):
+        top = np.argsort(-p)[:args.top]
+        ranked = "  ".join(f"{k + 1}. {run.name(int(c))} {p[c]:.4f}" for k, c in enumerate(top))
+        print(f"{name}: {ranked}" + (f"  (true: {run.name(true)})" if true is not None
+                                     else ""))
+    return 0
+
+
+def add(sub) -> None:
+    r = sub.add_parser("report", help="print run reports, or an accuracy table of several",
+                       epilog="example: hpctrain report results/fmnist_cnn/*")
+    r.add_argument("run_dirs", nargs="+", metavar="run_dir")
+    r.add_argument("--json", action="store_true", help="print report.json")
+    r.add_argument("--check", action="store_true", help="exit 1 unless every run completed "
+                   "and met its expected accuracy (the report step of a chain)")
+    r.add_argument("--table", metavar="FILE.md",
+                   help="write one accuracy table of all the runs (and print it)")
+    r.add_argument("--out", metavar="DIR", help="write the scaling tables and plots of "
+                   "these runs (runs.csv, summary.csv, README.md, PNGs) into DIR, as "
+                   "`hpctrain study` does")
+    r.add_argument("--title", help="--out: the README's title (default: the experiment)")
+    r.add_argument("--note", help="--out: a paragraph on what the numbers mean")
+    r.set_defaults(func=_report)
 
     pj = sub.add_parser(
         "project", formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -197,4 +229,23 @@ def add_commands(sub, config_options) -> None:
                     help="check the model against the published figures")
     pj.add_argument("--out", help="write the result (a directory with --published, else "
                     "a markdown file)")
-    pj.set_defaults(func=project)
+    pj.set_defaults(func=_project)
+
+    p = sub.add_parser(
+        "predict", formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="classify images with a run's final checkpoint",
+        description="Classify PNG/JPEG images and/or images of a staged HDF5 file with the "
+        "newest\ncheckpoint of a run, prepared as the run's data was staged: converted to "
+        "its colour mode,\nresized with its policy, centre-cropped to the trained size.",
+        epilog="examples:\n  hpctrain predict --run results/fmnist_cnn/RUN shoe.png "
+        "bag.jpg\n  hpctrain predict --run results/fmnist_cnn/RUN --h5 "
+        "data/fashion-mnist.h5 --index 0 1 2\n\n"
+        "Staged images are printed first, then the files; put files before --index.")
+    p.add_argument("--run", required=True, metavar="RUN_DIR", help="a run directory")
+    p.add_argument("images", nargs="*", metavar="IMAGE", help="image files (PNG, JPEG, ...)")
+    p.add_argument("--h5", metavar="FILE", help="a staged HDF5 file (hpctrain stage)")
+    p.add_argument("--index", type=int, nargs="+", metavar="I",
+                   help="--h5: the images' indices in the split")
+    p.add_argument("--split", default="test", choices=("test", "train"), help="--h5 split")
+    p.add_argument("--top", type=int, default=3, metavar="K", help="classes to print (3)")
+    p.set_defaults(func=_predict)

@@ -1,0 +1,222 @@
+"""The commands that run training or send it to Slurm: `train`, `submit`, `sweep`, `study`,
+`status`, `interactive`, and `postmortem` (job scripts)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from hpctrain.cli.options import config_options, job_options, submit_options
+from hpctrain.validation import InputError
+
+
+def _request(args):
+    from hpctrain.slurm.job_options import JobOptions
+    from hpctrain.slurm.request import Request
+
+    return Request(config=args.config, overrides=tuple(args.overrides), profile=args.profile,
+                   job=JobOptions.taken_from(args),
+                   job_name=args.job_name, run_dir=args.run_dir, venv=args.venv,
+                   env_setup=tuple(args.env_setup or ()))
+
+
+def _submit(args) -> int:
+    from hpctrain.slurm.client import SlurmError
+    from hpctrain.slurm.queue import parse_chain
+    from hpctrain.slurm.submit import Waiting, submit
+    from hpctrain.slurm.sweep import sweep
+
+    waiting = Waiting(args.wait, args.wait_timeout)
+    try:
+        if args.command == "sweep":
+            return sweep(_request(args), args.param, backend=args.backend,
+                         max_parallel=args.max_parallel, dry_run=args.dry_run,
+                         waiting=waiting)
+        return submit(_request(args), parse_chain(args.chain), stage_dataset=args.stage_dataset
+                      or "", stage_source=args.stage_source or "", dry_run=args.dry_run,
+                      waiting=waiting, stage_args=_stage_options(args))
+    except SlurmError as e:
+        print(f"hpctrain {args.command}: error: {e}", file=sys.stderr)
+        return 1
+
+
+def _stage_options(args) -> tuple[str, ...]:
+    """--stage-options of an image tree, checked now by `hpctrain stage imagefolder`'s own
+    parser (a typo fails here, not in the queued job)."""
+    import shlex
+
+    options = tuple(shlex.split(args.stage_options or ""))
+    if options and args.stage_dataset != "imagefolder":
+        raise InputError("--stage-options is for --stage-dataset imagefolder")
+    if args.stage_dataset == "imagefolder":
+        if any(o.split("=")[0] in ("--source", "--out") for o in options):
+            raise InputError("--stage-options: --source is --stage-source, --out is the "
+                             "config's data")
+        from hpctrain.cli import build_parser
+
+        build_parser().parse_args(["stage", "imagefolder", "--source", ".", "--out", ".",
+                                   *options])
+    return options
+
+
+def _status(args) -> int:
+    from hpctrain.resources import results_dir
+    from hpctrain.slurm.client import SlurmError
+    from hpctrain.slurm.status import status_table
+
+    try:
+        print(status_table(Path(args.results) if args.results else results_dir(), args.last),
+              end="")
+    except SlurmError as e:
+        print(f"hpctrain status: error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _interactive(args) -> int:
+    from hpctrain.slurm.interactive import interactive
+    from hpctrain.slurm.job_options import JobOptions
+
+    return interactive(args.profile, JobOptions.taken_from(args),
+                       config=args.config, run=args.run, command=args.run_command)
+
+
+def _postmortem(args) -> int:
+    from hpctrain.slurm.postmortem import record
+
+    failure = record(Path(args.run_dir), args.exit_code, Path(args.log) if args.log else None)
+    print(f"hpctrain: failure recorded in {args.run_dir}/report.json: {failure['summary']}",
+          file=sys.stderr)
+    return 0
+
+
+def _train(args) -> int:
+    from hpctrain.train.command import main
+
+    return main(args.train_args)  # hpctrain.train parses its own options
+
+
+def _study(args) -> int:
+    from hpctrain.scaling.study import Study, parse_nodes, run_study
+    from hpctrain.slurm.client import SlurmError
+    from hpctrain.slurm.job_options import JobOptions
+    from hpctrain.slurm.profiles import load_profile
+    from hpctrain.slurm.request import Request
+
+    job = JobOptions.taken_from(args, exclude=("nodes",))  # --nodes: the study's node counts
+    req = Request(config=args.config, overrides=tuple(args.overrides), profile=args.profile,
+                  job=job, venv=args.venv)
+    name = args.name or Path(args.config.split(":")[0]).stem + "-" + args.mode
+    tasks = job.settings(load_profile(args.profile))["ntasks_per_node"]
+    study = Study(req, parse_nodes(args.nodes), tasks, args.mode, args.repeats,
+                  name, parallel=args.parallel,
+                  global_batches=parse_nodes(args.global_batches, "--global-batches")
+                  if args.global_batches else ())
+    try:
+        return run_study(study, dry_run=args.dry_run, wait=not args.no_wait,
+                         timeout=args.wait_timeout)
+    except SlurmError as e:
+        print(f"hpctrain study: error: {e}", file=sys.stderr)
+        return 1
+
+
+def add(sub) -> None:
+    t = sub.add_parser("train", add_help=False, prefix_chars="\0",
+                       help="train one config (one rank, or under a launcher); --help for more")
+    t.add_argument("train_args", nargs=argparse.REMAINDER)
+    t.set_defaults(func=_train)
+
+    b = sub.add_parser("submit", help="render job.sbatch into a run directory and sbatch it",
+                       description="Check the request against the cluster profile, render "
+                       "results/<experiment>/<run-id>/job.sbatch, sbatch it; with --wait, "
+                       "wait and print the report. Flags override the profile's job "
+                       "defaults; key=value overrides the experiment config.",
+                       epilog="example: hpctrain submit --config "
+                       "jobs/configs/fmnist_cnn.yaml:short --nodes 2 --wait epochs=2")
+    config_options(b)
+    job_options(b)
+    b.add_argument("--chain", metavar="STEPS", help="stage,train,report (or a part with "
+                   "train): one job per step, each --dependency=afterok on the one before")
+    b.add_argument("--stage-source", help="--chain stage: directory of IDX files or a .npz, "
+                   "or an image tree (train/<class>/*, val/<class>/*)")
+    b.add_argument("--stage-dataset", choices=["mnist", "fashion-mnist", "imagefolder"])
+    b.add_argument("--stage-options", metavar="'--size S ...'", help="--stage-dataset "
+                   "imagefolder: options of `hpctrain stage imagefolder`, e.g. '--size 32 "
+                   "--shards 8' (the job stages with one rank per node)")
+    b.add_argument("--run-dir", help="default results/<experiment>/<run-id>")
+    submit_options(b)
+    b.set_defaults(func=_submit)
+
+    w = sub.add_parser("sweep", help="one job-array task per point of a parameter grid",
+                       epilog="example: hpctrain sweep --config jobs/configs/fmnist_cnn.yaml"
+                       ":short --param batch_size=64,128 --param learning_rate=0.001,0.003")
+    config_options(w)
+    job_options(w)
+    w.add_argument("--param", action="append", default=[], metavar="KEY=V1,V2",
+                   help="a grid axis (repeatable); tasks are the cross product")
+    w.add_argument("--backend", choices=["array", "submitit"], default="array")
+    w.add_argument("--max-parallel", type=int, help="at most N tasks at once (--array %%N)")
+    w.add_argument("--run-dir", help="sweep directory (default results/<experiment>-sweep/<id>)")
+    submit_options(w)
+    w.set_defaults(func=_submit)
+
+    st = sub.add_parser("status", help="this project's runs and their Slurm jobs (sacct)")
+    st.add_argument("--results", help="results directory to scan (default ./results)")
+    st.add_argument("--last", type=int, default=50, help="newest N submissions")
+    st.set_defaults(func=_status)
+
+    i = sub.add_parser("interactive", help="print (or --run) the salloc / srun --pty lines",
+                       epilog="example: hpctrain interactive --nodes 2 --run -- hostname")
+    i.add_argument("--config", help="experiment config to show in the printed commands")
+    job_options(i)
+    i.add_argument("--run", action="store_true", help="run salloc with COMMAND (default a "
+                   "shell via srun --pty)")
+    i.add_argument("run_command", nargs=argparse.REMAINDER, metavar="command",
+                   help="-- command to run in salloc")
+    i.set_defaults(func=_interactive)
+
+    pm = sub.add_parser("postmortem", help="(job scripts) record which rank failed and why")
+    pm.add_argument("--run-dir", required=True)
+    pm.add_argument("--exit-code", type=int, required=True)
+    pm.add_argument("--log", help="the job's log (srun/mpirun error lines)")
+    pm.set_defaults(func=_postmortem)
+
+    y = sub.add_parser(
+        "study", formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="scaling study: one job per node count, then tables, plots, node-hours",
+        description="Train one config at several node counts (one Slurm job per point and "
+        "repeat, one\nafter another), wait, and write results/studies/NAME/: runs.csv, "
+        "summary.csv,\nREADME.md (speedup, efficiency, node-hours, where the time goes) and "
+        "PNG plots.\nRun the same command again to resume: completed runs are kept.",
+        epilog="examples:\n"
+        "  hpctrain study --config jobs/configs/fmnist_cnn.yaml:study --nodes 1,2,4 "
+        "--mode strong\n"
+        "  hpctrain study --config jobs/configs/synthetic_resnet20.yaml:study --nodes 1,2,4 "
+        "--mode weak --repeats 3\n"
+        "  hpctrain study --config jobs/configs/fmnist_cnn_large_batch.yaml --nodes 2 "
+        "--mode batch \\\n      --global-batches 128,512,2048,4096   (accuracy at scale)\n"
+        "  hpctrain study ... --dry-run     (print the job scripts; queue nothing)")
+    config_options(y)
+    y.add_argument("--nodes", required=True, help="node counts, e.g. 1,2,4")
+    y.add_argument("--mode", choices=["strong", "weak", "batch"], default="strong",
+                   help="strong: the global batch of the smallest point everywhere "
+                   "(default); weak: the per-rank batch everywhere; batch: accuracy vs "
+                   "--global-batches on one node count (gradient accumulation, with and "
+                   "without warm-up)")
+    y.add_argument("--global-batches", help="--mode batch: e.g. 128,512,2048,4096")
+    y.add_argument("--repeats", type=int, default=1, help="runs per point (an interval "
+                   "over repeats needs >= 2)")
+    y.add_argument("--name", help="study directory results/studies/NAME (default "
+                   "<config>-<mode>)")
+    y.add_argument("--parallel", action="store_true", help="let the points' jobs overlap "
+                   "(default: one after another, so they never share nodes)")
+    job_options(y, exclude=("nodes",))
+    y.add_argument("--tasks-per-node", type=int, dest="ntasks_per_node",
+                   help=argparse.SUPPRESS)  # the name studies had before --ntasks-per-node
+    y.add_argument("--venv", help="virtualenv the jobs activate (default: this one)")
+    y.add_argument("--dry-run", action="store_true", help="print what would be submitted")
+    y.add_argument("--no-wait", action="store_true", help="submit and return; run the same "
+                   "command again later to collect")
+    y.add_argument("--wait-timeout", type=float, default=6 * 3600.0)
+    y.set_defaults(func=_study)
