@@ -92,7 +92,7 @@ def test_unknown_model():
         build_model("vgg", (28, 28, 1), 10)
 
 
-@pytest.mark.parametrize("name", ["sgd", "rmsprop", "adadelta", "adam"])
+@pytest.mark.parametrize("name", ["sgd", "rmsprop", "adadelta", "adam", "lars", "lamb"])
 def test_every_optimizer_takes_a_step(name):
     from hpctrain.train.optim import make_optimizer
 

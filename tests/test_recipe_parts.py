@@ -142,3 +142,54 @@ def test_recipe_options_are_checked():
                          ({"crop_aspect": [1.2, 1.5]}, "crop_aspect")]:
         with pytest.raises((ConfigError, ValueError), match=re.escape(message)):
             TrainConfig(**{**base, **bad})
+
+
+def test_lars_step_on_a_known_case():
+    from hpctrain.train.layerwise import LARS
+
+    w = tf.Variable([[3.0, 4.0]])  # |w| = 5
+    b = tf.Variable([1.0])  # a bias: plain momentum SGD, no decay
+    g, gb = tf.constant([[0.6, 0.8]]), tf.constant([0.5])  # |g| = 1
+    opt = LARS(learning_rate=0.1, momentum=0.9, weight_decay=0.01, eta=0.001)
+    opt.apply_gradients([(g, w), (gb, b)])
+    trust = 0.001 * 5 / (1 + 0.01 * 5)
+    step = 0.1 * trust * (g.numpy() + 0.01 * np.array([[3.0, 4.0]]))
+    np.testing.assert_allclose(w.numpy(), [[3.0, 4.0]] - step, rtol=1e-6)
+    np.testing.assert_allclose(b.numpy(), [1.0 - 0.1 * 0.5], rtol=1e-6)
+    opt.apply_gradients([(g, w), (gb, b)])  # momentum carries the first step
+    trust2 = 0.001 * np.linalg.norm(w.numpy() + 0) / (1 + 0.01 * np.linalg.norm(w.numpy()))
+    assert b.numpy()[0] == pytest.approx(1.0 - 0.05 - (0.9 * 0.05 + 0.05), rel=1e-6)
+    assert trust2 > 0
+
+
+def test_lamb_step_on_a_known_case():
+    from hpctrain.train.layerwise import LAMB
+
+    w0 = np.array([[3.0, 4.0]])
+    w, b = tf.Variable(w0), tf.Variable([1.0])
+    g = np.array([[0.6, -0.8]])
+    opt = LAMB(learning_rate=0.01, beta_1=0.9, beta_2=0.999, epsilon=1e-6, weight_decay=0.1)
+    opt.apply_gradients([(tf.constant(g), w), (tf.constant([2.0]), b)])
+    m_hat, v_hat = g, g ** 2  # the first step: bias correction undoes (1 - beta)
+    u = m_hat / (np.sqrt(v_hat) + 1e-6) + 0.1 * w0
+    trust = np.linalg.norm(w0) / np.linalg.norm(u)
+    np.testing.assert_allclose(w.numpy(), w0 - 0.01 * trust * u, rtol=1e-5)
+    # the bias: Adam's step, no trust ratio, no decay
+    assert b.numpy()[0] == pytest.approx(1.0 - 0.01 * 2.0 / (2.0 + 1e-6), rel=1e-5)
+    # a zero layer (a fresh zero-initialised gamma would be excluded anyway): trust 1
+    z = tf.Variable(np.zeros((2, 2)))
+    LAMB(learning_rate=0.01).apply_gradients([(tf.constant(np.ones((2, 2))), z)])
+    np.testing.assert_allclose(z.numpy(), -0.01 * np.ones((2, 2)) / (1 + 1e-6), rtol=1e-5)
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("name", ["resnet20-recipe-lars", "cnn_bn-lamb"])
+def test_recipe_with_lars_and_lamb_on_two_ranks(one_launch, name):
+    """The recipe's parts and the layer-wise optimizers through Horovod on 2 ranks (in the
+    shared launch, conftest.RECIPE): they train, and the ranks end with identical weights."""
+    r = one_launch.report(name)
+    assert r["status"] == "completed" and r["ranks"] == 2
+    assert r["ranks_in_sync"]["ok"] is True
+    assert r["training"]["optimizer"] == name.split("-")[-1]
+    assert r["test_top5_accuracy"] is None  # ten classes: top-1 only
+    assert r["test_loss"] is not None and np.isfinite(r["test_loss"])

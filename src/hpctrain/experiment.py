@@ -34,7 +34,7 @@ def _pair(values: list[float]) -> tuple[float, float]:
         raise ValueError(f"{values}: two numbers, [low, high]")
     return values[0], values[1]
 
-OPTIMIZERS = ("sgd", "rmsprop", "adadelta", "adam")
+OPTIMIZERS = ("sgd", "rmsprop", "adadelta", "adam", "lars", "lamb")
 SCHEDULES = ("constant", "step", "cosine")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 # per-step mechanisms a benchmark can switch off, one at a time, to measure what each costs
@@ -57,9 +57,10 @@ class TrainConfig(Checked):
     # many local batches per rank, so the global batch is batch_size x ranks x accumulate_steps
     # and the learning rate scales with it (emulates a larger cluster's global batch)
     accumulate_steps: int = 1
-    optimizer: str = "adam"
+    optimizer: str = "adam"  # sgd, rmsprop, adadelta, adam; lars, lamb for large batches
     learning_rate: float = 0.001  # for one rank; multiplied by the number of ranks
-    momentum: float = 0.9  # sgd and rmsprop
+    momentum: float = 0.9  # sgd, rmsprop and lars
+    lars_eta: float = 0.001  # LARS' trust coefficient (You et al. 2017)
     warmup_epochs: float = 1.0  # gradual warm-up to the scaled rate (Goyal et al. 2017)
     lr_schedule: str = "constant"  # after warm-up: constant, step or cosine
     lr_decay_epochs: list[float] = Field(default_factory=list)  # step: where to decay

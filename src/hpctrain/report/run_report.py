@@ -18,6 +18,7 @@ from hpctrain.report.statistics import throughput, time_to_accuracy
 from hpctrain.report.step_times import render_lines, step_time_summary
 from hpctrain.resources import checkout_root
 
+RECIPE_KEYS = ("weight_decay", "label_smoothing", "zero_init_residual", "random_resized_crop")
 
 def build_report(*, config: dict, epochs: list[dict], env: dict, node_names: list[str],
                  dataset: dict, startup_s: float, train_s: float, total_s: float,
@@ -72,6 +73,8 @@ def build_report(*, config: dict, epochs: list[dict], env: dict, node_names: lis
             "optimizer", "learning_rate", "momentum", "warmup_epochs", "lr_schedule",
             "lr_decay_epochs", "lr_decay", "batch_size", "precision", "xla", "seed",
             "deterministic", "activation", "synthetic")},
+        # the recipe's parts (configs from before they existed have none)
+        "recipe": {k: config[k] for k in RECIPE_KEYS if config.get(k)},
         "segments": segments or [],
         "checkpoints_skipped": checkpoints_skipped or [],
         "ranks": ranks,
@@ -190,7 +193,9 @@ def render_markdown(r: dict, inline_pictures: bool = True) -> str:
         f"- training: {t['optimizer']}, lr {t['learning_rate']:g} per rank, "
         f"{t['lr_schedule']} after {t['warmup_epochs']:g} warm-up epoch(s), "
         f"{t['precision']}{', XLA' if t['xla'] else ''}, seed {t['seed']}"
-        + (", synthetic data" if t["synthetic"] else ""),
+        + (", synthetic data" if t["synthetic"] else "")
+        + "".join(f", {k.replace('_', ' ')}" + ("" if v is True else f" {v:g}")
+                  for k, v in (r.get("recipe") or {}).items()),
         f"- startup {_fmt(r['startup_s'], '.1f')} s, first epoch "
         f"{_fmt(r['first_epoch_s'], '.1f')} s, training {_fmt(r['train_s'], '.1f')} s, "
         f"process total {_fmt(r['total_s'], '.1f')} s",

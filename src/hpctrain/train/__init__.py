@@ -7,6 +7,8 @@ Horovod rank.
     data_feed.py    what one rank trains on: its shard of the staged data, or synthetic
     models.py       the model zoo
     optim.py        optimizers, warm-up and learning-rate schedules
+    layerwise.py    LARS and LAMB, for large global batches
+    losses.py       the training loss (label smoothing)
     callbacks.py    timing, exact sharded evaluation, BatchNorm averaging, dropout reseeding,
                     stop on request or at a target accuracy
     checkpoint.py   full-state checkpoints, written atomically and verifiably by rank 0
@@ -17,6 +19,6 @@ Horovod rank.
     predictions.py  the test-set predictions behind the report's pictures, from every rank
     inference.py    a finished run's model and image preparation (`hpctrain predict`)
 
-Nothing here imports TensorFlow at import time except trainer.py, callbacks.py and
-step_timing.py, which run only inside a rank.
+Nothing here imports TensorFlow at import time except trainer.py, callbacks.py,
+step_timing.py and layerwise.py, which run only inside a rank.
 """

@@ -37,11 +37,21 @@ def lr_multiplier(epoch: float, *, size: int, warmup_epochs: float, schedule: st
     return size * factor
 
 
-def make_optimizer(tf, name: str, lr: float, momentum: float = 0.9):
+LAYERWISE = ("lars", "lamb")  # they apply weight decay themselves (train/layerwise.py)
+
+
+def make_optimizer(tf, name: str, lr: float, momentum: float = 0.9,
+                   weight_decay: float = 0.0, lars_eta: float = 0.001):
     """Legacy (Keras 2) optimizers: Horovod 0.28.1 wraps them, and its momentum correction
     crashes with the new SGD (Keras 2.11+'s optimizers). Adadelta takes the workshop's
-    Keras 2 default rate 1.0 from the config, not from here."""
+    Keras 2 default rate 1.0 from the config, not from here. `weight_decay` is LARS' and
+    LAMB's own (the others get it as an L2 term in the loss: models.add_weight_decay)."""
     legacy = tf.keras.optimizers.legacy
+    if name in LAYERWISE:
+        from hpctrain.train.layerwise import LAMB, LARS
+
+        return LARS(lr, momentum, weight_decay, lars_eta) if name == "lars" else \
+            LAMB(lr, weight_decay=weight_decay)
     return {
         "sgd": lambda: legacy.SGD(learning_rate=lr, momentum=momentum),
         "rmsprop": lambda: legacy.RMSprop(learning_rate=lr, momentum=momentum),

@@ -38,7 +38,7 @@ from hpctrain.train.event_log import EventLog
 from hpctrain.train.keras_compat import require_keras2
 from hpctrain.train.losses import training_loss
 from hpctrain.train.models import add_weight_decay, build_model
-from hpctrain.train.optim import learning_rate, make_optimizer
+from hpctrain.train.optim import LAYERWISE, learning_rate, make_optimizer
 from hpctrain.train.preemption import EXIT_REQUEUE, REQUEUE_FILE, StopRequest
 from hpctrain.train.run_state import NoUsableCheckpoint, RunState
 from hpctrain.train.step_schedule import StepSchedule
@@ -149,8 +149,11 @@ class Trainer:
         self.marks["data open"] = time.time()
         self.model = build_model(cfg.model, self.feed.input_shape, self.feed.num_classes,
                                  cfg.activation, cfg.zero_init_residual)
-        add_weight_decay(self.model, cfg.weight_decay)  # in the loss: every rank alike
-        opt = make_optimizer(tf, cfg.optimizer, cfg.learning_rate, cfg.momentum)
+        layerwise = cfg.optimizer in LAYERWISE  # LARS and LAMB decay weights themselves
+        if not layerwise:
+            add_weight_decay(self.model, cfg.weight_decay)  # in the loss: every rank alike
+        opt = make_optimizer(tf, cfg.optimizer, cfg.learning_rate, cfg.momentum,
+                             cfg.weight_decay if layerwise else 0.0, cfg.lars_eta)
         # One rank averages with nobody, yet Horovod's allreduce still waits for its
         # background thread's next cycle: 1 ms a step, 4 % of the CNN's step rate here
         if hvd.size() > 1 or cfg.accumulate_steps > 1:
