@@ -238,7 +238,17 @@ def staged_256(tmp_path_factory) -> Path:
 # (the image-tree chain's short job writes it).
 ZOO = ["train_limit=512", "test_limit=256", "batch_size=32", "pictures=false",
        "checkpoint=false"]  # checkpoints: the resume tests
-ZOO_OWN = {"resnet20": ["batch_size=8", "train_limit=64", "test_limit=32"]}
+# the zoo's residual net also takes the ImageNet recipe's parts (random-resized crops of 24
+# from 28, weight decay, zero-initialised residual gammas, label smoothing) with LARS, and
+# the BatchNorm CNN LAMB: every part through Horovod at no extra launch cost
+RECIPE = {
+    "resnet20": ["crop=24", "augment=true", "random_resized_crop=true", "weight_decay=0.0001",
+                 "zero_init_residual=true", "label_smoothing=0.1", "optimizer=lars",
+                 "learning_rate=0.5", "momentum=0.9"],
+    "cnn_bn": ["optimizer=lamb", "learning_rate=0.002", "weight_decay=0.01"],
+}
+ZOO_OWN = {"resnet20": ["batch_size=8", "train_limit=64", "test_limit=32", *RECIPE["resnet20"]],
+           "cnn_bn": RECIPE["cnn_bn"]}
 RESNET50_224 = ["epochs=1", "batch_size=2", "warmup_epochs=0", "lr_schedule=constant",
                 "lr_decay_epochs=[]", "checkpoint=false", "pictures=false", "train_limit=8",
                 "test_limit=2"]  # two steps (a rate needs one past the first), one test batch
@@ -252,20 +262,6 @@ MIXED = {
 # dense layers are not): the end-to-end Slurm job's recipe (test_e2e_slurm.py)
 FLOAT16 = ["precision=mixed_float16", "model=mlp5", "optimizer=sgd", "lr_schedule=cosine",
            "epochs=2"]
-# the ImageNet recipe's parts on a residual net (random-resized crops of 24 from 28, weight
-# decay, zero-initialised residual gammas, label smoothing) with LARS, and LAMB on the
-# BatchNorm CNN: a few steps each, the ranks must end in sync
-RECIPE = {
-    "resnet20-recipe-lars": [
-        "model=resnet20", "crop=24", "augment=true", "random_resized_crop=true",
-        "weight_decay=0.0001", "zero_init_residual=true", "label_smoothing=0.1",
-        "optimizer=lars", "learning_rate=0.5", "momentum=0.9", "lr_schedule=cosine",
-        "epochs=2", "batch_size=8", "train_limit=64", "test_limit=32", "pictures=false",
-        "checkpoint=false"],
-    "cnn_bn-lamb": ["model=cnn_bn", "optimizer=lamb", "learning_rate=0.002",
-                    "weight_decay=0.01", *TINY_2RANK[:2], "batch_size=64", "pictures=false",
-                    "checkpoint=false"],
-}
 SEEDS = {"seed-1a": 1, "seed-1b": 1, "seed-2": 2}
 # The workshop CNN trained on 2 ranks, shared by the tests that read a trained run
 # (horovodrun's report, exact resume after a kill, pictures, predict): cnn_two_ranks.
@@ -311,8 +307,6 @@ def one_launch(fmnist_h5, tmp_path_factory) -> Launched:
                         for model in MODELS if model != "resnet50"]
     plan += [{"name": name, "config": str(fmnist), "overrides": [*TINY_2RANK, *overrides]}
              for name, overrides in MIXED.items()]
-    plan += [{"name": name, "config": str(fmnist), "overrides": overrides}
-             for name, overrides in RECIPE.items()]
     plan.append({"name": "cnn2", "config": str(write_config(root / "cnn2.yaml", fmnist_h5,
                                                              **CNN2)),
                  "overrides": TINY_2RANK})

@@ -20,7 +20,6 @@ BASE = {"atomic", "validation", "resources", "environment", "progress", "machine
         "__init__"}
 TOP = {"cli", "doctor"}
 AGAINST = {  # (from, to): the files that still import a later stage
-    ("slurm", "report"): {"slurm/submit.py"},  # --wait prints the run's report
     ("slurm", "train"): {"slurm/sweep.py"},  # its submitit task runs `hpctrain train`
     ("train", "report"): {"train/predictions.py", "train/trainer.py"},  # report writing
 }

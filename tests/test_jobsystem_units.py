@@ -6,13 +6,13 @@ from __future__ import annotations
 import pytest
 
 from hpctrain.experiment import ConfigError
+from hpctrain.report.run_report import job_outcome
 from hpctrain.slurm.client import parse_sacct
 from hpctrain.slurm.postmortem import last_segment, parse_failures, summary
 from hpctrain.slurm.profiles import ProfileError, available, load_profile, slurm_minutes
 from hpctrain.slurm.queue import parse_chain
 from hpctrain.slurm.script import JobSpecError
 from hpctrain.slurm.status import summarize_records
-from hpctrain.slurm.submit import outcome
 from hpctrain.slurm.sweep import parse_grid
 
 
@@ -118,12 +118,13 @@ def test_status_rows_match_runs_on_their_cluster(tmp_path):
 
 def test_outcome_line_of_a_run_without_a_test_set(tmp_path):
     """What `submit --wait` prints last: a synthetic run has no test accuracy (n/a)."""
-    assert outcome(tmp_path, "FAILED") == (False, "test accuracy n/a (None, job FAILED)")
+    assert job_outcome(tmp_path, "FAILED") == (False, "test accuracy n/a (None, job FAILED)")
     (tmp_path / "report.json").write_text('{"status": "completed", "test_accuracy": null}')
-    assert outcome(tmp_path, "COMPLETED") == (True, "test accuracy n/a (completed, job "
+    assert job_outcome(tmp_path, "COMPLETED") == (True, "test accuracy n/a (completed, job "
                                                     "COMPLETED)")
     (tmp_path / "report.json").write_text('{"status": "completed", "test_accuracy": 0.91234}')
-    assert outcome(tmp_path, "COMPLETED")[1] == "test accuracy 0.9123 (completed, job COMPLETED)"
+    assert job_outcome(tmp_path, "COMPLETED")[1] == \
+        "test accuracy 0.9123 (completed, job COMPLETED)"
 
 
 @pytest.mark.parametrize("args, message", [

@@ -22,23 +22,73 @@ def _request(args):
 
 
 def _submit(args) -> int:
-    from hpctrain.slurm.client import SlurmError
+    from hpctrain.slurm.client import SlurmClient, SlurmError
     from hpctrain.slurm.queue import parse_chain
-    from hpctrain.slurm.submit import Waiting, submit
+    from hpctrain.slurm.submit import submit
     from hpctrain.slurm.sweep import sweep
 
-    waiting = Waiting(args.wait, args.wait_timeout)
+    client = SlurmClient()
     try:
         if args.command == "sweep":
-            return sweep(_request(args), args.param, backend=args.backend,
-                         max_parallel=args.max_parallel, dry_run=args.dry_run,
-                         waiting=waiting)
-        return submit(_request(args), parse_chain(args.chain), stage_dataset=args.stage_dataset
-                      or "", stage_source=args.stage_source or "", dry_run=args.dry_run,
-                      waiting=waiting, stage_args=_stage_options(args))
+            swept = sweep(_request(args), args.param, backend=args.backend,
+                          max_parallel=args.max_parallel, dry_run=args.dry_run, client=client)
+            return _wait_sweep(client, swept, args.wait_timeout) if swept and args.wait else 0
+        queued = submit(_request(args), parse_chain(args.chain),
+                        stage_dataset=args.stage_dataset or "",
+                        stage_source=args.stage_source or "", dry_run=args.dry_run,
+                        client=client, stage_args=_stage_options(args))
+        return _wait_job(client, queued, args.wait_timeout) if queued and args.wait else 0
     except SlurmError as e:
         print(f"hpctrain {args.command}: error: {e}", file=sys.stderr)
         return 1
+
+
+def _wait_job(client, queued, timeout: float) -> int:
+    """--wait: the chain's last job followed to its end, then the run's report printed; 0
+    only when the job and the run completed."""
+    from hpctrain.report.run_report import (
+        job_outcome,
+        load_report,
+        render_markdown,
+        tensorboard_line,
+    )
+    from hpctrain.slurm.client import print_change
+
+    state = client.wait(queued.last_job_id, timeout=timeout, on_change=print_change)
+    if queued.last_job_id != queued.job_id:
+        state = client.state(queued.job_id) or state
+    run_dir = queued.run_dir
+    if not (run_dir / "report.json").exists():
+        log = next(iter(sorted(run_dir.glob("slurm-*.out"))), None)
+        print(f"job {queued.job_id} ended {state} without a report", file=sys.stderr)
+        if log:
+            tail = log.read_text(errors="replace").splitlines()[-30:]
+            print(f"--- last lines of {log} ---", *tail, sep="\n", file=sys.stderr)
+        return 1
+    report = load_report(run_dir)
+    print((render_markdown(report, inline_pictures=False) if "model" in report
+           else (run_dir / "report.md").read_text()).rstrip("\n"))
+    print(f"report: {run_dir / 'report.json'}")
+    board = tensorboard_line(run_dir)
+    if board:
+        print(board)
+    ok, line = job_outcome(run_dir, state)
+    print(line)
+    return 0 if ok else 1
+
+
+def _wait_sweep(client, swept, timeout: float) -> int:
+    """--wait on a sweep: each task followed to its end, one line each."""
+    from hpctrain.report.run_report import job_outcome
+    from hpctrain.slurm.queue import wait_each
+
+    def judge(i: int, job_id: str, state: str) -> bool:
+        run_dir = swept.sweep_dir / f"task-{i}"
+        ok, line = job_outcome(run_dir, state)
+        print(f"task {i} ({' '.join(swept.tasks[i])}): {line}, {run_dir}")
+        return ok
+
+    return 1 if wait_each(client, swept.task_jobs(), timeout, judge) else 0
 
 
 def _stage_options(args) -> tuple[str, ...]:

@@ -293,3 +293,13 @@ def check_failures(run_dirs: list[str], reports: list[dict]) -> list[str]:
         if r["status"] != "completed" or missed:
             bad.append(f"{d}: {r['status']}" + (" (expected accuracy not met)" if missed else ""))
     return bad
+
+
+def job_outcome(run_dir: Path, state: str) -> tuple[bool, str]:
+    """(did the job and the run complete, "test accuracy X (status, job STATE)")."""
+    path = Path(run_dir) / "report.json"
+    report = load_report(run_dir) if path.is_file() else {}
+    ok = state == "COMPLETED" and report.get("status") == "completed"
+    acc = report.get("test_accuracy")
+    return ok, (f"test accuracy {'n/a' if acc is None else f'{acc:.4f}'} "
+                f"({report.get('status')}, job {state})")

@@ -1,6 +1,7 @@
 """`hpctrain submit`: resolve the request (request.py), render
-results/<experiment>/<run-id>/job.sbatch (and stage.sbatch / report.sbatch for a chain),
-sbatch it, and optionally wait for the job and print its report."""
+results/<experiment>/<run-id>/job.sbatch (and stage.sbatch / report.sbatch for a chain) and
+sbatch it. What was queued is returned (`Submitted`); waiting for it and printing the report
+is the command's (cli/jobs.py)."""
 
 from __future__ import annotations
 
@@ -11,19 +12,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hpctrain.atomic import write_json, write_text
-from hpctrain.report.run_report import load_report, render_markdown, tensorboard_line
-from hpctrain.slurm.client import SlurmClient, SlurmError, print_change
+from hpctrain.slurm.client import SlurmClient, SlurmError
 from hpctrain.slurm.queue import STAGE_DATASETS, Stage, chain_specs, queue_in_order
 from hpctrain.slurm.request import Request, resolve
 from hpctrain.slurm.script import JobSpecError, render_sbatch
 
 
 @dataclass(frozen=True)
-class Waiting:
-    """--wait: block until the job ends, print its report, exit non-zero unless it completed."""
+class Submitted:
+    """What `submit` queued: the training job, its run directory, and the job whose end is
+    the chain's (the report step's, else the training job's)."""
 
-    enabled: bool = False
-    timeout: float = 3600.0
+    job_id: str
+    run_dir: Path
+    last_job_id: str
 
 
 def create_run_dir(path: Path, what: str = "run directory") -> None:
@@ -43,9 +45,10 @@ def write_submission(directory: Path, client: SlurmClient, job_id: str, **extra)
 
 
 def submit(req: Request, chain: tuple[str, ...] = ("train",), stage_dataset: str = "",
-           stage_source: str = "", dry_run: bool = False, waiting: Waiting | None = None,
-           client: SlurmClient | None = None, stage_args: tuple[str, ...] = ()) -> int:
-    """Resolve, render and queue the request (a chain: one job per step, afterok)."""
+           stage_source: str = "", dry_run: bool = False, client: SlurmClient | None = None,
+           stage_args: tuple[str, ...] = ()) -> Submitted | None:
+    """Resolve, render and queue the request (a chain: one job per step, afterok); None for
+    a dry run (the scripts printed, sbatch --test-only's verdicts on stderr)."""
     if "stage" in chain:
         if not (stage_source and stage_dataset):
             raise JobSpecError("--chain stage needs --stage-source and --stage-dataset")
@@ -67,7 +70,7 @@ def submit(req: Request, chain: tuple[str, ...] = ("train",), stage_dataset: str
             sys.stdout.write(scripts[step])
             print(f"# {step}: sbatch --test-only: {client.test_only(scripts[step])}",
                   file=sys.stderr)
-        return 0
+        return None
     create_run_dir(run_dir)
     files = {step: run_dir / ("job.sbatch" if step == "train" else f"{step}.sbatch")
              for step in chain}
@@ -84,42 +87,4 @@ def submit(req: Request, chain: tuple[str, ...] = ("train",), stage_dataset: str
     print(f"submitted job {job_id}; run dir {run_dir}" + (
         "" if len(chain) == 1 else
         f" (chain {' -> '.join(f'{s} {job_ids[s]}' for s in chain)}, afterok)"), flush=True)
-    if waiting is None or not waiting.enabled:
-        return 0
-    last = job_ids[chain[-1]]
-    state = client.wait(last, timeout=waiting.timeout, on_change=print_change)
-    if last != job_id:
-        state = client.state(job_id) or state
-    return summarize(job_id, state, run_dir)
-
-
-def outcome(run_dir: Path, state: str) -> tuple[bool, str]:
-    """(did the job and the run complete, "test accuracy X (status, job STATE)")."""
-    path = run_dir / "report.json"
-    report = load_report(run_dir) if path.is_file() else {}
-    ok = state == "COMPLETED" and report.get("status") == "completed"
-    acc = report.get("test_accuracy")
-    return ok, (f"test accuracy {'n/a' if acc is None else f'{acc:.4f}'} "
-                f"({report.get('status')}, job {state})")
-
-
-def summarize(job_id: str, state: str, run_dir: Path) -> int:
-    report_path = run_dir / "report.json"
-    if report_path.exists():
-        report = load_report(run_dir)
-        text = (render_markdown(report, inline_pictures=False) if "model" in report
-                else (run_dir / "report.md").read_text())
-        print(text.rstrip("\n"))
-        print(f"report: {report_path}")
-        board = tensorboard_line(run_dir)
-        if board:
-            print(board)
-        ok, line = outcome(run_dir, state)
-        print(line)
-        return 0 if ok else 1
-    log = next(iter(sorted(run_dir.glob("slurm-*.out"))), None)
-    print(f"job {job_id} ended {state} without a report", file=sys.stderr)
-    if log:
-        tail = log.read_text(errors="replace").splitlines()[-30:]
-        print(f"--- last lines of {log} ---", *tail, sep="\n", file=sys.stderr)
-    return 1
+    return Submitted(job_id, run_dir, job_ids[chain[-1]])

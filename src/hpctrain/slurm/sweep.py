@@ -16,6 +16,7 @@ import itertools
 import os
 import shutil
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -24,12 +25,25 @@ from hpctrain.atomic import write_text
 from hpctrain.experiment import ConfigError, load_config
 from hpctrain.slurm.client import SlurmClient, SlurmError
 from hpctrain.slurm.profiles import slurm_minutes
-from hpctrain.slurm.queue import queue_in_order, wait_each
+from hpctrain.slurm.queue import queue_in_order
 from hpctrain.slurm.request import Request, new_run_dir, resolve
 from hpctrain.slurm.script import JobSpec, render_sbatch, with_changes
-from hpctrain.slurm.submit import Waiting, create_run_dir, outcome, write_submission
+from hpctrain.slurm.submit import create_run_dir, write_submission
 
 BACKENDS = ("array", "submitit")
+
+
+@dataclass(frozen=True)
+class Swept:
+    """A queued sweep: its array job, its directory (task N trains into task-N/), the tasks'
+    overrides; task N's job is `{job_id}_{N}`."""
+
+    job_id: str
+    sweep_dir: Path
+    tasks: tuple[tuple[str, ...], ...]
+
+    def task_jobs(self) -> list[str]:
+        return [f"{self.job_id}_{i}" for i in range(len(self.tasks))]
 
 
 def parse_grid(params: list[str]) -> list[tuple[str, ...]]:
@@ -47,7 +61,8 @@ def parse_grid(params: list[str]) -> list[tuple[str, ...]]:
 
 def sweep(req: Request, params: list[str], backend: str = "array",
           max_parallel: int | None = None, dry_run: bool = False,
-          waiting: Waiting | None = None, client: SlurmClient | None = None) -> int:
+          client: SlurmClient | None = None) -> Swept | None:
+    """Check every task, render and queue the sweep; what was queued (None: a dry run)."""
     tasks = parse_grid(params)
     if backend not in BACKENDS:
         raise ConfigError(f"backend {backend!r} unknown; choose from {', '.join(BACKENDS)}")
@@ -66,7 +81,7 @@ def sweep(req: Request, params: list[str], backend: str = "array",
     if dry_run:
         sys.stdout.write(script)
         print(f"# sbatch --test-only: {client.test_only(script)}", file=sys.stderr)
-        return 0
+        return None
     create_run_dir(sweep_dir, "sweep directory")
     for i in range(len(tasks)):
         (sweep_dir / f"task-{i}").mkdir()  # Slurm opens each task's log there
@@ -85,21 +100,7 @@ def sweep(req: Request, params: list[str], backend: str = "array",
     write_submission(sweep_dir, client, job_id, tasks=len(tasks), backend=backend)
     print(f"submitted sweep job {job_id} with {len(tasks)} tasks; sweep dir {sweep_dir}",
           flush=True)
-    if waiting is None or not waiting.enabled:
-        return 0
-    return _wait_all(client, job_id, tasks, sweep_dir, waiting.timeout)
-
-
-def _wait_all(client: SlurmClient, job_id: str, tasks, sweep_dir: Path,
-              timeout: float) -> int:
-    def judge(i: int, task_job: str, state: str) -> bool:
-        run_dir = sweep_dir / f"task-{i}"
-        ok, line = outcome(run_dir, state)
-        print(f"task {i} ({' '.join(tasks[i])}): {line}, {run_dir}")
-        return ok
-
-    failed = wait_each(client, [f"{job_id}_{i}" for i in range(len(tasks))], timeout, judge)
-    return 1 if failed else 0
+    return Swept(job_id, sweep_dir, tuple(tasks))
 
 
 def train_task(config: str, run_dir: str, overrides: list[str]) -> dict:
