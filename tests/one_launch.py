@@ -32,6 +32,7 @@ def main(plan_file: str) -> int:
     plan = json.loads(Path(plan_file).read_text())
     import tensorflow as tf
 
+    from hpctrain.report.run_report import RunReporter
     from hpctrain.train.trainer import Trainer
 
     codes = {}
@@ -39,7 +40,8 @@ def main(plan_file: str) -> int:
         wall, cpu = time.perf_counter(), time.process_time()
         cfg = load_config(run["config"], run["overrides"])
         tf.keras.backend.clear_session()  # each run starts from a clean graph
-        codes[run["name"]] = Trainer(cfg, JobEnvironment.detect(), Path(run["run_dir"])).run()
+        codes[run["name"]] = Trainer(cfg, JobEnvironment.detect(), Path(run["run_dir"]),
+                                     RunReporter()).run()
         print(f"one_launch: {run['name']} exit {codes[run['name']]} in "
               f"{time.perf_counter() - wall:.1f} s, {time.process_time() - cpu:.1f} cpu-s",
               flush=True)

@@ -52,6 +52,12 @@ def test_submit_two_nodes_to_report(slurm_cluster, fmnist_h5, weird_tmp_path):
     assert report["images_per_s"]["mean"] > 0 and report["startup_s"] > 0
     assert report["versions"]["horovod"] == "0.28.1"
     assert report["versions"]["keras"].startswith("2.")
+    hw = report["hardware"]  # what the run ran on and how its ranks talked
+    assert hw["node"]["model"] and hw["node"]["cpus"] >= 1 and hw["node"]["gpus"] == []
+    backend = hw["horovod"]["controller"]  # CPU tensors: reduced by the controller itself
+    assert backend in ("MPI", "Gloo") and hw["horovod"]["tensor_ops"] == backend
+    assert f"- Horovod: {backend} controller, {backend} allreduce" in \
+        (run_dir / "report.md").read_text()
     for name in ("job.sbatch", "config.json", "metrics.jsonl", "report.md", "submission.json"):
         assert (run_dir / name).is_file(), name
     job = report["slurm"]["job_id"]

@@ -83,20 +83,20 @@ def test_pictures_are_pngs(tmp_path):
     images, labels, table = _data(n=30, classes=3)
     merged = predictions.merge([predictions.predict_share(_predict_fixed(table),
                                                           _batches(images, labels, 8), 3)])
-    made = predictions.write_pictures(tmp_path, rows, merged, ["cat", "dog", "bird"], "t")
+    made = pictures.write_pictures(tmp_path, rows, merged, ["cat", "dog", "bird"], "t")
     assert set(made) == {"curves", "confusion", "mistakes", "correct"}
     for name in made.values():
         assert (tmp_path / name).read_bytes()[:4] == PNG
     assert not list(tmp_path.glob(".*tmp*"))  # written under a temporary name, renamed
     # no test set (synthetic data): curves only
     (tmp_path / "synthetic").mkdir()
-    only = predictions.write_pictures(tmp_path / "synthetic", rows, None, [], "t")
+    only = pictures.write_pictures(tmp_path / "synthetic", rows, None, [], "t")
     assert set(only) == {"curves"}
 
 
 def test_confusion_counts():
-    counts = pictures.confusion_counts(np.array([0, 0, 1, 2, 2, 2]), np.array([0, 1, 1, 2, 2, 0]),
-                                       3)
+    counts = predictions.confusion_counts(np.array([0, 0, 1, 2, 2, 2]),
+                                          np.array([0, 1, 1, 2, 2, 0]), 3)
     assert counts.tolist() == [[1, 1, 0], [0, 1, 0], [1, 0, 2]]
 
 

@@ -130,3 +130,31 @@ def test_accuracy_table_keeps_a_config_and_its_workshop_variant_apart():
     lines = [line for line in md.splitlines() if line.startswith("| e |")]
     assert ["adadelta" in line for line in lines] == [True, True, False, False]
     assert "+1.00 pp" in lines[1] and "-1.00 pp" in lines[3]  # each vs its own recipe
+
+
+def test_hardware_of_a_node_with_infiniband_and_gpus(tmp_path):
+    from hpctrain import machine
+    from hpctrain.report.run_report import hardware_lines
+
+    port = tmp_path / "mlx5_0" / "ports" / "1"
+    port.mkdir(parents=True)
+    for name, text in (("rate", "100 Gb/sec (4X EDR)"), ("state", "4: ACTIVE"),
+                       ("link_layer", "InfiniBand")):
+        (port / name).write_text(text + "\n")
+    (tmp_path / "mlx5_1" / "ports" / "1").mkdir(parents=True)  # a port without its files
+    ports = machine.interconnect(tmp_path)
+    assert ports[0] == {"device": "mlx5_0", "port": "1", "rate": "100 Gb/sec (4X EDR)",
+                        "state": "4: ACTIVE", "link_layer": "InfiniBand"}
+    assert ports[1]["rate"] is None and machine.interconnect(tmp_path / "none") == []
+    node = {"model": "Xeon", "cpus": 64, "avx512f": True, "avx2": True,
+            "gpus": [{"name": "NVIDIA A100-SXM4-40GB", "driver": "535.54", "memory": "40 GiB"}]
+            * 4, "interconnect": ports, "slurm_features": ["a100", "ib"]}
+    lines = hardware_lines({"node": node, "horovod": {
+        "controller": "MPI", "tensor_ops": "NCCL", "fusion_threshold_bytes": 128 * 2**20,
+        "cycle_time_ms": 1.0, "hierarchical_allreduce": False, "cuda": "12.2", "cudnn": "8"}})
+    assert lines == [
+        "- hardware (rank 0's node): Xeon, 64 CPUs, AVX-512; 4 x NVIDIA A100-SXM4-40GB (driver "
+        "535.54); interconnect mlx5_0/1 100 Gb/sec (4X EDR) InfiniBand; Slurm features a100,ib",
+        "- Horovod: MPI controller, NCCL allreduce, fusion 128 MiB, cycle 1.0 ms; built with "
+        "cuda 12.2, cudnn 8"]
+    assert hardware_lines(None) == []

@@ -39,3 +39,74 @@ def one_line(m: dict) -> str:
     """'Intel(R) Xeon(R) ..., 2 CPUs, AVX-512' for a table."""
     vector = "AVX-512" if m.get("avx512f") else "AVX2 only" if m.get("avx2") else "no AVX2"
     return f"{m['model']}, {m['cpus']} CPUs, {vector}"
+
+
+def gpus() -> list[dict]:
+    """The node's NVIDIA GPUs (name, driver, memory) from nvidia-smi; [] without one."""
+    import shutil
+    import subprocess
+
+    smi = shutil.which("nvidia-smi")
+    if not smi:
+        return []
+    try:
+        res = subprocess.run([smi, "--query-gpu=name,driver_version,memory.total",
+                              "--format=csv,noheader"], capture_output=True, text=True,
+                             timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    rows = [[c.strip() for c in line.split(",")] for line in res.stdout.splitlines()
+            if line.strip()] if res.returncode == 0 else []
+    return [{"name": r[0], "driver": r[1], "memory": r[2]} for r in rows if len(r) == 3]
+
+
+def interconnect(root: Path = Path("/sys/class/infiniband")) -> list[dict]:
+    """InfiniBand / RoCE ports the node shows: device, port, rate, state, link layer."""
+    ports = []
+    for port in sorted(root.glob("*/ports/*")) if root.is_dir() else []:
+        def read(name: str, where: Path = port) -> str | None:
+            path = where / name
+            return path.read_text().strip() if path.is_file() else None
+
+        ports.append({"device": port.parent.parent.name, "port": port.name,
+                      "rate": read("rate"), "state": read("state"),
+                      "link_layer": read("link_layer")})
+    return ports
+
+
+def slurm_features(node_name: str) -> list[str] | None:
+    """The Slurm node's features (scontrol show node), None outside Slurm."""
+    import shutil
+    import subprocess
+
+    scontrol = shutil.which("scontrol")
+    if not (scontrol and node_name and os.environ.get("SLURM_JOB_ID")):
+        return None
+    try:
+        res = subprocess.run([scontrol, "show", "node", node_name, "-o"], capture_output=True,
+                             text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    m = re.search(r"\bAvailableFeatures=(\S*)", res.stdout)
+    return None if res.returncode or not m else \
+        [f for f in m.group(1).split(",") if f and f != "(null)"]
+
+
+def node(node_name: str = "") -> dict:
+    """What a run's node is: cpu(), its GPUs, its InfiniBand / RoCE ports, its Slurm
+    features."""
+    return {**cpu(), "gpus": gpus(), "interconnect": interconnect(),
+            "slurm_features": slurm_features(node_name)}
+
+
+def describe_node(n: dict) -> str:
+    """One line for a report or a study's README."""
+    gpu_names = [g["name"] for g in n.get("gpus") or []]
+    gpu = f"{len(gpu_names)} x {gpu_names[0]} (driver {n['gpus'][0]['driver']})" \
+        if gpu_names else "no GPU"
+    active = [f"{p['device']}/{p['port']} {p['rate']} {p['link_layer'] or ''}".strip()
+              for p in n.get("interconnect") or [] if "ACTIVE" in (p.get("state") or "")]
+    return (f"{one_line(n)}; {gpu}; "
+            + (f"interconnect {', '.join(active)}" if active else "no InfiniBand / RoCE port")
+            + (f"; Slurm features {','.join(n['slurm_features'])}"
+               if n.get("slurm_features") else ""))

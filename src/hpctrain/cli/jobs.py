@@ -24,23 +24,45 @@ def _request(args):
 def _submit(args) -> int:
     from hpctrain.slurm.client import SlurmClient, SlurmError
     from hpctrain.slurm.queue import parse_chain
-    from hpctrain.slurm.submit import submit
+    from hpctrain.slurm.submit import DryRun, submit
     from hpctrain.slurm.sweep import sweep
 
     client = SlurmClient()
     try:
         if args.command == "sweep":
             swept = sweep(_request(args), args.param, backend=args.backend,
-                          max_parallel=args.max_parallel, dry_run=args.dry_run, client=client)
-            return _wait_sweep(client, swept, args.wait_timeout) if swept and args.wait else 0
+                          max_parallel=args.max_parallel, dry_run=args.dry_run, client=client,
+                          run_task=sweep_task)
+            if isinstance(swept, DryRun):
+                return _print_dry_run(swept)
+            print(f"submitted sweep job {swept.job_id} with {len(swept.tasks)} tasks; sweep "
+                  f"dir {swept.sweep_dir}", flush=True)
+            return _wait_sweep(client, swept, args.wait_timeout) if args.wait else 0
         queued = submit(_request(args), parse_chain(args.chain),
                         stage_dataset=args.stage_dataset or "",
                         stage_source=args.stage_source or "", dry_run=args.dry_run,
                         client=client, stage_args=_stage_options(args))
-        return _wait_job(client, queued, args.wait_timeout) if queued and args.wait else 0
+        if isinstance(queued, DryRun):
+            return _print_dry_run(queued)
+        chain = "" if len(queued.jobs) < 2 else " (chain " + " -> ".join(
+            f"{step} {job}" for step, job in queued.jobs) + ", afterok)"
+        print(f"submitted job {queued.job_id}; run dir {queued.run_dir}{chain}", flush=True)
+        return _wait_job(client, queued, args.wait_timeout) if args.wait else 0
     except SlurmError as e:
         print(f"hpctrain {args.command}: error: {e}", file=sys.stderr)
         return 1
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
+
+
+def _print_dry_run(dry) -> int:
+    """The scripts a dry run would queue on stdout, Slurm's verdict on each on stderr."""
+    for step, script, verdict in dry.scripts:
+        sys.stdout.write(script)
+        print(f"# {step}: sbatch --test-only: {verdict}", file=sys.stderr)
+    return 0
 
 
 def _wait_job(client, queued, timeout: float) -> int:
@@ -125,11 +147,14 @@ def _status(args) -> int:
 
 
 def _interactive(args) -> int:
-    from hpctrain.slurm.interactive import interactive
+    from hpctrain.slurm.interactive import lines, run_allocation
     from hpctrain.slurm.job_options import JobOptions
 
-    return interactive(args.profile, JobOptions.taken_from(args),
-                       config=args.config, run=args.run, command=args.run_command)
+    salloc, text = lines(args.profile, JobOptions.taken_from(args), args.config)
+    if not args.run:
+        print(text, end="")
+        return 0
+    return run_allocation(salloc, args.run_command, log=_say)
 
 
 def _postmortem(args) -> int:
@@ -142,9 +167,22 @@ def _postmortem(args) -> int:
 
 
 def _train(args) -> int:
+    from hpctrain.report.run_report import RunReporter
     from hpctrain.train.command import main
 
-    return main(args.train_args)  # hpctrain.train parses its own options
+    return main(args.train_args, RunReporter())  # it parses its own options
+
+
+def sweep_task(config: str, run_dir: str, overrides: list[str]) -> dict:
+    """One sweep task under submitit: `hpctrain train` in every srun task of the job."""
+    from hpctrain.report.run_report import RunReporter
+    from hpctrain.train.command import main
+
+    code = main(["--config", config, "--run-dir", run_dir, "--resume", *overrides],
+                RunReporter())
+    if code != 0:
+        raise RuntimeError(f"hpctrain train exited with {code} (see {run_dir})")
+    return {"run_dir": run_dir}
 
 
 def _study(args) -> int:
@@ -153,6 +191,7 @@ def _study(args) -> int:
     from hpctrain.slurm.job_options import JobOptions
     from hpctrain.slurm.profiles import load_profile
     from hpctrain.slurm.request import Request
+    from hpctrain.slurm.submit import DryRun
 
     job = JobOptions.taken_from(args, exclude=("nodes",))  # --nodes: the study's node counts
     req = Request(config=args.config, overrides=tuple(args.overrides), profile=args.profile,
@@ -164,8 +203,9 @@ def _study(args) -> int:
                   global_batches=parse_nodes(args.global_batches, "--global-batches")
                   if args.global_batches else ())
     try:
-        return run_study(study, dry_run=args.dry_run, wait=not args.no_wait,
-                         timeout=args.wait_timeout)
+        outcome = run_study(study, dry_run=args.dry_run, wait=not args.no_wait,
+                            timeout=args.wait_timeout, log=_say)
+        return _print_dry_run(outcome) if isinstance(outcome, DryRun) else outcome
     except SlurmError as e:
         print(f"hpctrain study: error: {e}", file=sys.stderr)
         return 1

@@ -6,6 +6,7 @@ TensorFlow. Each writes one PNG under a temporary name and renames it.
     learning_curves(rows, path)                          metrics.jsonl rows -> curves.png
     confusion_matrix(counts, class_names, path)          -> confusion.png
     example_grid(images, true, pred, conf, names, path, title)  -> correct.png / mistakes.png
+    write_pictures(run_dir, rows, merged, class_names, title)     all of a run's, by name
 """
 
 from __future__ import annotations
@@ -79,13 +80,6 @@ def learning_curves(rows: list[dict], path: Path, title: str = "") -> Path:
     return _save(fig, path)
 
 
-def confusion_counts(true: np.ndarray, pred: np.ndarray, num_classes: int) -> np.ndarray:
-    """counts[i, j]: test images of class i predicted as class j."""
-    counts = np.zeros((num_classes, num_classes), dtype=np.int64)
-    np.add.at(counts, (np.asarray(true, dtype=np.int64), np.asarray(pred, dtype=np.int64)), 1)
-    return counts
-
-
 def confusion_matrix(counts: np.ndarray, class_names: list[str], path: Path,
                      title: str = "") -> Path:
     """Counts and row-normalised (each true class sums to 100 %), side by side."""
@@ -149,3 +143,23 @@ def example_grid(images: np.ndarray, true: np.ndarray, pred: np.ndarray, conf: n
 
 def _names(class_names: list[str], n: int) -> list[str]:
     return [class_names[i] if i < len(class_names) else str(i) for i in range(n)]
+
+
+def write_pictures(run_dir: Path, rows: list[dict], merged: dict | None,
+                   class_names: list[str], title: str) -> dict:
+    """The PNGs into the run directory; {name: file name} of those written."""
+    run_dir = Path(run_dir)
+    made = {}
+    if rows:
+        learning_curves(rows, run_dir / PICTURES["curves"], title)
+        made["curves"] = PICTURES["curves"]
+    if merged is not None and merged["counts"].sum():
+        confusion_matrix(merged["counts"], class_names, run_dir / PICTURES["confusion"])
+        made["confusion"] = PICTURES["confusion"]
+        for kind, caption in (("mistakes", "misclassified test images, most confident first"),
+                              ("correct", "correctly classified test images")):
+            ex = merged[kind]
+            example_grid(ex["images"], ex["true"], ex["pred"], ex["conf"], class_names,
+                         run_dir / PICTURES[kind], caption)
+            made[kind] = PICTURES[kind]
+    return made

@@ -25,8 +25,8 @@ def redraw(run_dir: Path, report: dict) -> dict:
     here. Returns the report's `pictures` entry (written into report.json / report.md)."""
     import time
 
+    from hpctrain.report.pictures import write_pictures
     from hpctrain.report.run_report import write_report
-    from hpctrain.train import predictions
 
     t0 = time.time()
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()
@@ -37,8 +37,8 @@ def redraw(run_dir: Path, report: dict) -> dict:
         merged, names = _test_predictions(run_dir)
     except InputError as e:
         note = f"curves only: {e}"
-    files = predictions.write_pictures(run_dir, rows, merged, names,
-                                       f"{report['experiment']}: {report['model']}")
+    files = write_pictures(run_dir, rows, merged, names,
+                           f"{report['experiment']}: {report['model']}")
     report["pictures"] = {"files": files, "seconds": round(time.time() - t0, 2),
                           "error": note, "redrawn": True,
                           "confusion": None if merged is None else merged["counts"].tolist()}

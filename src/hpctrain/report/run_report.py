@@ -27,7 +27,8 @@ def build_report(*, config: dict, epochs: list[dict], env: dict, node_names: lis
                  threads: int | None = None, model_size: dict | None = None,
                  started_unix: float | None = None, pictures: dict | None = None,
                  startup_marks: dict[str, float] | None = None,
-                 checkpoints_skipped: list[dict] | None = None) -> dict:
+                 checkpoints_skipped: list[dict] | None = None,
+                 hardware: dict | None = None) -> dict:
     ranks = env["size"]
     accumulate = config.get("accumulate_steps", 1)
     thresholds = sorted(set(config["accuracy_thresholds"]) |
@@ -100,6 +101,7 @@ def build_report(*, config: dict, epochs: list[dict], env: dict, node_names: lis
             "weight_sha256": weight_digests,
         },
         "versions": versions,
+        "hardware": hardware,
         "units": {"startup_s": "s from process start to the start of training (rank 0)",
                   "startup_phases_s": "s per startup phase, rank 0, to the first step's end",
                   "train_s": "s of model.fit incl. per-epoch evaluation, this segment",
@@ -138,6 +140,21 @@ def collect_versions() -> dict:
         "mpi": mpi_lib,
         "git_commit": git.stdout.strip() if git and git.returncode == 0 else None,
     }
+
+
+def hardware_lines(hw: dict | None) -> list[str]:
+    """Rank 0's node and how the ranks talk, for report.md and a study's README."""
+    if not hw:
+        return []
+    from hpctrain.machine import describe_node
+
+    h = hw.get("horovod") or {}
+    built = ", ".join(f"{k} {h[k]}" for k in ("cuda", "cudnn") if h.get(k))
+    return [f"- hardware (rank 0's node): {describe_node(hw['node'])}",
+            f"- Horovod: {h.get('controller')} controller, {h.get('tensor_ops')} allreduce"
+            + (", hierarchical" if h.get("hierarchical_allreduce") else "")
+            + f", fusion {h.get('fusion_threshold_bytes', 0) / 2**20:g} MiB, cycle "
+            f"{h.get('cycle_time_ms')} ms" + (f"; built with {built}" if built else "")]
 
 
 def _fmt(value, spec: str = ".4f", none: str = "n/a") -> str:
@@ -215,6 +232,7 @@ def render_markdown(r: dict, inline_pictures: bool = True) -> str:
                                "yes (identical weight hashes)" if sync["ok"] else
                                "**NO**: " + ", ".join(h[:12] for h in sync["weight_sha256"])),
         f"- Slurm job {r['slurm']['job_id'] or '-'} on {r['slurm']['nodelist'] or '-'}",
+        *hardware_lines(r.get("hardware")),
         "- versions: " + ", ".join(f"{k} {v}" for k, v in r["versions"].items()),
         "",
         *picture_lines(r.get("pictures"), inline_pictures),
@@ -271,6 +289,27 @@ def mark(run_dir: str | Path, status: str, error: str | None = None) -> None:
         return
     report = {**json.loads(path.read_text()), "status": status, "error": error}
     write_report(run_dir, report)
+
+
+class RunReporter:
+    """What a training run writes about itself: report.json / report.md and its pictures.
+    The command that starts a run hands one to the Trainer (the train stage writes reports
+    through it and does not import report/)."""
+
+    def mark(self, run_dir: str | Path, status: str, error: str | None = None) -> None:
+        mark(run_dir, status, error)
+
+    def write(self, run_dir: str | Path, **fields) -> dict:
+        """build_report's fields (the installed versions added), written; the report."""
+        report = build_report(**fields, versions=collect_versions(), run_dir=str(run_dir))
+        write_report(run_dir, report)
+        return report
+
+    def draw(self, run_dir: Path, rows: list[dict], merged: dict | None,
+             class_names: list[str], title: str) -> dict:
+        from hpctrain.report.pictures import write_pictures
+
+        return write_pictures(run_dir, rows, merged, class_names, title)
 
 
 def tensorboard_line(logdir: str | Path) -> str | None:

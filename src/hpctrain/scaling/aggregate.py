@@ -24,6 +24,7 @@ import statistics
 
 import pandas as pd
 
+from hpctrain.report.run_report import hardware_lines
 from hpctrain.report.statistics import t95
 
 PARTS = ("input_s", "compute_s", "allreduce_s", "other_s")
@@ -72,8 +73,16 @@ def run_row(report: dict, run_dir: str, job: dict | None = None) -> dict:
         "parameters": (report.get("model_size") or {}).get("parameters"),
         "ranks_in_sync": (report.get("ranks_in_sync") or {}).get("ok"),
         "job_id": report["slurm"]["job_id"],
+        "hardware": "; ".join(line.split(": ", 1)[1]
+                              for line in hardware_lines(report.get("hardware"))) or None,
     }
     row.update(job_overhead(report, job))
+    node = (report.get("hardware") or {}).get("node") or {}
+    row["cpus_per_node"] = node.get("cpus")
+    row["gpus"] = report["ranks"] if node.get("gpus") else 0  # one GPU per rank, if any
+    hours = (row["job_s"] if row["job_s"] is not None else report["total_s"]) / 3600
+    row["node_hours"] = report["nodes"] * hours
+    row["gpu_hours"] = row["gpus"] * hours
     return row
 
 
@@ -114,14 +123,24 @@ def _mean(values) -> float | None:
     return statistics.fmean(values) if values else None
 
 
-def summarize(runs: pd.DataFrame) -> pd.DataFrame:
-    """One row per (nodes, ranks) point, completed runs only, fewest ranks first."""
+def summarize(runs: pd.DataFrame, base: tuple[int, int] | None = None,
+              shared_host: bool = False) -> pd.DataFrame:
+    """One row per (nodes, ranks) point with a completed run, fewest ranks first; speedup
+    and efficiency against `base` (nodes, ranks; default: the first row), none at all when
+    the base has no completed run. `oversubscribed`: more ranks x threads than the cores of
+    a node (of the one machine, `shared_host`, as on the embedded cluster)."""
     done = runs[runs["status"] == "completed"]
+    hours = runs.groupby(["nodes", "ranks"])[["node_hours", "gpu_hours"]].sum() \
+        if "node_hours" in runs else None
     points = []
     for (nodes, ranks), group in done.groupby(["nodes", "ranks"], sort=True):
         ips = [float(v) for v in group["images_per_s"] if v is not None and not math.isnan(v)]
         if not ips:
             continue
+        cores = _median(group["cpus_per_node"]) if "cpus_per_node" in group else None
+        threads = (_median(group["threads_per_rank"]) if "threads_per_rank" in group
+                   else None) or 1
+        busy = (ranks if shared_host else ranks / nodes) * threads
         mean = statistics.fmean(ips)
         ci, basis = _interval(ips, _median(group["images_per_s_ci95"]))
         images_per_epoch = _median(group["images_per_epoch"])
@@ -147,6 +166,12 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
             **{k: _median(group[k]) for k in ("launch_s", "teardown_s", "job_s")},
             "stragglers": " ".join(sorted({s for v in group["stragglers"] if v
                                            for s in str(v).split()})),
+            "oversubscribed": bool(cores and busy > cores),
+            # every run of the point, failed ones included: what the point cost
+            "node_hours": float(hours.loc[(nodes, ranks), "node_hours"]) if hours is not None
+            else None,
+            "gpu_hours": float(hours.loc[(nodes, ranks), "gpu_hours"]) if hours is not None
+            else None,
         }
         points.append(point)
     table = pd.DataFrame(points)
@@ -155,13 +180,18 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
     # a run without an interval (one measured epoch) gives None: NaN, so the speedup's
     # interval is NaN too rather than an error
     table["images_per_s_ci95"] = pd.to_numeric(table["images_per_s_ci95"]).astype(float)
-    base = table.iloc[0]
+    first = table.iloc[0]
+    if base is not None and (int(first["nodes"]), int(first["ranks"])) != tuple(base):
+        for col in ("speedup", "speedup_ci95", "ideal_speedup", "efficiency"):
+            table[col] = math.nan  # against another point both would be wrong
+        return table
+    base_row = first
     # NaN when either throughput has no interval (one epoch of one run)
     rel = (table["images_per_s_ci95"] / table["images_per_s"]) ** 2 + \
-        (base["images_per_s_ci95"] / base["images_per_s"]) ** 2
-    table["speedup"] = table["images_per_s"] / base["images_per_s"]
+        (base_row["images_per_s_ci95"] / base_row["images_per_s"]) ** 2
+    table["speedup"] = table["images_per_s"] / base_row["images_per_s"]
     table["speedup_ci95"] = table["speedup"] * rel ** 0.5
-    table["ideal_speedup"] = table["ranks"] / base["ranks"]
+    table["ideal_speedup"] = table["ranks"] / base_row["ranks"]
     table["efficiency"] = table["speedup"] / table["ideal_speedup"]
     table.loc[0, "speedup_ci95"] = math.nan  # the base against itself
     return table

@@ -11,6 +11,7 @@ import pandas as pd
 
 from hpctrain.atomic import write_text
 from hpctrain.scaling.plots import accuracy_vs_batch
+from hpctrain.scaling.study_report import hardware_section
 
 
 def summarize_batches(runs: pd.DataFrame) -> pd.DataFrame:
@@ -72,7 +73,7 @@ def render(s: pd.DataFrame, runs: pd.DataFrame, title: str, command: str) -> str
         lines.append(f"| {r.global_batch} | {r.warmup_epochs:g} | {r.accumulate_steps} | "
                      f"{r.learning_rate_scaled:g} | {r.updates_per_epoch:g} | {acc} | "
                      f"{r.repeats} |")
-    lines += ["", *reading(s)]
+    lines += ["", *reading(s), "", *hardware_section(runs)]
     lines += ["", "Raw rows: [runs.csv](runs.csv); per point: [summary.csv](summary.csv).", "",
               "![accuracy vs global batch](accuracy_vs_batch.png)", ""]
     return "\n".join(lines)

@@ -28,18 +28,38 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
+OVER = "more ranks x threads than cores"
+
+
 def _point_labels(s: pd.DataFrame) -> list[str]:
-    return [f"{r.ranks} rank{'s' if r.ranks > 1 else ''}\n{r.nodes} node"
+    """Per point; (*) where ranks x threads outnumber the cores."""
+    return [f"{r.ranks} rank{'s' if r.ranks > 1 else ''}"
+            f"{' (*)' if getattr(r, 'oversubscribed', False) else ''}\n{r.nodes} node"
             f"{'s' if r.nodes > 1 else ''}\nbatch {r.global_batch}" for r in s.itertuples()]
+
+
+def _mark_oversubscribed(ax, s: pd.DataFrame, y: pd.Series) -> None:
+    over = s["oversubscribed"].astype(bool) if "oversubscribed" in s else None
+    if over is not None and over.any():
+        ax.scatter(s["ranks"][over], y[over], s=160, facecolors="none", edgecolors="#c44e52",
+                   linewidths=1.5, zorder=5, label=OVER)
+
+
+def _note_oversubscribed(fig, s: pd.DataFrame) -> None:
+    if "oversubscribed" in s and s["oversubscribed"].astype(bool).any():
+        fig.text(0.01, 0.01, f"(*) {OVER}: core sharing, not communication", fontsize=7,
+                 color="#c44e52")
 
 
 def throughput(s: pd.DataFrame, path: Path, title: str) -> Path:
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     base = s.iloc[0]
-    ideal = base["images_per_s"] * s["ranks"] / base["ranks"]
-    ax.plot(s["ranks"], ideal, "--", color="gray", label="ideal (linear in ranks)")
+    if s["efficiency"].notna().any():  # no ideal line against a base that failed
+        ideal = base["images_per_s"] * s["ranks"] / base["ranks"]
+        ax.plot(s["ranks"], ideal, "--", color="gray", label="ideal (linear in ranks)")
     ax.errorbar(s["ranks"], s["images_per_s"], yerr=s["images_per_s_ci95"].fillna(0),
                 marker="o", capsize=4, color="#4c72b0", label="measured (95 % interval)")
+    _mark_oversubscribed(ax, s, s["images_per_s"])
     for r in s.itertuples():
         ax.annotate(f"{r.images_per_s:.0f}", (r.ranks, r.images_per_s),
                     textcoords="offset points", xytext=(6, -12), fontsize=8)
@@ -59,6 +79,7 @@ def efficiency(s: pd.DataFrame, path: Path, title: str) -> Path:
     ax.axhline(100, ls="--", color="gray", label="ideal")
     ax.plot(s["ranks"], 100 * s["efficiency"], marker="o", color="#55a868",
             label="measured")
+    _mark_oversubscribed(ax, s, 100 * s["efficiency"])
     for r in s.itertuples():
         ax.annotate(f"{100 * r.efficiency:.0f} %", (r.ranks, 100 * r.efficiency),
                     textcoords="offset points", xytext=(6, 6), fontsize=8)
@@ -105,6 +126,7 @@ def breakdown(s: pd.DataFrame, path: Path, title: str) -> Path:
     right.set_title("where a job's time goes", fontsize=10)
     right.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2)
     fig.suptitle(title, fontsize=10)
+    _note_oversubscribed(fig, s)
     return _save(fig, path)
 
 
@@ -127,13 +149,15 @@ def time_to_accuracy(s: pd.DataFrame, path: Path, title: str) -> Path | None:
     ax.set_ylim(0, max(values) * 1.3 if max(values) > 0 else 1)
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3, axis="y")
+    _note_oversubscribed(fig, s)
     return _save(fig, path)
 
 
 def all_plots(s: pd.DataFrame, out: Path, title: str) -> dict[str, Path]:
-    made = {"throughput": throughput(s, out / "throughput.png", title),
-            "efficiency": efficiency(s, out / "efficiency.png", title),
-            "breakdown": breakdown(s, out / "breakdown.png", title)}
+    made = {"throughput": throughput(s, out / "throughput.png", title)}
+    if s["efficiency"].notna().any():
+        made["efficiency"] = efficiency(s, out / "efficiency.png", title)
+    made["breakdown"] = breakdown(s, out / "breakdown.png", title)
     tta = time_to_accuracy(s, out / "time_to_accuracy.png", title)
     if tta:
         made["time_to_accuracy"] = tta

@@ -27,6 +27,7 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,7 +40,7 @@ from hpctrain.slurm.job_options import flag
 from hpctrain.slurm.queue import queue_in_order, wait_each
 from hpctrain.slurm.request import Request, resolve
 from hpctrain.slurm.script import render_sbatch
-from hpctrain.slurm.submit import create_run_dir, write_submission
+from hpctrain.slurm.submit import DryRun, create_run_dir, write_submission
 
 MODES = ("strong", "weak", "batch")
 
@@ -194,7 +195,10 @@ def extends(old: dict, new: dict) -> bool:
 
 
 def run_study(study: Study, dry_run: bool = False, wait: bool = True,
-              timeout: float = 6 * 3600.0, client: SlurmClient | None = None) -> int:
+              timeout: float = 6 * 3600.0, client: SlurmClient | None = None,
+              log: Callable[[str], None] = lambda line: None) -> int | DryRun:
+    """Submit the study's missing runs, wait for them and write its report; the exit code
+    (1: a run failed), or for a dry run what would be queued. Progress goes to `log`."""
     req = study.request
     cfg = load_config(req.config, list(req.overrides))
     if study.repeats < 1:
@@ -228,33 +232,29 @@ def run_study(study: Study, dry_run: bool = False, wait: bool = True,
     else:
         shape = ", ".join(f"{p.nodes} node(s) x {p.ranks // p.nodes} = {p.ranks} ranks, "
                           f"batch {p.batch_size}/rank" for p in points)
-    print(f"study {study.name}: {study.mode} study of {cfg.experiment} over {shape}; "
-          f"{study.repeats} repeat(s); "
-          f"{len(todo)} run(s) to submit, {len(running)} queued or running, "
-          f"{len(points) * study.repeats - len(todo) - len(running)} done", flush=True)
+    log(f"study {study.name}: {study.mode} study of {cfg.experiment} over {shape}; "
+        f"{study.repeats} repeat(s); {len(todo)} run(s) to submit, {len(running)} queued or "
+        f"running, {len(points) * study.repeats - len(todo) - len(running)} done")
     if dry_run:
-        for res in resolved:
-            script = render_sbatch(res.spec)
-            print(f"# {res.run_dir}: sbatch --test-only: {client.test_only(script)}",
-                  file=sys.stderr)
-            sys.stdout.write(script)
-        return 0
+        scripts = [(str(res.run_dir), render_sbatch(res.spec)) for res in resolved]
+        return DryRun(tuple((where, script, client.test_only(script))
+                            for where, script in scripts))
     study_dir.mkdir(parents=True, exist_ok=True)
     write_json(plan_file, study.plan())
-    jobs = running + _submit_all(study, resolved, client,
+    jobs = running + _submit_all(study, resolved, client, log,
                                  after=running[-1][0] if running else None)
     if not wait:
         return 0
     failed = _wait_all(client, jobs, timeout)
     summary = collect(study_dir, study.command(), client, study.name, embedded=_embedded(req),
                       mode=study.mode)
-    print(f"study {study.name}: {summary['points']} point(s), {summary['runs']} run(s) -> "
-          f"{study_dir / 'README.md'}")
+    log(f"study {study.name}: {summary['points']} point(s), {summary['runs']} run(s) -> "
+        f"{study_dir / 'README.md'}")
     from hpctrain.report.run_report import tensorboard_line
 
     board = tensorboard_line(study_dir)  # every point's run side by side
     if board:
-        print(board)
+        log(board)
     return 1 if failed else 0
 
 
@@ -277,7 +277,7 @@ def _live_job(run_dir: Path, client: SlurmClient) -> str | None:
     return job_id if state and state not in TERMINAL else None
 
 
-def _submit_all(study: Study, resolved, client: SlurmClient,
+def _submit_all(study: Study, resolved, client: SlurmClient, log: Callable[[str], None],
                 after: str | None = None) -> list[tuple[str, Path]]:
     """Every point's run directory and job script, then the jobs queued in order (one after
     another unless --parallel); a failed sbatch cancels them all and removes what was made."""
@@ -294,7 +294,7 @@ def _submit_all(study: Study, resolved, client: SlurmClient,
     def queued(job_file: Path, job_id: str) -> None:
         write_submission(job_file.parent, client, job_id, study=study.name,
                          script=str(job_file))
-        print(f"submitted job {job_id}: {job_file.parent}", flush=True)
+        log(f"submitted job {job_id}: {job_file.parent}")
 
     try:
         job_ids = queue_in_order(client, [d / "job.sbatch" for d in made],
@@ -345,7 +345,7 @@ def shared_core_note(ranks: list[int]) -> str:
 
 def collect(study_dir: Path, command: str, client: SlurmClient | None, title: str,
             embedded: bool, mode: str = "") -> dict:
-    from hpctrain.scaling.study_report import load_runs, write_study
+    from hpctrain.scaling.study_report import failures, load_runs, write_study
 
     run_dirs = sorted(d for d in (study_dir / "runs").iterdir()
                       if d.is_dir() and ".failed-" not in d.name)
@@ -361,4 +361,10 @@ def collect(study_dir: Path, command: str, client: SlurmClient | None, title: st
 
         return write_batch_study(study_dir, runs, title=title, command=command)
     note = shared_core_note(sorted(set(runs["ranks"]))) if embedded and len(runs) else ""
-    return write_study(study_dir, runs, title=title, command=command, note=note)
+    failed = failures(run_dirs, runs)
+    points = {(int(n), int(r)) for n, r in zip(runs["nodes"], runs["ranks"], strict=True)} \
+        if len(runs) else set()
+    points |= {(f["nodes"], f["ranks"]) for f in failed if f["ranks"]}
+    base = min(points, key=lambda p: (p[1], p[0])) if points else None
+    return write_study(study_dir, runs, title=title, command=command, note=note,
+                       failed=failed, base_point=base, shared_host=embedded)

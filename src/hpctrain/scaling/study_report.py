@@ -39,6 +39,26 @@ def load_runs(run_dirs: list[Path], jobs: dict[str, dict] | None = None) -> pd.D
     return runs_table(rows) if rows else pd.DataFrame()
 
 
+def failures(run_dirs: list[Path], runs: pd.DataFrame) -> list[dict]:
+    """Every run directory without a completed run: its point (from the study's directory
+    name n<nodes>-r<ranks>-rep<k>, when it has one) and why, in one line."""
+    import re
+
+    listed = dict(zip(runs["run_dir"], runs["status"], strict=True)) if len(runs) else {}
+    out = []
+    for d in run_dirs:
+        if listed.get(str(d)) == "completed":
+            continue
+        report = load_report(d) if (d / "report.json").is_file() else {}
+        failure = (report.get("failure") or {}).get("summary")
+        why = failure or ": ".join(str(v) for v in (report.get("status"), report.get("error"))
+                                   if v) or "no report.json: the job did not start training"
+        m = re.match(r"n(\d+)-r(\d+)-rep\d+$", d.name)
+        out.append({"run_dir": str(d), "nodes": int(m.group(1)) if m else None,
+                    "ranks": int(m.group(2)) if m else None, "why": why})
+    return out
+
+
 def job_times(run_dir: Path, report: dict, jobs: dict[str, dict]) -> dict | None:
     """The run's job in accounting (submit, start, end), kept in the run directory the first
     time it is found ended and matching the run: a study's tables then survive an accounting
@@ -56,20 +76,24 @@ def job_times(run_dir: Path, report: dict, jobs: dict[str, dict]) -> dict | None
 
 
 def write_study(out: Path, runs: pd.DataFrame, *, title: str, command: str,
-                note: str = "", base: Path | None = None) -> dict:
-    """Write runs.csv, summary.csv, the plots and README.md into `out`; the summary."""
+                note: str = "", base: Path | None = None, failed: list[dict] | None = None,
+                base_point: tuple[int, int] | None = None, shared_host: bool = False) -> dict:
+    """Write runs.csv, summary.csv, the plots and README.md into `out`; the summary.
+    `failed`: runs without a completed run (failures()); `base_point`: the (nodes, ranks)
+    speedup is measured against (default: the smallest completed one)."""
     out.mkdir(parents=True, exist_ok=True)
     base = base or out
     shown = runs.assign(run_dir=[_relative(p, base) for p in runs["run_dir"]])
     write_text(out / "runs.csv", shown.to_csv(index=False, float_format="%.6g"))
-    summary = summarize(runs)
+    summary = summarize(runs, base_point, shared_host)
     write_text(out / "summary.csv", summary.to_csv(index=False, float_format="%.6g"))
     mode = scaling_mode(summary)
     made = plots.all_plots(summary, out, f"{title} ({mode} scaling)") \
         if len(summary) else {}
     write_text(out / "README.md", render(summary, runs, title=title, mode=mode,
                                          command=command, note=note, pictures=made,
-                                         where=_relative(str(out), Path.cwd())))
+                                         where=_relative(str(out), Path.cwd()),
+                                         failed=failed, base_point=base_point))
     return {"mode": mode, "points": len(summary), "runs": len(runs),
             "pictures": sorted(made)}
 
@@ -82,9 +106,13 @@ def _relative(path: str, base: Path) -> str:
 
 
 def render(s: pd.DataFrame, runs: pd.DataFrame, *, title: str, mode: str, command: str,
-           note: str, pictures: dict, where: str = "DIR") -> str:
+           note: str, pictures: dict, where: str = "DIR", failed: list[dict] | None = None,
+           base_point: tuple[int, int] | None = None) -> str:
     first = runs.iloc[0] if len(runs) else None
-    failed = runs[runs["status"] != "completed"] if len(runs) else runs
+    if failed is None:  # runs given by hand: those that did not complete
+        failed = [{"run_dir": p, "nodes": n, "ranks": k, "why": st} for p, n, k, st in zip(
+            runs["run_dir"], runs["nodes"], runs["ranks"], runs["status"], strict=True)
+            if st != "completed"] if len(runs) else []
     lines = [f"# {title}: {mode} scaling", "",
              "Reproduce with:", "", "```", command, "```", ""]
     if first is not None:
@@ -98,13 +126,27 @@ def render(s: pd.DataFrame, runs: pd.DataFrame, *, title: str, mode: str, comman
                   ""]
     if note:
         lines += ["## What these numbers mean", "", note, ""]
+    lines += hardware_section(runs)
     lines += ["Projected to real clusters from the smallest point's compute time and the "
               "model's gradient bytes: [projection.md](projection.md), written by "
               f"`hpctrain project --study {shlex.quote(where)} --gpus 1,8,64,512 "
               f"--gpus-per-node 4 --network 25Gb/s --out "
               f"{shlex.quote(where + '/projection.md')}`.", ""]
+    if failed:
+        lines += ["## Failed points", "",
+                  "Points (or repeats) without a completed run, left out of every table and "
+                  "picture below:", ""]
+        lines += [f"- {_relative(f['run_dir'], Path.cwd())}"
+                  + (f" ({f['nodes']} node(s), {f['ranks']} rank(s))" if f["ranks"] else "")
+                  + f": {f['why']}" for f in failed]
+        lines += [""]
     if not len(s):
         return "\n".join(lines + ["No completed run yet.", ""])
+    if s["efficiency"].isna().all() and len(s):
+        nodes, ranks = base_point or (None, None)
+        lines += [f"**The base point ({nodes} node(s), {ranks} rank(s)) has no completed run: "
+                  "no speedup or efficiency is given** (against the next point both would be "
+                  "wrong). Rerun the study to fill it in.", ""]
     target = s["target_accuracy"].dropna()
     tgt = f"{target.iloc[0]:.2f}" if len(target) else None
     lines += ["## Per point", "",
@@ -115,16 +157,21 @@ def render(s: pd.DataFrame, runs: pd.DataFrame, *, title: str, mode: str, comman
               + "---:|"]
     for r in s.itertuples():
         ci = f" ± {_f(r.images_per_s_ci95)}" if not pd.isna(r.images_per_s_ci95) else ""
-        sp = f"{r.speedup:.2f}" + (f" ± {r.speedup_ci95:.2f}"
-                                   if not pd.isna(r.speedup_ci95) else "")
+        sp = _f(r.speedup, ".2f", "-") + (f" ± {r.speedup_ci95:.2f}"
+                                          if not pd.isna(r.speedup_ci95) else "")
+        eff = _f(None if pd.isna(r.efficiency) else 100 * r.efficiency, ".0f", "-")
         lines.append(
-            f"| {r.nodes} | {r.ranks} | {r.global_batch} | {_f(r.images_per_s)}{ci} "
-            f"({r.interval}) | {sp} | {100 * r.efficiency:.0f} % | {_f(r.epoch_s, '.1f')} "
+            f"| {r.nodes} | {r.ranks}{' (*)' if r.oversubscribed else ''} | "
+            f"{r.global_batch} | {_f(r.images_per_s)}{ci} "
+            f"({r.interval}) | {sp} | {eff} % | {_f(r.epoch_s, '.1f')} "
             f"(+ {_f(r.eval_s_per_epoch, '.1f')}) | {_f(r.node_hours_per_epoch, '.3g')} | "
             + (f"{_f(r.time_to_target_s, '.0f', 'not reached')} | "
                f"{_f(r.node_hours_to_target, '.3g', '-')} | " if tgt else "")
             + f"{_f(r.test_accuracy, '.4f')} |")
-    lines += ["", *_budget(s, tgt, str(runs["experiment"].iloc[0])), "",
+    if s["oversubscribed"].any():
+        lines += ["", "(*) more ranks x threads than the cores they run on (marked in every "
+                  "picture): the efficiency there measures core sharing, not communication."]
+    lines += ["", *_budget(s, tgt, str(runs["experiment"].iloc[0]), runs), "",
               "## Where the time goes", "",
               "Per training step (mean over ranks and repeats, ms): each rank's own work is "
               "input + compute; allreduce is the gradient exchange not hidden behind the "
@@ -138,11 +185,6 @@ def render(s: pd.DataFrame, runs: pd.DataFrame, *, title: str, mode: str, comman
         lines.append(f"| {r.ranks} | " + " | ".join(ms) + f" | {r.stragglers or 'none'} | "
                      f"{_f(r.launch_s, '.1f')} s | {_f(r.startup_s, '.1f')} s | "
                      f"{_f(r.teardown_s, '.1f')} s | {_f(r.job_s, '.0f')} s |")
-    if len(failed):
-        lines += ["", "Runs that did not complete (left out): "
-                  + ", ".join(f"{_relative(p, Path.cwd())} ({st})"
-                              for p, st in zip(failed["run_dir"], failed["status"],
-                                               strict=True))]
     lines += ["", "## Pictures", ""]
     captions = {"throughput": "Throughput vs ranks, with the ideal line",
                 "efficiency": "Scaling efficiency vs ranks",
@@ -153,7 +195,17 @@ def render(s: pd.DataFrame, runs: pd.DataFrame, *, title: str, mode: str, comman
     return "\n".join(lines)
 
 
-def _budget(s: pd.DataFrame, tgt: str | None, experiment: str) -> list[str]:
+def hardware_section(runs: pd.DataFrame) -> list[str]:
+    """What the runs ran on and how their ranks talked (rank 0's node of each run)."""
+    if "hardware" not in runs or runs["hardware"].isna().all():
+        return []
+    seen = runs["hardware"].dropna().value_counts(sort=False)
+    return ["## Hardware and backend", "",
+            *[f"- {text} ({n} run(s))" for text, n in seen.items()], ""]
+
+
+def _budget(s: pd.DataFrame, tgt: str | None, experiment: str,
+            runs: pd.DataFrame) -> list[str]:
     lines = ["## Node-hour budget", ""]
     if tgt and s["node_hours_to_target"].notna().any():
         for r in s.itertuples():
@@ -168,6 +220,14 @@ def _budget(s: pd.DataFrame, tgt: str | None, experiment: str) -> list[str]:
     lines += ["- Per epoch: " + "; ".join(
         f"{_f(r.node_hours_per_epoch, '.3g')} node-h at {r.nodes} node(s)"
         for r in s.itertuples()) + " (multiply by your epochs; add startup once per job)."]
+    if "node_hours" in runs and runs["node_hours"].notna().any():
+        total, gpu = runs["node_hours"].sum(), runs["gpu_hours"].sum()
+        lines += ["- What the jobs took (Slurm's job times, every repeat): "
+                  + "; ".join(f"{_f(r.node_hours, '.3g')} node-h, {_f(r.gpu_hours, '.3g')} "
+                              f"GPU-h at {r.ranks} rank(s)" for r in s.itertuples())
+                  + f"; **{total:.3g} node-hours, {gpu:.3g} GPU-hours for the whole study** "
+                  f"(all {len(runs)} runs with a report" + (", on nodes without GPUs"
+                                                          if not gpu else "") + ")."]
     return lines
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shlex
 import subprocess
+from collections.abc import Callable
 
 from hpctrain.slurm.client import slurm_env
 from hpctrain.slurm.profiles import load_profile
@@ -51,15 +52,13 @@ def lines(profile_name: str | None, options: JobOptions,
     return salloc, text
 
 
-def interactive(profile_name: str | None, options: JobOptions, config: str | None = None,
-                run: bool = False, command: list[str] | None = None) -> int:
-    salloc, text = lines(profile_name, options, config)
-    if not run:
-        print(text, end="")
-        return 0
+def run_allocation(salloc: list[str], command: list[str] | None = None,
+                   log: Callable[[str], None] = lambda line: None) -> int:
+    """salloc's allocation, running `command` (default: a shell on the first node); its
+    exit code. The line it runs goes to `log` first."""
     command = [c for c in command or [] if c != "--"] or [
         "srun", "--pty", os.environ.get("SHELL", "/bin/bash")]
-    print("+ " + shlex.join([*salloc, *command]), flush=True)
+    log("+ " + shlex.join([*salloc, *command]))
     env = {**slurm_env(), "TF_USE_LEGACY_KERAS": "1"}
     if os.geteuid() == 0:
         env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")

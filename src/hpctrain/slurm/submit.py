@@ -1,12 +1,12 @@
 """`hpctrain submit`: resolve the request (request.py), render
 results/<experiment>/<run-id>/job.sbatch (and stage.sbatch / report.sbatch for a chain) and
-sbatch it. What was queued is returned (`Submitted`); waiting for it and printing the report
-is the command's (cli/jobs.py)."""
+sbatch it. What was queued is returned (`Submitted`), or for a dry run the scripts and
+Slurm's verdicts on them (`DryRun`); printing, waiting and the report are the command's
+(cli/jobs.py)."""
 
 from __future__ import annotations
 
 import shutil
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,12 +20,20 @@ from hpctrain.slurm.script import JobSpecError, render_sbatch
 
 @dataclass(frozen=True)
 class Submitted:
-    """What `submit` queued: the training job, its run directory, and the job whose end is
-    the chain's (the report step's, else the training job's)."""
+    """What `submit` queued: the training job, its run directory, the job whose end is the
+    chain's (the report step's, else the training job's), and each step's job."""
 
     job_id: str
     run_dir: Path
     last_job_id: str
+    jobs: tuple[tuple[str, str], ...] = ()  # (step, job id) in chain order
+
+
+@dataclass(frozen=True)
+class DryRun:
+    """What a dry run would queue: (step, script, `sbatch --test-only`'s verdict) each."""
+
+    scripts: tuple[tuple[str, str, str], ...]
 
 
 def create_run_dir(path: Path, what: str = "run directory") -> None:
@@ -46,9 +54,9 @@ def write_submission(directory: Path, client: SlurmClient, job_id: str, **extra)
 
 def submit(req: Request, chain: tuple[str, ...] = ("train",), stage_dataset: str = "",
            stage_source: str = "", dry_run: bool = False, client: SlurmClient | None = None,
-           stage_args: tuple[str, ...] = ()) -> Submitted | None:
-    """Resolve, render and queue the request (a chain: one job per step, afterok); None for
-    a dry run (the scripts printed, sbatch --test-only's verdicts on stderr)."""
+           stage_args: tuple[str, ...] = ()) -> Submitted | DryRun:
+    """Resolve, render and queue the request (a chain: one job per step, afterok), or for a
+    dry run only ask Slurm (`sbatch --test-only`) about each script."""
     if "stage" in chain:
         if not (stage_source and stage_dataset):
             raise JobSpecError("--chain stage needs --stage-source and --stage-dataset")
@@ -66,11 +74,8 @@ def submit(req: Request, chain: tuple[str, ...] = ("train",), stage_dataset: str
     scripts = {step: render_sbatch(s) for step, s in chain_specs(spec, chain, stage).items()}
     client = client or SlurmClient()
     if dry_run:
-        for step in chain:
-            sys.stdout.write(scripts[step])
-            print(f"# {step}: sbatch --test-only: {client.test_only(scripts[step])}",
-                  file=sys.stderr)
-        return None
+        return DryRun(tuple((step, scripts[step], client.test_only(scripts[step]))
+                            for step in chain))
     create_run_dir(run_dir)
     files = {step: run_dir / ("job.sbatch" if step == "train" else f"{step}.sbatch")
              for step in chain}
@@ -84,7 +89,5 @@ def submit(req: Request, chain: tuple[str, ...] = ("train",), stage_dataset: str
         raise
     job_id = job_ids["train"]
     write_submission(run_dir, client, job_id, jobs=job_ids, script=str(run_dir / "job.sbatch"))
-    print(f"submitted job {job_id}; run dir {run_dir}" + (
-        "" if len(chain) == 1 else
-        f" (chain {' -> '.join(f'{s} {job_ids[s]}' for s in chain)}, afterok)"), flush=True)
-    return Submitted(job_id, run_dir, job_ids[chain[-1]])
+    return Submitted(job_id, run_dir, job_ids[chain[-1]],
+                     tuple((step, job_ids[step]) for step in chain))

@@ -5,7 +5,8 @@
 
 Backends: `array` (default) renders jobs/sweep.sbatch, one `#SBATCH --array` job whose task
 N trains into <sweep dir>/task-N; `submitit` submits the same tasks with submitit's
-`map_array` (a Python function per task, launched by srun --mpi=pmix). Each task's run
+`map_array` (a Python function per task, launched by srun --mpi=pmix; the command gives it:
+cli/jobs.py's `sweep_task`). Each task's run
 directory is its own, so tasks never clobber each other. Every task's config is checked
 before anything is queued.
 """
@@ -15,7 +16,7 @@ from __future__ import annotations
 import itertools
 import os
 import shutil
-import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from hpctrain.slurm.profiles import slurm_minutes
 from hpctrain.slurm.queue import queue_in_order
 from hpctrain.slurm.request import Request, new_run_dir, resolve
 from hpctrain.slurm.script import JobSpec, render_sbatch, with_changes
-from hpctrain.slurm.submit import create_run_dir, write_submission
+from hpctrain.slurm.submit import DryRun, create_run_dir, write_submission
 
 BACKENDS = ("array", "submitit")
 
@@ -59,13 +60,19 @@ def parse_grid(params: list[str]) -> list[tuple[str, ...]]:
     return list(itertools.product(*axes))
 
 
+Task = Callable[[str, str, list[str]], dict]  # (config, run dir, overrides) -> result
+
+
 def sweep(req: Request, params: list[str], backend: str = "array",
           max_parallel: int | None = None, dry_run: bool = False,
-          client: SlurmClient | None = None) -> Swept | None:
-    """Check every task, render and queue the sweep; what was queued (None: a dry run)."""
+          client: SlurmClient | None = None, run_task: Task | None = None) -> Swept | DryRun:
+    """Check every task, render and queue the sweep; what was queued, or for a dry run the
+    script and Slurm's verdict. The submitit backend runs `run_task` in each srun task."""
     tasks = parse_grid(params)
     if backend not in BACKENDS:
         raise ConfigError(f"backend {backend!r} unknown; choose from {', '.join(BACKENDS)}")
+    if backend == "submitit" and run_task is None:
+        raise ConfigError("the submitit backend needs the function each task runs")
     for task in tasks:  # every task's config must be valid before anything is queued
         load_config(req.config, [*req.overrides, *task])
     cfg = load_config(req.config, list(req.overrides))
@@ -79,9 +86,7 @@ def sweep(req: Request, params: list[str], backend: str = "array",
     script = render_sbatch(spec)
     client = client or SlurmClient()
     if dry_run:
-        sys.stdout.write(script)
-        print(f"# sbatch --test-only: {client.test_only(script)}", file=sys.stderr)
-        return None
+        return DryRun((("sweep", script, client.test_only(script)),))
     create_run_dir(sweep_dir, "sweep directory")
     for i in range(len(tasks)):
         (sweep_dir / f"task-{i}").mkdir()  # Slurm opens each task's log there
@@ -89,7 +94,8 @@ def sweep(req: Request, params: list[str], backend: str = "array",
         "config": spec.config, "overrides": list(req.overrides), "backend": backend,
         "tasks": {f"task-{i}": list(t) for i, t in enumerate(tasks)}}, sort_keys=False))
     if backend == "submitit":
-        job_id = _submit_submitit(spec, tasks, sweep_dir, max_parallel, client)
+        assert run_task is not None
+        job_id = _submit_submitit(spec, tasks, sweep_dir, max_parallel, client, run_task)
     else:
         write_text(sweep_dir / "job.sbatch", script)
         try:
@@ -98,23 +104,11 @@ def sweep(req: Request, params: list[str], backend: str = "array",
             shutil.rmtree(sweep_dir)
             raise
     write_submission(sweep_dir, client, job_id, tasks=len(tasks), backend=backend)
-    print(f"submitted sweep job {job_id} with {len(tasks)} tasks; sweep dir {sweep_dir}",
-          flush=True)
     return Swept(job_id, sweep_dir, tuple(tasks))
 
 
-def train_task(config: str, run_dir: str, overrides: list[str]) -> dict:
-    """One sweep task under submitit (runs in every srun task of the job)."""
-    from hpctrain.train.command import main
-
-    code = main(["--config", config, "--run-dir", run_dir, "--resume", *overrides])
-    if code != 0:
-        raise RuntimeError(f"hpctrain train exited with {code} (see {run_dir})")
-    return {"run_dir": run_dir}
-
-
 def _submit_submitit(spec: JobSpec, tasks, sweep_dir: Path, max_parallel: int | None,
-                     client: SlurmClient) -> str:
+                     client: SlurmClient, run_task: Task) -> str:
     import submitit
 
     os.environ.update({k: v for k, v in client.env.items() if k == "SLURM_CONF"})
@@ -133,7 +127,7 @@ def _submit_submitit(spec: JobSpec, tasks, sweep_dir: Path, max_parallel: int | 
         slurm_array_parallelism=max_parallel or len(tasks),
         slurm_additional_parameters=extra)
     jobs = executor.map_array(
-        train_task, [spec.config] * len(tasks),
+        run_task, [spec.config] * len(tasks),
         [str(sweep_dir / f"task-{i}") for i in range(len(tasks))],
         [[*spec.extra_args, *t] for t in tasks])
     return jobs[0].job_id.split("_")[0]

@@ -3,12 +3,13 @@
     hpctrain train --config jobs/configs/fmnist_cnn.yaml                     # one rank
     horovodrun -np 2 -H localhost:2 hpctrain train --config jobs/configs/fmnist_cnn.yaml
     srun --mpi=pmix hpctrain train --config ... --run-dir results/<exp>/<id>  # what sbatch runs
-    python -m hpctrain.train --config ...                                   # the same
+    python -m hpctrain.cli train --config ...                               # the same
 
 Everything a rank can check alone (config keys and values, the data file, a run directory
 that must not be overwritten, or that another run is writing: train/run_lock.py; on resume,
 data that changed since the run started) is checked here, before TensorFlow and Horovod
-start: bad input exits with 2 and one line. The training itself is trainer.Trainer.
+start: bad input exits with 2 and one line. The training itself is trainer.Trainer; where
+its report goes (report.json, report.md, the pictures) the caller says (`reporter`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hpctrain.data.layout import FINGERPRINT_FILE, check_data, fingerprint, fingerprint_change
 from hpctrain.environment import JobEnvironment
@@ -32,6 +34,9 @@ from hpctrain.experiment import (
 from hpctrain.train import checkpoint, run_lock
 from hpctrain.train.preemption import StopRequest
 from hpctrain.validation import InputError
+
+if TYPE_CHECKING:  # the Trainer imports TensorFlow: only inside a rank, when it trains
+    from hpctrain.train.trainer import Reporting
 
 EXIT_BAD_INPUT = 2
 
@@ -101,7 +106,7 @@ def check_data_unchanged(cfg: TrainConfig, run_dir: Path, node_name: str,
     return now
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None, reporter: Reporting) -> int:
     stop = StopRequest().install()  # first: a time-limit signal must never kill a rank
     args = parse_args(argv)
     env = JobEnvironment.detect()
@@ -124,8 +129,5 @@ def main(argv=None) -> int:
         os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     from hpctrain.train.trainer import Trainer
 
-    return Trainer(cfg, env, run_dir, resume=args.resume, stop=stop, data_seen=seen).run()
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return Trainer(cfg, env, run_dir, reporter, resume=args.resume, stop=stop,
+                   data_seen=seen).run()

@@ -15,9 +15,14 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 
-from hpctrain.report.pictures import confusion_counts
-
 KEEP = 16  # example images per grid
+
+
+def confusion_counts(true: np.ndarray, pred: np.ndarray, num_classes: int) -> np.ndarray:
+    """counts[i, j]: test images of class i predicted as class j."""
+    counts = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(counts, (np.asarray(true, dtype=np.int64), np.asarray(pred, dtype=np.int64)), 1)
+    return counts
 
 
 def predict_share(predict: Callable[[np.ndarray], np.ndarray],
@@ -106,28 +111,3 @@ def _arrays(examples: list) -> dict:
             "true": np.array([e[1] for e in examples]),
             "pred": np.array([e[2] for e in examples]),
             "images": np.stack([e[3] for e in examples])}
-
-
-def write_pictures(run_dir, rows: list[dict], merged: dict | None, class_names: list[str],
-                   title: str) -> dict:
-    """The PNGs into the run directory; {name: file name} of those written."""
-    from pathlib import Path
-
-    from hpctrain.report import pictures
-
-    run_dir = Path(run_dir)
-    made = {}
-    if rows:
-        pictures.learning_curves(rows, run_dir / pictures.PICTURES["curves"], title)
-        made["curves"] = pictures.PICTURES["curves"]
-    if merged is not None and merged["counts"].sum():
-        pictures.confusion_matrix(merged["counts"], class_names,
-                                  run_dir / pictures.PICTURES["confusion"])
-        made["confusion"] = pictures.PICTURES["confusion"]
-        for kind, caption in (("mistakes", "misclassified test images, most confident first"),
-                              ("correct", "correctly classified test images")):
-            ex = merged[kind]
-            pictures.example_grid(ex["images"], ex["true"], ex["pred"], ex["conf"],
-                                  class_names, run_dir / pictures.PICTURES[kind], caption)
-            made[kind] = pictures.PICTURES[kind]
-    return made

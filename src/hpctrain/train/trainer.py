@@ -19,17 +19,17 @@ import hashlib
 import os
 import time
 from pathlib import Path
+from typing import Protocol
 
 import horovod.tensorflow as hvd_tf
 import horovod.tensorflow.keras as hvd
 import tensorflow as tf
 
-from hpctrain import environment
+from hpctrain import environment, machine
 from hpctrain.atomic import no_space, write_json
 from hpctrain.data.layout import record_fingerprint
 from hpctrain.environment import JobEnvironment
 from hpctrain.experiment import TrainConfig, data_on
-from hpctrain.report import run_report
 from hpctrain.resources import results_dir
 from hpctrain.train import callbacks as cb
 from hpctrain.train import checkpoint, predictions
@@ -50,11 +50,24 @@ EXIT_NO_CHECKPOINT = 4  # --resume, and no checkpoint left that verifies: rerunn
 EXIT_DISK_FULL = 5  # a write found the run directory's file system full: so would a rerun
 
 
+class Reporting(Protocol):
+    """Where rank 0's report goes (report/run_report.py's RunReporter, given by the command
+    that starts the run): `mark` corrects an earlier segment's status, `write` writes the
+    report from its fields and returns it, `draw` the pictures ({name: file})."""
+
+    def mark(self, run_dir: Path, status: str, error: str | None = None) -> None: ...
+
+    def write(self, run_dir: Path, **fields) -> dict: ...
+
+    def draw(self, run_dir: Path, rows: list[dict], merged: dict | None,
+             class_names: list[str], title: str) -> dict: ...
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig, env: JobEnvironment, run_dir: Path | None,
-                 resume: bool = False, stop: StopRequest | None = None,
+                 reporter: Reporting, resume: bool = False, stop: StopRequest | None = None,
                  data_seen: dict[str, str] | None = None):
-        self.cfg, self.env, self.resume = cfg, env, resume
+        self.cfg, self.env, self.resume, self.reporter = cfg, env, resume, reporter
         self.data_seen = data_seen  # the data's fingerprint, if train/command.py took it
         self.run_dir: Path = run_dir or Path()  # chosen by rank 0 in set_up()
         self._requested_dir = run_dir
@@ -104,7 +117,7 @@ class Trainer:
 
     def _mark(self, status: str, error: str | None = None) -> None:
         if self.env.is_main:
-            run_report.mark(self.run_dir, status, error)
+            self.reporter.mark(self.run_dir, status, error)
 
     # ---- 1. Horovod, TensorFlow, run directory -------------------------------------------
     def set_up(self) -> None:
@@ -119,6 +132,7 @@ class Trainer:
         self.env = env = self.env.with_horovod(hvd)
         require_keras2(tf)
         self.threads = configure_tensorflow(cfg, env)
+        self.hardware = {"node": machine.node(env.node_name), "horovod": horovod_backend()}
         # Horovod: all ranks agree on one run directory, chosen by rank 0
         self.run_dir = Path(hvd_tf.broadcast_object(str(
             self._requested_dir or results_dir() / cfg.experiment / new_run_id(env)),
@@ -319,7 +333,7 @@ class Trainer:
         files, error = {}, None
         if self.env.is_main:
             try:
-                files = predictions.write_pictures(
+                files = self.reporter.draw(
                     self.run_dir, self.recorder.rows, merged,
                     list(self.feed.info.get("class_names") or []),
                     f"{self.cfg.experiment}: {self.cfg.model}")
@@ -337,28 +351,41 @@ class Trainer:
     def report(self, digests: list[str] | None, status: str, error: str | None,
                pictures: dict | None = None) -> dict:
         """Writes report.json and report.md; returns the report."""
-        report = run_report.build_report(
-            config=self.cfg.to_dict(), epochs=self.recorder.rows, env=self.env.as_dict(),
-            node_names=self.node_names, dataset=self.feed.info, startup_s=self.startup_s,
-            startup_marks=self.marks,
+        return self.reporter.write(
+            self.run_dir, config=self.cfg.to_dict(), epochs=self.recorder.rows,
+            env=self.env.as_dict(), node_names=self.node_names, dataset=self.feed.info,
+            startup_s=self.startup_s, startup_marks=self.marks,
             train_s=self.recorder.train_seconds, total_s=time.time() - process_start(),
             segments=self.snapshot()["segments"], checkpoints_skipped=self.state.skipped,
-            weight_digests=digests, status=status,
-            error=error, versions=run_report.collect_versions(), run_dir=str(self.run_dir),
-            threads=self.threads, started_unix=process_start(), pictures=pictures,
+            weight_digests=digests, status=status, error=error, threads=self.threads,
+            started_unix=process_start(), pictures=pictures, hardware=self.hardware,
             model_size={
                 "parameters": int(self.model.count_params()),
                 "trainable_parameters": int(sum(w.shape.num_elements() or 0
                                                 for w in self.model.trainable_weights)),
                 "gradient_bytes": int(sum((w.shape.num_elements() or 0) * w.dtype.size
                                           for w in self.model.trainable_weights))})
-        run_report.write_report(self.run_dir, report)
-        return report
 
     def log(self, msg: str) -> None:
         elapsed = time.time() - process_start()
         print(f"[rank {self.env.rank}/{self.env.size} {self.env.node_name} {elapsed:6.1f}s] "
               f"{msg}", flush=True)
+
+
+def horovod_backend() -> dict:
+    """How this run's ranks talk: Horovod's controller and tensor operations, its fusion and
+    cycle settings, the CUDA / cuDNN / NCCL it was built with (None without)."""
+    build = tf.sysconfig.get_build_info()
+    gpu = bool(tf.config.list_physical_devices("GPU"))
+    controller = "MPI" if hvd_tf.mpi_enabled() else "Gloo" if hvd_tf.gloo_enabled() else None
+    return {"controller": controller,
+            "tensor_ops": "NCCL" if gpu and hvd_tf.nccl_built() else controller,
+            "nccl_built": bool(hvd_tf.nccl_built()),
+            "fusion_threshold_bytes": int(os.environ.get("HOROVOD_FUSION_THRESHOLD",
+                                                         128 * 2**20)),
+            "cycle_time_ms": float(os.environ.get("HOROVOD_CYCLE_TIME", 1.0)),
+            "hierarchical_allreduce": os.environ.get("HOROVOD_HIERARCHICAL_ALLREDUCE") == "1",
+            "cuda": build.get("cuda_version"), "cudnn": build.get("cudnn_version")}
 
 
 def configure_tensorflow(cfg: TrainConfig, env: JobEnvironment) -> int:
