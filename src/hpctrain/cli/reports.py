@@ -91,30 +91,34 @@ def _project(args) -> int:
     from hpctrain.atomic import write_json, write_text
     from hpctrain.scaling import costmodel, projection, published
 
-    overhead, overlap = published.calibrate()
-    overhead = overhead if args.overhead is None else costmodel.parse_seconds(args.overhead)
-    overlap = overlap if args.overlap is None else args.overlap
-    if not 0 <= overlap <= 1:
-        raise InputError(f"--overlap {overlap}: a fraction in [0, 1]")
     command = "hpctrain project " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["project"] \
         else "hpctrain project ..."
     if args.published:
-        rows = published.check(overhead, overlap)
-        text = published.render(rows, overhead, overlap, command)
+        fitted = published.calibrate()
+        rows = published.check(fitted)
+        text = published.render(rows, fitted, command)
         if args.out:
             out = Path(args.out)
             out.mkdir(parents=True, exist_ok=True)
             write_text(out / "README.md", text)
-            write_json(out / "published.json", {"overhead_s": overhead, "overlap": overlap,
-                                                "rows": rows})
+            write_json(out / "published.json", {"constants": fitted.as_dict(), "rows": rows})
+            write_json(published.CALIBRATED, fitted.as_dict())  # what projections use
         print(text, end="")
         return 0
+    fitted = published.calibrated()
     try:
+        given = costmodel.parse_bandwidth(args.network)
+        share = 1.0 if args.transport == "measured" else fitted.share[args.transport]
         net = costmodel.Network(
-            costmodel.parse_bandwidth(args.network), costmodel.parse_seconds(args.latency),
+            given * share, costmodel.parse_seconds(args.latency),
             costmodel.parse_bandwidth(args.intra_bandwidth),
             costmodel.parse_seconds(args.intra_latency))
         gpus = [int(g) for g in args.gpus.split(",")]
+        hvd = costmodel.Horovod(
+            fusion_bytes=args.fusion_mb * 2**20, cycle_s=args.cycle_ms / 1e3,
+            algorithm=args.algorithm, compression=args.compression,
+            jitter=fitted.jitter if args.jitter is None else args.jitter,
+            contention=fitted.contention if args.contention is None else args.contention)
     except ValueError as e:
         raise InputError(str(e)) from None
     if args.study:
@@ -125,15 +129,17 @@ def _project(args) -> int:
     else:
         raise InputError("give --study DIR, or --model, --throughput and --batch "
                          "(or --published)")
-    opt = costmodel.Options(overlap=overlap, fusion_bytes=args.fusion_mb * 2**20,
-                            cycle_s=args.cycle_ms / 1e3, overhead_s=overhead)
-    rows = projection.projection_table(cal, gpus, args.gpus_per_node, net, opt)
+    rows = projection.projection_table(cal, gpus, args.gpus_per_node, net, hvd)
+    delivered = {"measured": "as given (measured)", "rdma": "at line rate over RDMA",
+                 "tcp": f"{share:.2f} of it delivered over TCP (fitted)"}[args.transport]
     text = "\n".join([
         f"# Projection: {cal.source}", "",
-        f"Network {args.network} between nodes ({args.latency} per message), "
-        f"{args.intra_bandwidth} within a node; {args.gpus_per_node} GPUs (ranks) per node; "
-        f"overlap {overlap:.2f}, per-step overhead {1e3 * overhead:.1f} ms (calibrated on "
-        "published figures unless given: `hpctrain project --published`).", "",
+        f"Network {args.network} per node between nodes, {delivered}, {args.latency} per "
+        f"message; {args.intra_bandwidth} within a node; {args.gpus_per_node} GPUs (ranks) "
+        f"per node; NCCL algorithm {hvd.algorithm}, compression {hvd.compression}; Horovod "
+        f"fusion {args.fusion_mb:g} MiB, cycle {args.cycle_ms:g} ms; step-time jitter "
+        f"{100 * hvd.jitter:.2f} %, contention {hvd.contention:.2f} (fitted on published "
+        "figures unless given: `hpctrain project --published`).", "",
         projection.render_table(rows), "",
         "Reproduce with:", "", "```", command, "```", ""])
     if args.out:
@@ -195,12 +201,14 @@ def add(sub) -> None:
 
     pj = sub.add_parser(
         "project", formatter_class=argparse.RawDescriptionHelpFormatter,
-        help="project a study (or a GPU's throughput) to larger clusters: a ring-allreduce "
-        "cost model",
-        description="Predict step time, images/s and scaling efficiency at N GPUs: compute "
-        "per step\n(from the study's smallest point, or a GPU's throughput at its batch) + "
-        "the ring\nallreduce of the model's gradients not hidden behind the backward pass + "
-        "a per-step\noverhead. --published checks the model against published figures.",
+        help="project a study (or a GPU's throughput) to larger clusters: a simulated "
+        "training step",
+        description="Predict step time, images/s and scaling efficiency at N GPUs by "
+        "simulating one step:\ncompute per step (from the study's smallest point, or a GPU's "
+        "throughput at its batch),\nlayer by layer; the wait for the slowest rank; Horovod's "
+        "negotiation, tensor fusion and\neach buffer's allreduce by NCCL's algorithm over "
+        "the links within and between nodes.\n--published fits the model's constants on "
+        "published figures and checks it on held-out ones.",
         epilog="examples:\n"
         "  hpctrain project --study results/studies/synthetic_resnet20-weak --gpus 2,8,64 "
         "--network 25Gb/s\n"
@@ -216,17 +224,32 @@ def add(sub) -> None:
     pj.add_argument("--gpus", default="1,8,64,512", help="rank counts (default 1,8,64,512)")
     pj.add_argument("--gpus-per-node", type=int, default=4)
     pj.add_argument("--network", default="25Gb/s", help="per-node network, e.g. 25Gb/s or "
-                    "12.5GB/s (default 25Gb/s)")
+                    "12.5GB/s (default 25Gb/s): the NIC's nominal rate, or what `hpctrain "
+                    "bench allreduce` measured (--transport measured)")
+    pj.add_argument("--transport", choices=("rdma", "tcp", "measured"), default="rdma",
+                    help="how NCCL crosses the network: RDMA (RoCE, InfiniBand) or TCP "
+                    "deliver a fitted share of --network; measured: --network as given")
     pj.add_argument("--latency", default="10us", help="per-message latency across nodes")
     pj.add_argument("--intra-bandwidth", default="100GB/s", help="within a node (NVLink "
                     "~100-230GB/s, PCIe ~10GB/s)")
     pj.add_argument("--intra-latency", default="3us")
-    pj.add_argument("--overlap", type=float, help="0..1 (default: calibrated)")
-    pj.add_argument("--overhead", help="per-step overhead, e.g. 10ms (default: calibrated)")
-    pj.add_argument("--fusion-mb", type=float, default=64.0, help="HOROVOD_FUSION_THRESHOLD")
-    pj.add_argument("--cycle-ms", type=float, default=1.0, help="HOROVOD_CYCLE_TIME")
+    pj.add_argument("--algorithm", choices=("auto", "ring", "tree", "hierarchical"),
+                    default="auto", help="NCCL's allreduce across nodes (auto: the faster "
+                    "of ring and tree, as NCCL >= 2.4; hierarchical: Horovod's "
+                    "HOROVOD_HIERARCHICAL_ALLREDUCE)")
+    pj.add_argument("--compression", choices=("none", "fp16"), default="none",
+                    help="Horovod's gradient compression")
+    pj.add_argument("--jitter", type=float, help="coefficient of variation of one rank's "
+                    "step time, e.g. 0.02 (default: fitted)")
+    pj.add_argument("--contention", type=float, help="compute lost per second of allreduce "
+                    "alongside it, 0..1 (default: fitted)")
+    pj.add_argument("--fusion-mb", type=float, default=128.0,
+                    help="HOROVOD_FUSION_THRESHOLD in MiB (default 128, Horovod >= 0.21)")
+    pj.add_argument("--cycle-ms", type=float, default=1.0,
+                    help="HOROVOD_CYCLE_TIME (default 1, Horovod >= 0.21)")
     pj.add_argument("--published", action="store_true",
-                    help="check the model against the published figures")
+                    help="fit the model on the calibration figures, check it on the held-out "
+                    "ones (with --out: also the constants projections use)")
     pj.add_argument("--out", help="write the result (a directory with --published, else "
                     "a markdown file)")
     pj.set_defaults(func=_project)

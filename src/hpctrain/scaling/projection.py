@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from hpctrain.scaling.costmodel import Network, Options, Workload, project
+from hpctrain.scaling.costmodel import Horovod, Network, Workload, project
 from hpctrain.validation import InputError
 
 
@@ -80,34 +80,23 @@ def from_study(study_dir: Path) -> Calibration:
 
 
 def projection_table(cal: Calibration, gpus: list[int], per_node: int, net: Network,
-                     opt: Options) -> list[dict]:
-    rows = []
-    for n in gpus:
-        with_overlap = project(cal.workload, n, per_node, net, opt)
-        plain = project(cal.workload, n, per_node, net,
-                        Options(0.0, opt.fusion_bytes, opt.cycle_s, opt.overhead_s))
-        rows.append({**with_overlap, "efficiency_no_overlap": plain["efficiency"],
-                     "images_per_s_no_overlap": plain["images_per_s"]})
-    return rows
+                     hvd: Horovod) -> list[dict]:
+    return [project(cal.workload, n, per_node, net, hvd) for n in gpus]
 
 
 def render_table(rows: list[dict]) -> str:
-    head = ("| GPUs | nodes | compute ms | allreduce ms | exposed ms | step ms | images/s | "
-            "efficiency | without overlap |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    head = ("| GPUs | nodes | compute ms | slowest rank +ms | contention +ms | allreduce ms | "
+            "exposed ms | step ms | images/s | efficiency |\n"
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     body = [f"| {r['gpus']} | {r['nodes']} | {1e3 * r['compute_s']:.1f} | "
-            f"{1e3 * r['allreduce_s']:.1f} | {1e3 * r['exposed_s']:.1f} | "
-            f"{1e3 * r['step_s']:.1f} | {r['images_per_s']:,.0f} | "
-            f"{100 * r['efficiency']:.1f} % | "
-            f"{100 * r['efficiency_no_overlap']:.1f} % |" for r in rows]
-    notes = ["", "allreduce ms: all of a step's allreduces, in the fused buffers Horovod sends "
-             "while the backward pass runs; exposed ms: what is not hidden behind it; without "
-             "overlap: one fused allreduce after the backward pass."]
-    worse = [r["gpus"] for r in rows if r["efficiency"] < r["efficiency_no_overlap"] - 1e-9]
-    if worse:
-        notes.append(f"At {', '.join(map(str, worse))} GPUs overlapping loses: the many small "
-                     "buffers sent during the backward pass each pay the ring's 2(N-1) "
-                     "message latencies, more than one fused allreduce at the end. Fewer, "
-                     "larger buffers (a longer HOROVOD_CYCLE_TIME) or a latency-bound "
-                     "algorithm (NCCL's tree, HOROVOD_HIERARCHICAL_ALLREDUCE) recover it; the "
-                     "model here is the ring alone.")
+            f"{1e3 * r['straggle_s']:.1f} | {1e3 * r['contention_s']:.1f} | "
+            f"{1e3 * r['allreduce_s']:.1f} | "
+            f"{1e3 * r['exposed_s']:.1f} | {1e3 * r['step_s']:.1f} | "
+            f"{r['images_per_s']:,.0f} | {100 * r['efficiency']:.1f} % |" for r in rows]
+    notes = ["", "compute ms: one rank's step; slowest rank: how much later the slowest of N "
+             "ranks finishes its backward pass (step-time jitter); contention: how much longer "
+             "the backward pass takes with allreduces beside it; allreduce ms: all of a "
+             "step's allreduces, in the fused buffers Horovod sends while the backward pass "
+             "runs; exposed ms: what the allreduces add after the slowest rank's backward "
+             "pass."]
     return "\n".join([head, *body, *notes])
