@@ -224,11 +224,13 @@ def add(sub) -> None:
     pj.add_argument("--gpus", default="1,8,64,512", help="rank counts (default 1,8,64,512)")
     pj.add_argument("--gpus-per-node", type=int, default=4)
     pj.add_argument("--network", default="25Gb/s", help="per-node network, e.g. 25Gb/s or "
-                    "12.5GB/s (default 25Gb/s): the NIC's nominal rate, or what `hpctrain "
-                    "bench allreduce` measured (--transport measured)")
+                    "12.5GB/s (default 25Gb/s): the NIC's nominal rate, or a bandwidth you "
+                    "measured, e.g. nccl-tests' all_reduce_perf bus bandwidth between two "
+                    "nodes (--transport measured)")
     pj.add_argument("--transport", choices=("rdma", "tcp", "measured"), default="rdma",
-                    help="how NCCL crosses the network: RDMA (RoCE, InfiniBand) or TCP "
-                    "deliver a fitted share of --network; measured: --network as given")
+                    help="how NCCL crosses the network: RDMA (RoCE, InfiniBand) at line rate, "
+                    "TCP at the share fitted on published figures; measured: --network as "
+                    "given (default rdma)")
     pj.add_argument("--latency", default="10us", help="per-message latency across nodes")
     pj.add_argument("--intra-bandwidth", default="100GB/s", help="within a node (NVLink "
                     "~100-230GB/s, PCIe ~10GB/s)")
