@@ -102,6 +102,30 @@ def test_weak_and_strong_points():
         plan_points(TrainConfig(experiment="e", data="d", batch_size=100), (1, 3), 1, "strong")
 
 
+def test_ranks_within_a_node_then_nodes_against_one_base():
+    from hpctrain.scaling.study import Study, extends
+    from hpctrain.slurm.request import Request
+
+    cfg = TrainConfig(experiment="e", data="d.h5", batch_size=256, learning_rate=0.1)
+    # 8 GPUs a node: 1, 2, 4 and 8 on one node, then 2 and 4 nodes; strong from 1 rank
+    points = plan_points(cfg, (1, 2, 4), 8, "strong", within_node=(1, 2, 4))
+    assert [(p.nodes, p.ranks, p.batch_size) for p in points] == [
+        (1, 1, 256), (1, 2, 128), (1, 4, 64), (1, 8, 32), (2, 16, 16), (4, 32, 8)]
+    assert len({p.name for p in points}) == 6
+    with pytest.raises(ConfigError, match="below --ntasks-per-node 8"):
+        plan_points(cfg, (1, 2), 8, "weak", within_node=(2, 8))
+    with pytest.raises(ConfigError, match="must start at 1"):
+        plan_points(cfg, (2, 4), 8, "weak", within_node=(1,))
+    study = Study(Request(config="c.yaml"), (1, 2), 4, "weak", within_node=(1, 2), name="s")
+    assert "--within-node 1,2" in study.command() and study.plan()["within_node"] == [1, 2]
+    # a study may gain within-node points; in strong mode not a new smallest one
+    more = Study(Request(config="c.yaml"), (1, 2), 4, "strong", within_node=(2,), name="s")
+    assert extends(more.plan(), Study(Request(config="c.yaml"), (1, 2), 4, "strong",
+                                      within_node=(2, 3), name="s").plan())
+    assert not extends(more.plan(), Study(Request(config="c.yaml"), (1, 2), 4, "strong",
+                                          within_node=(1, 2), name="s").plan())
+
+
 def _epoch(parts_by_rank: list[tuple[float, float, float, float]], first: bool = False) -> dict:
     ranks = []
     for rank, (i, c, a, o) in enumerate(parts_by_rank):

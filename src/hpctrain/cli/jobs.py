@@ -201,7 +201,9 @@ def _study(args) -> int:
     study = Study(req, parse_nodes(args.nodes), tasks, args.mode, args.repeats,
                   name, parallel=args.parallel,
                   global_batches=parse_nodes(args.global_batches, "--global-batches")
-                  if args.global_batches else ())
+                  if args.global_batches else (),
+                  within_node=parse_nodes(args.within_node, "--within-node")
+                  if args.within_node else ())
     try:
         outcome = run_study(study, dry_run=args.dry_run, wait=not args.no_wait,
                             timeout=args.wait_timeout, log=_say)
@@ -295,6 +297,9 @@ def add(sub) -> None:
                    "--global-batches on one node count (gradient accumulation, with and "
                    "without warm-up)")
     y.add_argument("--global-batches", help="--mode batch: e.g. 128,512,2048,4096")
+    y.add_argument("--within-node", help="rank counts on one node before the nodes, e.g. "
+                   "1,2,4 with --ntasks-per-node 8 --nodes 1,2,4: 1, 2, 4, 8 ranks on one "
+                   "node, then 16 and 32 on 2 and 4 nodes, one base for all")
     y.add_argument("--repeats", type=int, default=1, help="runs per point (an interval "
                    "over repeats needs >= 2)")
     y.add_argument("--name", help="study directory results/studies/NAME (default "

@@ -7,6 +7,9 @@ then the study's tables, plots and node-hour budget in results/studies/<name>/.
   ranks, which must divide) and its learning rate (the per-rank rate is scaled down by the
   same factor, so `learning_rate x ranks` is equal at every point);
 - weak scaling keeps the per-rank batch (and so the global batch grows with the ranks);
+- `--within-node 1,2,4` first adds ranks within one node (1, 2, 4, then --ntasks-per-node
+  of them: GPUs over NVLink or PCIe), then nodes (--nodes, each with --ntasks-per-node
+  ranks), all against one base, the smallest point;
 - `--mode batch --global-batches 128,512,4096` asks whether accuracy holds at large global
   batches: on fixed nodes, each rank accumulates gradients over several batches (Horovod's
   backward_passes_per_step) to emulate the global batch of a larger cluster, with the
@@ -95,15 +98,28 @@ def parse_nodes(value: str, flag: str = "--nodes") -> tuple[int, ...]:
     return nodes
 
 
+def geometry(nodes: tuple[int, ...], tasks_per_node: int,
+             within_node: tuple[int, ...] = ()) -> list[tuple[int, int]]:
+    """(nodes, ranks) of every point: the ranks within one node first, then the nodes."""
+    inside = [r for r in within_node if r < tasks_per_node]
+    if len(inside) != len(within_node):
+        raise ConfigError(f"--within-node {','.join(map(str, within_node))}: rank counts "
+                          f"within one node below --ntasks-per-node {tasks_per_node}")
+    if within_node and nodes[0] != 1:
+        raise ConfigError("--within-node: the node counts must start at 1 (the within-node "
+                          "points lead up to one full node)")
+    return [(1, r) for r in inside] + [(n, n * tasks_per_node) for n in nodes]
+
+
 def plan_points(cfg: TrainConfig, nodes: tuple[int, ...], tasks_per_node: int,
-                mode: str) -> list[Point]:
+                mode: str, within_node: tuple[int, ...] = ()) -> list[Point]:
     """The study's points; strong scaling keeps the smallest point's global batch and rate."""
     if mode not in MODES[:2]:
         raise ConfigError(f"--mode {mode!r}: choose from {', '.join(MODES)}")
-    base_ranks = nodes[0] * tasks_per_node
+    shape = geometry(nodes, tasks_per_node, within_node)
+    base_ranks = shape[0][1]
     points = []
-    for n in nodes:
-        ranks = n * tasks_per_node
+    for n, ranks in shape:
         if mode == "weak":
             points.append(Point(n, ranks, cfg.batch_size, cfg.learning_rate))
             continue
@@ -127,12 +143,16 @@ class Study:
     name: str = ""
     parallel: bool = False
     global_batches: tuple[int, ...] = ()  # --mode batch
+    within_node: tuple[int, ...] = ()  # ranks on one node before the nodes
 
     def points(self, cfg: TrainConfig) -> list[Point]:
         if self.mode != "batch":
             if self.global_batches:
                 raise ConfigError("--global-batches is for --mode batch")
-            return plan_points(cfg, self.nodes, self.tasks_per_node, self.mode)
+            return plan_points(cfg, self.nodes, self.tasks_per_node, self.mode,
+                               self.within_node)
+        if self.within_node:
+            raise ConfigError("--within-node is for --mode strong or weak")
         if len(self.nodes) != 1 or not self.global_batches:
             raise ConfigError("--mode batch: one --nodes value and --global-batches, e.g. "
                               "--nodes 2 --global-batches 128,512,4096")
@@ -146,7 +166,8 @@ class Study:
                 "nodes": list(self.nodes), "tasks_per_node": self.tasks_per_node,
                 "mode": self.mode, "profile": self.request.profile, "job": self.job(),
                 **({"global_batches": list(self.global_batches)} if self.global_batches
-                   else {})}
+                   else {}),
+                **({"within_node": list(self.within_node)} if self.within_node else {})}
 
     def job(self) -> dict:
         """The job options given besides the points' geometry (the same for every point)."""
@@ -161,6 +182,8 @@ class Study:
                 *(a for k, v in self.job().items() for a in (flag(k), str(v))),
                 "--mode", self.mode, *(["--global-batches", ",".join(map(
                     str, self.global_batches))] if self.global_batches else []),
+                *(["--within-node", ",".join(map(str, self.within_node))]
+                  if self.within_node else []),
                 "--repeats", str(self.repeats), "--name", self.name,
                 *(["--profile", self.request.profile] if self.request.profile else []),
                 *self.request.overrides]
@@ -189,9 +212,11 @@ def extends(old: dict, new: dict) -> bool:
     if any(old.get(k) != new.get(k) for k in fixed) or old.get("job", {}) != new.get("job", {}):
         return False
     if not set(old["nodes"]) <= set(new["nodes"]) or \
-            not set(old.get("global_batches", [])) <= set(new.get("global_batches", [])):
+            not set(old.get("global_batches", [])) <= set(new.get("global_batches", [])) or \
+            not set(old.get("within_node", [])) <= set(new.get("within_node", [])):
         return False
-    return new["mode"] != "strong" or min(old["nodes"]) == min(new["nodes"])
+    smallest = [min(p.get("within_node") or p["nodes"]) for p in (old, new)]
+    return new["mode"] != "strong" or smallest[0] == smallest[1]
 
 
 def run_study(study: Study, dry_run: bool = False, wait: bool = True,
@@ -260,7 +285,7 @@ def run_study(study: Study, dry_run: bool = False, wait: bool = True,
 
 def _point_request(study: Study, point: Point, run_dir: Path) -> Request:
     req = study.request
-    job = req.job.replace(nodes=point.nodes, ntasks_per_node=study.tasks_per_node)
+    job = req.job.replace(nodes=point.nodes, ntasks_per_node=point.ranks // point.nodes)
     return dataclasses.replace(req, overrides=(*req.overrides, *point.overrides()), job=job,
                                run_dir=str(run_dir),
                                job_name=req.job_name or f"study-{study.name}-{point.name}")
