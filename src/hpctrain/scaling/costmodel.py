@@ -137,6 +137,7 @@ def _ring(nbytes: float, ranks: int, bandwidth: float, latency: float) -> float:
     return 2 * (ranks - 1) / ranks * nbytes / bandwidth + 2 * (ranks - 1) * latency
 
 
+@functools.lru_cache(maxsize=1 << 16)  # a fit asks for the same buffers again and again
 def allreduce_s(nbytes: float, ranks: int, per_node: int, net: Network,
                 algorithm: str = "auto") -> float:
     """One allreduce of `nbytes` over `ranks`, `per_node` of them in each node."""
