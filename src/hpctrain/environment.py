@@ -112,6 +112,10 @@ class JobEnvironment:
             cpus_allowed=_cpus_allowed(),
         )
 
+    # Horovod's own defaults since 0.21 (5 ms and 64 MiB before): what a run uses unless set
+    HOROVOD_CYCLE_MS = 1.0
+    HOROVOD_FUSION_BYTES = 128 * 2**20
+
     # Horovod's background thread wakes every HOROVOD_CYCLE_TIME ms (1 by default) to look for
     # tensors to reduce. One rank has nothing to reduce in a step, but the wake-ups still take
     # the cores from TensorFlow's threads: measured on the workshop CNN in one process

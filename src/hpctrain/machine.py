@@ -41,22 +41,26 @@ def one_line(m: dict) -> str:
     return f"{m['model']}, {m['cpus']} CPUs, {vector}"
 
 
-def gpus() -> list[dict]:
-    """The node's NVIDIA GPUs (name, driver, memory) from nvidia-smi; [] without one."""
+def _tool_output(argv: list[str]) -> str | None:
+    """What a node tool prints, or None when it is missing, fails or hangs (20 s)."""
     import shutil
     import subprocess
 
-    smi = shutil.which("nvidia-smi")
-    if not smi:
-        return []
+    tool = shutil.which(argv[0])
+    if not tool:
+        return None
     try:
-        res = subprocess.run([smi, "--query-gpu=name,driver_version,memory.total",
-                              "--format=csv,noheader"], capture_output=True, text=True,
-                             timeout=20)
+        res = subprocess.run([tool, *argv[1:]], capture_output=True, text=True, timeout=20)
     except (OSError, subprocess.TimeoutExpired):
-        return []
-    rows = [[c.strip() for c in line.split(",")] for line in res.stdout.splitlines()
-            if line.strip()] if res.returncode == 0 else []
+        return None
+    return res.stdout if res.returncode == 0 else None
+
+
+def gpus() -> list[dict]:
+    """The node's NVIDIA GPUs (name, driver, memory) from nvidia-smi; [] without one."""
+    out = _tool_output(["nvidia-smi", "--query-gpu=name,driver_version,memory.total",
+                        "--format=csv,noheader"]) or ""
+    rows = [[c.strip() for c in line.split(",")] for line in out.splitlines() if line.strip()]
     return [{"name": r[0], "driver": r[1], "memory": r[2]} for r in rows if len(r) == 3]
 
 
@@ -76,20 +80,11 @@ def interconnect(root: Path = Path("/sys/class/infiniband")) -> list[dict]:
 
 def slurm_features(node_name: str) -> list[str] | None:
     """The Slurm node's features (scontrol show node), None outside Slurm."""
-    import shutil
-    import subprocess
-
-    scontrol = shutil.which("scontrol")
-    if not (scontrol and node_name and os.environ.get("SLURM_JOB_ID")):
+    if not (node_name and os.environ.get("SLURM_JOB_ID")):
         return None
-    try:
-        res = subprocess.run([scontrol, "show", "node", node_name, "-o"], capture_output=True,
-                             text=True, timeout=20)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    m = re.search(r"\bAvailableFeatures=(\S*)", res.stdout)
-    return None if res.returncode or not m else \
-        [f for f in m.group(1).split(",") if f and f != "(null)"]
+    m = re.search(r"\bAvailableFeatures=(\S*)",
+                  _tool_output(["scontrol", "show", "node", node_name, "-o"]) or "")
+    return [f for f in m.group(1).split(",") if f and f != "(null)"] if m else None
 
 
 def node(node_name: str = "") -> dict:

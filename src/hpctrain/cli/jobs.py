@@ -167,19 +167,20 @@ def _postmortem(args) -> int:
 
 
 def _train(args) -> int:
+    return _hpctrain_train(args.train_args)  # it parses its own options
+
+
+def _hpctrain_train(argv: list[str]) -> int:
+    """`hpctrain train ARGV` in this process, its report written by report/'s RunReporter."""
     from hpctrain.report.run_report import RunReporter
     from hpctrain.train.command import main
 
-    return main(args.train_args, RunReporter())  # it parses its own options
+    return main(argv, RunReporter())
 
 
 def sweep_task(config: str, run_dir: str, overrides: list[str]) -> dict:
     """One sweep task under submitit: `hpctrain train` in every srun task of the job."""
-    from hpctrain.report.run_report import RunReporter
-    from hpctrain.train.command import main
-
-    code = main(["--config", config, "--run-dir", run_dir, "--resume", *overrides],
-                RunReporter())
+    code = _hpctrain_train(["--config", config, "--run-dir", run_dir, "--resume", *overrides])
     if code != 0:
         raise RuntimeError(f"hpctrain train exited with {code} (see {run_dir})")
     return {"run_dir": run_dir}

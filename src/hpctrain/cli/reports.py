@@ -9,6 +9,7 @@ import os
 import sys
 from pathlib import Path
 
+from hpctrain.environment import JobEnvironment
 from hpctrain.validation import InputError
 
 
@@ -245,10 +246,11 @@ def add(sub) -> None:
                     "step time, e.g. 0.02 (default: fitted)")
     pj.add_argument("--contention", type=float, help="compute lost per second of allreduce "
                     "alongside it, 0..1 (default: fitted)")
-    pj.add_argument("--fusion-mb", type=float, default=128.0,
-                    help="HOROVOD_FUSION_THRESHOLD in MiB (default 128, Horovod >= 0.21)")
-    pj.add_argument("--cycle-ms", type=float, default=1.0,
-                    help="HOROVOD_CYCLE_TIME (default 1, Horovod >= 0.21)")
+    pj.add_argument("--fusion-mb", type=float, default=JobEnvironment.HOROVOD_FUSION_BYTES
+                    / 2**20, help="HOROVOD_FUSION_THRESHOLD in MiB (default: Horovod's, "
+                    "%(default)g since 0.21)")
+    pj.add_argument("--cycle-ms", type=float, default=JobEnvironment.HOROVOD_CYCLE_MS,
+                    help="HOROVOD_CYCLE_TIME (default: Horovod's, %(default)g since 0.21)")
     pj.add_argument("--published", action="store_true",
                     help="fit the model on the calibration figures, check it on the held-out "
                     "ones (with --out: also the constants projections use)")

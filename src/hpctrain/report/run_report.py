@@ -142,19 +142,26 @@ def collect_versions() -> dict:
     }
 
 
-def hardware_lines(hw: dict | None) -> list[str]:
-    """Rank 0's node and how the ranks talk, for report.md and a study's README."""
+def hardware_parts(hw: dict | None) -> tuple[str, str] | None:
+    """(rank 0's node, how the ranks talk) in words; None for a report without them."""
     if not hw:
-        return []
+        return None
     from hpctrain.machine import describe_node
 
     h = hw.get("horovod") or {}
     built = ", ".join(f"{k} {h[k]}" for k in ("cuda", "cudnn") if h.get(k))
-    return [f"- hardware (rank 0's node): {describe_node(hw['node'])}",
-            f"- Horovod: {h.get('controller')} controller, {h.get('tensor_ops')} allreduce"
+    return (describe_node(hw["node"]),
+            f"{h.get('controller')} controller, {h.get('tensor_ops')} allreduce"
             + (", hierarchical" if h.get("hierarchical_allreduce") else "")
             + f", fusion {h.get('fusion_threshold_bytes', 0) / 2**20:g} MiB, cycle "
-            f"{h.get('cycle_time_ms')} ms" + (f"; built with {built}" if built else "")]
+            f"{h.get('cycle_time_ms')} ms" + (f"; built with {built}" if built else ""))
+
+
+def hardware_lines(hw: dict | None) -> list[str]:
+    """Rank 0's node and how the ranks talk, for report.md."""
+    parts = hardware_parts(hw)
+    return [] if parts is None else [f"- hardware (rank 0's node): {parts[0]}",
+                                     f"- Horovod: {parts[1]}"]
 
 
 def _fmt(value, spec: str = ".4f", none: str = "n/a") -> str:

@@ -24,7 +24,7 @@ import statistics
 
 import pandas as pd
 
-from hpctrain.report.run_report import hardware_lines
+from hpctrain.report.run_report import hardware_parts
 from hpctrain.report.statistics import t95
 
 PARTS = ("input_s", "compute_s", "allreduce_s", "other_s")
@@ -73,8 +73,7 @@ def run_row(report: dict, run_dir: str, job: dict | None = None) -> dict:
         "parameters": (report.get("model_size") or {}).get("parameters"),
         "ranks_in_sync": (report.get("ranks_in_sync") or {}).get("ok"),
         "job_id": report["slurm"]["job_id"],
-        "hardware": "; ".join(line.split(": ", 1)[1]
-                              for line in hardware_lines(report.get("hardware"))) or None,
+        "hardware": "; ".join(hardware_parts(report.get("hardware")) or ()) or None,
     }
     row.update(job_overhead(report, job))
     node = (report.get("hardware") or {}).get("node") or {}

@@ -59,6 +59,8 @@ import re
 import statistics
 from dataclasses import dataclass, field
 
+from hpctrain.environment import JobEnvironment
+
 GB = 1e9
 ALGORITHMS = ("auto", "ring", "tree", "hierarchical")
 COMPRESSIONS = ("none", "fp16")
@@ -101,8 +103,8 @@ class Horovod:
     """How the ranks communicate: Horovod's settings and NCCL's algorithm, and how much one
     rank's step time varies from step to step."""
 
-    fusion_bytes: float = 64 * 2**20  # HOROVOD_FUSION_THRESHOLD (64 MiB; 128 MiB since 0.22)
-    cycle_s: float = 1e-3  # HOROVOD_CYCLE_TIME
+    fusion_bytes: float = JobEnvironment.HOROVOD_FUSION_BYTES  # HOROVOD_FUSION_THRESHOLD
+    cycle_s: float = JobEnvironment.HOROVOD_CYCLE_MS / 1e3  # HOROVOD_CYCLE_TIME
     algorithm: str = "auto"  # ALGORITHMS
     compression: str = "none"  # COMPRESSIONS: fp16 halves the bytes on the wire
     response_cache: bool = True  # Horovod >= 0.16

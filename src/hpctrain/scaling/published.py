@@ -106,31 +106,25 @@ def calibrate(figures: tuple[Figure, ...] = FIGURES, sweeps: int = 2) -> Constan
     def error(v: list[float]) -> float:
         return _squared(cal, constants(dict(zip(names, v, strict=True))))
 
-    def sweep(x: dict[str, float], steps: int) -> dict[str, float]:
-        for i, (lo, hi) in enumerate(BOUNDS.values()):
+    def sweep(x: dict[str, float], bounds: dict[str, tuple[float, float]],
+              steps: int) -> dict[str, float]:
+        for i, name in enumerate(names):
             start = [x[n] for n in names]
 
             def along(value: float, i: int = i, start: list[float] = start) -> float:
                 return error([*start[:i], value, *start[i + 1:]])
 
-            x = {**x, names[i]: _golden(along, lo, hi, steps=steps)}
+            x = {**x, name: _golden(along, *bounds[name], steps=steps)}
         return x
 
     for _ in range(sweeps):
-        x = sweep(x, 18)
+        x = sweep(x, BOUNDS, 18)
     x = dict(zip(names, _nelder_mead(error, [x[n] for n in names], list(BOUNDS.values())),
                  strict=True))
     # a last sweep, each constant within a tenth of its range of the simplex's best
-    bounds = {n: (max(lo, x[n] - (hi - lo) / 10), min(hi, x[n] + (hi - lo) / 10))
-              for n, (lo, hi) in BOUNDS.items()}
-    for i, n in enumerate(names):
-        start = [x[m] for m in names]
-
-        def near(value: float, i: int = i, start: list[float] = start) -> float:
-            return error([*start[:i], value, *start[i + 1:]])
-
-        x[n] = _golden(near, *bounds[n], steps=24)
-    return constants(x)
+    near = {n: (max(lo, x[n] - (hi - lo) / 10), min(hi, x[n] + (hi - lo) / 10))
+            for n, (lo, hi) in BOUNDS.items()}
+    return constants(sweep(x, near, 24))
 
 
 def _nelder_mead(fn: Callable[[list[float]], float], x0: list[float],

@@ -132,7 +132,9 @@ class Trainer:
         self.env = env = self.env.with_horovod(hvd)
         require_keras2(tf)
         self.threads = configure_tensorflow(cfg, env)
-        self.hardware = {"node": machine.node(env.node_name), "horovod": horovod_backend()}
+        # what rank 0's report records (only rank 0 writes reports)
+        self.hardware = {"node": machine.node(env.node_name),
+                         "horovod": horovod_backend()} if env.is_main else None
         # Horovod: all ranks agree on one run directory, chosen by rank 0
         self.run_dir = Path(hvd_tf.broadcast_object(str(
             self._requested_dir or results_dir() / cfg.experiment / new_run_id(env)),
@@ -382,8 +384,9 @@ def horovod_backend() -> dict:
             "tensor_ops": "NCCL" if gpu and hvd_tf.nccl_built() else controller,
             "nccl_built": bool(hvd_tf.nccl_built()),
             "fusion_threshold_bytes": int(os.environ.get("HOROVOD_FUSION_THRESHOLD",
-                                                         128 * 2**20)),
-            "cycle_time_ms": float(os.environ.get("HOROVOD_CYCLE_TIME", 1.0)),
+                                                         JobEnvironment.HOROVOD_FUSION_BYTES)),
+            "cycle_time_ms": float(os.environ.get("HOROVOD_CYCLE_TIME",
+                                                  JobEnvironment.HOROVOD_CYCLE_MS)),
             "hierarchical_allreduce": os.environ.get("HOROVOD_HIERARCHICAL_ALLREDUCE") == "1",
             "cuda": build.get("cuda_version"), "cudnn": build.get("cudnn_version")}
 
