@@ -124,6 +124,12 @@ def test_ranks_within_a_node_then_nodes_against_one_base():
                                       within_node=(2, 3), name="s").plan())
     assert not extends(more.plan(), Study(Request(config="c.yaml"), (1, 2), 4, "strong",
                                           within_node=(1, 2), name="s").plan())
+    # nor, in strong mode, a 1-rank base below a study whose smallest point was a full node
+    full = Study(Request(config="c.yaml"), (1, 2), 4, "strong", name="s").plan()
+    assert not extends(full, Study(Request(config="c.yaml"), (1, 2), 4, "strong",
+                                   within_node=(1,), name="s").plan())
+    assert extends(full, Study(Request(config="c.yaml"), (1, 2, 4), 4, "strong",
+                               name="s").plan())
 
 
 def _epoch(parts_by_rank: list[tuple[float, float, float, float]], first: bool = False) -> dict:

@@ -215,8 +215,13 @@ def extends(old: dict, new: dict) -> bool:
             not set(old.get("global_batches", [])) <= set(new.get("global_batches", [])) or \
             not set(old.get("within_node", [])) <= set(new.get("within_node", [])):
         return False
-    smallest = [min(p.get("within_node") or p["nodes"]) for p in (old, new)]
-    return new["mode"] != "strong" or smallest[0] == smallest[1]
+    return new["mode"] != "strong" or _base_ranks(old) == _base_ranks(new)
+
+
+def _base_ranks(plan: dict) -> int:
+    """The ranks of a plan's smallest point: its first within-node count, else one full
+    node of its smallest node count."""
+    return min(plan.get("within_node") or [min(plan["nodes"]) * plan["tasks_per_node"]])
 
 
 def run_study(study: Study, dry_run: bool = False, wait: bool = True,
