@@ -239,11 +239,23 @@ def test_compute_costs_alternates_its_variants_in_one_process(fmnist_h5):
 @pytest.mark.mpi
 def test_input_bench_runs_every_variant_and_reports_ratios(fmnist_h5, tmp_path):
     """The input pipeline benchmark at its smallest: one round of the 28x28 case (no staged
-    image tree given); every variant is measured, every round's rate kept, and the verdict
+    image tree given) on the first 6,000 training images (each variant reads its share 20
+    times a round); every variant is measured, every round's rate kept, and the verdict
     says one round has no interval."""
+    import h5py
+    import numpy as np
+
+    from hpctrain.data.stage_mnist import stage
+
+    with h5py.File(fmnist_h5) as f:
+        np.savez(tmp_path / "small.npz", x_train=f["train/images"][:6000, ..., 0],
+                 y_train=f["train/labels"][:6000], x_test=f["test/images"][:1000, ..., 0],
+                 y_test=f["test/labels"][:1000])
+    small = tmp_path / "small.h5"
+    stage("fashion-mnist", tmp_path / "small.npz", small)
     out = tmp_path / "benchmarks"
     res = subprocess.run([sys.executable, "-m", "hpctrain.bench", "--only", "input_pipeline",
-                          "--data", str(fmnist_h5), "--images", str(tmp_path / "none"),
+                          "--data", str(small), "--images", str(tmp_path / "none"),
                           "--rounds", "1", "--out", str(out), "--readme",
                           str(tmp_path / "README.md")],
                          cwd=REPO, capture_output=True, text=True, timeout=600)
@@ -261,6 +273,7 @@ def test_input_bench_runs_every_variant_and_reports_ratios(fmnist_h5, tmp_path):
     assert c["per_round"] == pytest.approx([rate[c["reader"]][0] / rate[c["memory"]][0]])
     assert "28x28x1: goal >= 0.9: **not resolved** (1 round: no interval)" in \
         r["headline"]["verdict"]
+    assert case["samples"] == 3000  # rank 0's half of the 6,000
     assert r["machine"]["cpus"] and "--rounds=1" in r["command"]
     assert "| hpctrain HDF5 reader -> tf.data (best) |" in (out / "README.md").read_text()
 

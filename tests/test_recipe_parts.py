@@ -183,14 +183,16 @@ def test_lamb_step_on_a_known_case():
 
 
 @pytest.mark.mpi
-@pytest.mark.parametrize("name", ["resnet20", "cnn_bn"])
+@pytest.mark.parametrize("name", ["resnet20", "cnn_bn", "cnn64"])
 def test_recipe_with_lars_and_lamb_on_two_ranks(one_launch, name):
-    """The recipe's parts and the layer-wise optimizers through Horovod on 2 ranks (the zoo's
-    runs in the shared launch, conftest.RECIPE): they train, the ranks end identical."""
+    """The recipe's parts (with SGD and momentum, as published) and the layer-wise optimizers
+    through Horovod on 2 ranks (the zoo's runs in the shared launch, conftest.RECIPE): they
+    train, the ranks end identical."""
     r = one_launch.report(name)
     assert r["status"] == "completed" and r["ranks"] == 2
     assert r["ranks_in_sync"]["ok"] is True
-    assert r["training"]["optimizer"] == {"resnet20": "lars", "cnn_bn": "lamb"}[name]
+    assert r["training"]["optimizer"] == {"resnet20": "sgd", "cnn_bn": "lars",
+                                          "cnn64": "lamb"}[name]
     if name == "resnet20":
         assert r["recipe"] == {"weight_decay": 0.0001, "label_smoothing": 0.1,
                                "zero_init_residual": True, "random_resized_crop": True}
