@@ -61,6 +61,9 @@ CASES = {
                                      stage_args=("--size", "256", "--resize", "center-crop",
                                                  "--max-unreadable", "$(reboot)")),
     "report_basic": _spec(template="report.sbatch", nodes=1, time="00:10:00"),
+    "allreduce_weird": _spec(template="allreduce.sbatch", config="", nodes=4,
+                             run_dir=f"{WEIRD}/net", launcher="mpirun",
+                             extra_args=("--nodes", "1,2,4", "--max-bytes", "$(reboot)")),
 }
 
 

@@ -6,6 +6,7 @@ package, and every parser lives here.
     data.py      stage
     jobs.py      train, submit, sweep, study, status, interactive, postmortem
     reports.py   report, project, predict
+    bench.py     bench allreduce
     options.py   the flags several commands share (config, job options, submission)
 """
 
@@ -15,7 +16,7 @@ import argparse
 import sys
 from typing import NoReturn
 
-from hpctrain.cli import cluster, data, jobs, reports
+from hpctrain.cli import bench, cluster, data, jobs, reports
 from hpctrain.environment import end_process
 from hpctrain.validation import InputError
 
@@ -50,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Horovod-distributed Keras training, read the timing and accuracy reports.",
         epilog=WORKFLOW)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for group in (cluster, data, jobs, reports):  # the order `hpctrain --help` lists them
+    for group in (cluster, data, jobs, reports, bench):  # the order `hpctrain --help` lists them
         group.add(sub)
     return p
 

@@ -4,6 +4,7 @@ of several), `project` (a study or a GPU's throughput on larger clusters) and `p
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -90,7 +91,7 @@ def _aggregate(args) -> int:
 
 def _project(args) -> int:
     from hpctrain.atomic import write_json, write_text
-    from hpctrain.scaling import costmodel, projection, published
+    from hpctrain.scaling import costmodel, network, projection, published
 
     command = "hpctrain project " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["project"] \
         else "hpctrain project ..."
@@ -107,20 +108,33 @@ def _project(args) -> int:
         print(text, end="")
         return 0
     fitted = published.calibrated()
+    measured = args.network.endswith(".json")
     try:
-        given = costmodel.parse_bandwidth(args.network)
-        share = 1.0 if args.transport == "measured" else fitted.share[args.transport]
         net = costmodel.Network(
-            given * share, costmodel.parse_seconds(args.latency),
+            1.0, costmodel.parse_seconds(args.latency),
             costmodel.parse_bandwidth(args.intra_bandwidth),
             costmodel.parse_seconds(args.intra_latency))
+        if measured:  # `hpctrain bench allreduce`'s result
+            net, _, delivered = network.network_from(network.load(args.network), net)
+            if "within a node" not in delivered:
+                delivered += f"; {args.intra_bandwidth} within a node (given)"
+        else:
+            share = 1.0 if args.transport == "measured" else fitted.share[args.transport]
+            net = dataclasses.replace(net, bandwidth=costmodel.parse_bandwidth(args.network)
+                                      * share)
+            delivered = (f"{args.network} per node between nodes, "
+                         + {"measured": "as given (measured)", "rdma": "at line rate over RDMA",
+                            "tcp": f"{share:.2f} of it delivered over TCP (fitted)"}[
+                                args.transport]
+                         + f", {args.latency} per message; {args.intra_bandwidth} within a "
+                         "node")
         gpus = [int(g) for g in args.gpus.split(",")]
         hvd = costmodel.Horovod(
             fusion_bytes=args.fusion_mb * 2**20, cycle_s=args.cycle_ms / 1e3,
             algorithm=args.algorithm, compression=args.compression,
             jitter=fitted.jitter if args.jitter is None else args.jitter,
             contention=fitted.contention if args.contention is None else args.contention)
-    except ValueError as e:
+    except ValueError as e:  # network.MeasurementError too
         raise InputError(str(e)) from None
     if args.study:
         cal = projection.from_study(Path(args.study))
@@ -131,12 +145,9 @@ def _project(args) -> int:
         raise InputError("give --study DIR, or --model, --throughput and --batch "
                          "(or --published)")
     rows = projection.projection_table(cal, gpus, args.gpus_per_node, net, hvd)
-    delivered = {"measured": "as given (measured)", "rdma": "at line rate over RDMA",
-                 "tcp": f"{share:.2f} of it delivered over TCP (fitted)"}[args.transport]
     text = "\n".join([
         f"# Projection: {cal.source}", "",
-        f"Network {args.network} per node between nodes, {delivered}, {args.latency} per "
-        f"message; {args.intra_bandwidth} within a node; {args.gpus_per_node} GPUs (ranks) "
+        f"Network {delivered}; {args.gpus_per_node} GPUs (ranks) "
         f"per node; NCCL algorithm {hvd.algorithm}, compression {hvd.compression}; Horovod "
         f"fusion {args.fusion_mb:g} MiB, cycle {args.cycle_ms:g} ms; step-time jitter "
         f"{100 * hvd.jitter:.2f} %, contention {hvd.contention:.2f} (fitted on published "
@@ -227,7 +238,9 @@ def add(sub) -> None:
     pj.add_argument("--network", default="25Gb/s", help="per-node network, e.g. 25Gb/s or "
                     "12.5GB/s (default 25Gb/s): the NIC's nominal rate, or a bandwidth you "
                     "measured, e.g. nccl-tests' all_reduce_perf bus bandwidth between two "
-                    "nodes (--transport measured)")
+                    "nodes (--transport measured); or the allreduce.json of `hpctrain bench "
+                    "allreduce` (bandwidth and latency between nodes, and within a node if it "
+                    "measured several ranks on one)")
     pj.add_argument("--transport", choices=("rdma", "tcp", "measured"), default="rdma",
                     help="how NCCL crosses the network: RDMA (RoCE, InfiniBand) at line rate, "
                     "TCP at the share fitted on published figures; measured: --network as "

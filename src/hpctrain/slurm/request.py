@@ -61,6 +61,19 @@ def resolve(req: Request, template: str = "train.sbatch", check_data_file: bool 
         check_data(cfg)
     run_dir = run_dir or (Path(req.run_dir).resolve() if req.run_dir
                           else new_run_dir(cfg.experiment))
+    spec = job_spec(req, profile, run_dir, template, job_name=f"hpctrain-{cfg.experiment}",
+                    config=absolute_spec(req.config),
+                    scratch=profile.scratch if not cfg.synthetic else None,
+                    data=str(Path(cfg.data).resolve()) if cfg.data else "")
+    return Resolved(spec, cfg, profile, run_dir)
+
+
+def job_spec(req: Request, profile: Profile, run_dir: Path, template: str, job_name: str,
+             **script) -> JobSpec:
+    """The checked JobSpec of a job on `profile`'s cluster (its geometry, environment and
+    sbatch options; `script`: what the template needs besides, or instead of the request's
+    config overrides as `extra_args`), refused in one line if the cluster cannot run it. A
+    job that trains nothing (a benchmark's) has no config."""
     if req.env_setup:
         env_setup = tuple(req.env_setup)
     elif profile.env_setup:
@@ -68,23 +81,14 @@ def resolve(req: Request, template: str = "train.sbatch", check_data_file: bool 
     else:
         venv = Path(req.venv or sys.prefix)
         env_setup = (f"source {shlex.quote(str(venv / 'bin' / 'activate'))}",)
-    spec = make_spec(
-        job_name=req.job_name or f"hpctrain-{cfg.experiment}",
-        config=absolute_spec(req.config),
-        run_dir=str(run_dir),
-        workdir=str(Path.cwd()),
-        gres_name=profile.gres_name,
-        scratch=profile.scratch if not cfg.synthetic else None,
-        data=str(Path(cfg.data).resolve()) if cfg.data else "",
-        env_setup=env_setup,
-        extra_sbatch=tuple(profile.extra_sbatch),
-        extra_args=tuple(req.overrides),
-        allow_run_as_root=os.geteuid() == 0,
-        template=template,
-        **req.job.settings(profile),
-    )
+    values = {"job_name": req.job_name or job_name, "run_dir": str(run_dir),
+              "workdir": str(Path.cwd()), "gres_name": profile.gres_name,
+              "env_setup": env_setup, "extra_sbatch": tuple(profile.extra_sbatch),
+              "extra_args": tuple(req.overrides), "allow_run_as_root": os.geteuid() == 0,
+              "template": template, **req.job.settings(profile)}
+    spec = make_spec(**{**values, **script})
     check_fits(spec, profile)
-    return Resolved(spec, cfg, profile, run_dir)
+    return spec
 
 
 def check_fits(spec: JobSpec, profile: Profile) -> None:

@@ -42,7 +42,7 @@ class JobSpec(JobSettings):
     model_config = ConfigDict(frozen=True)
 
     job_name: str
-    config: str  # path (or path:variant) handed to `hpctrain train --config`
+    config: str = ""  # path (or path:variant) handed to `hpctrain train --config`
     run_dir: str
     workdir: str
     gres_name: str = "gpu"
