@@ -71,8 +71,13 @@ accuracy: install cluster-up $(DATA)  ## every model config, 1 and 2 ranks, -> r
 studies: install cluster-up $(DATA)  ## the committed scaling studies -> results/studies/ (resumable)
 	bash scripts/run_studies.sh
 	for s in fmnist_cnn-strong fmnist_cnn-weak synthetic_resnet20-strong synthetic_resnet20-weak; do \
-	  $(BIN)/hpctrain project --study results/studies/$$s --gpus 1,8,64,512 --gpus-per-node 4 \
-	    --network 25Gb/s --out results/studies/$$s/projection.md >/dev/null; done
+	  $(BIN)/hpctrain project --study results/studies/$$s --gpus 1,2,4 --gpus-per-node 1 \
+	    --network results/network/embedded/allreduce.json \
+	    --out results/studies/$$s/projection.md >/dev/null; done
+
+network: install cluster-up  ## allreduce through Horovod on 1, 2 and 4 nodes of the embedded cluster -> results/network/embedded/
+	rm -rf results/network/embedded
+	$(BIN)/hpctrain bench allreduce --nodes 1,2,4 --out results/network/embedded
 
 cluster-checks: install cluster-up  ## what `hpctrain profile init` and `doctor` print here, healthy and broken -> docs/clusters.md
 	$(BIN)/python scripts/cluster_checks.py run

@@ -116,3 +116,20 @@ def test_allreduce_job_on_one_and_two_nodes_feeds_project(slurm_cluster, tmp_pat
     (out / "README.md").unlink()
     again = hpctrain("bench", "allreduce", "--render", str(out))
     assert again.returncode == 0 and (out / "README.md").read_text() == readme
+
+
+def test_the_committed_measurement_is_what_its_json_renders():
+    """results/network/embedded/README.md comes from its allreduce.json (`hpctrain bench
+    allreduce --render`), never typed by hand; the committed study projections use it."""
+    from pathlib import Path
+
+    from conftest import REPO
+    from hpctrain.bench.allreduce import readme
+
+    out = REPO / "results" / "network" / "embedded"
+    data = network.load(out / "allreduce.json")
+    assert readme(data, Path("results/network/embedded")) == (out / "README.md").read_text()
+    assert [p["nodes"] for p in data["points"]] == [1, 2, 4]
+    assert all(r["wrong"] == 0 for p in data["points"] for r in p["sizes"])
+    for study in (REPO / "results" / "studies").glob("*/projection.md"):
+        assert "--network results/network/embedded/allreduce.json" in study.read_text()

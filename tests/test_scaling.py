@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -229,8 +230,13 @@ def test_tiny_study_on_the_embedded_cluster(tiny_study, tmp_path):
     assert pd.read_csv(out / "summary.csv")["ranks"].tolist() == [1, 2]
     # the projection takes the study's compute time and model size
     proj = hpctrain("project", "--study", str(study), "--gpus", "1,8", "--network",
-                    "25Gb/s", env=env, check=True)
+                    "25Gb/s", "--out", str(tmp_path / "projection.md"), env=env, check=True)
     assert "| 8 | 2 |" in proj.stdout and "cnn_bn" in proj.stdout
+    # and the study's own points, measured next to projected, in a table and a picture
+    assert "## The study's own points, measured and projected" in proj.stdout
+    assert re.search(r"^\| 2 \| 2 \| 1 \| [\d,]+ \| [\d,]+ \| \d+ % \| \d+ % \| [+-]\d+ pts \|$",
+                     proj.stdout, re.M), proj.stdout
+    assert (tmp_path / "projection.png").read_bytes()[:4] == b"\x89PNG"
     # another plan under the same name is refused
     other = hpctrain("study", *STUDY[:-4], "--mode", "strong", "--name", "tiny", env=env)
     assert other.returncode == 2 and "another plan" in other.stderr
@@ -252,6 +258,37 @@ def test_straggler_named_and_accumulation_in_sync_on_real_ranks(tiny_study):
     assert [s["rank"] for s in slow] == [1] and slow[0]["cause"] == "compute", \
         report["step_times"]
     assert "**rank 1 on" in (run_dir / "report.md").read_text()
+
+
+def test_measured_points_next_to_the_projection_on_known_inputs(tmp_path):
+    """A weak study (per-rank batch fixed) and a strong one (it shrinks: compute with it),
+    each point at its own ranks per node, efficiency as the study defines it."""
+    from hpctrain.scaling.costmodel import Horovod, Network, Workload
+    from hpctrain.scaling.projection import Calibration, against_measured, render_against
+
+    cal = Calibration("known", Workload(0.1, 4e6, 64))
+    net, hvd = Network(1e9), Horovod()
+    for mode, batches in (("weak", (64, 64, 64)), ("strong", (64, 32, 16))):
+        d = tmp_path / mode
+        d.mkdir()
+        pd.DataFrame({"nodes": [1, 1, 2], "ranks": [1, 2, 4], "batch_per_rank": batches,
+                      "images_per_s": [640.0, 1200.0, 2000.0],
+                      "efficiency": [1.0, 0.9375, 0.78125],
+                      "oversubscribed": [False, False, True]}).to_csv(d / "summary.csv")
+        rows = against_measured(d, cal, net, hvd)
+        assert [(r["ranks"], r["per_node"]) for r in rows] == [(1, 1), (2, 2), (4, 2)]
+        assert rows[0]["projected"] == pytest.approx(1.0) and rows[0]["difference_pp"] == 0
+        for r in rows:  # images/s: ranks x per-rank batch / the simulated step
+            assert r["difference_pp"] == pytest.approx(100 * (r["projected"] - r["measured"]))
+        base = rows[0]["projected_images_per_s"]
+        assert rows[2]["projected"] == pytest.approx(rows[2]["projected_images_per_s"] / base
+                                                     / 4)
+        table = render_against(rows)
+        assert "| 2 | 4 (*) | 2 |" in table and "core sharing" in table
+    # strong: a quarter of the batch takes a quarter of the compute, so 4 ranks at batch 16
+    # go well past one rank at 64 (without the scaling they would equal it)
+    strong = against_measured(tmp_path / "strong", cal, net, hvd)
+    assert strong[2]["projected_images_per_s"] > 2 * strong[0]["projected_images_per_s"]
 
 
 def test_study_refuses_bad_input_before_queueing(tmp_path):

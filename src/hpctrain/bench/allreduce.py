@@ -209,7 +209,9 @@ def _point(nodes: int, ranks: list[int], gathered: list[list[dict]], sizes, layo
 def render(out: Path) -> dict[str, Path]:
     """README.md and allreduce.png from `out`/allreduce.json alone."""
     data = network.load(out / "allreduce.json")
-    write_text(out / "README.md", readme(data, out))
+    here = Path.cwd().resolve()
+    shown = out.resolve().relative_to(here) if out.resolve().is_relative_to(here) else out
+    write_text(out / "README.md", readme(data, shown))
     return {"README.md": out / "README.md", "allreduce.png": plot(data, out / "allreduce.png")}
 
 

@@ -145,6 +145,20 @@ def _project(args) -> int:
         raise InputError("give --study DIR, or --model, --throughput and --batch "
                          "(or --published)")
     rows = projection.projection_table(cal, gpus, args.gpus_per_node, net, hvd)
+    against: list[str] = []
+    if args.study:  # the study's own points, measured and projected, side by side
+        from hpctrain.scaling import plots
+
+        points = projection.against_measured(Path(args.study), cal, net, hvd)
+        against = ["## The study's own points, measured and projected", "",
+                   "Each point at its own ranks per node and per-rank batch, with the network "
+                   "above; efficiency against the study's base point as the study defines "
+                   "it.", "", projection.render_against(points), ""]
+        if args.out:
+            png = plots.measured_and_projected(
+                points, Path(args.out).with_suffix(".png"),
+                f"{Path(args.study).name}: measured and projected")
+            against += [f"![measured and projected]({png.name})", ""]
     text = "\n".join([
         f"# Projection: {cal.source}", "",
         f"Network {delivered}; {args.gpus_per_node} GPUs (ranks) "
@@ -152,7 +166,7 @@ def _project(args) -> int:
         f"fusion {args.fusion_mb:g} MiB, cycle {args.cycle_ms:g} ms; step-time jitter "
         f"{100 * hvd.jitter:.2f} %, contention {hvd.contention:.2f} (fitted on published "
         "figures unless given: `hpctrain project --published`).", "",
-        projection.render_table(rows), "",
+        projection.render_table(rows), "", *against,
         "Reproduce with:", "", "```", command, "```", ""])
     if args.out:
         write_text(Path(args.out), text)

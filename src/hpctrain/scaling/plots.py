@@ -94,6 +94,35 @@ def efficiency(s: pd.DataFrame, path: Path, title: str) -> Path:
     return _save(fig, path)
 
 
+def measured_and_projected(rows: list[dict], path: Path, title: str) -> Path:
+    """A study's efficiency as measured and as the cost model projects it, point by point
+    (projection.against_measured), with the difference written at each point."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    ranks = [r["ranks"] for r in rows]
+    ax.axhline(100, ls="--", color="gray", label="ideal")
+    done = [r for r in rows if r["measured"] is not None]
+    ax.plot([r["ranks"] for r in done], [100 * r["measured"] for r in done], marker="o",
+            color="#55a868", label="measured")
+    ax.plot(ranks, [100 * r["projected"] for r in rows], marker="s", ls=":",
+            color="#4c72b0", label="projected (cost model)")
+    over = [r for r in done if r["oversubscribed"]]
+    if over:
+        ax.scatter([r["ranks"] for r in over], [100 * r["measured"] for r in over], s=160,
+                   facecolors="none", edgecolors="#c44e52", linewidths=1.5, zorder=5,
+                   label=OVER)
+    for r in done:
+        ax.annotate(f"{r['difference_pp']:+.0f} pts", (r["ranks"], 100 * r["projected"]),
+                    textcoords="offset points", xytext=(-10, 8), fontsize=8, color="#4c72b0")
+    ax.set_xscale("log", base=2)
+    ax.set_xlim(min(ranks) / 1.3, max(ranks) * 1.3)
+    ax.set_xticks(ranks, [str(r) for r in ranks])
+    ax.set(xlabel="ranks", ylabel="scaling efficiency (%)", ylim=(0, 115))
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8, loc="lower left")
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
 def breakdown(s: pd.DataFrame, path: Path, title: str) -> Path:
     """Left: a step's mean time split into its parts. Right: the job's wall time split into
     launch, startup, training and teardown."""

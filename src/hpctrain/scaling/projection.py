@@ -11,7 +11,7 @@ larger clusters; and the model checked against published scaling figures (publis
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 
@@ -77,6 +77,53 @@ def from_study(study_dir: Path) -> Calibration:
         f"{int(s['batch_per_rank'])}: {1e3 * step:.1f} ms per step without allreduce "
         f"({float(s['images_per_s']):.0f} images/s); {nbytes / 1e6:.2f} MB of gradients",
         Workload(step, nbytes, int(s["batch_per_rank"]), layers=backward_layers(profile)))
+
+
+def against_measured(study_dir: Path, cal: Calibration, net: Network, hvd: Horovod
+                     ) -> list[dict]:
+    """The study's own points (summary.csv) projected with `net`, next to what was measured:
+    each point at its ranks per node and per-rank batch (a strong study's shrinks: compute
+    scales with it), its efficiency against the study's base point as the study defines it
+    (speedup over the base / ranks ratio), and the difference in points."""
+    import pandas as pd
+
+    s = pd.read_csv(study_dir / "summary.csv").sort_values(["ranks", "nodes"])
+    base = s.iloc[0]
+    rows, base_ips = [], None
+    for p in s.itertuples():
+        per_node = max(1, int(p.ranks) // int(p.nodes))
+        w = replace(cal.workload, batch_per_rank=int(p.batch_per_rank),
+                    compute_s=cal.workload.compute_s * int(p.batch_per_rank)
+                    / cal.workload.batch_per_rank)
+        r = project(w, int(p.ranks), per_node, net, hvd)
+        base_ips = base_ips or r["images_per_s"]
+        ratio = int(p.ranks) / int(base.ranks)
+        projected = r["images_per_s"] / base_ips / ratio
+        measured = float(p.efficiency) if pd.notna(p.efficiency) else None
+        rows.append({"nodes": int(p.nodes), "ranks": int(p.ranks), "per_node": per_node,
+                     "oversubscribed": bool(getattr(p, "oversubscribed", False)),
+                     "measured_images_per_s": float(p.images_per_s),
+                     "projected_images_per_s": r["images_per_s"], "measured": measured,
+                     "projected": projected,
+                     "difference_pp": None if measured is None
+                     else 100 * (projected - measured)})
+    return rows
+
+
+def render_against(rows: list[dict]) -> str:
+    head = ("| nodes | ranks | ranks/node | images/s measured | projected | efficiency "
+            "measured | projected | projected - measured |\n"
+            "|---:|---:|---:|---:|---:|---:|---:|---:|")
+    body = [f"| {r['nodes']} | {r['ranks']}{' (*)' if r['oversubscribed'] else ''} | "
+            f"{r['per_node']} | "
+            f"{r['measured_images_per_s']:,.0f} | {r['projected_images_per_s']:,.0f} | "
+            + (f"{100 * r['measured']:.0f} %" if r["measured"] is not None else "n/a")
+            + f" | {100 * r['projected']:.0f} % | "
+            + (f"{r['difference_pp']:+.0f} pts" if r["difference_pp"] is not None else "n/a")
+            + " |" for r in rows]
+    over = ["", "(*) more ranks x threads than the machine's cores: the measured efficiency "
+            "there is core sharing, which the model (one GPU per rank) does not have."]
+    return "\n".join([head, *body, *(over if any(r["oversubscribed"] for r in rows) else [])])
 
 
 def projection_table(cal: Calibration, gpus: list[int], per_node: int, net: Network,

@@ -127,11 +127,15 @@ def render(s: pd.DataFrame, runs: pd.DataFrame, *, title: str, mode: str, comman
     if note:
         lines += ["## What these numbers mean", "", note, ""]
     lines += hardware_section(runs)
-    lines += ["Projected to real clusters from the smallest point's compute time and the "
-              "model's gradient bytes: [projection.md](projection.md), written by "
-              f"`hpctrain project --study {shlex.quote(where)} --gpus 1,8,64,512 "
-              f"--gpus-per-node 4 --network 25Gb/s --out "
-              f"{shlex.quote(where + '/projection.md')}`.", ""]
+    lines += ["The cost model against these points (the smallest point's compute time and "
+              "the model's gradient bytes, the network as `hpctrain bench allreduce` measured "
+              "it on the same cluster): [projection.md](projection.md), written by "
+              f"`hpctrain project --study {shlex.quote(where)} --gpus "
+              f"{','.join(str(r) for r in sorted(set(s['ranks'])))} --gpus-per-node 1 "
+              "--network results/network/<name>/allreduce.json --out "
+              f"{shlex.quote(where + '/projection.md')}`. Projections to a GPU cluster start "
+              "from a GPU's throughput instead (`hpctrain project --model M --throughput "
+              "IMAGES_PER_S --batch B`), never from this cluster's step time.", ""]
     if failed:
         lines += ["## Failed points", "",
                   "Points (or repeats) without a completed run, left out of every table and "
