@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
+import subprocess
 from pathlib import Path
 
 import pandas as pd
@@ -13,6 +15,7 @@ import pytest
 
 from conftest import REPO, hpctrain, read_report
 from hpctrain.experiment import ConfigError, TrainConfig
+from hpctrain.progress import wait_until
 from hpctrain.report.statistics import t95
 from hpctrain.report.step_times import per_rank, step_time_summary, stragglers
 from hpctrain.scaling.aggregate import scaling_mode, summarize
@@ -240,6 +243,24 @@ def test_tiny_study_on_the_embedded_cluster(tiny_study, tmp_path):
     # another plan under the same name is refused
     other = hpctrain("study", *STUDY[:-4], "--mode", "strong", "--name", "tiny", env=env)
     assert other.returncode == 2 and "another plan" in other.stderr
+    # a point that fails on purpose: the study gains 3 nodes, whose job is cancelled at once;
+    # the report lists it with why, and the efficiency column still starts at the base
+    grown = [*STUDY[:3], "1,2,3", *STUDY[4:], *STUDY_OVERRIDES]
+    hpctrain("study", *grown, "--no-wait", env=env, check=True)
+    three = study / "runs" / "n3-r3-rep0"
+    job = json.loads((three / "submission.json").read_text())["job_id"]
+    subprocess.run(["scancel", job], env={**os.environ, **env}, check=True)
+    wait_until(lambda: not subprocess.run(["squeue", "-h", "-j", job], env={**os.environ, **env},
+                                          capture_output=True, text=True).stdout.strip(),
+               120, "the cancelled job to leave the queue")
+    report = hpctrain("study", *grown, "--report-only", env=env)
+    assert report.returncode == 1 and "1 failed" in report.stdout, report.stdout + report.stderr
+    readme = (study / "README.md").read_text()
+    assert "## Failed points" in readme and \
+        "- runs/n3-r3-rep0 (3 node(s), 3 rank(s)): no report.json" in readme.replace(
+            str(study) + "/", ""), readme
+    summary = pd.read_csv(study / "summary.csv")
+    assert summary["ranks"].tolist() == [1, 2] and summary["efficiency"].iloc[0] == 1.0
 
 
 @pytest.mark.slurm
@@ -249,7 +270,7 @@ def test_straggler_named_and_accumulation_in_sync_on_real_ranks(tiny_study):
     ranks end identical."""
     study, _ = tiny_study
     (run_dir,) = (run for run in (study / "runs").iterdir()
-                  if read_report(run)["ranks"] == 2)
+                  if (run / "report.json").is_file() and read_report(run)["ranks"] == 2)
     report = read_report(run_dir)
     assert report["ranks_in_sync"]["ok"] and report["images_per_s"]["mean"] > 0
     assert report["global_batch_size"] == 16 * 2 * 2 and report["accumulate_steps"] == 2

@@ -207,7 +207,8 @@ def _study(args) -> int:
                   if args.within_node else ())
     try:
         outcome = run_study(study, dry_run=args.dry_run, wait=not args.no_wait,
-                            timeout=args.wait_timeout, log=_say)
+                            timeout=args.wait_timeout, log=_say,
+                            report_only=args.report_only)
         return _print_dry_run(outcome) if isinstance(outcome, DryRun) else outcome
     except SlurmError as e:
         print(f"hpctrain study: error: {e}", file=sys.stderr)
@@ -314,5 +315,8 @@ def add(sub) -> None:
     y.add_argument("--dry-run", action="store_true", help="print what would be submitted")
     y.add_argument("--no-wait", action="store_true", help="submit and return; run the same "
                    "command again later to collect")
+    y.add_argument("--report-only", action="store_true", help="write the study's tables, "
+                   "plots and README from its run directories as they are (a cancelled or "
+                   "failed point listed as such); submit nothing")
     y.add_argument("--wait-timeout", type=float, default=6 * 3600.0)
     y.set_defaults(func=_study)

@@ -226,9 +226,12 @@ def _base_ranks(plan: dict) -> int:
 
 def run_study(study: Study, dry_run: bool = False, wait: bool = True,
               timeout: float = 6 * 3600.0, client: SlurmClient | None = None,
-              log: Callable[[str], None] = lambda line: None) -> int | DryRun:
+              log: Callable[[str], None] = lambda line: None,
+              report_only: bool = False) -> int | DryRun:
     """Submit the study's missing runs, wait for them and write its report; the exit code
-    (1: a run failed), or for a dry run what would be queued. Progress goes to `log`."""
+    (1: a run failed), or for a dry run what would be queued. Progress goes to `log`.
+    `report_only`: write the report from the run directories as they are (a point that
+    failed or was cancelled listed as such), submitting nothing."""
     req = study.request
     cfg = load_config(req.config, list(req.overrides))
     if study.repeats < 1:
@@ -242,6 +245,14 @@ def run_study(study: Study, dry_run: bool = False, wait: bool = True,
                           "change its config, mode, job options or (strong) smallest point; "
                           "give a new --name")
     client = client or SlurmClient()
+    if report_only:
+        if not (study_dir / "runs").is_dir():
+            raise ConfigError(f"study {study.name!r} has no runs yet ({study_dir})")
+        summary = collect(study_dir, study.command(), client, study.name,
+                          embedded=_embedded(req), mode=study.mode)
+        log(f"study {study.name}: {summary['points']} point(s), {summary['runs']} run(s), "
+            f"{summary.get('failed', 0)} failed -> {study_dir / 'README.md'}")
+        return 1 if summary.get("failed") else 0
     todo, running = [], []
     for r in range(study.repeats):  # repeat by repeat (A B C A B C): drift hits every point
         for p in points:

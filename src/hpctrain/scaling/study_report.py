@@ -95,7 +95,7 @@ def write_study(out: Path, runs: pd.DataFrame, *, title: str, command: str,
                                          where=_relative(str(out), Path.cwd()),
                                          failed=failed, base_point=base_point))
     return {"mode": mode, "points": len(summary), "runs": len(runs),
-            "pictures": sorted(made)}
+            "failed": len(failed or []), "pictures": sorted(made)}
 
 
 def _relative(path: str, base: Path) -> str:
