@@ -222,6 +222,16 @@ def _fmt_bytes(n: int) -> str:
     return f"{n} B"
 
 
+def _fit(p: dict) -> network.Fit | str | None:
+    """A point's fit, why it has none (a string), or None on one rank (nothing moves)."""
+    if p["ranks"] < 2:
+        return None
+    try:
+        return network.fit(p["sizes"], p["ranks"], p["nodes"])
+    except network.MeasurementError as e:
+        return str(e)
+
+
 def readme(data: dict, out: Path) -> str:
     hv, node = data["horovod"], data["node"]
     lines = [f"# Allreduce through Horovod: job {data['job']['job_id']}", "",
@@ -241,14 +251,13 @@ def readme(data: dict, out: Path) -> str:
     for p in data["points"]:
         lines += [f"## {p['nodes']} node(s), {p['ranks']} rank(s): "
                   f"{', '.join(p['node_names'])}", ""]
-        if p["ranks"] >= 2:
-            try:
-                f = network.fit(p["sizes"], p["ranks"], p["nodes"])
-                lines += [f"Fit t = t0 + size x 2 (n - 1) / n / B: t0 {f.t0_s * 1e6:.1f} us, "
-                          f"B {f.bus_bandwidth / 1e9:.3g} GB/s (worst relative error "
-                          f"{100 * f.worst_error:.0f} %).", ""]
-            except network.MeasurementError as e:
-                lines += [f"No fit: {e}.", ""]
+        f = _fit(p)
+        if isinstance(f, str):
+            lines += [f"No fit: {f}.", ""]
+        elif f is not None:
+            lines += [f"Fit t = t0 + size x 2 (n - 1) / n / B: t0 {f.t0_s * 1e6:.1f} us, "
+                      f"B {f.bus_bandwidth / 1e9:.3g} GB/s (worst relative error "
+                      f"{100 * f.worst_error:.0f} %).", ""]
         lines += ["| size | time (us) | algbw (GB/s) | busbw (GB/s) | wrong |",
                   "|---:|---:|---:|---:|---:|"]
         lines += [f"| {_fmt_bytes(r['bytes'])} | {r['time_s'] * 1e6:.1f} | "
@@ -268,10 +277,9 @@ def readme(data: dict, out: Path) -> str:
 
 
 def plot(data: dict, path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from hpctrain.scaling.plots import save_png  # matplotlib on its Agg backend
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     for p in data["points"]:
@@ -291,12 +299,7 @@ def plot(data: dict, path: Path) -> Path:
             ax.legend(fontsize=8)
     fig.suptitle(f"job {data['job']['job_id']}: {machine.describe_node(data['node'])}",
                  fontsize=9)
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return save_png(fig, path)
 
 
 @dataclass(frozen=True)
@@ -342,12 +345,8 @@ def summary_lines(data: dict) -> list[str]:
         big = p["sizes"][-1]
         line = (f"{p['nodes']} node(s), {p['ranks']} rank(s): {_fmt_bytes(big['bytes'])} in "
                 f"{big['time_s'] * 1e3:.2f} ms, busbw {big['busbw'] / 1e9:.3f} GB/s")
-        if p["ranks"] >= 2:
-            try:
-                f = network.fit(p["sizes"], p["ranks"], p["nodes"])
-                line += (f"; fit: t0 {f.t0_s * 1e6:.0f} us, B {f.bus_bandwidth / 1e9:.3g} "
-                         "GB/s")
-            except network.MeasurementError:
-                pass
+        f = _fit(p)
+        if isinstance(f, network.Fit):
+            line += f"; fit: t0 {f.t0_s * 1e6:.0f} us, B {f.bus_bandwidth / 1e9:.3g} GB/s"
         lines.append(line)
     return lines

@@ -19,7 +19,8 @@ LABELS = {"input_s": "input wait", "compute_s": "compute (forward + backward)",
           "other_s": "update, metrics, callbacks"}
 
 
-def _save(fig, path: Path) -> Path:
+def save_png(fig, path: Path) -> Path:
+    """Lay out, write to a temporary name and rename: never a half-written picture."""
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp")
     fig.savefig(tmp, dpi=110, format="png")
@@ -71,7 +72,7 @@ def throughput(s: pd.DataFrame, path: Path, title: str) -> Path:
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def efficiency(s: pd.DataFrame, path: Path, title: str) -> Path:
@@ -91,7 +92,7 @@ def efficiency(s: pd.DataFrame, path: Path, title: str) -> Path:
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8, loc="lower left")
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def measured_and_projected(rows: list[dict], path: Path, title: str) -> Path:
@@ -120,7 +121,7 @@ def measured_and_projected(rows: list[dict], path: Path, title: str) -> Path:
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8, loc="lower left")
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def breakdown(s: pd.DataFrame, path: Path, title: str) -> Path:
@@ -156,7 +157,7 @@ def breakdown(s: pd.DataFrame, path: Path, title: str) -> Path:
     right.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2)
     fig.suptitle(title, fontsize=10)
     _note_oversubscribed(fig, s)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def time_to_accuracy(s: pd.DataFrame, path: Path, title: str) -> Path | None:
@@ -179,7 +180,7 @@ def time_to_accuracy(s: pd.DataFrame, path: Path, title: str) -> Path | None:
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3, axis="y")
     _note_oversubscribed(fig, s)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def all_plots(s: pd.DataFrame, out: Path, title: str) -> dict[str, Path]:
@@ -212,4 +213,4 @@ def accuracy_vs_batch(s: pd.DataFrame, path: Path, title: str) -> Path:
     ax.set_title(f"{title}: linear learning-rate scaling", fontsize=10)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save_png(fig, path)
