@@ -253,6 +253,12 @@ def _verdict(seconds: float, budget: int) -> str:
         f"{budget // 60} minutes"
 
 
+def cpu_kind(record: dict) -> tuple:
+    """What makes two records' CPUs comparable: model name, AVX-512 or not, CPU count."""
+    cpu = record.get("cpu", {})
+    return cpu.get("model"), bool(cpu.get("avx512f")), cpu.get("cpus")
+
+
 def _hours_apart(a: dict, b: dict) -> float:
     parse = time.strptime
     return abs(time.mktime(parse(a["date"], DATE_FORMAT)) -
@@ -261,12 +267,14 @@ def _hours_apart(a: dict, b: dict) -> float:
 
 def _demo_for(record: dict, records: dict[str, dict]) -> tuple[str, dict, bool] | None:
     """The demo record that says what machine `record`'s quota emulated: (name, record,
-    under the same quota). On the same CPU model only, preferring the same session (the rate
+    under the same quota). On the same kind of CPU only (model and vector units: an AVX-512
+    host runs the demo's convolutions far faster than an AVX2 one of the same model name, so
+    its quota for a given rate is much smaller), preferring the same session (the rate
     a quota gives drifts with the host's load): the same quota within SESSION_H hours, else
     the nearest other quota within them, else the same quota at any time, else any."""
-    cap, model = record["cap"], record.get("cpu", {}).get("model")
+    cap, kind = record["cap"], cpu_kind(record)
     same_cpu = {name: r for name, r in records.items() if "images_per_s" in r and r.get("cap")
-                and r.get("cpu", {}).get("model") == model and r["cap"]["cores"]}
+                and cpu_kind(r) == kind and r["cap"]["cores"]}
 
     def same(r: dict) -> bool:
         return (r["cap"]["cores"], r["cap"]["period_us"]) == (cap["cores"], cap["period_us"])
@@ -293,7 +301,8 @@ def calibration(record: dict, records: dict[str, dict]) -> str:
     model = record.get("cpu", {}).get("model")
     found = _demo_for(record, records)
     if found is None:
-        return f"no demo record on this CPU ({model}): the machine it emulates is unknown"
+        return (f"no demo record on this kind of CPU ({model}): the machine it emulates is "
+                "unknown")
     name, demo, same = found
     ips = demo["images_per_s"] * (1 if same else record["cap"]["cores"] / demo["cap"]["cores"])
     side = ""

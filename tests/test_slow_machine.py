@@ -53,8 +53,8 @@ def test_render_block_takes_every_figure_from_the_record():
     assert "150 passed, 0 failed; tests 25m00s; install 5m00s; all 33m10s, exit 0" in row
     assert block.splitlines()[4] == (
         "- ci-capped (at abc1234): `make test` 25m00s, within its 25 minutes; `.ci/run` "
-        "33m10s, within its 35 minutes, exit 0; no demo record on this CPU (AMD EPYC): the "
-        "machine it emulates is unknown.")
+        "33m10s, within its 35 minutes, exit 0; no demo record on this kind of CPU (AMD EPYC): "
+        "the machine it emulates is unknown.")
     slower = {**record, "total_s": 2200, "cpu_s": [{"s": 500.0, "test": "t"}]}
     # the demo under the same quota nearest in time says what machine the quota emulated
     demo = {**record, "command": "make demo", "images_per_s": 700.4, "date":
@@ -90,6 +90,9 @@ def test_render_block_takes_every_figure_from_the_record():
     # a demo on another CPU model says nothing about this one
     intel = {**demo, "cpu": {**record["cpu"], "model": "Intel(R) Xeon(R) Processor"}}
     assert slow_machine.calibration(slower, {"i": intel}).startswith("no demo record on this")
+    # nor does one on the same model name with AVX-512 (its convolutions are far faster)
+    avx512 = {**demo, "cpu": {**record["cpu"], "avx512f": True}}
+    assert slow_machine.calibration(slower, {"a": avx512}).startswith("no demo record on this")
 
 
 def test_readme_ci_timing_matches_results_ci():
