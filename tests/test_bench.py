@@ -315,6 +315,36 @@ def test_render_follows_the_stored_samples(tmp_path):
     assert subprocess.run([*argv, "--check"], capture_output=True).returncode == 0
 
 
+def test_another_machines_run_is_rendered_beside_the_main_figures(tmp_path):
+    """A run stored with --machine NAME gets its own page, and the main page puts its verdict
+    next to the main machine's for the same benchmark; the project README's table keeps the
+    main machine's figures."""
+    out = tmp_path / "benchmarks"
+    shutil.copytree(REPO / "results" / "benchmarks", out)
+    other = out / "machines" / "slow-host"
+    other.mkdir(parents=True)
+    stored = json.loads((out / "trainer_overhead.json").read_text())
+    for one in stored["inputs"]["headline"]:
+        one["hpctrain"] = [0.7 * x for x in one["plain Keras"]]
+    stored["machine"] = {**stored["machine"], "avx512f": False, "avx2": True}
+    (other / "trainer_overhead.json").write_text(json.dumps(stored))
+    argv = [sys.executable, "-m", "hpctrain.bench", "--render", "--out", str(out),
+            "--readme", str(tmp_path / "none.md")]
+    assert subprocess.run(argv, capture_output=True, text=True).returncode == 0
+    page = (other / "README.md").read_text()
+    assert "## 1. Trainer overhead" in page and "AVX2 only" in page
+    assert "## 2. Input pipeline" in page and "Not run yet." in page
+    main = (out / "README.md").read_text().split("## The same goals on other machines")[1]
+    rows = [line for line in main.splitlines() if line.startswith("| ")][1:]
+    assert len(rows) == 2 and rows[0].startswith("| this page | 1. Trainer overhead")
+    assert rows[1].startswith("| [slow-host](machines/slow-host/README.md) | 1. Trainer")
+    assert "**missed**" in rows[1] and "AVX2 only" in rows[1] and "AVX-512" in rows[0]
+    assert subprocess.run([*argv, "--check"], capture_output=True).returncode == 0
+    bad = subprocess.run([sys.executable, "-m", "hpctrain.bench", "--machine", "../x",
+                          "--out", str(out)], capture_output=True, text=True)
+    assert bad.returncode == 2 and "--machine '../x'" in bad.stderr
+
+
 def test_time_to_accuracy_pairs_each_precision_with_the_workshop_script_by_seed():
     from hpctrain.bench import time_to_accuracy as tta
 

@@ -6,6 +6,11 @@ renders every figure again from the stored JSON.
     python -m hpctrain.bench                          # all, as committed
     python -m hpctrain.bench --only trainer_overhead --rounds 2 --train-limit 6000
     python -m hpctrain.bench --render                 # markdown from results/benchmarks/*.json
+    python -m hpctrain.bench --only trainer_overhead --machine amd-epyc-avx2   # a 2nd machine
+
+A figure from one machine is a claim about that machine only: `--machine NAME` stores a run
+under results/benchmarks/machines/NAME/ (its JSON and README.md) beside the main figures,
+and the main README lists every machine's verdicts side by side.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import argparse
 import contextlib
 import inspect
 import json
+import re
 import shlex
 import subprocess
 import sys
@@ -67,6 +73,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         "data/bench-jpeg-tree)")
     p.add_argument("--out", default="results/benchmarks",
                    help="where <name>.json and README.md are written")
+    p.add_argument("--machine", metavar="NAME",
+                   help="store this run as another machine's, in OUT/machines/NAME/ (a "
+                        "short name for the host: CPU model and vector units, e.g. "
+                        "amd-epyc-avx2); the main figures and the project README's table "
+                        "stay as they are")
     p.add_argument("--render", action="store_true",
                    help="run nothing: render every JSON's markdown and README.md again from "
                         "the stored samples (make docs)")
@@ -87,8 +98,12 @@ def git_commit() -> str:
     return (head or "unknown") + ("-dirty" if dirty else "")
 
 
-def readme(results: dict[str, dict]) -> str:
-    """results/benchmarks/README.md from each benchmark's result, by name."""
+MACHINES = "machines"  # OUT/machines/NAME/: other machines' runs (--machine NAME)
+
+
+def readme(results: dict[str, dict], others: dict[str, dict[str, dict]] | None = None) -> str:
+    """results/benchmarks/README.md from each benchmark's result, by name, and the verdicts
+    measured on other machines (machines/NAME/), side by side."""
     parts = ["# Benchmarks", "",
              "Written by `make bench` (`python -m hpctrain.bench`); every number is a ratio "
              "of variants run side by side, alternating, in one invocation on one machine "
@@ -106,6 +121,20 @@ def readme(results: dict[str, dict]) -> str:
         parts += [f"## {title}", "", r["markdown"], "",
                   f"Measured at {r['commit']} on {r['date']} in {r['seconds']:.0f} s on "
                   f"{measured_on(r)}: `{r['command']}`", ""]
+    if others:
+        parts += ["## The same goals on other machines", "",
+                  "A verdict holds for the machine it was measured on. These runs were made "
+                  "on other hosts of this kind (`--machine NAME`); each one's samples, "
+                  "settings and full tables are in machines/NAME/.", "",
+                  "| machine | benchmark | result: median (min-max over rounds) | verdict | "
+                  "measured on |", "|---|---|---|---|---|"]
+        # the main machine's rows of the same benchmarks first, for the comparison
+        mains = {b: r for b, r in results.items()
+                 if any(b in other for other in others.values())}
+        parts += _rows(mains, "this page")
+        for name in others:
+            parts += _rows(others[name], f"[{name}]({MACHINES}/{name}/README.md)")
+        parts.append("")
     return "\n".join(parts)
 
 
@@ -117,19 +146,24 @@ def measured_on(result: dict) -> str:
     return machine.one_line(m) if m else "a machine not recorded (stored before machines were)"
 
 
-def headlines(results: dict[str, dict]) -> str:
-    """The README's table: every benchmark's headline, result and verdict, from its JSON."""
-    rows = [f"| {r['headline']['benchmark']} | {r['headline']['result']} | "
+def _rows(results: dict[str, dict], where: str | None = None) -> list[str]:
+    """A table row per result: headline, result, verdict, machine (after `where`, a column
+    naming the page, when given)."""
+    first = f" {where} |" if where else ""
+    return [f"|{first} {r['headline']['benchmark']} | {r['headline']['result']} | "
             f"{r['headline']['verdict']} | {measured_on(r)}, {r['date']}, {r['commit']} |"
             for r in results.values()]
+
+
+def headlines(results: dict[str, dict]) -> str:
+    """The README's table: every benchmark's headline, result and verdict, from its JSON."""
     return "\n".join(["| benchmark | result: median (min-max over rounds) | verdict | "
-                      "measured on |", "|---|---|---|---|", *rows])
+                      "measured on |", "|---|---|---|---|", *_rows(results)])
 
 
-def rendered(out: Path, readme_path: Path | None = None) -> dict[Path, str]:
-    """Every file `--render` writes, from the stored JSON: each benchmark's JSON with what
-    its summarize(**inputs) gives now, and README.md."""
-    files: dict[Path, str] = {}
+def _load(out: Path, files: dict[Path, str]) -> dict[str, dict]:
+    """The results stored in `out`, as their summarize(**inputs) renders them now (each
+    JSON's new text into `files`)."""
     results: dict[str, dict] = {}
     for name, (_, module) in BENCHMARKS.items():
         path = out / f"{name}.json"
@@ -138,8 +172,22 @@ def rendered(out: Path, readme_path: Path | None = None) -> dict[Path, str]:
         stored = json.loads(path.read_text())
         results[name] = {**stored, **module.summarize(**stored["inputs"])}
         files[path] = json_text(results[name], sort_keys=False)  # variants in the order run
+    return results
+
+
+def rendered(out: Path, readme_path: Path | None = None) -> dict[Path, str]:
+    """Every file `--render` writes, from the stored JSON: each benchmark's JSON with what
+    its summarize(**inputs) gives now, and README.md; the same for every other machine's
+    directory (machines/NAME/)."""
+    files: dict[Path, str] = {}
+    results = _load(out, files)
+    others: dict[str, dict[str, dict]] = {}
+    for where in sorted((out / MACHINES).glob("*/")) if (out / MACHINES).is_dir() else []:
+        if (found := _load(where, files)):
+            others[where.name] = found
+            files[where / "README.md"] = readme(found)
     # README.md, and the headline table of the project's README, from the results as rendered
-    files[out / "README.md"] = readme(results)
+    files[out / "README.md"] = readme(results, others)
     if readme_path is not None and readme_path.is_file():
         with contextlib.suppress(ValueError):  # a README without the block: left alone
             files[readme_path] = replace_block(readme_path.read_text(), HEADLINES,
@@ -157,7 +205,12 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     if args.render:
         return render(out, args.check, Path(args.readme))
-    out.mkdir(parents=True, exist_ok=True)
+    if args.machine and not re.fullmatch(r"[a-z0-9][a-z0-9.-]{0,40}", args.machine):
+        print(f"bench: error: --machine {args.machine!r}: lower-case letters, digits, '.' "
+              "and '-' only (a directory name)", file=sys.stderr)
+        return 2
+    where = out / MACHINES / args.machine if args.machine else out
+    where.mkdir(parents=True, exist_ok=True)
     if not Path(args.data).is_file():
         print(f"bench: error: {args.data} missing: make data (hpctrain stage fashion-mnist)",
               file=sys.stderr)
@@ -179,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
                    "command": shlex.join(["python", "-m", "hpctrain.bench", "--only", name,
                                           *(f"--{k.replace('_', '-')}={v}"
                                             for k, v in options.items() if v is not None)])}
-        write_json(out / f"{name}.json", result, sort_keys=False)  # variants in order
+        write_json(where / f"{name}.json", result, sort_keys=False)  # variants in order
         print(result["markdown"], flush=True)
     return render(out, check=False, readme_path=Path(args.readme))
 
