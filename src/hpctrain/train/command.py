@@ -31,7 +31,7 @@ from hpctrain.experiment import (
     load_config,
     parse_overrides,
 )
-from hpctrain.train import checkpoint, run_lock
+from hpctrain.train import checkpoint, malloc, run_lock
 from hpctrain.train.preemption import StopRequest
 from hpctrain.validation import InputError
 
@@ -122,6 +122,7 @@ def main(argv: list[str] | None, reporter: Reporting) -> int:
         print(f"hpctrain train: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     os.environ["TF_USE_LEGACY_KERAS"] = "1"  # before TensorFlow is imported (Keras 3 trap)
+    allocator = malloc.tune()  # before TensorFlow allocates: see train/malloc.py
     if cfg.precision == "mixed_float16":
         # oneDNN's float16 CPU kernels: a CNN step took 7-14 s instead of 0.25 s here (a CPU
         # with AVX512_FP16, TF 2.21); without oneDNN the CPU ops of a float16 run (all of
@@ -130,4 +131,4 @@ def main(argv: list[str] | None, reporter: Reporting) -> int:
     from hpctrain.train.trainer import Trainer
 
     return Trainer(cfg, env, run_dir, reporter, resume=args.resume, stop=stop,
-                   data_seen=seen).run()
+                   data_seen=seen, allocator=allocator).run()

@@ -66,8 +66,9 @@ class Reporting(Protocol):
 class Trainer:
     def __init__(self, cfg: TrainConfig, env: JobEnvironment, run_dir: Path | None,
                  reporter: Reporting, resume: bool = False, stop: StopRequest | None = None,
-                 data_seen: dict[str, str] | None = None):
+                 data_seen: dict[str, str] | None = None, allocator: str = ""):
         self.cfg, self.env, self.resume, self.reporter = cfg, env, resume, reporter
+        self.allocator = allocator  # what train/malloc.py did, for the log
         self.data_seen = data_seen  # the data's fingerprint, if train/command.py took it
         self.run_dir: Path = run_dir or Path()  # chosen by rank 0 in set_up()
         self._requested_dir = run_dir
@@ -157,9 +158,9 @@ class Trainer:
                                            functools.partial(checkpoint.readable, tf))
         self._mark("running")  # a resumed segment: the earlier report's status is history
         self.log(f"run dir {self.run_dir}; ranks on {self.node_names}; {self.threads} "
-                 "thread(s)" + (f"; {state.describe()}" if state.checkpoint else
-                                "; --resume: no checkpoint yet, starting afresh"
-                                if self.resume else ""))
+                 "thread(s)" + (f"; {self.allocator}" if self.allocator else "") +
+                 (f"; {state.describe()}" if state.checkpoint else
+                  "; --resume: no checkpoint yet, starting afresh" if self.resume else ""))
         # Horovod: each rank reads only its own shard of the training and test sets
         self.feed = DataFeed.open(tf, cfg, hvd.rank(), hvd.size(), env.node_name)
         self.marks["data open"] = time.time()
