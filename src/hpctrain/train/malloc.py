@@ -12,9 +12,10 @@ memory) on an AMD EPYC with AVX2 only, and ran at 0.66 of plain Keras there.
 `tune()` sets three of glibc's documented `mallopt` parameters before TensorFlow loads: a
 32 MiB mmap threshold (glibc's largest; larger blocks are still mapped on their own), 64 MiB
 of padding kept at the top of a heap when it shrinks, and trimming only past 256 MiB free.
-The cost is resident memory (tens of MiB a rank). Skipped when the C library is not glibc,
-when the user set any MALLOC_*_ variable or preloads another allocator (tcmalloc, jemalloc),
-or with HPCTRAIN_MALLOC=default.
+The cost is resident memory: 780 MB at most instead of 674 for the CNN run above (plain
+Keras on in-memory data: 839). Skipped when the C library is not glibc, when the user set
+any MALLOC_*_ variable or preloads another allocator (tcmalloc, jemalloc), or with
+HPCTRAIN_MALLOC=default.
 """
 
 from __future__ import annotations
