@@ -64,27 +64,31 @@ def plain_run(args: list[str], ranks: int = 1, env: dict[str, str] | None = None
     return _result(res.stdout)
 
 
-def in_turns(config: str, overrides: list[str], plain: list[str], hpctrain_first: bool,
-             timeout: float = 1800) -> dict[str, list[float]]:
-    """`hpctrain train` and the plain Keras baseline (1 rank each) started together, their
-    epochs taken in turns (train/turns.py; in epoch 1 `hpctrain_first` decides who starts):
-    images/s of every epoch after the first, per side, epoch by epoch."""
+def in_turns(config: str, overrides: list[str], plain: list[str], rotation: int,
+             plains: dict[str, dict[str, str]] | None = None, timeout: float = 1800
+             ) -> dict[str, list[float]]:
+    """`hpctrain train` and the plain Keras baseline (1 rank each; one baseline process per
+    entry of `plains`, name -> its extra environment, default {"plain Keras": {}}) started
+    together, their epochs taken in turns (train/turns.py; the roles rotate with `rotation`,
+    so across rounds every side starts each place): images/s of every epoch after the first,
+    per side, epoch by epoch."""
     from hpctrain.train.turns import ENV
 
+    plains = {"plain Keras": {}} if plains is None else plains
     with tempfile.TemporaryDirectory(prefix="hpctrain-bench-") as tmp:
         run, turns = Path(tmp) / "run", Path(tmp) / "turns"
-        role = {"hpctrain": 0 if hpctrain_first else 1}
-        role["plain"] = 1 - role["hpctrain"]
         argv = {"hpctrain": [str(BIN / "hpctrain"), "train", "--config", config,
                              "--run-dir", str(run), *overrides],
-                "plain": [sys.executable, "-m", "hpctrain.bench.plain_keras", *plain]}
-        logs = {side: Path(tmp) / f"{side}.log" for side in argv}  # files: no pipe fills up
+                **{name: [sys.executable, "-m", "hpctrain.bench.plain_keras", *plain]
+                   for name in plains}}
+        count = len(argv)
+        logs = {side: Path(tmp) / f"side{j}.log" for j, side in enumerate(argv)}  # no pipes
         procs = {}
-        for side in argv:
+        for j, side in enumerate(argv):
+            env = {**plains.get(side, {}), ENV: f"{turns}:{(j + rotation) % count}/{count}"}
             with logs[side].open("w") as log:
-                procs[side] = subprocess.Popen(
-                    argv[side], env=mpi_env({ENV: f"{turns}:{role[side]}"}), stdout=log,
-                    stderr=subprocess.STDOUT, text=True)
+                procs[side] = subprocess.Popen(argv[side], env=mpi_env(env), stdout=log,
+                                               stderr=subprocess.STDOUT, text=True)
         try:
             for side, p in procs.items():
                 if p.wait(timeout=timeout) != 0:
@@ -95,9 +99,10 @@ def in_turns(config: str, overrides: list[str], plain: list[str], hpctrain_first
                 p.kill()
                 p.wait()
         rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-        result = _result(logs["plain"].read_text())
+        results = {name: _result(logs[name].read_text()) for name in plains}
     return {"hpctrain": [r["images_per_s"] for r in rows[1:]],
-            "plain Keras": [result["images_per_epoch"] / s for s in result["epoch_s"][1:]]}
+            **{name: [r["images_per_epoch"] / s for s in r["epoch_s"][1:]]
+               for name, r in results.items()}}
 
 
 def compute_costs_run(args: list[str], timeout: float = 3600) -> dict:

@@ -9,12 +9,16 @@ reader the workshop CNN's step spent a third of its time in page faults (654,000
 `perf stat`; 18 s of system time in a 35 s run against 2 s with the same batches served from
 memory) on an AMD EPYC with AVX2 only, and ran at 0.66 of plain Keras there.
 
-`tune()` sets three of glibc's documented `mallopt` parameters before TensorFlow loads: a
-32 MiB mmap threshold (glibc's largest; larger blocks are still mapped on their own), 64 MiB
-of padding kept at the top of a heap when it shrinks, and trimming only past 256 MiB free.
-The cost is resident memory: 780 MB at most instead of 674 for the CNN run above (plain
-Keras on in-memory data: 839). Skipped when the C library is not glibc, when the user set
-any MALLOC_*_ variable or preloads another allocator (tcmalloc, jemalloc), or with
+`tune()` sets three of glibc's documented `mallopt` parameters before TensorFlow loads: no
+block mapped on its own (M_MMAP_MAX 0: a convolution's gradient allocates an 81 MiB and a
+26 MiB im2col buffer every step, which glibc would otherwise map and unmap each time, the first
+above any mmap threshold it accepts, the second whenever the thread's 64 MiB arena heap is too
+full), 64 MiB of padding kept at the top of a heap when it shrinks, and trimming only past
+256 MiB free. Blocks too large for a thread's arena come from the main heap instead. The cost
+is resident memory: 820 MB at most instead of 674 for the CNN run above (plain Keras on
+in-memory data, untuned: 839); memory freed inside the heap is kept for reuse, not returned.
+Skipped when the C library is not glibc, when the user set any MALLOC_*_ variable or preloads
+another allocator (tcmalloc, jemalloc), or with
 HPCTRAIN_MALLOC=default.
 """
 
@@ -24,9 +28,17 @@ import ctypes
 import ctypes.util
 import os
 
-M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3  # glibc's malloc.h
-SETTINGS = {M_MMAP_THRESHOLD: 32 << 20, M_TOP_PAD: 64 << 20, M_TRIM_THRESHOLD: 256 << 20}
+# mallopt parameter (glibc's malloc.h) -> the environment variable glibc reads for it at start
+PARAMS = {-4: "MALLOC_MMAP_MAX_", -2: "MALLOC_TOP_PAD_", -1: "MALLOC_TRIM_THRESHOLD_"}
+M_MMAP_MAX, M_TOP_PAD, M_TRIM_THRESHOLD = PARAMS
+SETTINGS = {M_MMAP_MAX: 0, M_TOP_PAD: 64 << 20, M_TRIM_THRESHOLD: 256 << 20}
 SWITCH = "HPCTRAIN_MALLOC"  # "default": leave glibc's allocator as it is
+
+
+def environment() -> dict[str, str]:
+    """The same settings as environment variables: what a user gives another program (the
+    benchmarks' plain Keras baseline) to run with this tuning."""
+    return {PARAMS[param]: str(value) for param, value in SETTINGS.items()}
 
 
 def skip_reason(environ: dict[str, str] | os._Environ) -> str | None:
@@ -57,4 +69,4 @@ def tune(environ: dict[str, str] | os._Environ = os.environ) -> str:
     failed = [param for param, value in SETTINGS.items() if mallopt(param, value) != 1]
     if failed:
         return f"allocator: mallopt refused {failed}"
-    return "allocator: glibc heaps kept between steps (mmap threshold 32 MiB, top pad 64 MiB)"
+    return "allocator: glibc heaps kept between steps (no mmap per block, top pad 64 MiB)"
