@@ -399,6 +399,16 @@ def test_horovod_overhead_headline_is_against_the_fastest_single_process():
     assert set(r["recipe_ratios"]) == {ho.RECIPE, ho.RECIPE_TUNED}
     assert "**not resolved**" in r["headline"]["verdict"]  # 0.88-0.90 around the goal
     assert ho.TUNED == {"OMPI_MCA_mpi_yield_when_idle": "1"}  # what hpctrain sets for 2 ranks
+    assert "denominator: plain Keras 1 x 2 as written; this run has no tuned one" in \
+        r["headline"]["benchmark"]
+    # with the single process also run under hpctrain's allocator settings, the faster is
+    # the denominator
+    tuned = ho.summarize({**samples, ho.FASTEST_TUNED: [137.5, 135.0, 140.0]},
+                         train_limit=6000, global_batch=256, epochs=3)
+    assert tuned["ratio"]["per_round"] == pytest.approx([0.8, 0.8, 0.8])
+    assert "**missed**" in tuned["headline"]["verdict"]
+    assert f"denominator: {ho.FASTEST_TUNED})" in tuned["headline"]["benchmark"]
+    assert f"**hpctrain 2 x 1 / {ho.FASTEST_TUNED}: 0.80" in tuned["markdown"]
 
 
 def test_determinism_cost_is_a_paired_ratio_with_its_interval():

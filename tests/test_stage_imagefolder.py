@@ -259,3 +259,32 @@ def test_submit_checks_stage_options_before_queueing(tree, tmp_path):
                    "--stage-dataset", "imagefolder", "--stage-source", str(tree),
                    "--stage-options", f"--size 32 --out {tmp_path}", "--dry-run")
     assert res.returncode == 2 and "--out is the config's data" in res.stderr
+
+
+def test_a_failed_seal_stops_staging_and_leaves_no_temporary_file(tree, tmp_path, monkeypatch):
+    """Shards are sealed (fsync, rename, sha256) in a thread while the next one is decoded:
+    a disk error there still ends the staging with that error, at the next shard, before the
+    manifest, and takes its temporary file with it; every other shard written is sealed
+    complete (a rerun keeps them)."""
+    from hpctrain import atomic
+    from hpctrain.data.stage_imagefolder import Options, stage_imagefolder
+
+    calls, real_fsync = [], os.fsync
+
+    def fsync(fd: int) -> None:
+        calls.append(fd)
+        if len(calls) == 2:
+            raise OSError(5, "Input/output error")
+        real_fsync(fd)
+
+    monkeypatch.setattr(atomic.os, "fsync", fsync)
+    out = tmp_path / "out"
+    opts = Options(source=tree, out=out, size=16, shards=4, max_unreadable=0.02)
+    with pytest.raises(OSError, match="Input/output error"):
+        stage_imagefolder(opts, log=lambda *a, **k: None)
+    assert 2 <= len(calls) < 8 and len(shards(out)) == len(calls) - 1
+    assert not list(out.glob(".*tmp*")) and not (out / "manifest.json").exists()
+    monkeypatch.setattr(atomic.os, "fsync", real_fsync)
+    res = hpctrain("stage", "imagefolder", "--source", str(tree), "--out", str(out), "--size",
+                   "16", "--shards", "4", "--max-unreadable", "0.02", check=True)
+    assert f"{len(calls) - 1} already complete" in res.stdout

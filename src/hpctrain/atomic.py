@@ -30,11 +30,14 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
-def file_sha256(path: str | os.PathLike, block: int = 8 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(block):
-            h.update(chunk)
+def file_sha256(path: str | os.PathLike, block: int = 1 << 20) -> str:
+    """Read into one reused buffer (a new 8 MiB bytes object per read cost a quarter more
+    time on a staged shard)."""
+    h, buf = hashlib.sha256(), bytearray(block)
+    view = memoryview(buf)
+    with open(path, "rb", buffering=0) as f:
+        while n := f.readinto(buf):
+            h.update(view[:n])
     return h.hexdigest()
 
 

@@ -83,6 +83,11 @@ class ShardWriter:
         self.filled = 0
 
     def finish(self) -> None:
+        self.close()
+        self.seal()
+
+    def close(self) -> None:
+        """Everything into the temporary file, closed; not yet durable or in place."""
         self._flush()
         self.images.resize(self.count, axis=0)
         self.file.create_dataset("labels", data=np.asarray(self.labels, np.int32))
@@ -91,6 +96,11 @@ class ShardWriter:
         for key, value in {**self.attrs, "count": self.count}.items():
             self.file.attrs[key] = value
         self.file.close()
+
+    def seal(self) -> None:
+        """After `close`: fsync the temporary file and rename it onto the shard's name (the
+        temporary file is removed if that fails). Mostly waiting on the disk: staging runs it
+        in a thread while the next shard is decoded."""
         self._atomic.__exit__(None, None, None)
 
     def abort(self) -> None:

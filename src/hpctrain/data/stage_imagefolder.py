@@ -21,6 +21,7 @@ import json
 import math
 import multiprocessing as mp
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -115,46 +116,81 @@ class Plan:
 
 def stage_shard(task: ShardTask, plan: Plan, opts: Options, progress=None) -> dict:
     """Write one shard (or find it complete); returns its manifest entry."""
+    return seal_shard(write_shard(task, plan, opts, progress))
+
+
+@dataclass
+class Written:
+    """A shard whose images are in its closed temporary file (`writer`), or that was found
+    complete (`writer` None); `seal_shard` makes it durable and describes it."""
+    task: ShardTask
+    path: Path
+    writer: ShardWriter | None
+    bad: list[dict]
+
+
+def write_shard(task: ShardTask, plan: Plan, opts: Options, progress=None) -> Written:
+    """Decode, resize and write one shard's images into its temporary file, closed; or find
+    the shard complete."""
     path = Path(opts.out) / task.name
     done = complete_shard(path, plan.plan_id)
     if done is not None:
         if progress:
             progress(len(task.files), 0)
-        bad = json.loads(done.get("unreadable", "[]"))
-        skipped = True
-    else:
-        remove_stale_temporaries(path)
-        attrs = {"plan": plan.plan_id, "split": task.split, "shard": task.index,
-                 "of": task.total, "size": opts.size, "policy": opts.policy}
-        writer = ShardWriter(path, len(task.files), (opts.size, opts.size, 3),
-                             opts.compression, attrs)
-        bad, pending = [], 0
-        try:
-            for rel, label in task.files:
-                try:
-                    image = load_image(plan.root / rel, opts.size, opts.policy)
-                except Exception as e:  # Pillow raises OSError, ValueError, SyntaxError, ...
-                    bad.append({"path": rel, "error": f"{type(e).__name__}: {e}"})
-                    if progress:
-                        progress(0, 1)
-                else:
-                    writer.add(image, label, rel)
-                pending += 1
-                if pending == 64 and progress:
-                    progress(pending, 0)
-                    pending = 0
-            writer.attrs["unreadable"] = json.dumps(bad)
-            writer.finish()
-        except BaseException:
-            writer.abort()
-            raise
-        if progress and pending:
-            progress(pending, 0)
-        skipped = False
-    with_images = len(task.files) - len(bad)
-    return {"file": task.name, "split": task.split, "count": with_images,
-            "bytes": path.stat().st_size, "sha256": file_sha256(path), "unreadable": bad,
-            "skipped": skipped}
+        return Written(task, path, None, json.loads(done.get("unreadable", "[]")))
+    remove_stale_temporaries(path)
+    attrs = {"plan": plan.plan_id, "split": task.split, "shard": task.index,
+             "of": task.total, "size": opts.size, "policy": opts.policy}
+    writer = ShardWriter(path, len(task.files), (opts.size, opts.size, 3), opts.compression,
+                         attrs)
+    bad, pending = [], 0
+    try:
+        for rel, label in task.files:
+            try:
+                image = load_image(plan.root / rel, opts.size, opts.policy)
+            except Exception as e:  # Pillow raises OSError, ValueError, SyntaxError, ...
+                bad.append({"path": rel, "error": f"{type(e).__name__}: {e}"})
+                if progress:
+                    progress(0, 1)
+            else:
+                writer.add(image, label, rel)
+            pending += 1
+            if pending == 64 and progress:
+                progress(pending, 0)
+                pending = 0
+        writer.attrs["unreadable"] = json.dumps(bad)
+        writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    if progress and pending:
+        progress(pending, 0)
+    return Written(task, path, writer, bad)
+
+
+def seal_shard(w: Written) -> dict:
+    """fsync and rename a written shard into place; its manifest entry (with the sha256 of
+    the file as it is on disk)."""
+    if w.writer is not None:
+        w.writer.seal()
+    return {"file": w.task.name, "split": w.task.split, "count": len(w.task.files) - len(w.bad),
+            "bytes": w.path.stat().st_size, "sha256": file_sha256(w.path), "unreadable": w.bad,
+            "skipped": w.writer is None}
+
+
+def write_and_seal(tasks: list[ShardTask], plan: Plan, opts: Options, progress) -> list[dict]:
+    """The shards one after another in this process, each one's seal (fsync, rename, sha256:
+    waiting on the disk, and hashing, which releases the GIL) in a thread while the next one
+    is decoded. An error in a seal ends the staging before the shard after next (the shards
+    already written are still sealed: no temporary file is left behind)."""
+    with ThreadPoolExecutor(1, thread_name_prefix="seal") as sealer:
+        sealed: list[Future] = []
+        for task in tasks:
+            for f in sealed:
+                if f.done():
+                    f.result()  # raises a seal's error now
+            sealed.append(sealer.submit(seal_shard, write_shard(task, plan, opts, progress)))
+        return [f.result() for f in sealed]
 
 
 # ---- local worker processes ------------------------------------------------------------------
@@ -188,7 +224,7 @@ def run_tasks(tasks: list[ShardTask], plan: Plan, opts: Options, bar: Progress) 
             bad[0] += unreadable
             bar.update(images, f"{bad[0]} unreadable" if bad[0] else "")
 
-        return [stage_shard(t, plan, opts, progress) for t in tasks]
+        return write_and_seal(tasks, plan, opts, progress)
     # spawn: no fork of a process that may hold MPI or HDF5 state; files open in the worker
     ctx = mp.get_context("spawn")
     images, unreadable = ctx.Value("q", 0), ctx.Value("q", 0)
