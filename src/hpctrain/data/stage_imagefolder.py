@@ -20,6 +20,7 @@ import hashlib
 import json
 import math
 import multiprocessing as mp
+import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -143,11 +144,11 @@ def write_shard(task: ShardTask, plan: Plan, opts: Options, progress=None) -> Wr
              "of": task.total, "size": opts.size, "policy": opts.policy}
     writer = ShardWriter(path, len(task.files), (opts.size, opts.size, 3), opts.compression,
                          attrs)
-    bad, pending = [], 0
+    bad, pending, root = [], 0, f"{plan.root}{os.sep}"  # a str join: pathlib's cost 2 %
     try:
         for rel, label in task.files:
             try:
-                image = load_image(plan.root / rel, opts.size, opts.policy)
+                image = load_image(root + rel, opts.size, opts.policy)
             except Exception as e:  # Pillow raises OSError, ValueError, SyntaxError, ...
                 bad.append({"path": rel, "error": f"{type(e).__name__}: {e}"})
                 if progress:
