@@ -95,7 +95,7 @@ def run(data: str, rounds: int, train_limit: int, threads: int = 2, batch: int =
               + f" ({time.perf_counter() - start:.0f} s)", file=sys.stderr, flush=True)
     plain, hp = pair(NULL_MODEL, NULL_EPOCHS, 0)
     every = ",".join(MECHANISMS)
-    null = alternate({"plain Keras": plain, "hpctrain": hp(),
+    null = alternate({PLAIN: plain, "hpctrain": hp(),
                       DETERMINISM: hp("deterministic=false"),
                       **{m: hp(f"without=[{m}]") for m in MECHANISMS},
                       ALL_OFF: hp(f"without=[{every}]", "deterministic=false")}, rounds)
@@ -148,8 +148,8 @@ def summarize(headline: list[dict[str, list[float]]], null: dict[str, list[float
     interval = (f"{mean['mean']:.3f} ± {mean['ci95']:.3f}" if mean["ci95"] is not None
                 else f"{mean['mean']:.3f}")
     cnn_step_us = step_us(statistics.median(sides[PLAIN]), batch)
-    added = {name: per_step_us(v, null["plain Keras"], batch) for name, v in null.items()
-             if name != "plain Keras"}
+    added = {name: per_step_us(v, null[PLAIN], batch) for name, v in null.items()
+             if name != PLAIN}
     full = added["hpctrain"]
     # a mechanism's cost: the full run's overhead minus the overhead without it, per round
     costs = {name: statistics.median(f - w for f, w in zip(full, v, strict=True))
@@ -200,7 +200,7 @@ def summarize(headline: list[dict[str, list[float]]], null: dict[str, list[float
         f"{100 * (mean['stdev'] or 0):.1f} %.", "",
         f"Where hpctrain's time goes, per step: the same pair on a null model ({NULL_MODEL} "
         f"regression, all 60,000 images, batch {batch}, {NULL_EPOCHS} epochs), whose "
-        f"{step_us(statistics.median(null['plain Keras']), batch):,.0f} µs step makes what "
+        f"{step_us(statistics.median(null[PLAIN]), batch):,.0f} µs step makes what "
         f"hpctrain adds resolvable; each mechanism switched off in turn, {len(full)} rounds "
         "alternating. Added: batch x (1 / its images/s - 1 / plain Keras's), per round. "
         "A mechanism's cost: the full run's added time minus that of the run without it "
