@@ -288,3 +288,55 @@ def test_a_failed_seal_stops_staging_and_leaves_no_temporary_file(tree, tmp_path
     res = hpctrain("stage", "imagefolder", "--source", str(tree), "--out", str(out), "--size",
                    "16", "--shards", "4", "--max-unreadable", "0.02", check=True)
     assert f"{len(calls) - 1} already complete" in res.stdout
+
+
+@pytest.mark.parametrize("compression", [None, "lzf"])
+def test_chunks_written_behind_read_back_exactly(tmp_path, compression):
+    """A shard's chunks are written by a thread while the next chunk fills (two buffers in
+    turn): every image lands in its own row, a short last chunk and a trimmed capacity
+    included, compressed or not."""
+    from hpctrain.data.shards import ShardWriter, chunk_rows
+
+    shape = (64, 64, 3)
+    rows = chunk_rows(int(np.prod(shape)), 1 << 20)
+    n = 3 * rows + 5  # three full chunks and a short one; capacity one more (one unreadable)
+    images = np.random.default_rng(0).integers(0, 256, (n, *shape), dtype=np.uint8)
+    path = tmp_path / "train-00000-of-00001.h5"
+    w = ShardWriter(path, n + 1, shape, compression, {"plan": "p"})
+    for i, image in enumerate(images):
+        w.add(image, i % 7, f"img{i}")
+    w.finish()
+    with h5py.File(path, "r") as f:
+        assert f["images"].chunks[0] == rows and f.attrs["count"] == n
+        np.testing.assert_array_equal(f["images"][:], images)
+        np.testing.assert_array_equal(f["labels"][:], np.arange(n) % 7)
+    assert not list(tmp_path.glob(".*tmp*"))
+
+
+def test_a_failed_chunk_write_stops_staging_and_leaves_no_temporary_file(tree, tmp_path,
+                                                                         monkeypatch):
+    """A chunk's write fails in the writer thread (a full disk): the staging ends with that
+    error, before the manifest, with no temporary file; every other shard written is sealed
+    complete, and the rerun keeps them."""
+    from hpctrain.data.shards import ShardWriter
+    from hpctrain.data.stage_imagefolder import Options, stage_imagefolder
+
+    calls, real_write = [], ShardWriter._write_chunk
+
+    def write_chunk(self, chunk, start, end):
+        calls.append(start)
+        if len(calls) == 3:
+            raise OSError(28, "No space left on device")
+        real_write(self, chunk, start, end)
+
+    monkeypatch.setattr(ShardWriter, "_write_chunk", write_chunk)
+    out = tmp_path / "out"
+    opts = Options(source=tree, out=out, size=16, shards=4, max_unreadable=0.02)
+    with pytest.raises(OSError, match="No space left on device"):
+        stage_imagefolder(opts, log=lambda *a, **k: None)
+    assert len(calls) == 3 and len(shards(out)) == 2  # a shard is one chunk at 16 px
+    assert not list(out.glob(".*tmp*")) and not (out / "manifest.json").exists()
+    monkeypatch.setattr(ShardWriter, "_write_chunk", real_write)
+    res = hpctrain("stage", "imagefolder", "--source", str(tree), "--out", str(out), "--size",
+                   "16", "--shards", "4", "--max-unreadable", "0.02", check=True)
+    assert f"{len(calls) - 1} already complete" in res.stdout

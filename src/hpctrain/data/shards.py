@@ -14,6 +14,7 @@ of about 4 MiB along N, so a reader's large reads are whole chunks.
 from __future__ import annotations
 
 import json
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import h5py
@@ -50,7 +51,15 @@ class ShardWriter:
             "images", shape=(self.capacity, *shape), maxshape=(self.capacity, *shape),
             dtype=np.uint8, chunks=(rows, *shape), compression=compression,
             fillvalue=None, fill_time="never")  # every kept row is written: no fill pass
-        self.buffer = np.empty((rows, *shape), np.uint8)
+        # Two chunk buffers: one fills while the other is written by a thread (h5py releases
+        # the GIL while HDF5 writes, so the writing overlaps the next images' decoding). HDF5
+        # itself is not thread-safe: while a write may be running, this object makes no other
+        # HDF5 call (`_wait` first), and staging closes shards in the decoding thread.
+        self.compressed = compression is not None
+        self._buffers = [np.empty((rows, *shape), np.uint8) for _ in range(2)]
+        self.buffer = self._buffers[0]
+        self._writing: Future | None = None
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="shard-write")
         self.labels: list[int] = []
         self.paths: list[str] = []
         self.filled = 0  # images in the buffer
@@ -66,21 +75,33 @@ class ShardWriter:
             self._flush()
 
     def _flush(self) -> None:
-        """The buffer as the next chunk. Uncompressed, it goes into the file as it is
-        (`write_direct_chunk`: one write, where h5py's selection path cost ~5 ms per 4 MiB
-        chunk, a fifth of staging's time beyond decoding); the rows past the last image of a
-        short final chunk are zeroed (outside the data set once `finish` trims it, but in the
-        file's bytes, which the manifest's sha256 covers)."""
+        """The buffer as the next chunk, written in the writer thread while the other buffer
+        fills; an error of that write is raised here at the next chunk, or by `close`.
+        Uncompressed, a chunk goes into the file as it is (`write_direct_chunk`: one write,
+        where h5py's selection path cost ~5 ms per 4 MiB chunk, a fifth of staging's time
+        beyond decoding); the rows past the last image of a short final chunk are zeroed
+        (outside the data set once `close` trims it, but in the file's bytes, which the
+        manifest's sha256 covers)."""
         if not self.filled:
             return
-        start = self.count - self.filled
-        if self.images.compression is None:
-            self.buffer[self.filled:] = 0
-            self.images.id.write_direct_chunk((start,) + (0,) * (self.buffer.ndim - 1),
-                                              self.buffer)
-        else:
-            self.images[start:self.count] = self.buffer[:self.filled]
+        start, end, full = self.count - self.filled, self.count, self.buffer
+        if not self.compressed:
+            full[self.filled:] = 0
+        self._wait()  # the other buffer's write: done before that buffer is filled again
+        self._writing = self._writer.submit(self._write_chunk, full, start, end)
+        self.buffer = self._buffers[1] if full is self._buffers[0] else self._buffers[0]
         self.filled = 0
+
+    def _write_chunk(self, chunk: np.ndarray, start: int, end: int) -> None:
+        if not self.compressed:
+            self.images.id.write_direct_chunk((start,) + (0,) * (chunk.ndim - 1), chunk)
+        else:
+            self.images[start:end] = chunk[:end - start]
+
+    def _wait(self) -> None:
+        writing, self._writing = self._writing, None
+        if writing is not None:
+            writing.result()
 
     def finish(self) -> None:
         self.close()
@@ -89,6 +110,8 @@ class ShardWriter:
     def close(self) -> None:
         """Everything into the temporary file, closed; not yet durable or in place."""
         self._flush()
+        self._wait()
+        self._writer.shutdown()
         self.images.resize(self.count, axis=0)
         self.file.create_dataset("labels", data=np.asarray(self.labels, np.int32))
         self.file.create_dataset("paths", data=np.asarray(self.paths, dtype=object),
@@ -104,6 +127,7 @@ class ShardWriter:
         self._atomic.__exit__(None, None, None)
 
     def abort(self) -> None:
+        self._writer.shutdown(wait=True)  # the chunk being written, if any, before closing
         self.file.close()
         self._atomic.__exit__(RuntimeError, RuntimeError("aborted"), None)
 
