@@ -205,6 +205,8 @@ def test_gathering_batches_in_groups_changes_nothing(shard_dir, monkeypatch, gat
     images, labels = next(iter(reader.epoch_arrays(0)))
     memory = [y.numpy() for _, y in memory_batches(tf, images, labels, 16, seed=0, epochs=1)]
     assert batches_module.gather_group(reader.shape, 16) > 40  # the default: one group
+    by_batch = [y.numpy() for _, y in reader.dataset(tf, first_epoch=1, epochs=1, group=1)]
+    np.testing.assert_array_equal(np.concatenate(by_batch), np.concatenate([y for _, y in want]))
     monkeypatch.setattr(batches_module, "GATHER_BYTES", gather_bytes)
     assert batches_module.gather_group(reader.shape, 16) == max(1, gather_bytes // (16 * 432))
     got = [(x.numpy(), y.numpy()) for x, y in reader.dataset(tf, first_epoch=1, epochs=1)]

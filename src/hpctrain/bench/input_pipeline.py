@@ -84,6 +84,7 @@ def _case(tf, name: str, data: str, ranks: int, batch: int, crop: int, epochs: i
         f"{READER} -> tf.data": (hdf5(), per_round)}
     if gather_group(reader.shape, batch) > 1:  # what gathering in groups gains, both sides
         variants[f"{MEMORY}, one gather per batch"] = (memory(group=1), per_round)
+        variants[f"{READER}, one gather per batch"] = (hdf5(group=1), per_round)
     if crop:  # augmentation on 2 tf.data threads (input_threads), both pipelines
         variants[f"{MEMORY}, 2 augment threads"] = (memory(threads=2), per_round)
         variants[f"{READER}, input_threads 2"] = (hdf5(threads=2), per_round)

@@ -221,10 +221,11 @@ class RankReader:
                 yield images[index.ravel()], labels[index.ravel()]
 
     def dataset(self, tf, first_epoch: int = 0, first_step: int = 0,
-                epochs: int | None = None, augment=None, threads: int = 1):
+                epochs: int | None = None, augment=None, threads: int = 1, group: int = 0):
         """Endless (or `epochs`) shuffled batches from `first_epoch`, step `first_step`.
         `augment(images, labels, epoch, step)` runs on whole batches in the tf.data graph,
-        on `threads` batches at once (the order kept).
+        on `threads` batches at once (the order kept). `group`: batches per gather from a
+        window not in batch order (default: batches.gather_group's ~16 MiB).
 
         Drop an iterator of it before the interpreter exits (`del it`; Keras' fit drops its
         own): one still alive at interpreter shutdown hung the process there in 15 of 15 tries
@@ -235,6 +236,7 @@ class RankReader:
         sliced when the window is in batch order (`ordered`), else gathered a group at a time
         as the in-memory pipeline does (batches.py)."""
         b, shape, ordered = self.batch_size, self.shape, self.ordered
+        group = group or gather_group(shape, b)
         last = first_epoch + epochs if epochs is not None else np.iinfo(np.int64).max
         spec = (tf.TensorSpec((None, *shape), tf.uint8), tf.TensorSpec((None,), tf.int32),
                 tf.TensorSpec((None, b), tf.int32), tf.TensorSpec((), tf.int64),
@@ -254,7 +256,7 @@ class RankReader:
         def batches(x, y, index, epoch, step):
             if ordered:  # whole batches in order: slices of the window
                 return sliced(tf, x, y, epoch, step, b)
-            return gathered(tf, x, y, index, epoch, step, gather_group(shape, b))
+            return gathered(tf, x, y, index, epoch, step, group)
 
         ds = tf.data.Dataset.from_generator(windows, output_signature=spec).prefetch(2)
         return augmented(tf, ds.flat_map(batches), augment, threads)
