@@ -71,7 +71,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--jpeg-tree", default="data/bench-jpeg-tree",
                    help="staging: an image tree of ImageNet-sized JPEGs (make "
                         "data/bench-jpeg-tree)")
-    p.add_argument("--out", default="results/benchmarks",
+    p.add_argument("--out", default=OUT,
                    help="where <name>.json and README.md are written")
     p.add_argument("--machine", metavar="NAME",
                    help="store this run as another machine's, in OUT/machines/NAME/ (a "
@@ -81,8 +81,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--render", action="store_true",
                    help="run nothing: render every JSON's markdown and README.md again from "
                         "the stored samples (make docs)")
-    p.add_argument("--readme", default="README.md",
-                   help="the project README whose headline table --render rewrites")
+    p.add_argument("--readme",
+                   help="the project README whose headline table is rewritten (default: "
+                        "README.md, and only when --out is the default: a run written "
+                        "elsewhere leaves the project's figures alone)")
     p.add_argument("--check", action="store_true",
                    help="with --render: write nothing, exit 1 if a committed file differs")
     return p.parse_args(argv)
@@ -98,6 +100,7 @@ def git_commit() -> str:
     return (head or "unknown") + ("-dirty" if dirty else "")
 
 
+OUT = "results/benchmarks"  # the committed figures; the project README renders from them
 MACHINES = "machines"  # OUT/machines/NAME/: other machines' runs (--machine NAME)
 
 
@@ -203,8 +206,10 @@ def render(out: Path, check: bool, readme_path: Path | None = None) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     out = Path(args.out)
+    readme_path = Path(args.readme) if args.readme else \
+        Path("README.md") if out.resolve() == Path(OUT).resolve() else None
     if args.render:
-        return render(out, args.check, Path(args.readme))
+        return render(out, args.check, readme_path)
     if args.machine and not re.fullmatch(r"[a-z0-9][a-z0-9.-]{0,40}", args.machine):
         print(f"bench: error: --machine {args.machine!r}: lower-case letters, digits, '.' "
               "and '-' only (a directory name)", file=sys.stderr)
@@ -234,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
                                             for k, v in options.items() if v is not None)])}
         write_json(where / f"{name}.json", result, sort_keys=False)  # variants in order
         print(result["markdown"], flush=True)
-    return render(out, check=False, readme_path=Path(args.readme))
+    return render(out, check=False, readme_path=readme_path)
 
 
 if __name__ == "__main__":
