@@ -60,6 +60,13 @@ def rows_of(reader: RankReader, epoch: int, first_step: int = 0) -> np.ndarray:
     return np.concatenate([y for _, y in reader.epoch_arrays(epoch, first_step)])
 
 
+def stamped(images, labels, epoch, step):
+    """An augmentation that shows what every augmentation is given: each label with its
+    batch's (epoch, step) (these images are one value each, which no crop or flip changes)."""
+    stamp = tf.cast(epoch * 1000 + step, tf.int32)
+    return images, tf.stack([labels, tf.fill(tf.shape(labels), stamp)], axis=1)
+
+
 def test_ranks_get_disjoint_equal_ranges(shard_dir):
     pieces = split_pieces(str(shard_dir), "train")
     assert [p.count for p in pieces] == [700, 650, 610]
@@ -116,6 +123,13 @@ def test_dataset_batches_resume_and_augment(shard_dir, read_mode, make_augment):
     for (x1, y1), (x2, y2) in zip(batches[10:], resumed, strict=True):
         np.testing.assert_array_equal(y1, y2)
         np.testing.assert_array_equal(x1, x2)
+    # and every batch is augmented as the batch of its (epoch, step)
+    whole, resumed = (np.concatenate([y.numpy() for _, y in reader.dataset(
+        tf, first_epoch=2, first_step=step, epochs=2, augment=stamped)]) for step in (0, 10))
+    steps = np.arange(len(whole)) // 16
+    np.testing.assert_array_equal(whole[:, 1], np.where(steps < reader.steps, 2000 + steps,
+                                                        3000 + steps - reader.steps))
+    np.testing.assert_array_equal(resumed, whole[10 * 16:])
     # augmenting on 3 threads at once (input_threads): the same batches in the same order
     threaded = [(x.numpy(), y.numpy()) for x, y in
                 reader.dataset(tf, first_epoch=2, epochs=2, augment=augment, threads=3)]
@@ -247,6 +261,18 @@ def test_a_share_that_fits_one_window_is_read_once_and_kept(shard_dir, monkeypat
     assert np.array_equal(np.concatenate([y for _, y in batches]),
                           np.concatenate([rows_of(reader, 0), rows_of(reader, 1)]))
     assert all((x[:, 0, 0, 0] == (y % 251)).all() for x, y in batches)
+    # resumed mid-epoch, the dataset goes on where the uninterrupted run was, and augmentation
+    # is given the same (epoch, step) for every batch
+    whole = np.concatenate([y.numpy() for _, y in
+                            reader.dataset(tf, first_epoch=1, epochs=2, augment=stamped)])
+    resumed = np.concatenate([y.numpy() for _, y in reader.dataset(
+        tf, first_epoch=1, first_step=9, epochs=2, augment=stamped)])
+    np.testing.assert_array_equal(whole[:, 0], np.concatenate([rows_of(reader, 1),
+                                                               rows_of(reader, 2)]))
+    steps = np.arange(len(whole)) // 16
+    np.testing.assert_array_equal(whole[:, 1], np.where(steps < reader.steps, 1000 + steps,
+                                                        2000 + steps - reader.steps))
+    np.testing.assert_array_equal(resumed, whole[9 * 16:])
     assert reads == [len(reader.blocks)]  # one read, of every block, for all of the above
 
 

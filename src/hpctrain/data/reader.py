@@ -24,7 +24,8 @@ read, the prefetched ones, the one being cut into batches).
 When the rank's whole share fits in one window (a 28x28 data set: 23 MiB a rank of 2), it is
 read once and kept: every epoch is then the same one window, in a new order, as the
 in-memory pipeline's is (reading it again each epoch was most of what the reader lost to that
-pipeline there: bench/input_pipeline.py).
+pipeline there: bench/input_pipeline.py), and tf.data gathers its batches with the in-memory
+pipeline's own graph, only the order coming from the reader, one small array an epoch.
 
 Epoch e's order is a pure function of (seed, e): a run resumed at epoch e, step s computes the
 order, skips the windows before step s unread, and sees exactly the batches an uninterrupted
@@ -231,10 +232,11 @@ class RankReader:
         own): one still alive at interpreter shutdown hung the process there in 15 of 15 tries
         (TensorFlow's threads wait for Python's GIL, which finalization never gives back).
 
-        One generator runs through all the epochs, and the prefetch after it reads the next
-        window (across epoch boundaries too) while the current one is cut into batches:
-        sliced when the window is in batch order (`ordered`), else gathered a group at a time
-        as the in-memory pipeline does (batches.py)."""
+        A kept window (`whole`) is gathered as the in-memory pipeline's arrays are
+        (`_kept_batches`). Otherwise one generator runs through all the epochs, and the
+        prefetch after it reads the next window (across epoch boundaries too) while the
+        current one is cut into batches: sliced when the window is in batch order (`ordered`),
+        else gathered a group at a time as the in-memory pipeline does (batches.py)."""
         b, shape, ordered = self.batch_size, self.shape, self.ordered
         group = group or gather_group(shape, b)
         last = first_epoch + epochs if epochs is not None else np.iinfo(np.int64).max
@@ -258,8 +260,37 @@ class RankReader:
                 return sliced(tf, x, y, epoch, step, b)
             return gathered(tf, x, y, index, epoch, step, group)
 
+        if self.whole:
+            return augmented(tf, self._kept_batches(tf, first_epoch, first_step, last, group),
+                             augment, threads)
         ds = tf.data.Dataset.from_generator(windows, output_signature=spec).prefetch(2)
         return augmented(tf, ds.flat_map(batches), augment, threads)
+
+    def _kept_batches(self, tf, first_epoch: int, first_step: int, last: int, group: int):
+        """The kept window's batches: read now, then the same graph as the in-memory pipeline
+        (batches.memory_batches), but for where each epoch's order comes from (the reader's,
+        `epoch_windows`, a small array per epoch). Handing the window to tf.data through a
+        Python generator every epoch cost ~0.25 µs an image more CPU there at 28x28."""
+        files = WindowFiles()
+        try:
+            images, labels = (tf.convert_to_tensor(a) for a in self._kept(files))
+        finally:
+            files.close()
+        b = self.batch_size
+
+        def order(epoch):  # (k, B) rows of the kept window: epoch `epoch` from its first step
+            step = first_step if epoch == first_epoch else 0
+            index = [i for _, _, i in self.epoch_windows(int(epoch), step) if i is not None]
+            return index[0] if index else np.zeros((0, b), np.int32)
+
+        def one_epoch(epoch):
+            index = tf.numpy_function(order, [epoch], tf.int32, stateful=False)
+            index.set_shape((None, b))
+            step = tf.where(epoch == first_epoch, tf.constant(first_step, tf.int64),
+                            tf.constant(0, tf.int64))
+            return gathered(tf, images, labels, index, epoch, step, group)
+
+        return tf.data.Dataset.range(first_epoch, last).flat_map(one_epoch)
 
     def in_order(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Every row of this rank in order, in batches (the last one may be short): for
