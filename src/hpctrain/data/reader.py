@@ -281,16 +281,23 @@ class RankReader:
         def order(epoch):  # (k, B) rows of the kept window: epoch `epoch` from its first step
             step = first_step if epoch == first_epoch else 0
             index = [i for _, _, i in self.epoch_windows(int(epoch), step) if i is not None]
-            return index[0] if index else np.zeros((0, b), np.int32)
+            # int64 as the in-memory pipeline's, so both gather alike (int32 ran ~4 % slower)
+            return index[0].astype(np.int64) if index else np.zeros((0, b), np.int64)
 
-        def one_epoch(epoch):
-            index = tf.numpy_function(order, [epoch], tf.int32, stateful=False)
+        def with_order(epoch):
+            index = tf.numpy_function(order, [epoch], tf.int64, stateful=False)
             index.set_shape((None, b))
+            return epoch, index
+
+        def one_epoch(epoch, index):
             step = tf.where(epoch == first_epoch, tf.constant(first_step, tf.int64),
                             tf.constant(0, tf.int64))
             return gathered(tf, images, labels, index, epoch, step, group)
 
-        return tf.data.Dataset.range(first_epoch, last).flat_map(one_epoch)
+        # the next epoch's order is drawn while this one's batches go: the ~1 ms of Python
+        # at each epoch's start stalled the batches behind it
+        orders = tf.data.Dataset.range(first_epoch, last).map(with_order).prefetch(1)
+        return orders.flat_map(one_epoch)
 
     def in_order(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Every row of this rank in order, in batches (the last one may be short): for
