@@ -240,6 +240,9 @@ class RankReader:
         b, shape, ordered = self.batch_size, self.shape, self.ordered
         group = group or gather_group(shape, b)
         last = first_epoch + epochs if epochs is not None else np.iinfo(np.int64).max
+        if self.whole:
+            return augmented(tf, self._kept_batches(tf, first_epoch, first_step, last, group),
+                             augment, threads)
         spec = (tf.TensorSpec((None, *shape), tf.uint8), tf.TensorSpec((None,), tf.int32),
                 tf.TensorSpec((None, b), tf.int32), tf.TensorSpec((), tf.int64),
                 tf.TensorSpec((), tf.int64))
@@ -260,17 +263,15 @@ class RankReader:
                 return sliced(tf, x, y, epoch, step, b)
             return gathered(tf, x, y, index, epoch, step, group)
 
-        if self.whole:
-            return augmented(tf, self._kept_batches(tf, first_epoch, first_step, last, group),
-                             augment, threads)
         ds = tf.data.Dataset.from_generator(windows, output_signature=spec).prefetch(2)
         return augmented(tf, ds.flat_map(batches), augment, threads)
 
     def _kept_batches(self, tf, first_epoch: int, first_step: int, last: int, group: int):
         """The kept window's batches: read now, then the same graph as the in-memory pipeline
         (batches.memory_batches), but for where each epoch's order comes from (the reader's,
-        `epoch_windows`, a small array per epoch). Handing the window to tf.data through a
-        Python generator every epoch cost ~0.25 µs an image more CPU there at 28x28."""
+        `epoch_windows`, a small array per epoch, drawn one epoch ahead). Through the
+        generator, the window itself was shared without a copy; what cost the reader there
+        at 28x28 was that order's ~1 ms of Python at each epoch's start, in line."""
         files = WindowFiles()
         try:
             images, labels = (tf.convert_to_tensor(a) for a in self._kept(files))
@@ -278,20 +279,19 @@ class RankReader:
             files.close()
         b = self.batch_size
 
-        def order(epoch):  # (k, B) rows of the kept window: epoch `epoch` from its first step
-            step = first_step if epoch == first_epoch else 0
-            index = [i for _, _, i in self.epoch_windows(int(epoch), step) if i is not None]
+        def order(epoch, step):  # (k, B) rows of the kept window: epoch `epoch` from `step`
+            index = [i for _, _, i in self.epoch_windows(int(epoch), int(step)) if i is not None]
             # int64 as the in-memory pipeline's, so both gather alike (int32 ran ~4 % slower)
             return index[0].astype(np.int64) if index else np.zeros((0, b), np.int64)
 
         def with_order(epoch):
-            index = tf.numpy_function(order, [epoch], tf.int64, stateful=False)
-            index.set_shape((None, b))
-            return epoch, index
-
-        def one_epoch(epoch, index):
             step = tf.where(epoch == first_epoch, tf.constant(first_step, tf.int64),
                             tf.constant(0, tf.int64))
+            index = tf.numpy_function(order, [epoch, step], tf.int64, stateful=False)
+            index.set_shape((None, b))
+            return epoch, step, index
+
+        def one_epoch(epoch, step, index):
             return gathered(tf, images, labels, index, epoch, step, group)
 
         # the next epoch's order is drawn while this one's batches go: the ~1 ms of Python
