@@ -9,11 +9,12 @@ every configuration we know (one gather per batch or per 16 MiB group; augmentat
 the *best* in-memory one, paired round by round.
 
 Every variant's pipeline is built once and endless, as a training run builds it (round 0
-builds them and is dropped); each round takes the next ~second's worth of batches of every
-variant in turn, the order reversed every other round, consumed inside a tf.function as
-Keras' train_function does. A variant's clock runs until its pipeline has refilled its
-prefetch buffers and gone idle (`settled`), so no variant's reading ahead runs on another's
-clock. TensorFlow loads only when run() starts.
+builds them and is dropped); each round takes the next 1-3 seconds' worth of batches of every
+variant in turn (at 28x28 a shorter round was dominated by the host's jitter and the 20 ms
+idle poll: rounds of 0.5 s gave paired ratios from 0.67 to 1.37), the order reversed every
+other round, consumed inside a tf.function as Keras' train_function does. A variant's clock
+runs until its pipeline has refilled its prefetch buffers and gone idle (`settled`), so no
+variant's reading ahead runs on another's clock. TensorFlow loads only when run() starts.
 
     python -m hpctrain.bench --only input_pipeline --images data/bench-256 \\
         --images-lzf data/bench-256-lzf --rounds 9
@@ -45,7 +46,7 @@ def run(data: str, rounds: int, train_limit: int = 0, images: str | None = None,
     from hpctrain.data.augment import crop_flip
     from hpctrain.data.reader import RankReader
 
-    cases = [_case(tf, "28x28x1", data, 2, 128, 0, epochs=20, generator=data)]
+    cases = [_case(tf, "28x28x1", data, 2, 128, 0, epochs=80, generator=data)]
     if images:
         extra = {}
         if images_lzf:
