@@ -349,6 +349,7 @@ def test_another_machines_run_is_rendered_beside_the_main_figures(tmp_path):
         one["hpctrain"] = [0.7 * x for x in one["plain Keras"]]
     stored["machine"] = {**stored["machine"], "avx512f": False, "avx2": True}
     (other / "trainer_overhead.json").write_text(json.dumps(stored))
+    (other / "ABOUT.md").write_text("A slower host,\nthe same code.\n")  # words, re-flowed
     argv = [sys.executable, "-m", "hpctrain.bench", "--render", "--out", str(out),
             "--readme", str(tmp_path / "none.md")]
     assert subprocess.run(argv, capture_output=True, text=True).returncode == 0
@@ -360,6 +361,7 @@ def test_another_machines_run_is_rendered_beside_the_main_figures(tmp_path):
     assert len(rows) == 2 and rows[0].startswith("| this page | 1. Trainer overhead")
     assert rows[1].startswith("| [slow-host](machines/slow-host/README.md) | 1. Trainer")
     assert "**missed**" in rows[1] and "AVX2 only" in rows[1] and "AVX-512" in rows[0]
+    assert "\n- slow-host: A slower host, the same code.\n" in main
     assert subprocess.run([*argv, "--check"], capture_output=True).returncode == 0
     bad = subprocess.run([sys.executable, "-m", "hpctrain.bench", "--machine", "../x",
                           "--out", str(out)], capture_output=True, text=True)

@@ -102,11 +102,15 @@ def git_commit() -> str:
 
 OUT = "results/benchmarks"  # the committed figures; the project README renders from them
 MACHINES = "machines"  # OUT/machines/NAME/: other machines' runs (--machine NAME)
+ABOUT = "ABOUT.md"  # machines/NAME/ABOUT.md: what that run is, in words (optional)
 
 
-def readme(results: dict[str, dict], others: dict[str, dict[str, dict]] | None = None) -> str:
+def readme(results: dict[str, dict], others: dict[str, dict[str, dict]] | None = None,
+           abouts: dict[str, str] | None = None) -> str:
     """results/benchmarks/README.md from each benchmark's result, by name, and the verdicts
-    measured on other machines (machines/NAME/), side by side."""
+    measured on other machines (machines/NAME/), side by side; `abouts`: what a machine's
+    run is, by NAME (its ABOUT.md, words only: figures come from the JSON)."""
+    abouts = abouts or {}
     parts = ["# Benchmarks", "",
              "Written by `make bench` (`python -m hpctrain.bench`); every number is a ratio "
              "of variants run side by side, alternating, in one invocation on one machine "
@@ -127,8 +131,10 @@ def readme(results: dict[str, dict], others: dict[str, dict[str, dict]] | None =
     if others:
         parts += ["## The same goals on other machines", "",
                   "A verdict holds for the machine it was measured on. These runs were made "
-                  "on other hosts of this kind (`--machine NAME`); each one's samples, "
-                  "settings and full tables are in machines/NAME/.", "",
+                  "on other hosts of this kind, or on this one with other code or in another "
+                  "process (`--machine NAME`; the name and the notes below the table say "
+                  "which); each one's samples, settings and full tables are in "
+                  "machines/NAME/.", "",
                   "| machine | benchmark | result: median (min-max over rounds) | verdict | "
                   "measured on |", "|---|---|---|---|---|"]
         # the main machine's rows of the same benchmarks first, for the comparison
@@ -138,6 +144,9 @@ def readme(results: dict[str, dict], others: dict[str, dict[str, dict]] | None =
         for name in others:
             parts += _rows(others[name], f"[{name}]({MACHINES}/{name}/README.md)")
         parts.append("")
+        parts += [f"- {name}: {abouts[name]}" for name in others if name in abouts]
+        if any(name in abouts for name in others):
+            parts.append("")
     return "\n".join(parts)
 
 
@@ -185,12 +194,15 @@ def rendered(out: Path, readme_path: Path | None = None) -> dict[Path, str]:
     files: dict[Path, str] = {}
     results = _load(out, files)
     others: dict[str, dict[str, dict]] = {}
+    abouts: dict[str, str] = {}
     for where in sorted((out / MACHINES).glob("*/")) if (out / MACHINES).is_dir() else []:
+        if (about := where / ABOUT).is_file():
+            abouts[where.name] = " ".join(about.read_text().split())
         if (found := _load(where, files)):
             others[where.name] = found
             files[where / "README.md"] = readme(found)
     # README.md, and the headline table of the project's README, from the results as rendered
-    files[out / "README.md"] = readme(results, others)
+    files[out / "README.md"] = readme(results, others, abouts)
     if readme_path is not None and readme_path.is_file():
         with contextlib.suppress(ValueError):  # a README without the block: left alone
             files[readme_path] = replace_block(readme_path.read_text(), HEADLINES,
