@@ -144,9 +144,8 @@ def readme(results: dict[str, dict], others: dict[str, dict[str, dict]] | None =
         for name in others:
             parts += _rows(others[name], f"[{name}]({MACHINES}/{name}/README.md)")
         parts.append("")
-        parts += [f"- {name}: {abouts[name]}" for name in others if name in abouts]
-        if any(name in abouts for name in others):
-            parts.append("")
+        if notes := [f"- {name}: {abouts[name]}" for name in others if name in abouts]:
+            parts += [*notes, ""]
     return "\n".join(parts)
 
 

@@ -10,11 +10,16 @@ the *best* in-memory one, paired round by round.
 
 Every variant's pipeline is built once and endless, as a training run builds it (round 0
 builds them and is dropped); each round takes the next 1-3 seconds' worth of batches of every
-variant in turn (at 28x28 a shorter round was dominated by the host's jitter and the 20 ms
-idle poll: rounds of 0.5 s gave paired ratios from 0.67 to 1.37), the order reversed every
-other round, consumed inside a tf.function as Keras' train_function does. A variant's clock
-runs until its pipeline has refilled its prefetch buffers and gone idle (`settled`), so no
-variant's reading ahead runs on another's clock. TensorFlow loads only when run() starts.
+variant in turn (0.5 s rounds at 28x28 were a few of the 20 ms idle polls long), the order
+reversed every other round, consumed inside a tf.function as Keras' train_function does. A
+variant's clock runs until its pipeline has refilled its prefetch buffers and gone idle
+(`settled`), so no variant's reading ahead runs on another's clock. TensorFlow loads only
+when run() starts.
+
+All rounds run in one process, and the interval is over them. At 28x28 two pipelines of
+one graph (in-memory and the reader's kept window) kept a steady gap within a process that
+changed sides in the next process (results/benchmarks/machines/): the interval leaves that
+per-process effect out. Rounds from several processes would include it (not done yet).
 
     python -m hpctrain.bench --only input_pipeline --images data/bench-256 \\
         --images-lzf data/bench-256-lzf --rounds 9

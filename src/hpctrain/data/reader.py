@@ -269,9 +269,10 @@ class RankReader:
     def _kept_batches(self, tf, first_epoch: int, first_step: int, last: int, group: int):
         """The kept window's batches: read now, then the same graph as the in-memory pipeline
         (batches.memory_batches), but for where each epoch's order comes from (the reader's,
-        `epoch_windows`, a small array per epoch, drawn one epoch ahead). Through the
-        generator, the window itself was shared without a copy; what cost the reader there
-        at 28x28 was that order's ~1 ms of Python at each epoch's start, in line."""
+        `epoch_windows`, a small array per epoch, drawn one epoch ahead), so both sides do
+        the same work. (Through the generator, the window was shared without a copy. Which
+        of the two pipelines is faster at 28x28 has changed from one process to the next:
+        bench/input_pipeline.py.)"""
         files = WindowFiles()
         try:
             images, labels = (tf.convert_to_tensor(a) for a in self._kept(files))
@@ -294,8 +295,8 @@ class RankReader:
         def one_epoch(epoch, step, index):
             return gathered(tf, images, labels, index, epoch, step, group)
 
-        # the next epoch's order is drawn while this one's batches go: the ~1 ms of Python
-        # at each epoch's start stalled the batches behind it
+        # the next epoch's order (~1 ms of Python) is drawn while this one's batches go,
+        # not in line at the epoch's start
         orders = tf.data.Dataset.range(first_epoch, last).map(with_order).prefetch(1)
         return orders.flat_map(one_epoch)
 
