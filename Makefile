@@ -58,7 +58,7 @@ $(JPEG_TREE): | install
 
 bench: install $(DATA) data/bench-256/manifest.json data/bench-256-lzf/manifest.json $(JPEG_TREE)  ## every benchmark (trainer, input, Horovod, time to accuracy, jobs, startup, determinism, staging)
 	$(BIN)/python -m hpctrain.bench --data $(DATA) --images data/bench-256 \
-	  --images-lzf data/bench-256-lzf --jpeg-tree $(JPEG_TREE) --rounds 5 --out results/benchmarks
+	  --images-lzf data/bench-256-lzf --jpeg-tree $(JPEG_TREE) --rounds 5 --processes 5 --out results/benchmarks
 
 docs: install  ## render every benchmark figure and the README's tables again from results/ JSON (runs nothing)
 	$(BIN)/python -m hpctrain.bench --render

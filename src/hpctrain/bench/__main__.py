@@ -61,6 +61,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                    help="run only this benchmark (repeatable); the README keeps the others'")
     p.add_argument("--data", default="data/fashion-mnist.h5", help="staged Fashion-MNIST")
     p.add_argument("--rounds", type=int, default=3, help="alternating rounds per benchmark")
+    p.add_argument("--processes", type=int, default=1,
+                   help="input pipeline: fresh processes one after the other, --rounds "
+                        "rounds each; the goals' intervals are then over processes")
     p.add_argument("--train-limit", type=int, default=24000,
                    help="training images per run (fewer: faster, noisier)")
     p.add_argument("--images", default="data/bench-256",
@@ -92,11 +95,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 def git_commit() -> str:
     """The commit measured, `-dirty` when the checkout has uncommitted changes (outside
-    results/, which the benchmarks themselves rewrite)."""
+    results/ and README.md, whose figures the benchmarks themselves rewrite)."""
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                           text=True).stdout.strip()
     dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
-                            ".", ":!results"], capture_output=True, text=True).stdout.strip()
+                            ".", ":!results", ":!README.md"],
+                           capture_output=True, text=True).stdout.strip()
     return (head or "unknown") + ("-dirty" if dirty else "")
 
 

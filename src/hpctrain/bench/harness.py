@@ -58,14 +58,28 @@ def spread(values: list[float]) -> dict:
             **interval(values)}
 
 
-def paired_ratio(a: list[float], b: list[float]) -> dict:
+def paired_ratio(a: list[float], b: list[float], groups: list[int] | None = None) -> dict:
     """a_i / b_i per round, summarised: the rounds ran side by side, so drift cancels. The
-    95 % interval is of the ratios' geometric mean (t on their logarithms)."""
+    95 % interval is of the ratios' geometric mean (t on their logarithms).
+
+    `groups`: the process each round ran in, when the rounds came from several processes.
+    Rounds of one process share what that process drew once (where its buffers landed, its
+    threads' placement), so they are not independent: the interval is then over the
+    processes, each one's geometric mean a sample (`per_process`), and `n` counts processes."""
     if len(a) != len(b) or not a:
         raise ValueError("paired_ratio needs the same non-zero number of samples")
     ratios = [x / y for x, y in zip(a, b, strict=True)]
-    return {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios),
-            "per_round": ratios, **interval(ratios, log=True)}
+    summary = {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios),
+               "per_round": ratios}
+    if groups is None:
+        return {**summary, **interval(ratios, log=True)}
+    if len(groups) != len(ratios):
+        raise ValueError("paired_ratio: one group per round")
+    per_process = [math.exp(statistics.fmean(math.log(r) for r, g in zip(ratios, groups,
+                                                                        strict=True) if g == k))
+                   for k in sorted(set(groups))]
+    return {**summary, "per_process": per_process, "rounds": len(ratios),
+            **interval(per_process, log=True)}
 
 
 def interval(values: list[float], log: bool = False) -> dict:
@@ -105,16 +119,21 @@ def verdict(summary: dict, goal: float, higher_is_better: bool = True, unit: str
     side = ">=" if higher_is_better else "<="
     head = f"goal {side} {goal:g}{unit}: "
     if low is None or high is None:
-        return head + f"**not resolved** ({n} round{'s' * (n != 1)}: no interval)"
-    span = f"95 % interval {low:.{digits}f}-{high:.{digits}f}{unit}, {n} rounds"
+        what = "process" if "per_process" in summary else "round"
+        return head + f"**not resolved** ({n} {what}{'s' * (n != 1)}: no interval)"
+    each = summary.get("rounds", 0) // max(n, 1)
+    over = (f"{n} processes x {each} round{'s' * (each != 1)}" if "per_process" in summary
+            else f"{n} rounds")
+    span = f"95 % interval {low:.{digits}f}-{high:.{digits}f}{unit}, {over}"
     good, bad = (low >= goal, high < goal) if higher_is_better else (high <= goal, low > goal)
     if good:
         return head + f"**met** ({span})"
     if bad:
         return head + f"**missed** ({span})"
-    values = summary.get("per_round", summary.get("samples", []))
+    values = summary.get("per_process", summary.get("per_round", summary.get("samples", [])))
     more = rounds_to_resolve(values, goal, log="per_round" in summary)
-    need = (f"about {more} rounds at this spread would resolve it" if more else
+    what = "processes" if "per_process" in summary else "rounds"
+    need = (f"about {more} {what} at this spread would resolve it" if more else
             "its centre sits on the goal: more rounds would not resolve it")
     return head + f"**not resolved** ({span}, straddles the goal; {need})"
 

@@ -1,5 +1,5 @@
 """Benchmark 2, input pipeline: hpctrain's streaming HDF5 reader against the same arrays
-served from memory by tf.data, same cores, same batch and augmentation, in one process.
+served from memory by tf.data, same cores, same batch and augmentation.
 
 Cases: 28x28x1 (a Fashion-MNIST file, rank 0 of 2's share, no augmentation, as the MNIST
 configs train), 224x224x3 (image-tree shards staged at 256, random 224 crops + flips, the
@@ -16,13 +16,14 @@ variant's clock runs until its pipeline has refilled its prefetch buffers and go
 (`settled`), so no variant's reading ahead runs on another's clock. TensorFlow loads only
 when run() starts.
 
-All rounds run in one process, and the interval is over them. At 28x28 two pipelines of
-one graph (in-memory and the reader's kept window) kept a steady gap within a process that
-changed sides in the next process (results/benchmarks/machines/): the interval leaves that
-per-process effect out. Rounds from several processes would include it (not done yet).
+At 28x28 two pipelines of one graph (in-memory and the reader's kept window) kept a steady
+gap within a process that changed sides in the next process (results/benchmarks/machines/):
+rounds of one process are not independent. With `--processes P` the cases run in P fresh
+processes one after the other, `--rounds` rounds each, and each goal's interval is over the
+processes (each one's geometric mean ratio a sample), so it includes that effect.
 
     python -m hpctrain.bench --only input_pipeline --images data/bench-256 \\
-        --images-lzf data/bench-256-lzf --rounds 9
+        --images-lzf data/bench-256-lzf --processes 6 --rounds 4
 """
 
 from __future__ import annotations
@@ -41,8 +42,27 @@ GENERATOR_BATCHES = 94  # the per-sample generator is ~300x slower: a short roun
 
 
 def run(data: str, rounds: int, train_limit: int = 0, images: str | None = None,
-        images_lzf: str | None = None) -> dict:
+        images_lzf: str | None = None, processes: int = 1) -> dict:
+    """`processes` fresh processes one after the other, `rounds` rounds each (the order of
+    variants reversed every other round, counted across processes); the goals' intervals
+    are over the processes when there are several."""
     del train_limit  # the reader's share of the whole file
+    if processes == 1:
+        return with_inputs(summarize, cases=measure(data, rounds, images, images_lzf))
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    runs = []
+    for k in range(processes):  # one fresh interpreter each: nothing of TensorFlow carried
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            runs.append(pool.submit(measure, data, rounds, images, images_lzf,
+                                    k * rounds).result())
+    return with_inputs(summarize, cases=[_merged(parts) for parts in zip(*runs, strict=True)])
+
+
+def measure(data: str, rounds: int, images: str | None, images_lzf: str | None,
+            first_round: int = 0) -> list[dict]:
+    """Every case measured in this process, `rounds` rounds from round `first_round`."""
     import os
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -60,8 +80,23 @@ def run(data: str, rounds: int, train_limit: int = 0, images: str | None = None,
             extra[f"{READER}, lzf shards"] = (lambda: lzf.dataset(tf, augment=aug), 0)
         cases.append(_case(tf, "224x224x3", images, 1, 128, 224, epochs=3, extra=extra))
         cases.append(_case(tf, "256x256x3, no augmentation", images, 1, 128, 0, epochs=10))
-    measured = [_measure(tf, c, rounds) for c in cases]
-    return with_inputs(summarize, cases=measured)
+    return [_measure(tf, c, rounds, first_round) for c in cases]
+
+
+def _merged(parts: tuple[dict, ...]) -> dict:
+    """One case's measurements from several processes: rounds concatenated, each round's
+    process kept (`process`), round 0's time per process."""
+    merged = {k: v for k, v in parts[0].items() if k not in KEPT}
+    for key in ("images_per_s", "cpu_us_per_image"):
+        merged[key] = {v: [x for p in parts for x in p[key][v]] for v in parts[0][key]}
+    merged["first_round_s"] = {v: [p["first_round_s"][v] for p in parts]
+                               for v in parts[0]["first_round_s"]}
+    merged["process"] = [k for k, p in enumerate(parts)
+                         for _ in next(iter(p["images_per_s"].values()))]
+    return merged
+
+
+KEPT = ("images_per_s", "cpu_us_per_image", "first_round_s")  # per round (or process)
 
 
 def _case(tf, name: str, data: str, ranks: int, batch: int, crop: int, epochs: int,
@@ -124,7 +159,7 @@ def _per_sample_generator(tf, path: str, ranks: int, batch: int):
     return ds.batch(batch, drop_remainder=True).repeat().prefetch(2)
 
 
-def _measure(tf, case: dict, rounds: int) -> dict:
+def _measure(tf, case: dict, rounds: int, first_round: int = 0) -> dict:
     """Round 0 builds every pipeline (dropped: tracing, first reads, the first touch of the
     reader's buffers, as a training run pays once); each round then takes the next batches of
     every variant in turn, the order reversed every other round. Every round's images/s and
@@ -144,7 +179,7 @@ def _measure(tf, case: dict, rounds: int) -> dict:
     iterators: dict = {}
     for r in range(rounds + 1):
         order = list(case["variants"].items())
-        for name, (factory, batches) in order[::-1] if r % 2 else order:
+        for name, (factory, batches) in order[::-1] if (first_round + r) % 2 else order:
             t0, c0 = time.perf_counter(), time.process_time()
             if name not in iterators:
                 iterators[name] = iter(factory())
@@ -178,6 +213,11 @@ def settled(poll: float = 0.02, quiet: float = 0.1, most: float = 30.0) -> tuple
     return wall, cpu
 
 
+def _first(seconds: float | list[float]) -> str:
+    """Round 0's time: one process' or the median over processes."""
+    return f"{statistics.median(seconds) if isinstance(seconds, list) else seconds:.2f}"
+
+
 def best(case: dict, side: str) -> str:
     """The variant of `side` with the highest median images/s."""
     return max((v for v in case["images_per_s"] if v.startswith(side)),
@@ -189,9 +229,9 @@ def summarize(cases: list[dict]) -> dict:
     for the cases the goal is about."""
     ratios, sections = {}, []
     for c in cases:
-        rates = c["images_per_s"]
+        rates, groups = c["images_per_s"], c.get("process")
         memory, reader = best(c, MEMORY), best(c, READER)
-        ratio = paired_ratio(rates[reader], rates[memory])
+        ratio = paired_ratio(rates[reader], rates[memory], groups)
         ratios[c["case"]] = {"reader": reader, "memory": memory, **ratio}
         shape = "x".join(str(d) for d in c["shape"])
         aug = f", random {c['crop']}x{c['crop']} crops + flips" if c["crop"] else ""
@@ -203,7 +243,7 @@ def summarize(cases: list[dict]) -> dict:
                 f"{statistics.median(rs):,.0f} [{min(rs):,.0f}-{max(rs):,.0f}] | "
                 f"{fmt_ratio(paired_ratio(rs, rates[memory]))} | "
                 f"{statistics.median(c['cpu_us_per_image'][name]):,.2f} | "
-                f"{statistics.median(cores):.2f} | {c['first_round_s'][name]:.2f} |")
+                f"{statistics.median(cores):.2f} | {_first(c['first_round_s'][name])} |")
         goal = (f"{READER} (best) / {MEMORY} (best): **{fmt_ratio(ratio)}**, "
                 f"{verdict(ratio, GOAL)}." if c["case"] in GOALS else
                 f"{READER} (best) / {MEMORY} (best): {fmt_ratio(ratio)} (no goal: context).")
@@ -214,11 +254,19 @@ def summarize(cases: list[dict]) -> dict:
                      "(min-max) | CPU µs per image | cores busy | round 0, s |",
                      "|---|---|---|---|---|---|", *rows, "", goal, ""]
     rounds = len(next(iter(cases[0]["images_per_s"].values())))
+    processes = len(set(cases[0].get("process", [0])))
+    where = (f"{processes} fresh processes one after the other, {rounds // processes} rounds "
+             "each; the goals' 95 % intervals are over the processes (each one's geometric "
+             "mean ratio a sample), since rounds of one process share where its buffers "
+             "landed and how its threads were placed" if processes > 1 else
+             "one process")
     md = "\n".join([
         "Every variant's pipeline is built once, endless, as a training run builds it; round "
         "0 builds them all and is dropped (its time, with the tracing and the first reads, "
-        "is the last column). Each round then takes the next batches of every variant in "
-        f"turn, the order reversed every other round ({rounds} rounds), consumed inside a "
+        f"is the last column{', median over processes' if processes > 1 else ''}). Each "
+        "round then takes the next batches "
+        f"of every variant in turn, the order reversed every other round ({rounds} rounds in "
+        f"{where}), consumed inside a "
         "tf.function as Keras' train_function does; a variant's clock runs until its "
         "pipeline has refilled its prefetch buffers and gone idle, so that no variant's "
         "reading ahead runs on the next one's clock. Each side's best configuration (highest "

@@ -142,8 +142,9 @@ def summarize(headline: list[dict[str, list[float]]], null: dict[str, list[float
     # the denominator: the faster baseline by median (as written, or with the allocator
     # settings; runs stored before the second baseline have the first alone)
     best = max((n for n in sides if n != "hpctrain"), key=lambda n: statistics.median(sides[n]))
-    epoch_pairs = paired_ratio(*([e for r in headline for e in r[side]]
-                                 for side in ("hpctrain", best)))
+    hp_epochs, base_epochs = ([e for r in headline for e in r[side]]
+                              for side in ("hpctrain", best))
+    epoch_pairs = paired_ratio(hp_epochs, base_epochs)
     ratio = paired_ratio(sides["hpctrain"], sides[best])
     mean = interval95(ratio["per_round"])
     interval = (f"{mean['mean']:.3f} ± {mean['ci95']:.3f}" if mean["ci95"] is not None
