@@ -338,6 +338,58 @@ def test_a_study_can_gain_points_but_not_change():
     batch = {**old, "mode": "batch", "nodes": [2], "global_batches": [128, 2048]}
     assert extends(batch, {**batch, "global_batches": [128, 1024, 2048]})
     assert not extends(batch, {**batch, "global_batches": [128]})
+    # one node count to a grid would rename every point: a new study
+    assert not extends(batch, {**batch, "nodes": [2, 4]})
+    grid = {**batch, "nodes": [1, 2]}
+    assert extends(grid, {**grid, "nodes": [1, 2, 4]})
+
+
+def test_nodes_by_global_batch_grid_points():
+    from hpctrain.scaling.study import Study, batch_points
+
+    cfg = TrainConfig(experiment="e", data="d.h5", batch_size=64, learning_rate=0.01,
+                      warmup_epochs=1)
+    points = batch_points(cfg, (1, 2), 1, (128, 256))
+    # every global batch on every node count: fewer accumulated batches on more nodes, the
+    # same per-rank batch and rate (the scaled rate follows the global batch, not the nodes)
+    assert [(p.nodes, p.ranks, p.accumulate_steps, p.warmup_epochs) for p in points] == [
+        (1, 1, 2, 1.0), (1, 1, 2, 0.0), (1, 1, 4, 1.0), (1, 1, 4, 0.0),
+        (2, 2, 1, 1.0), (2, 2, 1, 0.0), (2, 2, 2, 1.0), (2, 2, 2, 0.0)]
+    assert [p.name for p in points[:2]] == ["n1-g128-warmup1", "n1-g128-warmup0"]
+    assert len({p.name for p in points}) == len(points)
+    # one node count keeps the names studies already have
+    assert [p.name for p in batch_points(cfg, (2,), 1, (128,))] == ["g128-warmup1",
+                                                                      "g128-warmup0"]
+    with pytest.raises(ConfigError, match="not: 64 on 2 node"):
+        batch_points(cfg, (1, 2), 1, (64, 256))
+    with pytest.raises(ConfigError, match="--global-batches"):
+        Study(request=None, nodes=(1, 2), mode="batch").points(cfg)  # type: ignore[arg-type]
+
+
+def test_grid_report_lists_each_node_count_and_the_failed_points(tmp_path):
+    from hpctrain.scaling.batch_report import write_batch_study
+
+    rows = []
+    for nodes, ips in ((1, 1000.0), (2, 1800.0)):
+        for g, acc in ((128, 0.90), (512, 0.89), (2048, 0.70 if nodes == 1 else 0.72)):
+            rows.append(_run(nodes, nodes, ips * (1 + g / 4096), global_batch=g,
+                             warmup_epochs=1.0, accumulate_steps=g // (64 * nodes),
+                             learning_rate_scaled=0.01 * g / 64, test_accuracy=acc,
+                             run_dir=str(tmp_path / f"runs/n{nodes}-g{g}-warmup1-rep0"),
+                             model="cnn", dataset="fashion-mnist", epochs=3, train_s=60.0,
+                             node_hours=nodes * 60 / 3600))
+    failed = [{"run_dir": str(tmp_path / "runs/n2-g4096-warmup1-rep0"), "nodes": None,
+               "ranks": None, "why": "FAILED: out of memory"}]
+    got = write_batch_study(tmp_path, pd.DataFrame(rows), title="grid", command="hpctrain "
+                            "study ...", failed=failed)
+    assert got["points"] == 6 and got["failed"] == 1
+    text = (tmp_path / "README.md").read_text()
+    assert "- n2-g4096-warmup1-rep0: FAILED: out of memory" in text
+    assert "| 2 | 2 | 512 | 1 | 4 | 0.08 | 23.4375 | 0.8900 | 2,025 | 60 | 0.0333 | 1 |" in text
+    assert "on 1 node(s), with a warm-up of 1 epoch(s): accuracy within 1 point(s) of " \
+           "global batch 128 (0.9000) up to global batch 512; 2048 reaches 0.7000" in text
+    assert "on 2 node(s), with a warm-up of 1 epoch(s)" in text
+    assert (tmp_path / "accuracy_vs_batch.png").stat().st_size > 10_000
 
 
 def test_accuracy_vs_batch_read_in_words():

@@ -290,14 +290,17 @@ def add(sub) -> None:
         "--mode weak --repeats 3\n"
         "  hpctrain study --config jobs/configs/fmnist_cnn_large_batch.yaml --nodes 2 "
         "--mode batch \\\n      --global-batches 128,512,2048,4096   (accuracy at scale)\n"
+        "  hpctrain study --config jobs/configs/fmnist_cnn_large_batch.yaml --nodes 1,2 "
+        "--mode batch \\\n      --global-batches 256,1024,4096   (a nodes x global-batch "
+        "grid)\n"
         "  hpctrain study ... --dry-run     (print the job scripts; queue nothing)")
     config_options(y)
     y.add_argument("--nodes", required=True, help="node counts, e.g. 1,2,4")
     y.add_argument("--mode", choices=["strong", "weak", "batch"], default="strong",
                    help="strong: the global batch of the smallest point everywhere "
                    "(default); weak: the per-rank batch everywhere; batch: accuracy vs "
-                   "--global-batches on one node count (gradient accumulation, with and "
-                   "without warm-up)")
+                   "--global-batches (gradient accumulation, with and without warm-up) on "
+                   "each node count: several make a nodes x global-batch grid")
     y.add_argument("--global-batches", help="--mode batch: e.g. 128,512,2048,4096")
     y.add_argument("--within-node", help="rank counts on one node before the nodes, e.g. "
                    "1,2,4 with --ntasks-per-node 8 --nodes 1,2,4: 1, 2, 4, 8 ranks on one "

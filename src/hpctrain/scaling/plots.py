@@ -195,22 +195,46 @@ def all_plots(s: pd.DataFrame, out: Path, title: str) -> dict[str, Path]:
 
 
 def accuracy_vs_batch(s: pd.DataFrame, path: Path, title: str) -> Path:
-    """Test accuracy vs global batch, one line per warm-up setting."""
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for (warmup, group), color in zip(s.groupby("warmup_epochs"), ("#c44e52", "#4c72b0"),
-                                      strict=False):
+    """Test accuracy vs global batch, one line per warm-up setting (colour) and node count
+    (marker and line style); on a nodes x global-batch grid, a second panel shows how fast
+    each node count went at each global batch."""
+    nodes = sorted(int(n) for n in s["nodes"].unique()) if "nodes" in s else [0]
+    grid = len(nodes) > 1
+    fig, axes = plt.subplots(1, 2 if grid else 1, figsize=(11.5 if grid else 6.4, 4.2))
+    ax, speed = (axes[0], axes[1]) if grid else (axes, None)
+    colors = {w: c for w, c in zip(sorted(s["warmup_epochs"].unique()),
+                                   ("#c44e52", "#4c72b0", "#55a868"), strict=False)}
+    styles = dict(zip(nodes, (("o", "-"), ("s", "--"), ("^", ":"), ("D", "-."), ("v", "-")),
+                      strict=False))
+    keys = ["nodes", "warmup_epochs"] if grid else ["warmup_epochs"]
+    for key, group in s.groupby(keys):
+        *where, warmup = key if isinstance(key, tuple) else (key,)
+        marker, line = styles.get(where[0] if where else 0, ("o", "-"))
         label = "no warm-up" if warmup == 0 else f"{warmup:g}-epoch warm-up"
+        if where:
+            label = f"{where[0]} node(s), {label}"
+        group = group.sort_values("global_batch")
         acc = 100 * group["test_accuracy"].astype(float)
         low = acc - 100 * group["test_accuracy_min"].astype(float)
         high = 100 * group["test_accuracy_max"].astype(float) - acc
-        ax.errorbar(group["global_batch"], acc, yerr=[low, high], marker="o", capsize=4,
-                    color=color, label=label)
-    ax.set_xscale("log", base=2)
+        ax.errorbar(group["global_batch"], acc, yerr=[low, high], marker=marker, capsize=4,
+                    linestyle=line, color=colors.get(warmup, "#8172b2"), label=label)
+    if speed is not None:
+        for n, group in s.groupby("nodes"):
+            group = group.groupby("global_batch", as_index=False)["images_per_s"].mean()
+            marker, line = styles.get(int(n), ("o", "-"))
+            speed.plot(group["global_batch"], group["images_per_s"], marker=marker,
+                       linestyle=line, color="#333333", label=f"{int(n)} node(s)")
+        speed.set_ylabel("images/s (mean over warm-ups and repeats)")
+        speed.set_title("speed at each global batch", fontsize=10)
+        speed.set_ylim(bottom=0)
     batches = sorted(s["global_batch"].unique())
-    ax.set_xticks(batches, [str(b) for b in batches])
-    ax.set_xlabel("global batch (ranks x batch x accumulated batches)")
+    for a in (ax, speed) if speed is not None else (ax,):
+        a.set_xscale("log", base=2)
+        a.set_xticks(batches, [str(b) for b in batches])
+        a.set_xlabel("global batch (ranks x batch x accumulated batches)")
+        a.legend(fontsize=8)
+        a.grid(alpha=0.3)
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(f"{title}: linear learning-rate scaling", fontsize=10)
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
     return save_png(fig, path)

@@ -14,7 +14,9 @@ then the study's tables, plots and node-hour budget in results/studies/<name>/.
   batches: on fixed nodes, each rank accumulates gradients over several batches (Horovod's
   backward_passes_per_step) to emulate the global batch of a larger cluster, with the
   learning rate scaled linearly with it, once with the config's warm-up and once without
-  (Goyal et al. 2017).
+  (Goyal et al. 2017). With several --nodes it is a nodes x global-batch grid: every global
+  batch on every node count (fewer accumulated batches on more nodes), so one study shows
+  what each global batch costs in time and node-hours and what it does to accuracy.
 Each point is its own job with its own geometry (not an array: arrays share one geometry).
 By default the jobs run one after another (`--dependency=afterany` on the previous one), so
 points never share nodes or the file system with each other; `--parallel` lets them overlap.
@@ -56,6 +58,7 @@ class Point:
     learning_rate: float  # per rank (the trainer multiplies by ranks)
     accumulate_steps: int = 1
     warmup_epochs: float | None = None  # None: the config's
+    in_grid: bool = False  # a batch point of a nodes x global-batch grid: nodes in its name
 
     def overrides(self) -> tuple[str, ...]:
         extra = () if self.accumulate_steps == 1 and self.warmup_epochs is None else (
@@ -68,22 +71,30 @@ class Point:
         if self.warmup_epochs is None:
             return f"n{self.nodes}-r{self.ranks}"
         global_batch = self.batch_size * self.ranks * self.accumulate_steps
-        return f"g{global_batch}-warmup{self.warmup_epochs:g}"
+        where = f"n{self.nodes}-" if self.in_grid else ""
+        return f"{where}g{global_batch}-warmup{self.warmup_epochs:g}"
 
 
-def batch_points(cfg: TrainConfig, nodes: int, tasks_per_node: int,
+def batch_points(cfg: TrainConfig, nodes: tuple[int, ...], tasks_per_node: int,
                  global_batches: tuple[int, ...]) -> list[Point]:
-    """Each global batch by gradient accumulation on `nodes`, with and without warm-up."""
-    ranks = nodes * tasks_per_node
-    per_update = cfg.batch_size * ranks
+    """Each global batch on each node count (a grid when there are several), by gradient
+    accumulation, with and without warm-up. The global batch is what the learning rate
+    follows; the nodes change only how fast an update is made."""
     warmups = (cfg.warmup_epochs, 0.0) if cfg.warmup_epochs else (0.0,)
-    points = []
-    for g in global_batches:
-        if g % per_update:
-            raise ConfigError(f"--global-batches {g}: not a multiple of batch_size "
-                              f"{cfg.batch_size} x {ranks} ranks = {per_update}")
-        points += [Point(nodes, ranks, cfg.batch_size, cfg.learning_rate, g // per_update,
-                         float(w)) for w in warmups]
+    points, unreachable = [], []
+    for n in nodes:
+        ranks = n * tasks_per_node
+        per_update = cfg.batch_size * ranks
+        for g in global_batches:
+            if g % per_update:
+                unreachable.append(f"{g} on {n} node(s) (batch_size {cfg.batch_size} x "
+                                   f"{ranks} ranks = {per_update} per accumulated batch)")
+                continue
+            points += [Point(n, ranks, cfg.batch_size, cfg.learning_rate, g // per_update,
+                             float(w), in_grid=len(nodes) > 1) for w in warmups]
+    if unreachable:
+        raise ConfigError("--global-batches: each must be a multiple of batch_size x ranks "
+                          "at every node count; not: " + "; ".join(unreachable))
     return points
 
 
@@ -153,10 +164,10 @@ class Study:
                                self.within_node)
         if self.within_node:
             raise ConfigError("--within-node is for --mode strong or weak")
-        if len(self.nodes) != 1 or not self.global_batches:
-            raise ConfigError("--mode batch: one --nodes value and --global-batches, e.g. "
-                              "--nodes 2 --global-batches 128,512,4096")
-        return batch_points(cfg, self.nodes[0], self.tasks_per_node, self.global_batches)
+        if not self.global_batches:
+            raise ConfigError("--mode batch: --global-batches, e.g. --nodes 2 "
+                              "--global-batches 128,512,4096 (or --nodes 1,2,4 for a grid)")
+        return batch_points(cfg, self.nodes, self.tasks_per_node, self.global_batches)
 
     def directory(self) -> Path:
         return results_dir() / "studies" / self.name
@@ -211,6 +222,8 @@ def extends(old: dict, new: dict) -> bool:
     fixed = ("config", "overrides", "tasks_per_node", "mode", "profile")
     if any(old.get(k) != new.get(k) for k in fixed) or old.get("job", {}) != new.get("job", {}):
         return False
+    if old["mode"] == "batch" and (len(old["nodes"]) > 1) != (len(new["nodes"]) > 1):
+        return False  # one node count to a grid would rename every point (n<N>-g...)
     if not set(old["nodes"]) <= set(new["nodes"]) or \
             not set(old.get("global_batches", [])) <= set(new.get("global_batches", [])) or \
             not set(old.get("within_node", [])) <= set(new.get("within_node", [])):
@@ -267,9 +280,11 @@ def run_study(study: Study, dry_run: bool = False, wait: bool = True,
     resolved = [resolve(_point_request(study, p, run_dir_of(study_dir, p, r)))
                 for p, r in todo]  # every point checked before anything is queued
     if study.mode == "batch":
-        shape = f"{points[0].ranks} ranks on {points[0].nodes} node(s), global batches " + \
-            ", ".join(f"{p.batch_size * p.ranks * p.accumulate_steps} (warm-up "
-                      f"{p.warmup_epochs:g})" for p in points)
+        shape = "; ".join(
+            f"{n} node(s) x {study.tasks_per_node} = {n * study.tasks_per_node} ranks, global "
+            "batches " + ", ".join(f"{p.batch_size * p.ranks * p.accumulate_steps} (warm-up "
+                                   f"{p.warmup_epochs:g})" for p in points if p.nodes == n)
+            for n in study.nodes)
     else:
         shape = ", ".join(f"{p.nodes} node(s) x {p.ranks // p.nodes} = {p.ranks} ranks, "
                           f"batch {p.batch_size}/rank" for p in points)
@@ -397,12 +412,12 @@ def collect(study_dir: Path, command: str, client: SlurmClient | None, title: st
     except SlurmError:
         jobs = {}
     runs = load_runs(run_dirs, jobs)
+    failed = failures(run_dirs, runs)
     if mode == "batch":
         from hpctrain.scaling.batch_report import write_batch_study
 
-        return write_batch_study(study_dir, runs, title=title, command=command)
+        return write_batch_study(study_dir, runs, title=title, command=command, failed=failed)
     note = shared_core_note(sorted(set(runs["ranks"]))) if embedded and len(runs) else ""
-    failed = failures(run_dirs, runs)
     points = {(int(n), int(r)) for n, r in zip(runs["nodes"], runs["ranks"], strict=True)} \
         if len(runs) else set()
     points |= {(f["nodes"], f["ranks"]) for f in failed if f["ranks"]}
