@@ -438,3 +438,115 @@ def test_job_times_are_kept_with_the_run_and_a_reused_job_id_is_ignored(tmp_path
     for jobs in ({}, {job_id: other}):
         row = load_runs([run], jobs).iloc[0]
         assert row["job_s"] == mine["end"] - mine["start"] and row["launch_s"] > 0
+
+
+def test_variant_points_and_requests(tmp_path):
+    """--mode variants: one point per config variant (base: the file's own keys), no batch
+    or rate overrides of its own, each repeat its own seed; bad plans refused before any
+    job."""
+    import yaml
+
+    from hpctrain.scaling.study import Study, _point_request, variant_changes, variant_points
+    from hpctrain.slurm.job_options import JobOptions
+    from hpctrain.slurm.request import Request
+
+    config = tmp_path / "recipe.yaml"
+    config.write_text(yaml.safe_dump({
+        "experiment": "r", "data": "d.h5", "model": "softmax", "batch_size": 32, "seed": 7,
+        "weight_decay": 0.0001, "variants": {"no_weight_decay": {"weight_decay": 0.0},
+                                             "big": {"batch_size": 64}}}))
+    points = variant_points(str(config), (2,), 1, ("base", "no_weight_decay", "big"))
+    assert [(p.name, p.nodes, p.ranks, p.overrides()) for p in points] == [
+        ("base", 2, 2, ()), ("no_weight_decay", 2, 2, ()), ("big", 2, 2, ())]
+    req = Request(config=str(config), overrides=("epochs=2",), job=JobOptions())
+    study = Study(req, (2,), mode="variants", repeats=2, name="ablation",
+                  variants=("base", "no_weight_decay", "big"))
+    first = _point_request(study, points[0], tmp_path / "base-rep0", 0)
+    second = _point_request(study, points[2], tmp_path / "big-rep1", 1)
+    assert first.config == str(config) and first.overrides == ("epochs=2", "seed=7")
+    assert second.config == f"{config}:big" and second.overrides == ("epochs=2", "seed=8")
+    assert first.job.given["nodes"] == 2
+    assert variant_changes(str(config), ["base", "no_weight_decay"]) == {
+        "base": "the config as written", "no_weight_decay": "weight_decay=0.0"}
+    assert study.plan()["variants"] == ["base", "no_weight_decay", "big"]
+    assert "--variants base,no_weight_decay,big" in study.command()
+    for nodes, variants, match in (((2,), ("base",), "at least two"),
+                                   ((1, 2), ("base", "big"), "one --nodes"),
+                                   ((2,), ("base", "missing"), "no variant 'missing'")):
+        with pytest.raises(ConfigError, match=match):
+            variant_points(str(config), nodes, 1, variants)
+    with pytest.raises(ConfigError, match="the file alone"):
+        variant_points(f"{config}:big", (2,), 1, ("base", "big"))
+    with pytest.raises(ConfigError, match="--variants is for --mode variants"):
+        Study(req, (2,), mode="weak", variants=("base", "big")).points(None)  # type: ignore
+
+
+def test_variants_report_pairs_seeds_and_reads_the_interval(tmp_path):
+    from hpctrain.scaling.variants_report import write_variants_study
+
+    rows = []
+    for variant, accs in (("base", (0.900, 0.910, 0.905)), ("no_wd", (0.880, 0.892, 0.884)),
+                          ("no_ls", (0.902, 0.905, 0.909))):
+        for k, acc in enumerate(accs):
+            run = tmp_path / "runs" / f"{variant}-rep{k}"
+            run.mkdir(parents=True)
+            (run / "metrics.jsonl").write_text("".join(
+                json.dumps({"epoch": e, "val_accuracy": acc - 0.1 * (2 - e)}) + "\n"
+                for e in (1, 2)))
+            rows.append(_run(2, 2, 1000.0, run_dir=str(run), test_accuracy=acc, model="resnet20",
+                             dataset="tree", epochs=2, train_s=50.0))
+    failed = [{"run_dir": str(tmp_path / "runs/no_zi-rep0"), "why": "FAILED: node lost"}]
+    got = write_variants_study(tmp_path, pd.DataFrame(rows), title="recipe", command="hpctrain "
+                               "study ...", variants=["base", "no_wd", "no_ls", "no_zi"],
+                               changes={"no_wd": "weight_decay=0.0"}, failed=failed)
+    assert got == {"mode": "variants", "points": 3, "runs": 9, "failed": 1,
+                   "pictures": ["accuracy_by_variant.png", "learning_curves.png"]}
+    s = pd.read_csv(tmp_path / "summary.csv").set_index("variant")
+    # paired by seed: differences -0.020, -0.018, -0.021: mean -0.019667, sd 0.001528
+    half = t95(2) * 0.0015275 / math.sqrt(3)
+    assert s.loc["no_wd", "difference"] == pytest.approx(-0.0196667, abs=1e-6)
+    assert s.loc["no_wd", "difference_high"] == pytest.approx(-0.0196667 + half, abs=1e-5)
+    text = (tmp_path / "README.md").read_text()
+    assert "| no_wd | weight_decay=0.0 | 3 | 0.8853 [0.8800-0.8920] | -1.97 (-2.35 to -1.59)" \
+        in text
+    assert "- no_wd: -1.97 points against base (95 % interval -2.35 to -1.59 over 3 seeds): " \
+           "lower." in text
+    assert "- no_ls: +0.03 points against base" in text and "the interval holds 0" in text
+    assert "- no_zi-rep0: FAILED: node lost" in text
+    for png in ("accuracy_by_variant.png", "learning_curves.png"):
+        assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.slurm
+def test_variants_study_on_the_embedded_cluster(slurm_cluster, fmnist_h5, tmp_path):
+    """Two variants of a config, two seeds each, through real Slurm jobs: every run trains
+    its variant with its own seed, the report pairs them by seed, and a second call
+    resumes with nothing to submit."""
+    import yaml
+
+    config = tmp_path / "variants.yaml"
+    config.write_text(yaml.safe_dump({
+        "experiment": "variants", "data": str(fmnist_h5), "model": "softmax", "batch_size": 64,
+        "epochs": 2, "train_limit": 2048, "test_limit": 512, "pictures": False, "seed": 3,
+        "optimizer": "sgd", "learning_rate": 0.05,
+        "variants": {"slow": {"learning_rate": 0.005}}}))
+    env = {"SLURM_CONF": str(slurm_cluster.slurm_conf), "HPCTRAIN_RESULTS": str(tmp_path / "r")}
+    args = ["--config", str(config), "--nodes", "1", "--mode", "variants", "--variants",
+            "base,slow", "--repeats", "2", "--name", "ablation"]
+    hpctrain("study", *args, env=env, check=True, timeout=600)
+    study = tmp_path / "r" / "studies" / "ablation"
+    runs = {run.name: read_report(run) for run in (study / "runs").iterdir()}
+    assert sorted(runs) == ["base-rep0", "base-rep1", "slow-rep0", "slow-rep1"]
+    assert {name: (r["training"]["seed"], r["learning_rate_scaled"]) for name, r in
+            runs.items()} == {"base-rep0": (3, 0.05), "base-rep1": (4, 0.05),
+                              "slow-rep0": (3, 0.005), "slow-rep1": (4, 0.005)}
+    summary = pd.read_csv(study / "summary.csv")
+    assert summary["variant"].tolist() == ["base", "slow"] and summary["seeds"].tolist() == [2, 2]
+    diffs = [runs[f"slow-rep{k}"]["test_accuracy"] - runs[f"base-rep{k}"]["test_accuracy"]
+             for k in (0, 1)]
+    assert summary["difference"].iloc[1] == pytest.approx(sum(diffs) / 2, abs=1e-5)
+    readme = (study / "README.md").read_text()
+    assert "| slow | learning_rate=0.005 | 2 |" in readme and "over 2 seeds" in readme
+    assert (study / "learning_curves.png").read_bytes()[:4] == b"\x89PNG"
+    again = hpctrain("study", *args, env=env, check=True)
+    assert "0 run(s) to submit" in again.stdout

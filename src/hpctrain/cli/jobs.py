@@ -204,7 +204,9 @@ def _study(args) -> int:
                   global_batches=parse_nodes(args.global_batches, "--global-batches")
                   if args.global_batches else (),
                   within_node=parse_nodes(args.within_node, "--within-node")
-                  if args.within_node else ())
+                  if args.within_node else (),
+                  variants=tuple(v.strip() for v in args.variants.split(",") if v.strip())
+                  if args.variants else ())
     try:
         outcome = run_study(study, dry_run=args.dry_run, wait=not args.no_wait,
                             timeout=args.wait_timeout, log=_say,
@@ -293,15 +295,23 @@ def add(sub) -> None:
         "  hpctrain study --config jobs/configs/fmnist_cnn_large_batch.yaml --nodes 1,2 "
         "--mode batch \\\n      --global-batches 256,1024,4096   (a nodes x global-batch "
         "grid)\n"
+        "  hpctrain study --config jobs/configs/tree64_resnet20_recipe.yaml --nodes 2 --mode "
+        "variants \\\n      --variants base,no_weight_decay --repeats 2   (an ablation)\n"
         "  hpctrain study ... --dry-run     (print the job scripts; queue nothing)")
     config_options(y)
     y.add_argument("--nodes", required=True, help="node counts, e.g. 1,2,4")
-    y.add_argument("--mode", choices=["strong", "weak", "batch"], default="strong",
+    y.add_argument("--mode", choices=["strong", "weak", "batch", "variants"],
+                   default="strong",
                    help="strong: the global batch of the smallest point everywhere "
                    "(default); weak: the per-rank batch everywhere; batch: accuracy vs "
                    "--global-batches (gradient accumulation, with and without warm-up) on "
-                   "each node count: several make a nodes x global-batch grid")
+                   "each node count: several make a nodes x global-batch grid; variants: "
+                   "--variants of the config file on one node count, --repeats seeds each, "
+                   "against the first")
     y.add_argument("--global-batches", help="--mode batch: e.g. 128,512,2048,4096")
+    y.add_argument("--variants", help="--mode variants: the config file's variants to train, "
+                   "the first the reference (base: the file's own keys), e.g. "
+                   "base,no_weight_decay,no_label_smoothing")
     y.add_argument("--within-node", help="rank counts on one node before the nodes, e.g. "
                    "1,2,4 with --ntasks-per-node 8 --nodes 1,2,4: 1, 2, 4, 8 ranks on one "
                    "node, then 16 and 32 on 2 and 4 nodes, one base for all")

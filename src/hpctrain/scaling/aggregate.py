@@ -60,6 +60,7 @@ def run_row(report: dict, run_dir: str, job: dict | None = None) -> dict:
         "epochs": report["epochs_completed"],
         "eval_s_per_epoch": (report.get("eval_s_total") or 0.0) / epochs,
         "test_accuracy": report.get("test_accuracy"),
+        "test_top5_accuracy": report.get("test_top5_accuracy"),  # None: ten classes or fewer
         "target_accuracy": target,
         "time_to_target_s": tta.get(f"{target:.2f}") if target else None,
         "startup_s": report["startup_s"],

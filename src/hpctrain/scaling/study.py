@@ -16,7 +16,10 @@ then the study's tables, plots and node-hour budget in results/studies/<name>/.
   learning rate scaled linearly with it, once with the config's warm-up and once without
   (Goyal et al. 2017). With several --nodes it is a nodes x global-batch grid: every global
   batch on every node count (fewer accumulated batches on more nodes), so one study shows
-  what each global batch costs in time and node-hours and what it does to accuracy.
+  what each global batch costs in time and node-hours and what it does to accuracy;
+- `--mode variants --variants base,no_weight_decay,...` trains several of the config file's
+  variants (`base`: the file's own keys) on one node count, `--repeats` seeds each (seed,
+  seed + 1, ...), and compares each with the first: an ablation of a recipe's parts.
 Each point is its own job with its own geometry (not an array: arrays share one geometry).
 By default the jobs run one after another (`--dependency=afterany` on the previous one), so
 points never share nodes or the file system with each other; `--parallel` lets them overlap.
@@ -37,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hpctrain.atomic import write_json, write_text
-from hpctrain.experiment import ConfigError, TrainConfig, load_config
+from hpctrain.experiment import ConfigError, TrainConfig, load_config, split_spec
 from hpctrain.progress import Progress
 from hpctrain.resources import results_dir
 from hpctrain.slurm.client import SlurmClient, SlurmError
@@ -47,7 +50,8 @@ from hpctrain.slurm.request import Request, resolve
 from hpctrain.slurm.script import render_sbatch
 from hpctrain.slurm.submit import DryRun, create_run_dir, write_submission
 
-MODES = ("strong", "weak", "batch")
+MODES = ("strong", "weak", "batch", "variants")
+BASE = "base"  # --variants: the config file's own keys, no variant
 
 
 @dataclass(frozen=True)
@@ -59,8 +63,11 @@ class Point:
     accumulate_steps: int = 1
     warmup_epochs: float | None = None  # None: the config's
     in_grid: bool = False  # a batch point of a nodes x global-batch grid: nodes in its name
+    variant: str = ""  # --mode variants: the config variant trained (BASE: none)
 
     def overrides(self) -> tuple[str, ...]:
+        if self.variant:  # the variant's own batch and rate
+            return ()
         extra = () if self.accumulate_steps == 1 and self.warmup_epochs is None else (
             f"accumulate_steps={self.accumulate_steps}", f"warmup_epochs={self.warmup_epochs}")
         return (f"batch_size={self.batch_size}", f"learning_rate={self.learning_rate!r}",
@@ -68,6 +75,8 @@ class Point:
 
     @property
     def name(self) -> str:
+        if self.variant:
+            return self.variant
         if self.warmup_epochs is None:
             return f"n{self.nodes}-r{self.ranks}"
         global_batch = self.batch_size * self.ranks * self.accumulate_steps
@@ -96,6 +105,35 @@ def batch_points(cfg: TrainConfig, nodes: tuple[int, ...], tasks_per_node: int,
         raise ConfigError("--global-batches: each must be a multiple of batch_size x ranks "
                           "at every node count; not: " + "; ".join(unreachable))
     return points
+
+
+def variant_points(config: str, nodes: tuple[int, ...], tasks_per_node: int,
+                   variants: tuple[str, ...], other: tuple[int, ...] = ()) -> list[Point]:
+    """One point per config variant (BASE: the file's own keys), on one node count."""
+    if split_spec(config)[1] is not None:
+        raise ConfigError(f"--mode variants: --config {config}: the file alone (the variants "
+                          "come from --variants)")
+    if len(nodes) != 1 or other:
+        raise ConfigError("--mode variants: one --nodes value, no --global-batches or "
+                          "--within-node")
+    if len(variants) < 2 or len(set(variants)) != len(variants):
+        raise ConfigError("--mode variants: --variants with at least two different names, "
+                          f"the first the reference, e.g. {BASE},no_weight_decay")
+    for v in variants:
+        if v != BASE:
+            load_config(f"{config}:{v}")  # a missing variant is named now
+    ranks = nodes[0] * tasks_per_node
+    return [Point(nodes[0], ranks, 0, 0.0, variant=v) for v in variants]
+
+
+def variant_changes(config: str, variants: list[str]) -> dict[str, str]:
+    """What each variant sets, in words ("key=value, ..."), from the config file."""
+    import yaml
+
+    raw = (yaml.safe_load(Path(config).read_text()) or {}).get("variants") or {}
+    return {v: "the config as written" if v == BASE else
+            ", ".join(f"{k}={json.dumps(x)}" for k, x in (raw.get(v) or {}).items())
+            for v in variants}
 
 
 def parse_nodes(value: str, flag: str = "--nodes") -> tuple[int, ...]:
@@ -155,8 +193,14 @@ class Study:
     parallel: bool = False
     global_batches: tuple[int, ...] = ()  # --mode batch
     within_node: tuple[int, ...] = ()  # ranks on one node before the nodes
+    variants: tuple[str, ...] = ()  # --mode variants: config variants, the first the reference
 
     def points(self, cfg: TrainConfig) -> list[Point]:
+        if self.variants and self.mode != "variants":
+            raise ConfigError("--variants is for --mode variants")
+        if self.mode == "variants":
+            return variant_points(self.request.config, self.nodes, self.tasks_per_node,
+                                  self.variants, self.global_batches or self.within_node)
         if self.mode != "batch":
             if self.global_batches:
                 raise ConfigError("--global-batches is for --mode batch")
@@ -178,7 +222,8 @@ class Study:
                 "mode": self.mode, "profile": self.request.profile, "job": self.job(),
                 **({"global_batches": list(self.global_batches)} if self.global_batches
                    else {}),
-                **({"within_node": list(self.within_node)} if self.within_node else {})}
+                **({"within_node": list(self.within_node)} if self.within_node else {}),
+                **({"variants": list(self.variants)} if self.variants else {})}
 
     def job(self) -> dict:
         """The job options given besides the points' geometry (the same for every point)."""
@@ -195,6 +240,7 @@ class Study:
                     str, self.global_batches))] if self.global_batches else []),
                 *(["--within-node", ",".join(map(str, self.within_node))]
                   if self.within_node else []),
+                *(["--variants", ",".join(self.variants)] if self.variants else []),
                 "--repeats", str(self.repeats), "--name", self.name,
                 *(["--profile", self.request.profile] if self.request.profile else []),
                 *self.request.overrides]
@@ -226,7 +272,9 @@ def extends(old: dict, new: dict) -> bool:
         return False  # one node count to a grid would rename every point (n<N>-g...)
     if not set(old["nodes"]) <= set(new["nodes"]) or \
             not set(old.get("global_batches", [])) <= set(new.get("global_batches", [])) or \
-            not set(old.get("within_node", [])) <= set(new.get("within_node", [])):
+            not set(old.get("within_node", [])) <= set(new.get("within_node", [])) or \
+            not set(old.get("variants", [])) <= set(new.get("variants", [])) or \
+            old.get("variants", [None])[0] != new.get("variants", [None])[0]:
         return False
     return new["mode"] != "strong" or _base_ranks(old) == _base_ranks(new)
 
@@ -277,9 +325,13 @@ def run_study(study: Study, dry_run: bool = False, wait: bool = True,
                 running.append((job, run_dir))
             else:
                 todo.append((p, r))
-    resolved = [resolve(_point_request(study, p, run_dir_of(study_dir, p, r)))
+    resolved = [resolve(_point_request(study, p, run_dir_of(study_dir, p, r), r))
                 for p, r in todo]  # every point checked before anything is queued
-    if study.mode == "batch":
+    if study.mode == "variants":
+        shape = (f"{points[0].nodes} node(s) x {study.tasks_per_node} ranks, variants "
+                 + ", ".join(p.variant for p in points) + f" (seeds {cfg.seed}.."
+                 f"{cfg.seed + study.repeats - 1})")
+    elif study.mode == "batch":
         shape = "; ".join(
             f"{n} node(s) x {study.tasks_per_node} = {n * study.tasks_per_node} ranks, global "
             "batches " + ", ".join(f"{p.batch_size * p.ranks * p.accumulate_steps} (warm-up "
@@ -314,10 +366,15 @@ def run_study(study: Study, dry_run: bool = False, wait: bool = True,
     return 1 if failed else 0
 
 
-def _point_request(study: Study, point: Point, run_dir: Path) -> Request:
+def _point_request(study: Study, point: Point, run_dir: Path, repeat: int = 0) -> Request:
     req = study.request
     job = req.job.replace(nodes=point.nodes, ntasks_per_node=point.ranks // point.nodes)
-    return dataclasses.replace(req, overrides=(*req.overrides, *point.overrides()), job=job,
+    config, overrides = req.config, (*req.overrides, *point.overrides())
+    if point.variant:  # the variant's config; each repeat its own seed
+        config = config if point.variant == BASE else f"{config}:{point.variant}"
+        seed = load_config(config, list(req.overrides)).seed + repeat
+        overrides = (*overrides, f"seed={seed}")
+    return dataclasses.replace(req, config=config, overrides=overrides, job=job,
                                run_dir=str(run_dir),
                                job_name=req.job_name or f"study-{study.name}-{point.name}")
 
@@ -413,6 +470,13 @@ def collect(study_dir: Path, command: str, client: SlurmClient | None, title: st
         jobs = {}
     runs = load_runs(run_dirs, jobs)
     failed = failures(run_dirs, runs)
+    if mode == "variants":
+        from hpctrain.scaling.variants_report import write_variants_study
+
+        plan = json.loads((study_dir / "plan.json").read_text())
+        return write_variants_study(study_dir, runs, title=title, command=command,
+                                    variants=plan["variants"], failed=failed,
+                                    changes=variant_changes(plan["config"], plan["variants"]))
     if mode == "batch":
         from hpctrain.scaling.batch_report import write_batch_study
 

@@ -1,0 +1,215 @@
+"""A `--mode variants` study's table, pictures and README: several variants of one config
+(a recipe and the recipe without each of its parts), each trained with several seeds, and
+what each variant changes against the first one, paired seed by seed.
+
+The difference of a variant from the reference is taken per seed (the same seed draws the
+same initial weights and data order where the variant does not change them), then its mean
+and a 95 % interval over seeds (Student's t): a part "changes" accuracy only when the
+interval leaves 0 out.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import statistics
+from pathlib import Path
+
+import pandas as pd
+
+from hpctrain.atomic import write_text
+from hpctrain.report.statistics import t95
+from hpctrain.scaling.plots import save_png
+from hpctrain.scaling.study_report import hardware_section
+
+RUN = re.compile(r"(?P<variant>.+)-rep(?P<repeat>\d+)$")  # runs/<variant>-rep<k>
+
+
+def curves(run_dir: Path) -> list[float]:
+    """Test accuracy after each epoch (the last value per epoch: a resumed epoch counts
+    once)."""
+    path = run_dir / "metrics.jsonl"
+    by_epoch: dict[int, float] = {}
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            row = json.loads(line)
+            if row.get("val_accuracy") is not None:
+                by_epoch[int(row["epoch"])] = float(row["val_accuracy"])
+    return [by_epoch[e] for e in sorted(by_epoch)]
+
+
+def runs_of(runs: pd.DataFrame) -> pd.DataFrame:
+    """The completed runs with their variant and repeat (from the run directory's name)."""
+    done = runs[runs["status"] == "completed"].copy() if len(runs) else runs
+    names = [RUN.match(Path(p).name) for p in done["run_dir"]] if len(done) else []
+    done["variant"] = [m["variant"] if m else Path(p).name
+                       for m, p in zip(names, done["run_dir"], strict=True)]
+    done["repeat"] = [int(m["repeat"]) if m else 0 for m in names]
+    return done
+
+
+def summarize(done: pd.DataFrame, variants: list[str]) -> pd.DataFrame:
+    """Per variant: accuracy over seeds, and its difference from the first variant's, paired
+    by repeat (seed)."""
+    ref = {int(r): float(a) for r, a in zip(done[done["variant"] == variants[0]]["repeat"],
+                                            done[done["variant"] == variants[0]][
+                                                "test_accuracy"], strict=True)}
+    rows = []
+    for v in variants:
+        group = done[done["variant"] == v].sort_values("repeat")
+        if group.empty:
+            continue
+        acc = [float(a) for a in group["test_accuracy"]]
+        diffs = [float(a) - ref[int(r)] for r, a in zip(group["repeat"], group["test_accuracy"],
+                                                        strict=True) if int(r) in ref]
+        half = (t95(len(diffs) - 1) * statistics.stdev(diffs) / math.sqrt(len(diffs))
+                if len(diffs) >= 2 else None)
+        top5 = [float(a) for a in group.get("test_top5_accuracy", pd.Series(dtype=float))
+                if a is not None and not pd.isna(a)]
+        mean_diff = statistics.fmean(diffs) if diffs else None
+        rows.append({
+            "variant": v, "seeds": len(acc), "test_accuracy": statistics.fmean(acc),
+            "test_accuracy_min": min(acc), "test_accuracy_max": max(acc),
+            "test_top5_accuracy": statistics.fmean(top5) if top5 else None,
+            "difference": None if v == variants[0] else mean_diff,
+            "difference_low": None if half is None or v == variants[0] or mean_diff is None
+            else mean_diff - half,
+            "difference_high": None if half is None or v == variants[0] or mean_diff is None
+            else mean_diff + half,
+            "epochs": int(group["epochs"].iloc[0]),
+            "images_per_s": statistics.fmean(group["images_per_s"]),
+            "train_s": statistics.fmean(group["train_s"]),
+        })
+    return pd.DataFrame(rows)
+
+
+def reading(s: pd.DataFrame, reference: str) -> list[str]:
+    """Each variant's difference in words, by its interval."""
+    lines = []
+    for r in s.itertuples():
+        if r.variant == reference or r.difference is None or pd.isna(r.difference):
+            continue
+        pp = 100 * r.difference
+        if r.difference_low is None or pd.isna(r.difference_low):
+            lines.append(f"- {r.variant}: {pp:+.2f} points against {reference} ({r.seeds} "
+                         "seed: no interval)")
+            continue
+        low, high = 100 * r.difference_low, 100 * r.difference_high
+        says = ("lower" if high < 0 else "higher" if low > 0 else
+                "no difference resolved (the interval holds 0)")
+        lines.append(f"- {r.variant}: {pp:+.2f} points against {reference} (95 % interval "
+                     f"{low:+.2f} to {high:+.2f} over {r.seeds} seeds): {says}.")
+    return lines
+
+
+def write_variants_study(out: Path, runs: pd.DataFrame, *, title: str, command: str,
+                         variants: list[str], changes: dict[str, str],
+                         failed: list[dict] | None = None) -> dict:
+    """runs.csv, summary.csv, README.md and two pictures in `out`. `changes`: what each
+    variant sets, in words (from the config file)."""
+    out.mkdir(parents=True, exist_ok=True)
+    done = runs_of(runs) if len(runs) else pd.DataFrame()
+    s = summarize(done, variants) if len(done) else pd.DataFrame()
+    if len(runs):
+        write_text(out / "runs.csv", runs.to_csv(index=False, float_format="%.6g"))
+    write_text(out / "summary.csv", s.to_csv(index=False, float_format="%.6g"))
+    pictures = []
+    if len(s):
+        curves_of = {v: [curves(Path(p)) for p in done[done["variant"] == v]["run_dir"]]
+                     for v in s["variant"]}
+        pictures = [accuracy_by_variant(s, done, out / "accuracy_by_variant.png", title),
+                    learning_curves(curves_of, out / "learning_curves.png", title)]
+    write_text(out / "README.md", render(s, runs, title, command, variants, changes, failed))
+    return {"mode": "variants", "points": len(s), "runs": len(runs),
+            "failed": len(failed or []), "pictures": sorted(p.name for p in pictures)}
+
+
+def render(s: pd.DataFrame, runs: pd.DataFrame, title: str, command: str,
+           variants: list[str], changes: dict[str, str],
+           failed: list[dict] | None = None) -> str:
+    lines = [f"# {title}: variants against {variants[0]}", "", "Reproduce with:", "", "```",
+             command, "```", ""]
+    if failed:
+        lines += ["## Failed points", "", "Runs without a completed run, left out of the "
+                  "tables and pictures:", ""]
+        lines += [f"- {Path(f['run_dir']).name}: {f['why']}" for f in failed] + [""]
+    if not len(s):
+        return "\n".join(lines + ["No completed run yet.", ""])
+    first = runs.iloc[0]
+    top5 = s["test_top5_accuracy"].notna().any()
+    lines += [
+        f"{first['model']} on {first['dataset']}, {int(first['ranks'])} rank(s) on "
+        f"{int(first['nodes'])} node(s), {int(s['epochs'].iloc[0])} epochs; every variant "
+        f"trained with the same seeds (repeat k: seed + k). Differences are from {variants[0]}, "
+        "seed by seed, with a 95 % interval over seeds: a variant changes accuracy only where "
+        "the interval leaves 0 out.", "",
+        "| variant | what it changes | seeds | test accuracy, mean [min-max] | "
+        + ("top-5 | " if top5 else "") + f"vs {variants[0]}, points (95 % interval) | "
+        "images/s | training, s |",
+        "|---|---|---:|---:|" + ("---:|" if top5 else "") + "---:|---:|---:|"]
+    for r in s.itertuples():
+        diff = "the reference" if r.variant == variants[0] else (
+            "n/a" if r.difference is None or pd.isna(r.difference) else
+            f"{100 * r.difference:+.2f}" + (
+                "" if r.difference_low is None or pd.isna(r.difference_low) else
+                f" ({100 * r.difference_low:+.2f} to {100 * r.difference_high:+.2f})"))
+        t5 = (f" {r.test_top5_accuracy:.4f} |" if r.test_top5_accuracy is not None
+              and not pd.isna(r.test_top5_accuracy) else " n/a |") if top5 else ""
+        lines.append(f"| {r.variant} | {changes.get(r.variant, '')} | {r.seeds} | "
+                     f"{r.test_accuracy:.4f} [{r.test_accuracy_min:.4f}-"
+                     f"{r.test_accuracy_max:.4f}] |{t5} {diff} | {r.images_per_s:,.0f} | "
+                     f"{r.train_s:,.0f} |")
+    lines += ["", *reading(s, variants[0]), "", *hardware_section(runs),
+              "Raw rows: [runs.csv](runs.csv); per variant: [summary.csv](summary.csv).", "",
+              "![test accuracy by variant, every seed](accuracy_by_variant.png)", "",
+              "![test accuracy after each epoch, mean over seeds](learning_curves.png)", ""]
+    return "\n".join(lines)
+
+
+def accuracy_by_variant(s: pd.DataFrame, done: pd.DataFrame, path: Path, title: str) -> Path:
+    """Each variant's seeds as dots and their mean as a bar, the reference's mean a line."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(6.4, 1.2 * len(s) + 2), 4.2))
+    xs = range(len(s))
+    acc = 100 * s["test_accuracy"].astype(float)
+    ax.bar(xs, acc, color="#4c72b0", alpha=0.35, width=0.6, label="mean over seeds")
+    for x, v in zip(xs, s["variant"], strict=True):
+        seeds = 100 * done[done["variant"] == v]["test_accuracy"].astype(float)
+        ax.scatter([x] * len(seeds), seeds, color="#4c72b0", zorder=3, s=18,
+                   label="one seed" if x == 0 else None)
+    ax.axhline(acc.iloc[0], color="#c44e52", linewidth=1, linestyle="--",
+               label=f"{s['variant'].iloc[0]} (mean)")
+    low = min(100 * done["test_accuracy"].astype(float))
+    high = max(100 * done["test_accuracy"].astype(float))
+    pad = max(0.5, 0.25 * (high - low))
+    ax.set_ylim(low - pad, high + pad)
+    ax.set_xticks(list(xs), list(s["variant"]), rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(f"{title}: test accuracy by variant", fontsize=10)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, axis="y")
+    return save_png(fig, path)
+
+
+def learning_curves(curves_of: dict[str, list[list[float]]], path: Path, title: str) -> Path:
+    """Test accuracy after each epoch, the mean over each variant's seeds."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for v, runs in curves_of.items():
+        n = min((len(c) for c in runs), default=0)
+        if not n:
+            continue
+        mean = [100 * statistics.fmean(c[e] for c in runs) for e in range(n)]
+        ax.plot(range(1, n + 1), mean, marker="o", markersize=3, label=v)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("test accuracy (%), mean over seeds")
+    ax.set_title(f"{title}: test accuracy after each epoch", fontsize=10)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return save_png(fig, path)
