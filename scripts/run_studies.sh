@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The committed scaling studies (results/studies/), one `hpctrain study` command each, run
+# The committed studies (results/studies/, and the recipe ablation in
+# results/accuracy/studies/), one `hpctrain study` command each, run
 # one after another on the embedded cluster (`make studies`). Each is resumable: rerun this
 # script and only runs without a completed report are submitted again.
 set -euo pipefail
@@ -16,3 +17,8 @@ bin="${VENV:-.venv}/bin"
 # accumulation, linear learning-rate scaling with and without a 1-epoch warm-up.
 "$bin/hpctrain" study --config jobs/configs/fmnist_cnn_large_batch.yaml --nodes 2 \
   --mode batch --global-batches 128,512,1024,2048,4096 --name fmnist_cnn-large-batch
+# The ImageNet recipe's parts, each dropped in turn, on ResNet-20 at 48 px (2 seeds each).
+HPCTRAIN_RESULTS=results/accuracy "$bin/hpctrain" study \
+  --config jobs/configs/tree48_resnet20_recipe.yaml --nodes 2 --mode variants \
+  --variants base,no_weight_decay,no_random_resized_crop,no_label_smoothing,no_zero_init,none \
+  --repeats 2 --name recipe-ablation

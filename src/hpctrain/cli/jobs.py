@@ -295,7 +295,7 @@ def add(sub) -> None:
         "  hpctrain study --config jobs/configs/fmnist_cnn_large_batch.yaml --nodes 1,2 "
         "--mode batch \\\n      --global-batches 256,1024,4096   (a nodes x global-batch "
         "grid)\n"
-        "  hpctrain study --config jobs/configs/tree64_resnet20_recipe.yaml --nodes 2 --mode "
+        "  hpctrain study --config jobs/configs/tree48_resnet20_recipe.yaml --nodes 2 --mode "
         "variants \\\n      --variants base,no_weight_decay --repeats 2   (an ablation)\n"
         "  hpctrain study ... --dry-run     (print the job scripts; queue nothing)")
     config_options(y)

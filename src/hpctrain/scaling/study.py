@@ -328,7 +328,7 @@ def run_study(study: Study, dry_run: bool = False, wait: bool = True,
     resolved = [resolve(_point_request(study, p, run_dir_of(study_dir, p, r), r))
                 for p, r in todo]  # every point checked before anything is queued
     if study.mode == "variants":
-        shape = (f"{points[0].nodes} node(s) x {study.tasks_per_node} ranks, variants "
+        shape = (f"{points[0].nodes} node(s) x {study.tasks_per_node} rank(s), variants "
                  + ", ".join(p.variant for p in points) + f" (seeds {cfg.seed}.."
                  f"{cfg.seed + study.repeats - 1})")
     elif study.mode == "batch":
