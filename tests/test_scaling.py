@@ -517,6 +517,8 @@ def test_variants_report_pairs_seeds_and_reads_the_interval(tmp_path):
         assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.slow(reason="a variants study's four Slurm jobs (two variants x two seeds) and "
+                        "its resume")
 @pytest.mark.slurm
 def test_variants_study_on_the_embedded_cluster(slurm_cluster, fmnist_h5, tmp_path):
     """Two variants of a config, two seeds each, through real Slurm jobs: every run trains
