@@ -12,7 +12,7 @@ import pandas as pd
 
 from hpctrain.atomic import write_text
 from hpctrain.scaling.plots import accuracy_vs_batch
-from hpctrain.scaling.study_report import hardware_section
+from hpctrain.scaling.study_report import hardware_section, report_head
 
 
 def summarize_batches(runs: pd.DataFrame) -> pd.DataFrame:
@@ -62,13 +62,8 @@ def write_batch_study(out: Path, runs: pd.DataFrame, *, title: str, command: str
 
 def render(s: pd.DataFrame, runs: pd.DataFrame, title: str, command: str,
            failed: list[dict] | None = None) -> str:
-    lines = [f"# {title}: accuracy vs global batch", "", "Reproduce with:", "", "```",
-             command, "```", ""]
-    if failed:
-        lines += ["## Failed points", "", "Runs without a completed run, left out of the "
-                  "table and the picture:", ""]
-        lines += [f"- {Path(f['run_dir']).name}: {f['why']}" for f in failed]
-        lines += [""]
+    lines = report_head(f"{title}: accuracy vs global batch", command, failed,
+                        "the table and the picture")
     if not len(s):
         return "\n".join(lines + ["No completed run yet.", ""])
     first = runs.iloc[0]

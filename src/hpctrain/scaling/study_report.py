@@ -199,6 +199,18 @@ def render(s: pd.DataFrame, runs: pd.DataFrame, *, title: str, mode: str, comman
     return "\n".join(lines)
 
 
+def report_head(heading: str, command: str, failed: list[dict] | None, left_out: str
+                ) -> list[str]:
+    """A batch or variants study's README up to its results: the heading, the command that
+    reproduces it, and every run that did not complete with why (left out of `left_out`)."""
+    lines = [f"# {heading}", "", "Reproduce with:", "", "```", command, "```", ""]
+    if failed:
+        lines += ["## Failed points", "", f"Runs without a completed run, left out of "
+                  f"{left_out}:", ""]
+        lines += [f"- {Path(f['run_dir']).name}: {f['why']}" for f in failed] + [""]
+    return lines
+
+
 def hardware_section(runs: pd.DataFrame) -> list[str]:
     """What the runs ran on and how their ranks talked (rank 0's node of each run)."""
     if "hardware" not in runs or runs["hardware"].isna().all():

@@ -11,7 +11,6 @@ interval leaves 0 out.
 from __future__ import annotations
 
 import json
-import math
 import re
 import statistics
 from pathlib import Path
@@ -19,9 +18,9 @@ from pathlib import Path
 import pandas as pd
 
 from hpctrain.atomic import write_text
-from hpctrain.report.statistics import t95
+from hpctrain.report.statistics import interval95
 from hpctrain.scaling.plots import save_png
-from hpctrain.scaling.study_report import hardware_section
+from hpctrain.scaling.study_report import hardware_section, report_head
 
 RUN = re.compile(r"(?P<variant>.+)-rep(?P<repeat>\d+)$")  # runs/<variant>-rep<k>
 
@@ -63,8 +62,7 @@ def summarize(done: pd.DataFrame, variants: list[str]) -> pd.DataFrame:
         acc = [float(a) for a in group["test_accuracy"]]
         diffs = [float(a) - ref[int(r)] for r, a in zip(group["repeat"], group["test_accuracy"],
                                                         strict=True) if int(r) in ref]
-        half = (t95(len(diffs) - 1) * statistics.stdev(diffs) / math.sqrt(len(diffs))
-                if len(diffs) >= 2 else None)
+        half = interval95(diffs)["ci95"]
         top5 = [float(a) for a in group.get("test_top5_accuracy", pd.Series(dtype=float))
                 if a is not None and not pd.isna(a)]
         mean_diff = statistics.fmean(diffs) if diffs else None
@@ -128,12 +126,8 @@ def write_variants_study(out: Path, runs: pd.DataFrame, *, title: str, command: 
 def render(s: pd.DataFrame, runs: pd.DataFrame, title: str, command: str,
            variants: list[str], changes: dict[str, str],
            failed: list[dict] | None = None) -> str:
-    lines = [f"# {title}: variants against {variants[0]}", "", "Reproduce with:", "", "```",
-             command, "```", ""]
-    if failed:
-        lines += ["## Failed points", "", "Runs without a completed run, left out of the "
-                  "tables and pictures:", ""]
-        lines += [f"- {Path(f['run_dir']).name}: {f['why']}" for f in failed] + [""]
+    lines = report_head(f"{title}: variants against {variants[0]}", command, failed,
+                        "the tables and pictures")
     if not len(s):
         return "\n".join(lines + ["No completed run yet.", ""])
     first = runs.iloc[0]
