@@ -270,6 +270,8 @@ def test_compute_costs_alternates_its_variants_in_one_process(fmnist_h5):
     assert res.returncode == 1 and "horovodrun --gloo -np 1" in res.stderr
 
 
+@pytest.mark.slow(reason="two fresh spawned processes, each importing TensorFlow and timing five "
+                  "input pipelines")
 @pytest.mark.mpi
 def test_input_bench_runs_every_variant_and_reports_ratios(fmnist_h5, tmp_path):
     """The input pipeline benchmark at its smallest: two fresh processes of one round each,
