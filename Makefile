@@ -51,9 +51,12 @@ data/bench-256/manifest.json: | $(BENCH_TREE)
 data/bench-256-lzf/manifest.json: | $(BENCH_TREE)
 	$(STAGE_BENCH) --out $(@D) --compression lzf
 
-data/fmnist-tree-56/manifest.json: | install  # the recipe ablation's 48 px tree (12,000 + 10,000)
-	$(BIN)/python scripts/make_imagefolder.py --out data/fmnist-tree-12k --train 12000 --val 0
+data/fmnist-tree-12k: | install  # 12,000 training and all 10,000 test images as an image tree
+	$(BIN)/python scripts/make_imagefolder.py --out $@ --train 12000 --val 0
+data/fmnist-tree-56/manifest.json: | data/fmnist-tree-12k  # the recipe ablation's 48 px crops
 	$(BIN)/hpctrain stage imagefolder --source data/fmnist-tree-12k --size 56 --out $(@D)
+data/fmnist-tree-12k-32/manifest.json: | data/fmnist-tree-12k  # the large-batch study's 28 px crops
+	$(BIN)/hpctrain stage imagefolder --source data/fmnist-tree-12k --size 32 --out $(@D)
 
 JPEG_TREE := data/bench-jpeg-tree
 $(JPEG_TREE): | install
@@ -72,7 +75,7 @@ docs: install  ## render every benchmark figure and the README's tables again fr
 accuracy: install cluster-up $(DATA)  ## every model config, 1 and 2 ranks, -> results/accuracy/README.md
 	bash scripts/accuracy_table.sh
 
-studies: install cluster-up $(DATA) data/fmnist-tree-56/manifest.json  ## the committed studies -> results/studies/, the recipe ablation -> results/accuracy/studies/ (resumable)
+studies: install cluster-up $(DATA) data/fmnist-tree-56/manifest.json data/fmnist-tree-12k-32/manifest.json  ## the committed studies -> results/studies/, the recipe ablation -> results/accuracy/studies/ (resumable)
 	bash scripts/run_studies.sh
 	for s in fmnist_cnn-strong fmnist_cnn-weak synthetic_resnet20-strong synthetic_resnet20-weak; do \
 	  $(BIN)/hpctrain project --study results/studies/$$s --gpus 1,2,4 --gpus-per-node 1 \

@@ -22,3 +22,8 @@ HPCTRAIN_RESULTS=results/accuracy "$bin/hpctrain" study \
   --config jobs/configs/tree48_resnet20_recipe.yaml --nodes 2 --mode variants \
   --variants base,no_weight_decay,no_random_resized_crop,no_label_smoothing,no_zero_init,none \
   --repeats 2 --name recipe-ablation
+# Large global batches by method: momentum SGD with linear scaling and warm-up, LARS and LAMB,
+# each at global batches 64 (the base), 1,024 (16x) and 2,048 (32x), ResNet-20 at 28 px.
+HPCTRAIN_RESULTS=results/accuracy "$bin/hpctrain" study \
+  --config jobs/configs/tree28_resnet20_large_batch.yaml --nodes 2 --mode batch \
+  --variants sgd,lars,lamb --global-batches 64,1024,2048 --repeats 2 --name large-batch-methods

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from hpctrain.train.optim import lr_multiplier
@@ -53,3 +55,14 @@ def test_cosine_schedule():
 def test_unknown_schedule():
     with pytest.raises(ValueError, match="unknown schedule"):
         curve(3.0, schedule="linear")
+
+
+def test_square_root_scaling_ramps_to_the_root_of_the_size():
+    """sqrt: 16 x the one-rank batch gets 4 x its rate, reached by the same linear warm-up."""
+    assert curve(0.0, size=16, scaling="sqrt") == pytest.approx(1.0)
+    assert curve(1.0, size=16, scaling="sqrt") == pytest.approx(2.5)  # 1 + 3 * 0.5
+    assert curve(5.0, size=16, scaling="sqrt") == pytest.approx(4.0)
+    assert curve(6.0, size=16, scaling="sqrt", schedule="cosine") == pytest.approx(
+        4.0 * 0.5 * (1 + math.cos(math.pi * 0.5)))
+    with pytest.raises(ValueError, match="scaling 'cube'"):
+        curve(1.0, scaling="cube")

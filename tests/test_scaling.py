@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from conftest import REPO, hpctrain, read_report
-from hpctrain.experiment import ConfigError, TrainConfig
+from hpctrain.experiment import ConfigError, TrainConfig, load_config
 from hpctrain.progress import wait_until
 from hpctrain.report.statistics import t95
 from hpctrain.report.step_times import per_rank, step_time_summary, stragglers
@@ -479,6 +479,88 @@ def test_variant_points_and_requests(tmp_path):
         variant_points(f"{config}:big", (2,), 1, ("base", "big"))
     with pytest.raises(ConfigError, match="--variants is for --mode variants"):
         Study(req, (2,), mode="weak", variants=("base", "big")).points(None)  # type: ignore
+
+
+def test_methods_at_each_global_batch_points_and_requests(tmp_path):
+    """--mode batch --variants: every method (config variant) at every global batch with its
+    own per-rank batch, rate and warm-up; only the accumulated batches and the seed are set
+    per point; a method whose batch cannot reach a global batch is named."""
+    import yaml
+
+    from hpctrain.scaling.study import Study, _point_request, batch_points
+    from hpctrain.slurm.job_options import JobOptions
+    from hpctrain.slurm.request import Request
+
+    config = tmp_path / "methods.yaml"
+    config.write_text(yaml.safe_dump({
+        "experiment": "m", "data": "d.h5", "model": "softmax", "batch_size": 32, "seed": 5,
+        "optimizer": "sgd", "learning_rate": 0.1, "warmup_epochs": 1,
+        "variants": {"sgd": {}, "lamb": {"optimizer": "lamb", "learning_rate": 0.002,
+                                         "lr_scaling": "sqrt", "batch_size": 64}}}))
+    cfg = load_config(str(config))
+    points = batch_points(cfg, (2,), 1, (128, 1024), ("sgd", "lamb"), str(config))
+    assert [(p.name, p.accumulate_steps, p.batch_size, p.overrides()) for p in points] == [
+        ("sgd-g128", 2, 32, ("accumulate_steps=2",)),
+        ("sgd-g1024", 16, 32, ("accumulate_steps=16",)),
+        ("lamb-g128", 1, 64, ("accumulate_steps=1",)),
+        ("lamb-g1024", 8, 64, ("accumulate_steps=8",))]
+    req = Request(config=str(config), overrides=("epochs=2",), job=JobOptions())
+    study = Study(req, (2,), mode="batch", repeats=2, name="methods",
+                  global_batches=(128, 1024), variants=("sgd", "lamb"))
+    assert study.points(cfg) == points
+    got = _point_request(study, points[3], tmp_path / "lamb-g1024-rep1", 1)
+    assert got.config == f"{config}:lamb"
+    assert got.overrides == ("epochs=2", "accumulate_steps=8", "seed=6")
+    # a batch study without methods also gives each repeat its own seed
+    plain = Study(req, (2,), mode="batch", repeats=2, name="b", global_batches=(128,))
+    p = plain.points(cfg)[0]
+    assert _point_request(plain, p, tmp_path / "x", 1).overrides[-1] == "seed=6"
+    with pytest.raises(ConfigError, match="lamb: batch_size 64 x 2 ranks"):
+        batch_points(cfg, (2,), 1, (64,), ("sgd", "lamb"), str(config))
+    with pytest.raises(ConfigError, match="one --nodes value"):
+        batch_points(cfg, (1, 2), 1, (128,), ("sgd", "lamb"), str(config))
+    with pytest.raises(ConfigError, match="at least two"):
+        batch_points(cfg, (2,), 1, (128,), ("sgd",), str(config))
+
+
+def test_methods_report_judges_each_point_against_the_base_seed_by_seed(tmp_path):
+    from hpctrain.scaling.methods_report import judge, write_methods_study
+
+    assert judge(-0.009, 0.004) == "held" and judge(-0.05, -0.02) == "fell"
+    assert judge(-0.02, 0.001) == "not resolved" and judge(None, None) == "no interval"
+    accs = {("sgd", 64): (0.900, 0.910, 0.905), ("sgd", 1024): (0.850, 0.862, 0.851),
+            ("lars", 64): (0.898, 0.906, 0.904), ("lars", 1024): (0.897, 0.907, 0.903),
+            ("lamb", 64): (0.880, 0.930, 0.890), ("lamb", 1024): (0.896,)}
+    rows = []
+    for (method, g), values in accs.items():
+        for k, acc in enumerate(values):
+            rows.append(_run(2, 2, 900.0, run_dir=str(tmp_path / f"runs/{method}-g{g}-rep{k}"),
+                             global_batch=g, accumulate_steps=g // 64, warmup_epochs=2.0,
+                             learning_rate_scaled=0.05 * g / 64, test_accuracy=acc,
+                             model="resnet20", dataset="tree", epochs=8, train_s=200.0,
+                             node_hours=2 * 200 / 3600))
+    failed = [{"run_dir": str(tmp_path / "runs/lamb-g2048-rep0"), "why": "FAILED: NaN loss"}]
+    got = write_methods_study(tmp_path, pd.DataFrame(rows), title="large batch",
+                              command="hpctrain study ...", methods=["sgd", "lars", "lamb"],
+                              changes={"lars": "optimizer=\"lars\""}, failed=failed)
+    assert got == {"mode": "batch", "points": 6, "runs": 16, "failed": 1,
+                   "pictures": ["accuracy_by_method.png"]}
+    s = pd.read_csv(tmp_path / "summary.csv").set_index(["method", "global_batch"])
+    # sgd at 1024, paired with sgd at 64 seed by seed: -0.050, -0.048, -0.054
+    assert s.loc[("sgd", 1024), "difference"] == pytest.approx(-0.050667, abs=1e-6)
+    assert s.loc[("sgd", 1024), "verdict"] == "fell"
+    assert s.loc[("lars", 1024), "verdict"] == "held"  # -0.003, -0.003, -0.002
+    assert s.loc[("lamb", 64), "verdict"] == "not resolved"  # -0.020, +0.020, -0.015
+    assert s.loc[("lamb", 1024), "verdict"] == "no interval"  # one seed
+    assert s.loc[("sgd", 64), "verdict"] == "the base"
+    assert s.loc[("lars", 1024), "times_base"] == 16
+    text = (tmp_path / "README.md").read_text()
+    assert "| lars | optimizer=\"lars\" |" in text
+    assert "- lars: held up to global batch 1024 (16x the base)." in text
+    assert "- sgd: held nowhere. 1024 (16x): fell, -5.07 points" in text
+    assert "- lamb-g2048-rep0: FAILED: NaN loss" in text
+    assert "| sgd | 1024 | 16 | 16 | 0.8 | 2 | 11.7 | 0.8543 [0.8500-0.8620] (+/- " in text
+    assert (tmp_path / "accuracy_by_method.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_variants_report_pairs_seeds_and_reads_the_interval(tmp_path):

@@ -36,6 +36,7 @@ def _pair(values: list[float]) -> tuple[float, float]:
 
 OPTIMIZERS = ("sgd", "rmsprop", "adadelta", "adam", "lars", "lamb")
 SCHEDULES = ("constant", "step", "cosine")
+SCALINGS = ("linear", "sqrt")  # how the learning rate grows with the global batch
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 # per-step mechanisms a benchmark can switch off, one at a time, to measure what each costs
 MECHANISMS = ("stop_check", "reseed", "lr_schedule", "step_timing")
@@ -61,6 +62,9 @@ class TrainConfig(Checked):
     learning_rate: float = 0.001  # for one rank; multiplied by the number of ranks
     momentum: float = 0.9  # sgd, rmsprop and lars
     lars_eta: float = 0.001  # LARS' trust coefficient (You et al. 2017)
+    # the rate grows with ranks x accumulated batches: linearly (Goyal et al. 2017) or with
+    # its square root (sqrt: LAMB's rule, You et al. 2019)
+    lr_scaling: str = "linear"
     warmup_epochs: float = 1.0  # gradual warm-up to the scaled rate (Goyal et al. 2017)
     lr_schedule: str = "constant"  # after warm-up: constant, step or cosine
     lr_decay_epochs: list[float] = Field(default_factory=list)  # step: where to decay
@@ -125,6 +129,7 @@ class TrainConfig(Checked):
             raise ValueError(f"experiment {self.experiment!r}: use letters, digits, _ . -")
         for key, choices in (("model", MODELS), ("activation", ACTIVATIONS),
                              ("optimizer", OPTIMIZERS), ("lr_schedule", SCHEDULES),
+                             ("lr_scaling", SCALINGS),
                              ("precision", PRECISIONS)):
             if getattr(self, key) not in choices:
                 raise ValueError(f"{key} {getattr(self, key)!r} unknown; "

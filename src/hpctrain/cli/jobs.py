@@ -297,6 +297,9 @@ def add(sub) -> None:
         "grid)\n"
         "  hpctrain study --config jobs/configs/tree48_resnet20_recipe.yaml --nodes 2 --mode "
         "variants \\\n      --variants base,no_weight_decay --repeats 2   (an ablation)\n"
+        "  hpctrain study --config jobs/configs/tree28_resnet20_large_batch.yaml --nodes 2 "
+        "--mode batch \\\n      --variants sgd,lars,lamb --global-batches 64,1024,2048 --repeats 2"
+        "   (methods)\n"
         "  hpctrain study ... --dry-run     (print the job scripts; queue nothing)")
     config_options(y)
     y.add_argument("--nodes", required=True, help="node counts, e.g. 1,2,4")
@@ -304,14 +307,16 @@ def add(sub) -> None:
                    default="strong",
                    help="strong: the global batch of the smallest point everywhere "
                    "(default); weak: the per-rank batch everywhere; batch: accuracy vs "
-                   "--global-batches (gradient accumulation, with and without warm-up) on "
-                   "each node count: several make a nodes x global-batch grid; variants: "
+                   "--global-batches (gradient accumulation, with and without warm-up; "
+                   "with --variants, each method with its own) on each node count: several "
+                   "make a nodes x global-batch grid; variants: "
                    "--variants of the config file on one node count, --repeats seeds each, "
                    "against the first")
     y.add_argument("--global-batches", help="--mode batch: e.g. 128,512,2048,4096")
     y.add_argument("--variants", help="--mode variants: the config file's variants to train, "
                    "the first the reference (base: the file's own keys), e.g. "
-                   "base,no_weight_decay,no_label_smoothing")
+                   "base,no_weight_decay,no_label_smoothing; --mode batch: methods, each at "
+                   "every global batch against the first at the smallest, e.g. sgd,lars,lamb")
     y.add_argument("--within-node", help="rank counts on one node before the nodes, e.g. "
                    "1,2,4 with --ntasks-per-node 8 --nodes 1,2,4: 1, 2, 4, 8 ranks on one "
                    "node, then 16 and 32 on 2 and 4 nodes, one base for all")

@@ -17,6 +17,7 @@ from hpctrain.atomic import write_json, write_text
 from hpctrain.report.statistics import throughput, time_to_accuracy
 from hpctrain.report.step_times import render_lines, step_time_summary
 from hpctrain.resources import checkout_root
+from hpctrain.train.optim import scale_factor
 
 RECIPE_KEYS = ("weight_decay", "label_smoothing", "zero_init_residual", "random_resized_crop")
 
@@ -71,8 +72,8 @@ def build_report(*, config: dict, epochs: list[dict], env: dict, node_names: lis
             "expected": config["expected_accuracy"],
             "met": final_acc is not None and final_acc >= config["expected_accuracy"]},
         "training": {k: config[k] for k in (
-            "optimizer", "learning_rate", "momentum", "warmup_epochs", "lr_schedule",
-            "lr_decay_epochs", "lr_decay", "batch_size", "precision", "xla", "seed",
+            "optimizer", "learning_rate", "lr_scaling", "momentum", "warmup_epochs",
+            "lr_schedule", "lr_decay_epochs", "lr_decay", "batch_size", "precision", "xla", "seed",
             "deterministic", "activation", "synthetic")},
         # the recipe's parts (configs from before they existed have none)
         "recipe": {k: config[k] for k in RECIPE_KEYS if config.get(k)},
@@ -85,7 +86,8 @@ def build_report(*, config: dict, epochs: list[dict], env: dict, node_names: lis
         "rank_nodes": node_names,
         "global_batch_size": config["batch_size"] * ranks * accumulate,
         "accumulate_steps": accumulate,
-        "learning_rate_scaled": config["learning_rate"] * ranks * accumulate,
+        "learning_rate_scaled": config["learning_rate"] * scale_factor(
+            ranks * accumulate, config.get("lr_scaling", "linear")),
         "model_size": model_size,
         "step_times": step_time_summary(epochs),
         "eval_s_total": sum(e.get("eval_s") or 0.0 for e in epochs),
@@ -214,7 +216,9 @@ def render_markdown(r: dict, inline_pictures: bool = True) -> str:
         f"- throughput: {_fmt(ips['mean'], '.0f')}{ci} images/s total, "
         f"{_fmt(ipr['mean'], '.0f')} per rank (mean"
         + (" and 95 % CI of the mean" if ci else "") + f" over {ips['basis']}, n={ips['n']})",
-        f"- training: {t['optimizer']}, lr {t['learning_rate']:g} per rank, "
+        f"- training: {t['optimizer']}, lr {t['learning_rate']:g} per rank"
+        + (f" ({t['lr_scaling']} scaling)" if t.get("lr_scaling", "linear") != "linear"
+           else "") + ", "
         f"{t['lr_schedule']} after {t['warmup_epochs']:g} warm-up epoch(s), "
         f"{t['precision']}{', XLA' if t['xla'] else ''}, seed {t['seed']}"
         + (", synthetic data" if t["synthetic"] else "")

@@ -16,7 +16,10 @@ then the study's tables, plots and node-hour budget in results/studies/<name>/.
   learning rate scaled linearly with it, once with the config's warm-up and once without
   (Goyal et al. 2017). With several --nodes it is a nodes x global-batch grid: every global
   batch on every node count (fewer accumulated batches on more nodes), so one study shows
-  what each global batch costs in time and node-hours and what it does to accuracy;
+  what each global batch costs in time and node-hours and what it does to accuracy. With
+  `--variants sgd,lars,lamb` (config variants: one method each, with its own optimizer, rate,
+  scaling rule and warm-up) every method runs at every global batch, `--repeats` seeds each,
+  and each is compared with the first method at the smallest global batch;
 - `--mode variants --variants base,no_weight_decay,...` trains several of the config file's
   variants (`base`: the file's own keys) on one node count, `--repeats` seeds each (seed,
   seed + 1, ...), and compares each with the first: an ablation of a recipe's parts.
@@ -64,10 +67,11 @@ class Point:
     warmup_epochs: float | None = None  # None: the config's
     in_grid: bool = False  # a batch point of a nodes x global-batch grid: nodes in its name
     variant: str = ""  # --mode variants: the config variant trained (BASE: none)
+    global_batch: int = 0  # --mode batch with --variants: the variant at this global batch
 
     def overrides(self) -> tuple[str, ...]:
-        if self.variant:  # the variant's own batch and rate
-            return ()
+        if self.variant:  # the variant's own batch, rate, scaling rule and warm-up
+            return (f"accumulate_steps={self.accumulate_steps}",) if self.global_batch else ()
         extra = () if self.accumulate_steps == 1 and self.warmup_epochs is None else (
             f"accumulate_steps={self.accumulate_steps}", f"warmup_epochs={self.warmup_epochs}")
         return (f"batch_size={self.batch_size}", f"learning_rate={self.learning_rate!r}",
@@ -75,6 +79,8 @@ class Point:
 
     @property
     def name(self) -> str:
+        if self.global_batch:
+            return f"{self.variant}-g{self.global_batch}"
         if self.variant:
             return self.variant
         if self.warmup_epochs is None:
@@ -85,22 +91,35 @@ class Point:
 
 
 def batch_points(cfg: TrainConfig, nodes: tuple[int, ...], tasks_per_node: int,
-                 global_batches: tuple[int, ...]) -> list[Point]:
+                 global_batches: tuple[int, ...], variants: tuple[str, ...] = (),
+                 config: str = "") -> list[Point]:
     """Each global batch on each node count (a grid when there are several), by gradient
     accumulation, with and without warm-up. The global batch is what the learning rate
-    follows; the nodes change only how fast an update is made."""
+    follows; the nodes change only how fast an update is made. With `variants` (of the
+    config file `config`), each variant at each global batch with its own warm-up."""
+    if variants:
+        if len(nodes) != 1:
+            raise ConfigError("--mode batch --variants: one --nodes value")
+        check_variants(config, variants, "--mode batch")
     warmups = (cfg.warmup_epochs, 0.0) if cfg.warmup_epochs else (0.0,)
     points, unreachable = [], []
     for n in nodes:
         ranks = n * tasks_per_node
-        per_update = cfg.batch_size * ranks
-        for g in global_batches:
-            if g % per_update:
-                unreachable.append(f"{g} on {n} node(s) (batch_size {cfg.batch_size} x "
-                                   f"{ranks} ranks = {per_update} per accumulated batch)")
-                continue
-            points += [Point(n, ranks, cfg.batch_size, cfg.learning_rate, g // per_update,
-                             float(w), in_grid=len(nodes) > 1) for w in warmups]
+        for v in variants or ("",):
+            vcfg = cfg if v in ("", BASE) else load_config(f"{config}:{v}")
+            per_update = vcfg.batch_size * ranks
+            for g in global_batches:
+                if g % per_update:
+                    unreachable.append(f"{g} on {n} node(s) ({v + ': ' if v else ''}batch_size "
+                                       f"{vcfg.batch_size} x {ranks} ranks = {per_update} per "
+                                       "accumulated batch)")
+                elif v:
+                    points.append(Point(n, ranks, vcfg.batch_size, vcfg.learning_rate,
+                                        g // per_update, variant=v, global_batch=g))
+                else:
+                    points += [Point(n, ranks, cfg.batch_size, cfg.learning_rate,
+                                     g // per_update, float(w), in_grid=len(nodes) > 1)
+                               for w in warmups]
     if unreachable:
         raise ConfigError("--global-batches: each must be a multiple of batch_size x ranks "
                           "at every node count; not: " + "; ".join(unreachable))
@@ -110,20 +129,25 @@ def batch_points(cfg: TrainConfig, nodes: tuple[int, ...], tasks_per_node: int,
 def variant_points(config: str, nodes: tuple[int, ...], tasks_per_node: int,
                    variants: tuple[str, ...], other: tuple[int, ...] = ()) -> list[Point]:
     """One point per config variant (BASE: the file's own keys), on one node count."""
-    if split_spec(config)[1] is not None:
-        raise ConfigError(f"--mode variants: --config {config}: the file alone (the variants "
-                          "come from --variants)")
     if len(nodes) != 1 or other:
         raise ConfigError("--mode variants: one --nodes value, no --global-batches or "
                           "--within-node")
+    check_variants(config, variants, "--mode variants")
+    ranks = nodes[0] * tasks_per_node
+    return [Point(nodes[0], ranks, 0, 0.0, variant=v) for v in variants]
+
+
+def check_variants(config: str, variants: tuple[str, ...], mode: str) -> None:
+    """The config file alone, at least two different variants, each one in the file."""
+    if split_spec(config)[1] is not None:
+        raise ConfigError(f"{mode}: --config {config}: the file alone (the variants come from "
+                          "--variants)")
     if len(variants) < 2 or len(set(variants)) != len(variants):
-        raise ConfigError("--mode variants: --variants with at least two different names, "
-                          f"the first the reference, e.g. {BASE},no_weight_decay")
+        raise ConfigError(f"{mode}: --variants with at least two different names, the first "
+                          f"the reference, e.g. {BASE},no_weight_decay")
     for v in variants:
         if v != BASE:
             load_config(f"{config}:{v}")  # a missing variant is named now
-    ranks = nodes[0] * tasks_per_node
-    return [Point(nodes[0], ranks, 0, 0.0, variant=v) for v in variants]
 
 
 def variant_changes(config: str, variants: list[str]) -> dict[str, str]:
@@ -196,8 +220,8 @@ class Study:
     variants: tuple[str, ...] = ()  # --mode variants: config variants, the first the reference
 
     def points(self, cfg: TrainConfig) -> list[Point]:
-        if self.variants and self.mode != "variants":
-            raise ConfigError("--variants is for --mode variants")
+        if self.variants and self.mode not in ("variants", "batch"):
+            raise ConfigError("--variants is for --mode variants or batch")
         if self.mode == "variants":
             return variant_points(self.request.config, self.nodes, self.tasks_per_node,
                                   self.variants, self.global_batches or self.within_node)
@@ -211,7 +235,8 @@ class Study:
         if not self.global_batches:
             raise ConfigError("--mode batch: --global-batches, e.g. --nodes 2 "
                               "--global-batches 128,512,4096 (or --nodes 1,2,4 for a grid)")
-        return batch_points(cfg, self.nodes, self.tasks_per_node, self.global_batches)
+        return batch_points(cfg, self.nodes, self.tasks_per_node, self.global_batches,
+                            self.variants, self.request.config)
 
     def directory(self) -> Path:
         return results_dir() / "studies" / self.name
@@ -334,8 +359,10 @@ def run_study(study: Study, dry_run: bool = False, wait: bool = True,
     elif study.mode == "batch":
         shape = "; ".join(
             f"{n} node(s) x {study.tasks_per_node} = {n * study.tasks_per_node} ranks, global "
-            "batches " + ", ".join(f"{p.batch_size * p.ranks * p.accumulate_steps} (warm-up "
-                                   f"{p.warmup_epochs:g})" for p in points if p.nodes == n)
+            "batches " + ", ".join(
+                f"{p.variant} at {p.global_batch}" if p.global_batch else
+                f"{p.batch_size * p.ranks * p.accumulate_steps} (warm-up {p.warmup_epochs:g})"
+                for p in points if p.nodes == n)
             for n in study.nodes)
     else:
         shape = ", ".join(f"{p.nodes} node(s) x {p.ranks // p.nodes} = {p.ranks} ranks, "
@@ -370,8 +397,9 @@ def _point_request(study: Study, point: Point, run_dir: Path, repeat: int = 0) -
     req = study.request
     job = req.job.replace(nodes=point.nodes, ntasks_per_node=point.ranks // point.nodes)
     config, overrides = req.config, (*req.overrides, *point.overrides())
-    if point.variant:  # the variant's config; each repeat its own seed
+    if point.variant:  # the variant's config
         config = config if point.variant == BASE else f"{config}:{point.variant}"
+    if study.mode in ("batch", "variants"):  # accuracy studies: each repeat its own seed
         seed = load_config(config, list(req.overrides)).seed + repeat
         overrides = (*overrides, f"seed={seed}")
     return dataclasses.replace(req, config=config, overrides=overrides, job=job,
@@ -480,6 +508,13 @@ def collect(study_dir: Path, command: str, client: SlurmClient | None, title: st
     if mode == "batch":
         from hpctrain.scaling.batch_report import write_batch_study
 
+        plan = json.loads((study_dir / "plan.json").read_text())
+        if plan.get("variants"):
+            from hpctrain.scaling.methods_report import write_methods_study
+
+            return write_methods_study(study_dir, runs, title=title, command=command,
+                                       methods=plan["variants"], failed=failed,
+                                       changes=variant_changes(plan["config"], plan["variants"]))
         return write_batch_study(study_dir, runs, title=title, command=command, failed=failed)
     note = shared_core_note(sorted(set(runs["ranks"]))) if embedded and len(runs) else ""
     points = {(int(n), int(r)) for n, r in zip(runs["nodes"], runs["ranks"], strict=True)} \

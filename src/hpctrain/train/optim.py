@@ -1,10 +1,12 @@
-"""Optimizers and the learning-rate curve: linear scaling by ranks, gradual warm-up, schedule.
+"""Optimizers and the learning-rate curve: scaling by ranks, gradual warm-up, schedule.
 
 The curve is one pure function of the (fractional) epoch, so it is unit-tested, identical on
-every rank, and a resumed run picks it up exactly where it stopped:
+every rank, and a resumed run picks it up exactly where it stopped. With k = the scale
+factor, `size` for linear scaling (Goyal et al. 2017) or sqrt(size) (the square-root rule
+LAMB's authors use, You et al. 2019), size = ranks x accumulated batches:
 
-    epoch < warmup:   lr * (1 + (size - 1) * epoch / warmup)      # Goyal et al. 2017, sec. 2.2
-    afterwards:       lr * size * schedule(epoch)                 # constant, step or cosine
+    epoch < warmup:   lr * (1 + (k - 1) * epoch / warmup)         # Goyal et al. 2017, sec. 2.2
+    afterwards:       lr * k * schedule(epoch)                    # constant, step or cosine
 
 Why not Horovod's LearningRateWarmupCallback: it compares the integer epoch with the end of
 the warm-up, so a fractional warm-up (0.5 epochs) overshoots the scaled rate (multiplier > 1),
@@ -19,11 +21,22 @@ import math
 from collections.abc import Sequence
 
 
+def scale_factor(size: int, scaling: str = "linear") -> float:
+    """The rate's factor at `size` times the one-rank batch, after warm-up."""
+    if scaling == "linear":
+        return float(size)
+    if scaling == "sqrt":
+        return math.sqrt(size)
+    raise ValueError(f"unknown learning-rate scaling {scaling!r}")
+
+
 def lr_multiplier(epoch: float, *, size: int, warmup_epochs: float, schedule: str,
-                  epochs: int, decay_epochs: Sequence[float] = (), decay: float = 0.1) -> float:
+                  epochs: int, decay_epochs: Sequence[float] = (), decay: float = 0.1,
+                  scaling: str = "linear") -> float:
     """Factor on the one-rank learning rate at a fractional epoch (0 = first step)."""
+    k = scale_factor(size, scaling)
     if warmup_epochs > 0 and epoch < warmup_epochs:
-        return 1.0 + (size - 1) * epoch / warmup_epochs
+        return 1.0 + (k - 1) * epoch / warmup_epochs
     if schedule == "constant":
         factor = 1.0
     elif schedule == "step":
@@ -34,7 +47,7 @@ def lr_multiplier(epoch: float, *, size: int, warmup_epochs: float, schedule: st
         factor = 0.5 * (1.0 + math.cos(math.pi * progress))
     else:
         raise ValueError(f"unknown schedule {schedule!r}")
-    return size * factor
+    return k * factor
 
 
 LAYERWISE = ("lars", "lamb")  # they apply weight decay themselves (train/layerwise.py)
@@ -65,5 +78,6 @@ def learning_rate(cfg, size: int):
     def rate(epoch: float) -> float:
         return cfg.learning_rate * lr_multiplier(
             epoch, size=size, warmup_epochs=cfg.warmup_epochs, schedule=cfg.lr_schedule,
-            epochs=cfg.epochs, decay_epochs=cfg.lr_decay_epochs, decay=cfg.lr_decay)
+            epochs=cfg.epochs, decay_epochs=cfg.lr_decay_epochs, decay=cfg.lr_decay,
+            scaling=cfg.lr_scaling)
     return rate
