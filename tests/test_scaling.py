@@ -534,7 +534,12 @@ def test_methods_report_judges_each_point_against_the_base_seed_by_seed(tmp_path
     rows = []
     for (method, g), values in accs.items():
         for k, acc in enumerate(values):
-            rows.append(_run(2, 2, 900.0, run_dir=str(tmp_path / f"runs/{method}-g{g}-rep{k}"),
+            run = tmp_path / f"runs/{method}-g{g}-rep{k}"
+            run.mkdir(parents=True)
+            (run / "metrics.jsonl").write_text("".join(  # the last epoch gains 2 points
+                json.dumps({"epoch": e, "val_accuracy": acc - 0.02 * (8 - e)}) + "\n"
+                for e in (7, 8)))
+            rows.append(_run(2, 2, 900.0, run_dir=str(run),
                              global_batch=g, accumulate_steps=g // 64, warmup_epochs=2.0,
                              learning_rate_scaled=0.05 * g / 64, test_accuracy=acc,
                              model="resnet20", dataset="tree", epochs=8, train_s=200.0,
@@ -544,7 +549,7 @@ def test_methods_report_judges_each_point_against_the_base_seed_by_seed(tmp_path
                               command="hpctrain study ...", methods=["sgd", "lars", "lamb"],
                               changes={"lars": "optimizer=\"lars\""}, failed=failed)
     assert got == {"mode": "batch", "points": 6, "runs": 16, "failed": 1,
-                   "pictures": ["accuracy_by_method.png"]}
+                   "pictures": ["accuracy_by_method.png", "learning_curves.png"]}
     s = pd.read_csv(tmp_path / "summary.csv").set_index(["method", "global_batch"])
     # sgd at 1024, paired with sgd at 64 seed by seed: -0.050, -0.048, -0.054
     assert s.loc[("sgd", 1024), "difference"] == pytest.approx(-0.050667, abs=1e-6)
@@ -560,7 +565,10 @@ def test_methods_report_judges_each_point_against_the_base_seed_by_seed(tmp_path
     assert "- sgd: held nowhere. 1024 (16x): fell, -5.07 points" in text
     assert "- lamb-g2048-rep0: FAILED: NaN loss" in text
     assert "| sgd | 1024 | 16 | 16 | 0.8 | 2 | 11.7 | 0.8543 [0.8500-0.8620] (+/- " in text
-    assert (tmp_path / "accuracy_by_method.png").read_bytes()[:4] == b"\x89PNG"
+    assert "- The budget: the base gained +2.00 points in its last epoch (8 epochs, mean " \
+           "over 3 seed(s))." in text
+    for png in ("accuracy_by_method.png", "learning_curves.png"):
+        assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
 
 
 def test_variants_report_pairs_seeds_and_reads_the_interval(tmp_path):

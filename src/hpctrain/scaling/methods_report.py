@@ -22,6 +22,7 @@ from hpctrain.atomic import write_text
 from hpctrain.report.statistics import interval95
 from hpctrain.scaling.plots import save_png
 from hpctrain.scaling.study_report import hardware_section, report_head
+from hpctrain.scaling.variants_report import curves
 
 # runs/<method>-g<global batch>-rep<k>
 RUN = re.compile(r"(?P<method>.+)-g(?P<global_batch>\d+)-rep(?P<repeat>\d+)$")
@@ -136,8 +137,8 @@ def write_methods_study(out: Path, runs: pd.DataFrame, *, title: str, command: s
                                      for p in runs["run_dir"]])
         write_text(out / "runs.csv", shown.to_csv(index=False, float_format="%.6g"))
     write_text(out / "summary.csv", s.to_csv(index=False, float_format="%.6g"))
-    pictures = [accuracy_by_method(s, done, out / "accuracy_by_method.png", title)] \
-        if len(s) else []
+    pictures = [accuracy_by_method(s, done, out / "accuracy_by_method.png", title),
+                learning_curves(done, out / "learning_curves.png", title)] if len(s) else []
     write_text(out / "README.md", render(s, runs, title, command, methods, changes, failed))
     return {"mode": "batch", "points": len(s), "runs": len(runs),
             "failed": len(failed or []), "pictures": sorted(p.name for p in pictures)}
@@ -192,11 +193,60 @@ def render(s: pd.DataFrame, runs: pd.DataFrame, title: str, command: str,
                      f"{r.warmup_epochs:g} | {r.updates_per_epoch:.3g} | {acc} |{t5} {diff} | "
                      f"{'' if r.verdict == 'the base' else r.verdict} | "
                      f"{r.images_per_s:,.0f} | {hours} | {r.seeds} |")
-    lines += ["", *reading(s, methods), "", *hardware_section(runs),
+    lines += ["", *reading(s, methods), *last_epoch(runs, s), "", *hardware_section(runs),
               "Raw rows: [runs.csv](runs.csv); per point: [summary.csv](summary.csv).", "",
               "![test accuracy vs global batch by method, every seed]"
-              "(accuracy_by_method.png)", ""]
+              "(accuracy_by_method.png)", "",
+              "![test accuracy after each epoch, mean over seeds, one panel per global batch]"
+              "(learning_curves.png)", ""]
     return "\n".join(lines)
+
+
+def last_epoch(runs: pd.DataFrame, s: pd.DataFrame) -> list[str]:
+    """How much the base still gained in its last epoch (mean over seeds): whether the epoch
+    budget let it converge."""
+    base = s[s["verdict"] == "the base"]
+    if base.empty or "run_dir" not in runs:
+        return []
+    b = base.iloc[0]
+    done = runs_of(runs)
+    gains = [c[-1] - c[-2] for c in (curves(Path(p)) for p in done[
+        (done["method"] == b.method) & (done["global_batch"] == b.global_batch)]["run_dir"])
+        if len(c) >= 2]
+    if not gains:
+        return []
+    return [f"- The budget: the base gained {100 * statistics.fmean(gains):+.2f} points in its "
+            f"last epoch ({b.epochs} epochs, mean over {len(gains)} seed(s))."]
+
+
+def learning_curves(done: pd.DataFrame, path: Path, title: str) -> Path:
+    """Test accuracy after each epoch, the mean over seeds: one panel per global batch, one
+    line per method."""
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    batches = sorted(int(g) for g in done["global_batch"].unique())
+    methods = list(dict.fromkeys(done["method"]))
+    fig, axes = plt.subplots(1, len(batches), figsize=(3.6 * len(batches) + 0.8, 3.8),
+                             sharey=True, squeeze=False)
+    colors = ("#4c72b0", "#c44e52", "#55a868", "#8172b2", "#ccb974", "#64b5cd")
+    for ax, g in zip(axes[0], batches, strict=True):
+        for i, m in enumerate(methods):
+            runs = [curves(Path(p)) for p in done[(done["method"] == m) &
+                                                 (done["global_batch"] == g)]["run_dir"]]
+            n = min((len(c) for c in runs), default=0)
+            if n:
+                ax.plot(range(1, n + 1), [100 * statistics.fmean(c[e] for c in runs)
+                                          for e in range(n)],
+                        marker="o", markersize=3, color=colors[i % len(colors)], label=m)
+        ax.set_title(f"global batch {g}", fontsize=10)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("test accuracy (%), mean over seeds")
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle(f"{title}: test accuracy after each epoch", fontsize=10)
+    return save_png(fig, path)
 
 
 def accuracy_by_method(s: pd.DataFrame, done: pd.DataFrame, path: Path, title: str) -> Path:

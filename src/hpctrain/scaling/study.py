@@ -356,13 +356,16 @@ def run_study(study: Study, dry_run: bool = False, wait: bool = True,
         shape = (f"{points[0].nodes} node(s) x {study.tasks_per_node} rank(s), variants "
                  + ", ".join(p.variant for p in points) + f" (seeds {cfg.seed}.."
                  f"{cfg.seed + study.repeats - 1})")
+    elif study.mode == "batch" and study.variants:
+        shape = (f"{points[0].nodes} node(s) x {study.tasks_per_node} rank(s), methods "
+                 + ", ".join(study.variants) + " at global batches "
+                 + ", ".join(map(str, study.global_batches)) + f" (seeds {cfg.seed}.."
+                 f"{cfg.seed + study.repeats - 1})")
     elif study.mode == "batch":
         shape = "; ".join(
             f"{n} node(s) x {study.tasks_per_node} = {n * study.tasks_per_node} ranks, global "
-            "batches " + ", ".join(
-                f"{p.variant} at {p.global_batch}" if p.global_batch else
-                f"{p.batch_size * p.ranks * p.accumulate_steps} (warm-up {p.warmup_epochs:g})"
-                for p in points if p.nodes == n)
+            "batches " + ", ".join(f"{p.batch_size * p.ranks * p.accumulate_steps} (warm-up "
+                                   f"{p.warmup_epochs:g})" for p in points if p.nodes == n)
             for n in study.nodes)
     else:
         shape = ", ".join(f"{p.nodes} node(s) x {p.ranks // p.nodes} = {p.ranks} ranks, "
