@@ -27,3 +27,8 @@ HPCTRAIN_RESULTS=results/accuracy "$bin/hpctrain" study \
 HPCTRAIN_RESULTS=results/accuracy "$bin/hpctrain" study \
   --config jobs/configs/tree28_resnet20_large_batch.yaml --nodes 2 --mode batch \
   --variants sgd,lars,lamb --global-batches 64,1024,2048 --repeats 2 --name large-batch-methods
+# The same methods at twice the epochs (16), at the base and at 16x its global batch.
+HPCTRAIN_RESULTS=results/accuracy "$bin/hpctrain" study \
+  --config jobs/configs/tree28_resnet20_large_batch.yaml --nodes 2 --mode batch \
+  --variants sgd,lars,lamb --global-batches 64,1024 --repeats 2 \
+  --name large-batch-methods-16ep epochs=16

@@ -14,9 +14,9 @@ import pytest
 
 from conftest import REPO, write_config
 from hpctrain import machine
-from hpctrain.bench.harness import alternate, paired_ratio, rounds_to_resolve, spread, verdict
+from hpctrain.bench.harness import alternate, paired_ratio, spread, verdict
 from hpctrain.experiment import ConfigError, load_config
-from hpctrain.report.statistics import t95
+from hpctrain.report.statistics import samples_to_resolve, t95
 
 
 def test_alternate_runs_variants_in_turn_reversing_every_other_round():
@@ -79,7 +79,7 @@ def test_one_verdict_rule_follows_the_interval():
     text = verdict(straddle, 0.97)
     assert "**not resolved**" in text and "straddles the goal" in text
     n = int(text.split("about ")[1].split(" rounds")[0])
-    assert n == rounds_to_resolve(straddle["per_round"], 0.97, log=True) and n > 5
+    assert n == samples_to_resolve(straddle["per_round"], 0.97, log=True) and n > 5
     logs = [math.log(x) for x in straddle["per_round"]]
     sd, gap = statistics.stdev(logs), abs(statistics.fmean(logs) - math.log(0.97))
     assert t95(n - 1) * sd / n ** 0.5 < gap <= t95(n - 2) * sd / (n - 1) ** 0.5

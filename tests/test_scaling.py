@@ -565,8 +565,11 @@ def test_methods_report_judges_each_point_against_the_base_seed_by_seed(tmp_path
     assert "- sgd: held nowhere. 1024 (16x): fell, -5.07 points" in text
     assert "- lamb-g2048-rep0: FAILED: NaN loss" in text
     assert "| sgd | 1024 | 16 | 16 | 0.8 | 2 | 11.7 | 0.8543 [0.8500-0.8620] (+/- " in text
-    assert "- The budget: the base gained +2.00 points in its last epoch (8 epochs, mean " \
-           "over 3 seed(s))." in text
+    assert "- The budget: the base's test accuracy moved +2.00 points in its last epoch of 8 " \
+           "(mean over 3 seed(s): +2.00, +2.00, +2.00)" in text
+    # lamb at 64 straddles -1 point: how many seeds at this spread would resolve it
+    n = s.loc[("lamb", 64), "seeds_to_resolve"]
+    assert f"64 (1x): not resolved (~{int(n)} seeds would resolve it)" in text and n > 3
     for png in ("accuracy_by_method.png", "learning_curves.png"):
         assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
 

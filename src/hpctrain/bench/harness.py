@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from hpctrain.report.statistics import interval95, t95
+from hpctrain.report.statistics import interval95, samples_to_resolve
 
 
 def alternate(variants: dict[str, Callable[[], Any]], rounds: int,
@@ -95,21 +95,6 @@ def interval(values: list[float], log: bool = False) -> dict:
     return {"low": low, "high": high, "n": len(values)}
 
 
-def rounds_to_resolve(values: list[float], goal: float, log: bool = False,
-                      most: int = 1000) -> int | None:
-    """Rounds at the same spread after which the 95 % interval would clear `goal`; None when
-    even `most` would not (the mean sits on the goal)."""
-    xs = [math.log(v) for v in values] if log else list(values)
-    if len(xs) < 2:
-        return None
-    mean, sd = statistics.fmean(xs), statistics.stdev(xs)
-    gap = abs(mean - (math.log(goal) if log else goal))
-    for n in range(len(xs) + 1, most + 1):
-        if t95(n - 1) * sd / math.sqrt(n) < gap:
-            return n
-    return None
-
-
 def verdict(summary: dict, goal: float, higher_is_better: bool = True, unit: str = "",
             digits: int = 3) -> str:
     """The rule: met when the 95 % interval lies on the goal's side, missed when it lies on
@@ -131,7 +116,7 @@ def verdict(summary: dict, goal: float, higher_is_better: bool = True, unit: str
     if bad:
         return head + f"**missed** ({span})"
     values = summary.get("per_process", summary.get("per_round", summary.get("samples", [])))
-    more = rounds_to_resolve(values, goal, log="per_round" in summary)
+    more = samples_to_resolve(values, goal, log="per_round" in summary)
     what = "processes" if "per_process" in summary else "rounds"
     need = (f"about {more} {what} at this spread would resolve it" if more else
             "its centre sits on the goal: more rounds would not resolve it")

@@ -3,6 +3,7 @@ and the time to each accuracy threshold. Pure functions of the metrics rows."""
 
 from __future__ import annotations
 
+import math
 import statistics
 
 # Two-sided 95 % quantiles of Student's t by degrees of freedom (1-30), then by bands.
@@ -56,3 +57,18 @@ def time_to_accuracy(epochs: list[dict], thresholds: list[float]) -> dict[str, f
         hit = next((e for e in epochs if (e["val_accuracy"] or 0.0) >= t), None)
         out[f"{t:.2f}"] = hit["elapsed_s"] if hit else None
     return out
+
+
+def samples_to_resolve(values: list[float], goal: float, log: bool = False,
+                      most: int = 1000) -> int | None:
+    """Samples (rounds, processes, seeds) at the same spread after which the 95 % interval
+    would clear `goal`; None when even `most` would not (the mean sits on the goal)."""
+    xs = [math.log(v) for v in values] if log else list(values)
+    if len(xs) < 2:
+        return None
+    mean, sd = statistics.fmean(xs), statistics.stdev(xs)
+    gap = abs(mean - (math.log(goal) if log else goal))
+    for n in range(len(xs) + 1, most + 1):
+        if t95(n - 1) * sd / math.sqrt(n) < gap:
+            return n
+    return None

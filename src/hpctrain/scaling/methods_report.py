@@ -7,7 +7,8 @@ A method "holds" at a global batch when its accuracy stays within `tolerance` (1
 the base, judged by the rule used everywhere in hpctrain: the difference is taken seed by
 seed (repeat k of every point has seed + k), and the verdict follows its 95 % interval over
 seeds (Student's t) - held when the whole interval lies above -tolerance, fell when it lies
-below, not resolved when it straddles it (one seed: no interval, no verdict).
+below, not resolved when it straddles it (one seed: no interval, no verdict), with how many
+seeds at the same spread would resolve it.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from hpctrain.atomic import write_text
-from hpctrain.report.statistics import interval95
+from hpctrain.report.statistics import interval95, samples_to_resolve
 from hpctrain.scaling.plots import save_png
 from hpctrain.scaling.study_report import hardware_section, report_head
 from hpctrain.scaling.variants_report import curves
@@ -27,6 +28,7 @@ from hpctrain.scaling.variants_report import curves
 # runs/<method>-g<global batch>-rep<k>
 RUN = re.compile(r"(?P<method>.+)-g(?P<global_batch>\d+)-rep(?P<repeat>\d+)$")
 TOLERANCE = 0.01  # within 1 point of the base
+COLORS = ("#4c72b0", "#c44e52", "#55a868", "#8172b2", "#ccb974", "#64b5cd")  # one per method
 
 
 def runs_of(runs: pd.DataFrame) -> pd.DataFrame:
@@ -84,6 +86,8 @@ def summarize(done: pd.DataFrame, methods: list[str]) -> pd.DataFrame:
                 "test_top5_accuracy": statistics.fmean(top5) if top5 else None,
                 "difference": mean_diff, "difference_low": low, "difference_high": high,
                 "verdict": "the base" if is_base else judge(low, high),
+                "seeds_to_resolve": samples_to_resolve(diffs, -TOLERANCE)
+                if not is_base and judge(low, high) == "not resolved" else None,
                 "images_per_s": statistics.fmean(group["images_per_s"]),
                 "train_s": statistics.fmean(group["train_s"]),
                 "node_hours": float(group["node_hours"].sum()) if "node_hours" in group
@@ -111,7 +115,7 @@ def reading(s: pd.DataFrame, methods: list[str], tolerance: float = TOLERANCE) -
             continue
         held = rows[rows["verdict"] == "held"]
         words = "; ".join(
-            f"{r.global_batch} ({r.times_base:g}x): {r.verdict}"
+            f"{r.global_batch} ({r.times_base:g}x): {_verdict(r)}"
             + ("" if r.difference is None or pd.isna(r.difference) else
                f", {100 * r.difference:+.2f} points"
                + ("" if r.difference_low is None or pd.isna(r.difference_low) else
@@ -138,10 +142,20 @@ def write_methods_study(out: Path, runs: pd.DataFrame, *, title: str, command: s
         write_text(out / "runs.csv", shown.to_csv(index=False, float_format="%.6g"))
     write_text(out / "summary.csv", s.to_csv(index=False, float_format="%.6g"))
     pictures = [accuracy_by_method(s, done, out / "accuracy_by_method.png", title),
-                learning_curves(done, out / "learning_curves.png", title)] if len(s) else []
+                learning_curves(done, methods, out / "learning_curves.png", title)] \
+        if len(s) else []
     write_text(out / "README.md", render(s, runs, title, command, methods, changes, failed))
     return {"mode": "batch", "points": len(s), "runs": len(runs),
             "failed": len(failed or []), "pictures": sorted(p.name for p in pictures)}
+
+
+def _verdict(r) -> str:
+    """The verdict, and for one not resolved how many seeds at this spread would resolve it."""
+    if r.verdict != "not resolved":
+        return r.verdict
+    n = r.seeds_to_resolve
+    return r.verdict + (" (its mean sits on the bound)" if n is None or pd.isna(n) else
+                        f" (~{int(n)} seeds would resolve it)")
 
 
 def _points(value, low, high) -> str:
@@ -191,7 +205,7 @@ def render(s: pd.DataFrame, runs: pd.DataFrame, title: str, command: str,
         lines.append(f"| {r.method} | {r.global_batch} | {r.times_base:g} | "
                      f"{r.accumulate_steps} | {r.learning_rate_scaled:.4g} | "
                      f"{r.warmup_epochs:g} | {r.updates_per_epoch:.3g} | {acc} |{t5} {diff} | "
-                     f"{'' if r.verdict == 'the base' else r.verdict} | "
+                     f"{'' if r.verdict == 'the base' else _verdict(r)} | "
                      f"{r.images_per_s:,.0f} | {hours} | {r.seeds} |")
     lines += ["", *reading(s, methods), *last_epoch(runs, s), "", *hardware_section(runs),
               "Raw rows: [runs.csv](runs.csv); per point: [summary.csv](summary.csv).", "",
@@ -211,25 +225,26 @@ def last_epoch(runs: pd.DataFrame, s: pd.DataFrame) -> list[str]:
     b = base.iloc[0]
     done = runs_of(runs)
     gains = [c[-1] - c[-2] for c in (curves(Path(p)) for p in done[
-        (done["method"] == b.method) & (done["global_batch"] == b.global_batch)]["run_dir"])
-        if len(c) >= 2]
+        (done["method"] == b.method) & (done["global_batch"] == b.global_batch)].sort_values(
+            "repeat")["run_dir"]) if len(c) >= 2]
     if not gains:
         return []
-    return [f"- The budget: the base gained {100 * statistics.fmean(gains):+.2f} points in its "
-            f"last epoch ({b.epochs} epochs, mean over {len(gains)} seed(s))."]
+    return [f"- The budget: the base's test accuracy moved {100 * statistics.fmean(gains):+.2f} "
+            f"points in its last epoch of {b.epochs} (mean over {len(gains)} seed(s): "
+            + ", ".join(f"{100 * g:+.2f}" for g in gains) + "); a large or uneven move means "
+            "the budget did not let it settle."]
 
 
-def learning_curves(done: pd.DataFrame, path: Path, title: str) -> Path:
+def learning_curves(done: pd.DataFrame, methods: list[str], path: Path, title: str) -> Path:
     """Test accuracy after each epoch, the mean over seeds: one panel per global batch, one
-    line per method."""
+    line per method (coloured as in accuracy_by_method)."""
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
     batches = sorted(int(g) for g in done["global_batch"].unique())
-    methods = list(dict.fromkeys(done["method"]))
+    methods = [m for m in methods if (done["method"] == m).any()]
     fig, axes = plt.subplots(1, len(batches), figsize=(3.6 * len(batches) + 0.8, 3.8),
                              sharey=True, squeeze=False)
-    colors = ("#4c72b0", "#c44e52", "#55a868", "#8172b2", "#ccb974", "#64b5cd")
     for ax, g in zip(axes[0], batches, strict=True):
         for i, m in enumerate(methods):
             runs = [curves(Path(p)) for p in done[(done["method"] == m) &
@@ -238,7 +253,7 @@ def learning_curves(done: pd.DataFrame, path: Path, title: str) -> Path:
             if n:
                 ax.plot(range(1, n + 1), [100 * statistics.fmean(c[e] for c in runs)
                                           for e in range(n)],
-                        marker="o", markersize=3, color=colors[i % len(colors)], label=m)
+                        marker="o", markersize=3, color=COLORS[i % len(COLORS)], label=m)
         ax.set_title(f"global batch {g}", fontsize=10)
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -256,7 +271,6 @@ def accuracy_by_method(s: pd.DataFrame, done: pd.DataFrame, path: Path, title: s
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7.2, 4.4))
-    colors = ("#4c72b0", "#c44e52", "#55a868", "#8172b2", "#ccb974", "#64b5cd")
     methods = list(dict.fromkeys(s["method"]))
     shift = {m: 1.0 + 0.035 * (i - (len(methods) - 1) / 2) for i, m in enumerate(methods)}
     base = s[s["verdict"] == "the base"]
@@ -270,7 +284,7 @@ def accuracy_by_method(s: pd.DataFrame, done: pd.DataFrame, path: Path, title: s
         xs = rows["global_batch"] * shift[m]
         acc = 100 * rows["test_accuracy"].astype(float)
         half = 100 * rows["test_accuracy_ci95"].astype(float).fillna(0.0)
-        color = colors[i % len(colors)]
+        color = COLORS[i % len(COLORS)]
         ax.errorbar(xs, acc, yerr=half, marker="o", capsize=4, color=color,
                     label=f"{m} (mean, 95 % interval)")
         seeds = done[done["method"] == m]

@@ -155,9 +155,8 @@ def variant_changes(config: str, variants: list[str]) -> dict[str, str]:
     import yaml
 
     raw = (yaml.safe_load(Path(config).read_text()) or {}).get("variants") or {}
-    return {v: "the config as written" if v == BASE else
-            ", ".join(f"{k}={json.dumps(x)}" for k, x in (raw.get(v) or {}).items())
-            for v in variants}
+    return {v: ", ".join(f"{k}={json.dumps(x)}" for k, x in (raw.get(v) or {}).items())
+            or "the config as written" for v in variants}
 
 
 def parse_nodes(value: str, flag: str = "--nodes") -> tuple[int, ...]:
