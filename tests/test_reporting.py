@@ -114,6 +114,10 @@ def test_accuracy_table_compares_ranks_and_expectations():
     assert "Problems: e: 2 ranks -0.90 pp from 1 rank" in md
     close = {**one, "test_accuracy": 0.8230}
     assert "Every run met its expected accuracy" in accuracy_table([two, close])
+    listed = accuracy_table([two, close], studies=[("studies/a/README.md", "a: variants")])
+    assert listed.endswith("## Studies\n\nAccuracy studies (`hpctrain study --mode variants` "
+                           "or `--mode batch`), each with its command, table, verdicts and "
+                           "pictures:\n\n- [a: variants](studies/a/README.md)\n")
 
 
 def test_accuracy_table_keeps_a_config_and_its_workshop_variant_apart():

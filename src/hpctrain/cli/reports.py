@@ -34,7 +34,9 @@ def _report(args) -> int:
     if args.table:
         base = Path(args.table).resolve().parent
         links = [os.path.relpath(Path(d).resolve() / "report.md", base) for d in args.run_dirs]
-        text = accuracy_table(reports, links=links)
+        studies = [(os.path.relpath(readme, base), readme.read_text().split("\n", 1)[0]
+                    .lstrip("# ").strip()) for readme in sorted(base.glob("studies/*/README.md"))]
+        text = accuracy_table(reports, links=links, studies=studies)
         write_text(args.table, text)
         print(text, end="")
         return 0

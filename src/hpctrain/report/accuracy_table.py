@@ -55,11 +55,13 @@ NOTE = (
 
 
 def accuracy_table(reports: list[dict], title: str = "Accuracy of the model zoo",
-                   links: list[str] | None = None) -> str:
+                   links: list[str] | None = None,
+                   studies: list[tuple[str, str]] | None = None) -> str:
     """One row per run, grouped by experiment and recipe (optimizer, rate, epochs: a config
     and its `:workshop` variant are two groups), 1-rank row first; the gap of each multi-rank
     run to the 1-rank run of the same group, in percentage points. `links` (one per report)
-    turn the experiment names into links to the runs."""
+    turn the experiment names into links to the runs; `studies` ((link, title) of each
+    accuracy study's README) are listed after the table."""
     if links is not None:
         reports = [{**r, "_link": link} for r, link in zip(reports, links, strict=True)]
     by_exp: dict[tuple, list[dict]] = defaultdict(list)
@@ -111,4 +113,8 @@ def accuracy_table(reports: list[dict], title: str = "Accuracy of the model zoo"
     lines += ["Problems: " + "; ".join(problems) if problems else
               "Every run met its expected accuracy, every multi-rank run is within 0.5 pp of "
               "its 1-rank run, and all ranks ended in sync.", ""]
+    if studies:
+        lines += ["## Studies", "", "Accuracy studies (`hpctrain study --mode variants` or "
+                  "`--mode batch`), each with its command, table, verdicts and pictures:", "",
+                  *(f"- [{title}]({link})" for link, title in studies), ""]
     return "\n".join(lines)
