@@ -12,7 +12,7 @@ import pandas as pd
 
 from hpctrain.atomic import write_text
 from hpctrain.scaling.plots import accuracy_vs_batch
-from hpctrain.scaling.study_report import hardware_section, report_head
+from hpctrain.scaling.study_report import hardware_section, report_head, write_runs_csv
 
 
 def summarize_batches(runs: pd.DataFrame) -> pd.DataFrame:
@@ -47,10 +47,7 @@ def write_batch_study(out: Path, runs: pd.DataFrame, *, title: str, command: str
         write_text(out / "README.md", render(pd.DataFrame(), runs, title, command, failed))
         return {"mode": "batch", "points": 0, "runs": 0, "failed": len(failed or []),
                 "pictures": []}
-    shown = runs.assign(run_dir=[str(Path(p).relative_to(out.resolve()))
-                                 if Path(p).resolve().is_relative_to(out.resolve()) else p
-                                 for p in runs["run_dir"]])
-    write_text(out / "runs.csv", shown.to_csv(index=False, float_format="%.6g"))
+    write_runs_csv(out, runs)
     s = summarize_batches(runs)
     write_text(out / "summary.csv", s.to_csv(index=False, float_format="%.6g"))
     pictures = {"accuracy_vs_batch": accuracy_vs_batch(s, out / "accuracy_vs_batch.png", title)} \

@@ -22,23 +22,18 @@ import pandas as pd
 from hpctrain.atomic import write_text
 from hpctrain.report.statistics import interval95, samples_to_resolve
 from hpctrain.scaling.plots import save_png
-from hpctrain.scaling.study_report import hardware_section, report_head
+from hpctrain.scaling.study_report import (
+    completed_runs,
+    hardware_section,
+    report_head,
+    write_runs_csv,
+)
 from hpctrain.scaling.variants_report import curves
 
 # runs/<method>-g<global batch>-rep<k>
 RUN = re.compile(r"(?P<method>.+)-g(?P<global_batch>\d+)-rep(?P<repeat>\d+)$")
 TOLERANCE = 0.01  # within 1 point of the base
 COLORS = ("#4c72b0", "#c44e52", "#55a868", "#8172b2", "#ccb974", "#64b5cd")  # one per method
-
-
-def runs_of(runs: pd.DataFrame) -> pd.DataFrame:
-    """The completed runs with their method and repeat (from the run directory's name)."""
-    done = runs[runs["status"] == "completed"].copy()
-    names = [RUN.match(Path(p).name) for p in done["run_dir"]]
-    done["method"] = [m["method"] if m else Path(p).name
-                      for m, p in zip(names, done["run_dir"], strict=True)]
-    done["repeat"] = [int(m["repeat"]) if m else 0 for m in names]
-    return done
 
 
 def judge(low: float | None, high: float | None, tolerance: float = TOLERANCE) -> str:
@@ -133,18 +128,16 @@ def write_methods_study(out: Path, runs: pd.DataFrame, *, title: str, command: s
     """runs.csv, summary.csv, README.md and the accuracy picture in `out`. `changes`: what
     each method sets, in words (from the config file)."""
     out.mkdir(parents=True, exist_ok=True)
-    done = runs_of(runs) if len(runs) else pd.DataFrame()
+    done = completed_runs(runs, RUN, "method") if len(runs) else pd.DataFrame()
     s = summarize(done, methods) if len(done) else pd.DataFrame()
     if len(runs):
-        shown = runs.assign(run_dir=[str(Path(p).relative_to(out.resolve()))
-                                     if Path(p).resolve().is_relative_to(out.resolve()) else p
-                                     for p in runs["run_dir"]])
-        write_text(out / "runs.csv", shown.to_csv(index=False, float_format="%.6g"))
+        write_runs_csv(out, runs)
     write_text(out / "summary.csv", s.to_csv(index=False, float_format="%.6g"))
     pictures = [accuracy_by_method(s, done, out / "accuracy_by_method.png", title),
                 learning_curves(done, methods, out / "learning_curves.png", title)] \
         if len(s) else []
-    write_text(out / "README.md", render(s, runs, title, command, methods, changes, failed))
+    write_text(out / "README.md", render(s, runs, done, title, command, methods, changes,
+                                         failed))
     return {"mode": "batch", "points": len(s), "runs": len(runs),
             "failed": len(failed or []), "pictures": sorted(p.name for p in pictures)}
 
@@ -165,9 +158,10 @@ def _points(value, low, high) -> str:
                                     f" ({100 * low:+.2f} to {100 * high:+.2f})")
 
 
-def render(s: pd.DataFrame, runs: pd.DataFrame, title: str, command: str,
+def render(s: pd.DataFrame, runs: pd.DataFrame, done: pd.DataFrame, title: str, command: str,
            methods: list[str], changes: dict[str, str],
            failed: list[dict] | None = None) -> str:
+    """`runs`: every run's row; `done`: the completed ones with method and repeat."""
     lines = report_head(f"{title}: large-batch methods against {methods[0]}", command, failed,
                         "the table and the picture")
     if not len(s):
@@ -207,7 +201,7 @@ def render(s: pd.DataFrame, runs: pd.DataFrame, title: str, command: str,
                      f"{r.warmup_epochs:g} | {r.updates_per_epoch:.3g} | {acc} |{t5} {diff} | "
                      f"{'' if r.verdict == 'the base' else _verdict(r)} | "
                      f"{r.images_per_s:,.0f} | {hours} | {r.seeds} |")
-    lines += ["", *reading(s, methods), *last_epoch(runs, s), "", *hardware_section(runs),
+    lines += ["", *reading(s, methods), *last_epoch(done, s), "", *hardware_section(runs),
               "Raw rows: [runs.csv](runs.csv); per point: [summary.csv](summary.csv).", "",
               "![test accuracy vs global batch by method, every seed]"
               "(accuracy_by_method.png)", "",
@@ -216,14 +210,13 @@ def render(s: pd.DataFrame, runs: pd.DataFrame, title: str, command: str,
     return "\n".join(lines)
 
 
-def last_epoch(runs: pd.DataFrame, s: pd.DataFrame) -> list[str]:
+def last_epoch(done: pd.DataFrame, s: pd.DataFrame) -> list[str]:
     """How much the base still gained in its last epoch (mean over seeds): whether the epoch
-    budget let it converge."""
+    budget let it converge. `done`: the completed runs with method and repeat."""
     base = s[s["verdict"] == "the base"]
-    if base.empty or "run_dir" not in runs:
+    if base.empty:
         return []
     b = base.iloc[0]
-    done = runs_of(runs)
     gains = [c[-1] - c[-2] for c in (curves(Path(p)) for p in done[
         (done["method"] == b.method) & (done["global_batch"] == b.global_batch)].sort_values(
             "repeat")["run_dir"]) if len(c) >= 2]

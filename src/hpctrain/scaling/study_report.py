@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import re
 import shlex
 from pathlib import Path
 
@@ -82,9 +83,7 @@ def write_study(out: Path, runs: pd.DataFrame, *, title: str, command: str,
     `failed`: runs without a completed run (failures()); `base_point`: the (nodes, ranks)
     speedup is measured against (default: the smallest completed one)."""
     out.mkdir(parents=True, exist_ok=True)
-    base = base or out
-    shown = runs.assign(run_dir=[_relative(p, base) for p in runs["run_dir"]])
-    write_text(out / "runs.csv", shown.to_csv(index=False, float_format="%.6g"))
+    write_runs_csv(out, runs, base or out)
     summary = summarize(runs, base_point, shared_host)
     write_text(out / "summary.csv", summary.to_csv(index=False, float_format="%.6g"))
     mode = scaling_mode(summary)
@@ -96,6 +95,25 @@ def write_study(out: Path, runs: pd.DataFrame, *, title: str, command: str,
                                          failed=failed, base_point=base_point))
     return {"mode": mode, "points": len(summary), "runs": len(runs),
             "failed": len(failed or []), "pictures": sorted(made)}
+
+
+def write_runs_csv(out: Path, runs: pd.DataFrame, base: Path | None = None) -> None:
+    """out/runs.csv: one row per run, run directories relative to `base` (default `out`)
+    where they lie under it."""
+    shown = runs.assign(run_dir=[_relative(p, base or out) for p in runs["run_dir"]])
+    write_text(out / "runs.csv", shown.to_csv(index=False, float_format="%.6g"))
+
+
+def completed_runs(runs: pd.DataFrame, pattern: re.Pattern, key: str) -> pd.DataFrame:
+    """The completed runs with `key` and `repeat` read from the run directory's name by
+    `pattern` (named groups `key` and `repeat`; a name it does not match: key the whole name,
+    repeat 0)."""
+    done = runs[runs["status"] == "completed"].copy() if len(runs) else runs
+    names = [pattern.match(Path(p).name) for p in done["run_dir"]] if len(done) else []
+    done[key] = [m[key] if m else Path(p).name
+                 for m, p in zip(names, done["run_dir"], strict=True)]
+    done["repeat"] = [int(m["repeat"]) if m else 0 for m in names]
+    return done
 
 
 def _relative(path: str, base: Path) -> str:

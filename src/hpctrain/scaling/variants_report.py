@@ -20,7 +20,7 @@ import pandas as pd
 from hpctrain.atomic import write_text
 from hpctrain.report.statistics import interval95
 from hpctrain.scaling.plots import save_png
-from hpctrain.scaling.study_report import hardware_section, report_head
+from hpctrain.scaling.study_report import completed_runs, hardware_section, report_head
 
 RUN = re.compile(r"(?P<variant>.+)-rep(?P<repeat>\d+)$")  # runs/<variant>-rep<k>
 
@@ -36,16 +36,6 @@ def curves(run_dir: Path) -> list[float]:
             if row.get("val_accuracy") is not None:
                 by_epoch[int(row["epoch"])] = float(row["val_accuracy"])
     return [by_epoch[e] for e in sorted(by_epoch)]
-
-
-def runs_of(runs: pd.DataFrame) -> pd.DataFrame:
-    """The completed runs with their variant and repeat (from the run directory's name)."""
-    done = runs[runs["status"] == "completed"].copy() if len(runs) else runs
-    names = [RUN.match(Path(p).name) for p in done["run_dir"]] if len(done) else []
-    done["variant"] = [m["variant"] if m else Path(p).name
-                       for m, p in zip(names, done["run_dir"], strict=True)]
-    done["repeat"] = [int(m["repeat"]) if m else 0 for m in names]
-    return done
 
 
 def summarize(done: pd.DataFrame, variants: list[str]) -> pd.DataFrame:
@@ -107,7 +97,7 @@ def write_variants_study(out: Path, runs: pd.DataFrame, *, title: str, command: 
     """runs.csv, summary.csv, README.md and two pictures in `out`. `changes`: what each
     variant sets, in words (from the config file)."""
     out.mkdir(parents=True, exist_ok=True)
-    done = runs_of(runs) if len(runs) else pd.DataFrame()
+    done = completed_runs(runs, RUN, "variant") if len(runs) else pd.DataFrame()
     s = summarize(done, variants) if len(done) else pd.DataFrame()
     if len(runs):
         write_text(out / "runs.csv", runs.to_csv(index=False, float_format="%.6g"))
