@@ -3,6 +3,7 @@ a tiny real study on the embedded Slurm cluster."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -521,6 +522,45 @@ def test_methods_at_each_global_batch_points_and_requests(tmp_path):
         batch_points(cfg, (1, 2), 1, (128,), ("sgd", "lamb"), str(config))
     with pytest.raises(ConfigError, match="at least two"):
         batch_points(cfg, (2,), 1, (128,), ("sgd",), str(config))
+    # the command's overrides reach every method's config: its batch sets the accumulation
+    small = batch_points(load_config(str(config), ["batch_size=16"]), (2,), 1, (128,),
+                         ("sgd", "lamb"), str(config), ("batch_size=16",))
+    assert [(p.name, p.batch_size, p.accumulate_steps) for p in small] == [
+        ("sgd-g128", 16, 4), ("lamb-g128", 16, 4)]
+
+
+def test_base_alone_runs_the_other_methods_only_above_the_base_batch(tmp_path):
+    """--base-alone (a rate sweep at large batch): the first method only at the smallest
+    global batch (the base), the others only above it; recorded in the plan and the
+    command, and a study with it is not an extension of one without it."""
+    import yaml
+
+    from hpctrain.scaling.study import Study, batch_points, extends
+    from hpctrain.slurm.job_options import JobOptions
+    from hpctrain.slurm.request import Request
+
+    config = tmp_path / "sweep.yaml"
+    config.write_text(yaml.safe_dump({
+        "experiment": "s", "data": "d.h5", "model": "softmax", "batch_size": 32,
+        "optimizer": "sgd", "learning_rate": 0.1,
+        "variants": {"sgd": {}, "lamb": {"optimizer": "lamb", "learning_rate": 0.002},
+                     "lamb_x2": {"optimizer": "lamb", "learning_rate": 0.004}}}))
+    cfg = load_config(str(config))
+    methods = ("sgd", "lamb", "lamb_x2")
+    points = batch_points(cfg, (2,), 1, (64, 1024, 2048), methods, str(config),
+                          base_alone=True)
+    assert [p.name for p in points] == ["sgd-g64", "lamb-g1024", "lamb-g2048",
+                                        "lamb_x2-g1024", "lamb_x2-g2048"]
+    req = Request(config=str(config), job=JobOptions())
+    study = Study(req, (2,), mode="batch", repeats=3, name="sweep",
+                  global_batches=(64, 1024), variants=methods, base_alone=True)
+    assert [p.name for p in study.points(cfg)] == ["sgd-g64", "lamb-g1024", "lamb_x2-g1024"]
+    assert "--variants sgd,lamb,lamb_x2 --base-alone --repeats 3" in study.command()
+    assert study.plan()["base_alone"] is True
+    assert not extends(dataclasses.replace(study, base_alone=False).plan(), study.plan())
+    for bad in ({"variants": ()}, {"global_batches": (1024,)}):
+        with pytest.raises(ConfigError, match="--base-alone"):
+            dataclasses.replace(study, **bad).points(cfg)
 
 
 def test_methods_report_judges_each_point_against_the_base_seed_by_seed(tmp_path):

@@ -206,7 +206,7 @@ def _study(args) -> int:
                   within_node=parse_nodes(args.within_node, "--within-node")
                   if args.within_node else (),
                   variants=tuple(v.strip() for v in args.variants.split(",") if v.strip())
-                  if args.variants else ())
+                  if args.variants else (), base_alone=args.base_alone)
     try:
         outcome = run_study(study, dry_run=args.dry_run, wait=not args.no_wait,
                             timeout=args.wait_timeout, log=_say,
@@ -317,6 +317,9 @@ def add(sub) -> None:
                    "the first the reference (base: the file's own keys), e.g. "
                    "base,no_weight_decay,no_label_smoothing; --mode batch: methods, each at "
                    "every global batch against the first at the smallest, e.g. sgd,lars,lamb")
+    y.add_argument("--base-alone", action="store_true", help="--mode batch --variants: the "
+                   "first method only at the smallest global batch (the base), the others "
+                   "only above it (a rate sweep at large batch against one base)")
     y.add_argument("--within-node", help="rank counts on one node before the nodes, e.g. "
                    "1,2,4 with --ntasks-per-node 8 --nodes 1,2,4: 1, 2, 4, 8 ranks on one "
                    "node, then 16 and 32 on 2 and 4 nodes, one base for all")

@@ -19,7 +19,9 @@ then the study's tables, plots and node-hour budget in results/studies/<name>/.
   what each global batch costs in time and node-hours and what it does to accuracy. With
   `--variants sgd,lars,lamb` (config variants: one method each, with its own optimizer, rate,
   scaling rule and warm-up) every method runs at every global batch, `--repeats` seeds each,
-  and each is compared with the first method at the smallest global batch;
+  and each is compared with the first method at the smallest global batch; `--base-alone`
+  runs the first method only there and the others only above it (a rate sweep at large
+  batch against one base);
 - `--mode variants --variants base,no_weight_decay,...` trains several of the config file's
   variants (`base`: the file's own keys) on one node count, `--repeats` seeds each (seed,
   seed + 1, ...), and compares each with the first: an ablation of a recipe's parts.
@@ -92,11 +94,17 @@ class Point:
 
 def batch_points(cfg: TrainConfig, nodes: tuple[int, ...], tasks_per_node: int,
                  global_batches: tuple[int, ...], variants: tuple[str, ...] = (),
-                 config: str = "") -> list[Point]:
+                 config: str = "", overrides: tuple[str, ...] = (),
+                 base_alone: bool = False) -> list[Point]:
     """Each global batch on each node count (a grid when there are several), by gradient
     accumulation, with and without warm-up. The global batch is what the learning rate
     follows; the nodes change only how fast an update is made. With `variants` (of the
-    config file `config`), each variant at each global batch with its own warm-up."""
+    config file `config`, each with the command's `overrides`), each variant at each global
+    batch with its own warm-up; with `base_alone`, the first variant only at the smallest
+    global batch (the base) and the others only above it."""
+    if base_alone and (not variants or len(global_batches) < 2):
+        raise ConfigError("--base-alone: with --mode batch --variants and at least two "
+                          "--global-batches (the base alone at the smallest)")
     if variants:
         if len(nodes) != 1:
             raise ConfigError("--mode batch --variants: one --nodes value")
@@ -106,9 +114,11 @@ def batch_points(cfg: TrainConfig, nodes: tuple[int, ...], tasks_per_node: int,
     for n in nodes:
         ranks = n * tasks_per_node
         for v in variants or ("",):
-            vcfg = cfg if v in ("", BASE) else load_config(f"{config}:{v}")
+            vcfg = cfg if v in ("", BASE) else load_config(f"{config}:{v}", list(overrides))
             per_update = vcfg.batch_size * ranks
             for g in global_batches:
+                if base_alone and (v == variants[0]) != (g == min(global_batches)):
+                    continue
                 if g % per_update:
                     unreachable.append(f"{g} on {n} node(s) ({v + ': ' if v else ''}batch_size "
                                        f"{vcfg.batch_size} x {ranks} ranks = {per_update} per "
@@ -217,6 +227,7 @@ class Study:
     global_batches: tuple[int, ...] = ()  # --mode batch
     within_node: tuple[int, ...] = ()  # ranks on one node before the nodes
     variants: tuple[str, ...] = ()  # --mode variants: config variants, the first the reference
+    base_alone: bool = False  # --mode batch --variants: the base point, the others above
 
     def points(self, cfg: TrainConfig) -> list[Point]:
         if self.variants and self.mode not in ("variants", "batch"):
@@ -235,7 +246,8 @@ class Study:
             raise ConfigError("--mode batch: --global-batches, e.g. --nodes 2 "
                               "--global-batches 128,512,4096 (or --nodes 1,2,4 for a grid)")
         return batch_points(cfg, self.nodes, self.tasks_per_node, self.global_batches,
-                            self.variants, self.request.config)
+                            self.variants, self.request.config, self.request.overrides,
+                            self.base_alone)
 
     def directory(self) -> Path:
         return results_dir() / "studies" / self.name
@@ -247,7 +259,8 @@ class Study:
                 **({"global_batches": list(self.global_batches)} if self.global_batches
                    else {}),
                 **({"within_node": list(self.within_node)} if self.within_node else {}),
-                **({"variants": list(self.variants)} if self.variants else {})}
+                **({"variants": list(self.variants)} if self.variants else {}),
+                **({"base_alone": True} if self.base_alone else {})}
 
     def job(self) -> dict:
         """The job options given besides the points' geometry (the same for every point)."""
@@ -265,6 +278,7 @@ class Study:
                 *(["--within-node", ",".join(map(str, self.within_node))]
                   if self.within_node else []),
                 *(["--variants", ",".join(self.variants)] if self.variants else []),
+                *(["--base-alone"] if self.base_alone else []),
                 "--repeats", str(self.repeats), "--name", self.name,
                 *(["--profile", self.request.profile] if self.request.profile else []),
                 *self.request.overrides]
@@ -289,7 +303,7 @@ def extends(old: dict, new: dict) -> bool:
     """Whether plan `new` is plan `old` with points added, never removed or changed: the same
     config, overrides, mode and job options, every old point still planned, and in strong
     mode the same smallest point (it sets the global batch of every point)."""
-    fixed = ("config", "overrides", "tasks_per_node", "mode", "profile")
+    fixed = ("config", "overrides", "tasks_per_node", "mode", "profile", "base_alone")
     if any(old.get(k) != new.get(k) for k in fixed) or old.get("job", {}) != new.get("job", {}):
         return False
     if old["mode"] == "batch" and (len(old["nodes"]) > 1) != (len(new["nodes"]) > 1):
