@@ -92,3 +92,5 @@ def test_ordering_counts_only_models_apart_by_more_than_the_goal():
     # a-c and b-c are apart by more than 5 points; a-b is a tie. a is projected below c
     assert o["pairs"] == 2 and o["wrong"] == [("a", "c")]
     assert o["published"] == "a > b > c" and o["projected"] == "b > c > a"
+    # one model shown twice in a setting (two sources) has no order to check
+    assert published.ordering([row("a", 0.90, 0.80), row("a", 0.70, 0.82)]) == []

@@ -18,7 +18,11 @@ One step of N ranks (Horovod over NCCL or MPI), as it happens:
    coordinator and a broadcast back (twice that).
 4. **Tensor fusion.** The tensors agreed on in one cycle are packed, in the order they became
    ready, into buffers of at most `fusion` bytes (HOROVOD_FUSION_THRESHOLD), each reduced
-   as one allreduce; fp16 compression halves the bytes.
+   as one allreduce; fp16 compression halves the bytes. The background thread only
+   enqueues each buffer's allreduce on a GPU stream and leaves the wait for it to a
+   finalizer thread (so in every Horovod release from 0.9 to 0.28, by its source): a slow
+   allreduce delays the buffers queued behind it, not the cycles, which keep fusing what
+   became ready in their own window.
 5. **Allreduce by algorithm**, one buffer after another on one stream, with latency and
    bandwidth terms, links within a node and between nodes separate (g ranks per node,
    M nodes, n bytes; B, a: a node's network bandwidth and latency; b, c: within a node):

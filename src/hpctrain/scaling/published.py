@@ -216,7 +216,8 @@ def ordering(rows: list[dict]) -> list[dict]:
         groups.setdefault((r["hardware"], r["gpus"], r["network"]), []).append(r)
     out = []
     for (hardware, gpus, net), group in groups.items():
-        if len(group) < 2 or all(r["role"] == CALIBRATION for r in group):
+        if len({r["model"] for r in group}) < 2 or all(r["role"] == CALIBRATION
+                                                       for r in group):
             continue
         pairs = [(a, b) for a in group for b in group
                  if 100 * (a["published"] - b["published"]) > GOAL_PP]
