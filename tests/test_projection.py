@@ -33,8 +33,17 @@ def test_the_split_is_the_declared_one_and_covers_what_it_must():
     assert sorted(f.key for f in second) == [
         "hvd416-16", "hvd416-4", "hvd889-4", "mx-a100-amp", "mx-a100-tf32", "mx-dgx1-amp",
         "mx-dgx1-fp32", "mx-dgx2-amp", "mx-dgx2-fp32"]
-    earlier = {f.source for f in figures.FIGURES if f.role != figures.HELD_OUT_2}
+    earlier = {f.source for f in figures.FIGURES if f.role not in (figures.HELD_OUT_2,
+                                                                     figures.HELD_OUT_3)}
     assert len({f.source for f in second}) == 3 and not {f.source for f in second} & earlier
+    # the third, declared after the second with the model unchanged: every figure of one new
+    # source's tables (TensorFlow and MXNet, 4 to 32 GPUs, within a node and over InfiniBand)
+    third = [f for f in figures.FIGURES if f.role == figures.HELD_OUT_3]
+    assert len(third) == 26 and len({f.source for f in third}) == 1
+    assert not {f.source for f in third} & {f.source for f in figures.FIGURES
+                                            if f.role != figures.HELD_OUT_3}
+    assert {f.gpus for f in third} == {4, 8, 16, 32}
+    assert {f.transport for f in third} == {"nvlink", "rdma"}
 
 
 @pytest.mark.slow(reason="fits the model's three constants on synthetic calibration figures")

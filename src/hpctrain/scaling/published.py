@@ -25,7 +25,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 from hpctrain.scaling.costmodel import Horovod, Network, project
-from hpctrain.scaling.figures import CALIBRATION, FIGURES, GBIT, HELD_OUT, HELD_OUT_2, Figure
+from hpctrain.scaling.figures import (
+    CALIBRATION,
+    FIGURES,
+    GBIT,
+    HELD_OUT,
+    HELD_OUT_2,
+    HELD_OUT_3,
+    Figure,
+)
 from hpctrain.scaling.projection import from_throughput
 
 GOAL_PP = 5.0  # every held-out figure within this many percentage points
@@ -235,8 +243,6 @@ def render(rows: list[dict], c: Constants, command: str) -> str:
     held = [r for r in rows if r["role"] == HELD_OUT]
     within = sum(r["within_goal"] for r in held)
     worst = max(held, key=lambda r: abs(r["difference_pp"]))
-    second = [r for r in rows if r["role"] == HELD_OUT_2]
-    worst2 = max(second, key=lambda r: abs(r["difference_pp"])) if second else None
     orders = ordering(rows)
     wrong = [o for o in orders if o["wrong"]]
     met = within == len(held) and not wrong
@@ -264,16 +270,26 @@ def render(rows: list[dict], c: Constants, command: str) -> str:
         f"{len(orders) - len(wrong)} of {len(orders)} settings. Goal (every held-out figure "
         f"within {GOAL_PP:g} points, and the ordering of models right): "
         + ("**met**." if met else "**missed**."), ""]
-    if worst2:
-        lines += [
-            f"**Second held-out set: {sum(r['within_goal'] for r in second)} of {len(second)} "
-            f"figures within {GOAL_PP:g} points** (the largest miss: {worst2['key']}, "
-            f"{worst2['difference_pp']:+.1f} points). It was declared after the model missed "
-            "the first, before any change to the model or its constants (figures.py): the "
-            "set a changed model is judged on.", ""]
+    for role, name, when in (
+            (HELD_OUT_2, "Second", "It was declared after the model missed the first, before "
+             "any change to the model or its constants (figures.py)"),
+            (HELD_OUT_3, "Third", "It was declared after the second, the model and its "
+             "constants still unchanged, by a rule stated before any of its figures was "
+             "projected (figures.py): a check of the model as committed on figures nobody "
+             "had projected")):
+        later = [r for r in rows if r["role"] == role]
+        if later:
+            worst_later = max(later, key=lambda r: abs(r["difference_pp"]))
+            lines += [
+                f"**{name} held-out set: {sum(r['within_goal'] for r in later)} of "
+                f"{len(later)} figures within {GOAL_PP:g} points** (the largest miss: "
+                f"{worst_later['key']}, {worst_later['difference_pp']:+.1f} points). {when}.",
+                ""]
     for role, title in ((CALIBRATION, "Calibration figures (fitted on)"),
                         (HELD_OUT, "Held-out figures (never fitted on)"),
                         (HELD_OUT_2, "Second held-out set (never fitted on, never looked at "
+                                     "before it was declared)"),
+                        (HELD_OUT_3, "Third held-out set (never fitted on, never looked at "
                                      "before it was declared)")):
         if not any(r["role"] == role for r in rows):
             continue
