@@ -635,6 +635,9 @@ def test_variants_report_pairs_seeds_and_reads_the_interval(tmp_path):
     assert got == {"mode": "variants", "points": 3, "runs": 9, "failed": 1,
                    "pictures": ["accuracy_by_variant.png", "learning_curves.png"]}
     s = pd.read_csv(tmp_path / "summary.csv").set_index("variant")
+    # runs.csv names each run relative to the study, so the study can move
+    assert list(pd.read_csv(tmp_path / "runs.csv")["run_dir"])[:2] == ["runs/base-rep0",
+                                                                       "runs/base-rep1"]
     # paired by seed: differences -0.020, -0.018, -0.021: mean -0.019667, sd 0.001528
     half = t95(2) * 0.0015275 / math.sqrt(3)
     assert s.loc["no_wd", "difference"] == pytest.approx(-0.0196667, abs=1e-6)

@@ -20,7 +20,12 @@ import pandas as pd
 from hpctrain.atomic import write_text
 from hpctrain.report.statistics import interval95
 from hpctrain.scaling.plots import save_png
-from hpctrain.scaling.study_report import completed_runs, hardware_section, report_head
+from hpctrain.scaling.study_report import (
+    completed_runs,
+    hardware_section,
+    report_head,
+    write_runs_csv,
+)
 
 RUN = re.compile(r"(?P<variant>.+)-rep(?P<repeat>\d+)$")  # runs/<variant>-rep<k>
 
@@ -100,7 +105,7 @@ def write_variants_study(out: Path, runs: pd.DataFrame, *, title: str, command: 
     done = completed_runs(runs, RUN, "variant") if len(runs) else pd.DataFrame()
     s = summarize(done, variants) if len(done) else pd.DataFrame()
     if len(runs):
-        write_text(out / "runs.csv", runs.to_csv(index=False, float_format="%.6g"))
+        write_runs_csv(out, runs)
     write_text(out / "summary.csv", s.to_csv(index=False, float_format="%.6g"))
     pictures = []
     if len(s):
