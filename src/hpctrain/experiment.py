@@ -105,6 +105,7 @@ class TrainConfig(Checked):
     # process may use divided by the ranks on this node (JobEnvironment.default_threads)
     threads: int = 0
     checkpoint: bool = True  # save the full training state every epoch (rank 0, atomic)
+    checkpoint_keep: int = 2  # the newest kept; 0: every epoch's (hpctrain noise-scale --all)
     precision: str = "float32"  # or mixed_float16 (with loss scaling) / mixed_bfloat16
     xla: bool = False  # XLA auto-clustering (GPU; Horovod's allreduce stays outside XLA)
     synthetic: bool = False  # random tensors on the device instead of `data`: no I/O
@@ -142,7 +143,7 @@ class TrainConfig(Checked):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("train_limit", "test_limit", "threads", "warmup_epochs", "momentum",
-                     "lr_decay", "crop"):
+                     "lr_decay", "crop", "checkpoint_keep"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.weight_decay < 0 or not 0 <= self.label_smoothing < 1:

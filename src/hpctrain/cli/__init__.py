@@ -5,7 +5,7 @@ package, and every parser lives here.
     cluster.py   cluster, doctor, profile init
     data.py      stage
     jobs.py      train, submit, sweep, study, status, interactive, postmortem
-    reports.py   report, project, predict
+    reports.py   report, project, predict, noise-scale
     bench.py     bench allreduce
     options.py   the flags several commands share (config, job options, submission)
 """

@@ -1,5 +1,6 @@
 """The commands that read what runs wrote: `report` (one run, a table, or the scaling tables
-of several), `project` (a study or a GPU's throughput on larger clusters) and `predict`."""
+of several), `project` (a study or a GPU's throughput on larger clusters), `predict` and
+`noise-scale` (how large a global batch a run's gradients can use)."""
 
 from __future__ import annotations
 
@@ -211,6 +212,16 @@ def _predict(args) -> int:
     return 0
 
 
+def _noise_scale(args) -> int:
+    from hpctrain.train import noise_scale
+
+    result = noise_scale.measure(args.run, args.batches, args.batch, args.groups,
+                                 args.all)
+    print(noise_scale.summary(result))
+    print(f"written: {Path(args.run) / 'noise_scale.json'}")
+    return 0
+
+
 def add(sub) -> None:
     r = sub.add_parser("report", help="print run reports, or an accuracy table of several",
                        epilog="example: hpctrain report results/fmnist_cnn/*")
@@ -305,3 +316,22 @@ def add(sub) -> None:
     p.add_argument("--split", default="test", choices=("test", "train"), help="--h5 split")
     p.add_argument("--top", type=int, default=3, metavar="K", help="classes to print (3)")
     p.set_defaults(func=_predict)
+
+    n = sub.add_parser(
+        "noise-scale", formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="how large a global batch a run's gradients can use (gradient noise scale)",
+        description="The simple gradient noise scale B_simple = tr(Sigma) / |G|^2 of a run "
+        "at its newest\ncheckpoint (McCandlish et al. 2018): global batches well above it "
+        "make few more\nuseful updates per epoch than it does, whatever the optimizer. "
+        "Gradients of --batches\nbatches drawn as the run trained; written to "
+        "RUN_DIR/noise_scale.json.",
+        epilog="example:\n  hpctrain noise-scale --run results/fmnist_cnn/RUN --batches 64")
+    n.add_argument("--run", required=True, metavar="RUN_DIR", help="a run directory")
+    n.add_argument("--batches", type=int, default=64, help="batches to draw (64)")
+    n.add_argument("--batch", type=int, default=0, help="samples per batch (default: the "
+                   "run's per-rank batch_size)")
+    n.add_argument("--groups", type=int, default=8, help="groups the batches are split into "
+                   "for the interval (8)")
+    n.add_argument("--all", action="store_true", help="at every checkpoint the run kept "
+                   "(a config's `checkpoint_keep: 0` keeps one per epoch), not only the newest")
+    n.set_defaults(func=_noise_scale)

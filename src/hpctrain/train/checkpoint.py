@@ -155,7 +155,7 @@ def save(tf, directory: str | Path, epoch: int, model, optimizer, state: dict,
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    for _, _, old in complete(directory)[:-keep]:
+    for _, _, old in complete(directory)[:-keep] if keep else []:  # keep 0: every one
         shutil.rmtree(old, ignore_errors=True)
     return final
 

@@ -88,9 +88,9 @@ def dataset_info(run_dir: Path, cfg: TrainConfig) -> dict:
     return info
 
 
-def load_run(run_dir: str | Path) -> RunModel:
-    """The run's newest checkpoint in its model (imports TensorFlow)."""
-    run = describe_run(run_dir)
+def load_run(run_dir: str | Path, checkpoint_name: str = "") -> RunModel:
+    """The run's newest checkpoint (or the one named) in its model (imports TensorFlow)."""
+    run = describe_run(run_dir, checkpoint_name)
     tf = import_tensorflow()
     from hpctrain.train.models import build_model
 
@@ -101,14 +101,26 @@ def load_run(run_dir: str | Path) -> RunModel:
     return run
 
 
-def describe_run(run_dir: str | Path) -> RunModel:
-    """What the run trained on and where its newest checkpoint is, without TensorFlow (so
-    bad input is refused before it loads); `model` is None."""
+def describe_run(run_dir: str | Path, checkpoint_name: str = "") -> RunModel:
+    """What the run trained on and where its newest checkpoint (or the one named, e.g.
+    epoch-0004) is, without TensorFlow (so bad input is refused before it loads); `model` is
+    None."""
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").is_file():
         raise InputError(f"{run_dir}: not a run directory (no config.json)")
     cfg = from_dict(json.loads((run_dir / "config.json").read_text()))
-    found, damaged = checkpoint.newest_valid(run_dir / "checkpoints")
+    if checkpoint_name:
+        named = [c for c in checkpoint.complete(run_dir / "checkpoints")
+                 if c[2].name == checkpoint_name]
+        if not named:
+            kept = ", ".join(c[2].name for c in checkpoint.complete(run_dir / "checkpoints"))
+            raise InputError(f"{run_dir}: no checkpoint {checkpoint_name} (kept: "
+                             f"{kept or 'none'})")
+        problem = checkpoint.verify(named[0][2])
+        if problem:
+            raise InputError(f"{run_dir}: checkpoint {checkpoint_name} is damaged ({problem})")
+    found, damaged = (named[0], []) if checkpoint_name else \
+        checkpoint.newest_valid(run_dir / "checkpoints")
     if found is None and damaged:
         raise InputError(f"{run_dir}: no usable checkpoint ("
                          + "; ".join(f"{p.name}: {why}" for p, why in damaged) + ")")

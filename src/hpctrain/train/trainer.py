@@ -240,7 +240,7 @@ class Trainer:
                                                        print_fn=self.log))
             if cfg.checkpoint:
                 self.callbacks.append(checkpoint.checkpoint_callback(
-                    tf, self.run_dir / "checkpoints", self.snapshot))
+                    tf, self.run_dir / "checkpoints", self.snapshot, cfg.checkpoint_keep))
             self.events = events = EventLog(self.run_dir, state.epoch + 1)
             self.callbacks.append(tf.keras.callbacks.LambdaCallback(  # after the checkpoint
                 on_epoch_end=lambda epoch, logs: events.epochs(self.recorder.rows)))
