@@ -688,3 +688,43 @@ def test_variants_study_on_the_embedded_cluster(slurm_cluster, fmnist_h5, tmp_pa
     assert (study / "learning_curves.png").read_bytes()[:4] == b"\x89PNG"
     again = hpctrain("study", *args, env=env, check=True)
     assert "0 run(s) to submit" in again.stdout
+
+
+def test_methods_report_shows_the_base_noise_scale_when_measured(tmp_path):
+    """A noise_scale.json in a methods study (hpctrain noise-scale --all of the base): a table
+    per epoch against the study's global batches, the median over training, a picture; a
+    checkpoint without an estimate is counted, not drawn."""
+    from hpctrain.scaling import noise_report
+    from hpctrain.scaling.methods_report import write_methods_study
+
+    rows = []
+    for method, g, accs in (("sgd", 64, (0.86, 0.87)), ("lamb", 1024, (0.84, 0.845))):
+        for k, acc in enumerate(accs):
+            run = tmp_path / "runs" / f"{method}-g{g}-rep{k}"
+            run.mkdir(parents=True)
+            (run / "metrics.jsonl").write_text("".join(json.dumps(
+                {"epoch": e, "val_accuracy": acc - 0.01 * (2 - e)}) + "\n" for e in (1, 2)))
+            rows.append(_run(2, 2, 1000.0, run_dir=str(run), test_accuracy=acc, epochs=2,
+                             model="resnet20", dataset="tree", global_batch=g,
+                             accumulate_steps=g // 64, learning_rate_scaled=0.1,
+                             warmup_epochs=1.0, images_per_epoch=12000, train_s=60.0))
+
+    def point(epoch, b, lo, hi):
+        return {"epoch": epoch, "checkpoint": f"epoch-{epoch:04d}", "noise_scale": b,
+                "noise_scale_low": lo, "noise_scale_high": hi}
+
+    (tmp_path / noise_report.FILE).write_text(json.dumps({
+        "run": "sgd-g64-keep-all", "seed": 42, "batch": 32, "batches": 64, "groups": 8,
+        "reference": "McCandlish et al. 2018", "points": [
+            point(1, 100.0, 80.0, 120.0), point(2, 300.0, 200.0, 400.0),
+            point(3, 200.0, None, None), point(4, None, None, None)]}))
+    got = write_methods_study(tmp_path, pd.DataFrame(rows), title="t", command="study",
+                              methods=["sgd", "lamb"], changes={})
+    assert "noise_scale.png" in got["pictures"]
+    text = (tmp_path / "README.md").read_text()
+    assert "| epoch | B_simple (95 % interval) | 64 / B_simple | 1024 / B_simple |" in text
+    assert "| 1 | 100 (80 to 120) | 0.64 | 10 |" in text
+    assert "| 3 | 200 | 0.32 | 5.1 |" in text
+    assert "median B_simple is 200 samples: the largest global batch here (1024) is 5.1 " \
+           "times it" in text and "1 checkpoint(s) gave no estimate" in text
+    assert (tmp_path / "noise_scale.png").read_bytes()[:4] == b"\x89PNG"

@@ -13,6 +13,7 @@ seeds at the same spread would resolve it.
 
 from __future__ import annotations
 
+import json
 import re
 import statistics
 from pathlib import Path
@@ -21,6 +22,7 @@ import pandas as pd
 
 from hpctrain.atomic import write_text
 from hpctrain.report.statistics import interval95, samples_to_resolve
+from hpctrain.scaling import noise_report
 from hpctrain.scaling.plots import save_png
 from hpctrain.scaling.study_report import (
     completed_runs,
@@ -136,8 +138,15 @@ def write_methods_study(out: Path, runs: pd.DataFrame, *, title: str, command: s
     pictures = [accuracy_by_method(s, done, out / "accuracy_by_method.png", title),
                 learning_curves(done, methods, out / "learning_curves.png", title)] \
         if len(s) else []
+    noise_lines: list[str] = []
+    if (out / noise_report.FILE).is_file() and len(s):  # `hpctrain noise-scale` of the base
+        noise = json.loads((out / noise_report.FILE).read_text())
+        batches = sorted(int(g) for g in s["global_batch"].unique())
+        drawn = noise_report.picture(noise, batches, out / "noise_scale.png", title)
+        pictures += [drawn] if drawn else []
+        noise_lines = noise_report.section(noise, batches)
     write_text(out / "README.md", render(s, runs, done, title, command, methods, changes,
-                                         failed))
+                                         failed, noise_lines))
     return {"mode": "batch", "points": len(s), "runs": len(runs),
             "failed": len(failed or []), "pictures": sorted(p.name for p in pictures)}
 
@@ -160,8 +169,9 @@ def _points(value, low, high) -> str:
 
 def render(s: pd.DataFrame, runs: pd.DataFrame, done: pd.DataFrame, title: str, command: str,
            methods: list[str], changes: dict[str, str],
-           failed: list[dict] | None = None) -> str:
-    """`runs`: every run's row; `done`: the completed ones with method and repeat."""
+           failed: list[dict] | None = None, noise_lines: list[str] | None = None) -> str:
+    """`runs`: every run's row; `done`: the completed ones with method and repeat;
+    `noise_lines`: the section on the base's gradient noise scale, if measured."""
     lines = report_head(f"{title}: large-batch methods against {methods[0]}", command, failed,
                         "the table and the picture")
     if not len(s):
@@ -201,7 +211,8 @@ def render(s: pd.DataFrame, runs: pd.DataFrame, done: pd.DataFrame, title: str, 
                      f"{r.warmup_epochs:g} | {r.updates_per_epoch:.3g} | {acc} |{t5} {diff} | "
                      f"{'' if r.verdict == 'the base' else _verdict(r)} | "
                      f"{r.images_per_s:,.0f} | {hours} | {r.seeds} |")
-    lines += ["", *reading(s, methods), *last_epoch(done, s), "", *hardware_section(runs),
+    lines += ["", *reading(s, methods), *last_epoch(done, s), "", *(noise_lines or []),
+              *hardware_section(runs),
               "Raw rows: [runs.csv](runs.csv); per point: [summary.csv](summary.csv).", "",
               "![test accuracy vs global batch by method, every seed]"
               "(accuracy_by_method.png)", "",

@@ -101,7 +101,8 @@ def measure(run_dir: str | Path, batches: int = 64, batch: int = 0, groups: int 
     names = [c[2].name for c in checkpoint.complete(Path(run_dir) / "checkpoints")
              if checkpoint.verify(c[2]) is None] if every else [run.checkpoint.name]
     points = [dict(_at(run_dir, name, batches, b, groups), checkpoint=name) for name in names]
-    result = {"batch": b, "batches": batches, "groups": groups,
+    result = {"run": Path(run_dir).name, "seed": run.cfg.seed, "batch": b,
+              "batches": batches, "groups": groups,
               "big_batch": batches // groups * b, "points": points, "reference": REFERENCE}
     write_json(Path(run_dir) / "noise_scale.json", result)
     return result
