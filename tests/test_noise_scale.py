@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from conftest import hpctrain
-from hpctrain.train import checkpoint, noise_scale
+from hpctrain.report import noise_scale
+from hpctrain.train import checkpoint
 
 
 def _batches(rng, mean: np.ndarray, sigma: float, b: int, n: int) -> list[np.ndarray]:

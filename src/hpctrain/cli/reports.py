@@ -213,7 +213,7 @@ def _predict(args) -> int:
 
 
 def _noise_scale(args) -> int:
-    from hpctrain.train import noise_scale
+    from hpctrain.report import noise_scale
 
     result = noise_scale.measure(args.run, args.batches, args.batch, args.groups,
                                  args.all)
