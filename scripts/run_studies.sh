@@ -32,3 +32,23 @@ HPCTRAIN_RESULTS=results/accuracy "$bin/hpctrain" study \
   --config jobs/configs/tree28_resnet20_large_batch.yaml --nodes 2 --mode batch \
   --variants sgd,lars,lamb --global-batches 64,1024 --repeats 2 \
   --name large-batch-methods-16ep epochs=16
+# A rate sweep at 16x: LAMB at its rate, twice it and four times it, 3 seeds, against the base
+# alone (SGD at global batch 64), 16 epochs.
+HPCTRAIN_RESULTS=results/accuracy "$bin/hpctrain" study \
+  --config jobs/configs/tree28_resnet20_large_batch.yaml --nodes 2 --mode batch \
+  --variants sgd,lamb,lamb_lr2x,lamb_lr4x --global-batches 64,1024 --base-alone --repeats 3 \
+  --name large-batch-lamb-rates-16ep epochs=16
+# How large a batch the base's gradients can use: the base's seed-42 run again with every
+# epoch's checkpoint kept, its gradient noise scale at each, shown in the sweep's README.
+sweep=results/accuracy/studies/large-batch-lamb-rates-16ep
+if [ ! -f "$sweep/noise_scale.json" ]; then
+  rm -rf "$sweep/noise-scale-base"
+  "$bin/hpctrain" submit --config jobs/configs/tree28_resnet20_large_batch.yaml:sgd --nodes 2 \
+    --run-dir "$sweep/noise-scale-base" --wait epochs=16 checkpoint_keep=0 seed=42
+  "$bin/hpctrain" noise-scale --run "$sweep/noise-scale-base" --all --batches 64
+  cp "$sweep/noise-scale-base/noise_scale.json" "$sweep/noise_scale.json"
+  HPCTRAIN_RESULTS=results/accuracy "$bin/hpctrain" study \
+    --config jobs/configs/tree28_resnet20_large_batch.yaml --nodes 2 --mode batch \
+    --variants sgd,lamb,lamb_lr2x,lamb_lr4x --global-batches 64,1024 --base-alone \
+    --repeats 3 --name large-batch-lamb-rates-16ep --report-only epochs=16
+fi
