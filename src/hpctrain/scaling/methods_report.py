@@ -263,7 +263,9 @@ def learning_curves(done: pd.DataFrame, methods: list[str], path: Path, title: s
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("test accuracy (%), mean over seeds")
-    axes[0][0].legend(fontsize=8)
+    shown = {label: handle for ax in axes[0]  # every method, wherever it ran (--base-alone:
+             for handle, label in zip(*ax.get_legend_handles_labels(), strict=True)}  # apart)
+    axes[0][0].legend(list(shown.values()), list(shown), fontsize=8)
     fig.suptitle(f"{title}: test accuracy after each epoch", fontsize=10)
     return save_png(fig, path)
 
