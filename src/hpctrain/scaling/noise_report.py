@@ -39,7 +39,8 @@ def section(noise: dict, global_batches: list[int]) -> list[str]:
              f"{noise['groups']} groups ({noise['reference']}; `hpctrain noise-scale --all`). "
              "A global batch well above it makes each update hardly better than one of "
              "B_simple samples, so at a fixed number of epochs it runs short of useful "
-             "updates, whatever the optimizer or its rate.", ""]
+             "updates, whatever the optimizer or its rate. An interval reaching below 0 "
+             "leaves that epoch's estimate unresolved.", ""]
     if not points:
         return lines + ["No checkpoint gave an estimate (|G|^2 not positive at every one).",
                         ""]
