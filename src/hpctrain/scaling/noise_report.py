@@ -92,6 +92,6 @@ def picture(noise: dict, global_batches: list[int], path: Path, title: str) -> P
     ax.set_xlabel("epoch (checkpoint at its end)")
     ax.set_ylabel("samples (log scale)")
     ax.set_title(f"{title}: gradient noise scale of the base by epoch", fontsize=10)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper left")
     ax.grid(alpha=0.3, which="both")
     return save_png(fig, path)
