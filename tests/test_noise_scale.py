@@ -63,6 +63,7 @@ def test_checkpoint_keep_zero_keeps_every_epoch(tmp_path):
         assert [c[2].name for c in checkpoint.complete(where)] == left
 
 
+@pytest.mark.mpi
 def test_noise_scale_of_a_trained_run(cnn_two_ranks, tmp_path):
     """`hpctrain noise-scale` on the shared 2-rank CNN run: one line per checkpoint, the JSON
     beside it; a bad request is one line before TensorFlow loads."""
