@@ -52,3 +52,17 @@ if [ ! -f "$sweep/noise_scale.json" ]; then
     --variants sgd,lamb,lamb_lr2x,lamb_lr4x --global-batches 64,1024 --base-alone \
     --repeats 3 --name large-batch-lamb-rates-16ep --report-only epochs=16
 fi
+# Below 16x: LAMB (its own rate) at 4x and 8x the base's global batch, 3 seeds, 16 epochs; the
+# base's noise scale measured above is shown here too.
+HPCTRAIN_RESULTS=results/accuracy "$bin/hpctrain" study \
+  --config jobs/configs/tree28_resnet20_large_batch.yaml --nodes 2 --mode batch \
+  --variants sgd,lamb --global-batches 64,256,512 --base-alone --repeats 3 \
+  --name large-batch-lamb-4x-8x-16ep epochs=16
+below=results/accuracy/studies/large-batch-lamb-4x-8x-16ep
+if [ ! -f "$below/noise_scale.json" ]; then
+  cp "$sweep/noise_scale.json" "$below/noise_scale.json"
+  HPCTRAIN_RESULTS=results/accuracy "$bin/hpctrain" study \
+    --config jobs/configs/tree28_resnet20_large_batch.yaml --nodes 2 --mode batch \
+    --variants sgd,lamb --global-batches 64,256,512 --base-alone --repeats 3 \
+    --name large-batch-lamb-4x-8x-16ep --report-only epochs=16
+fi
