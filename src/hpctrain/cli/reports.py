@@ -215,9 +215,8 @@ def _predict(args) -> int:
 def _noise_scale(args) -> int:
     from hpctrain.report import noise_scale
 
-    result = noise_scale.measure(args.run, args.batches, args.batch, args.groups,
-                                 args.all)
-    print(noise_scale.summary(result))
+    noise_scale.measure(args.run, args.batches, args.batch, args.groups, args.all,
+                        log=lambda line: print(line, flush=True))
     print(f"written: {Path(args.run) / 'noise_scale.json'}")
     return 0
 

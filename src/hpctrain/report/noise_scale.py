@@ -32,6 +32,7 @@ from __future__ import annotations
 import math
 import re
 import statistics
+from collections.abc import Callable
 from pathlib import Path
 
 from hpctrain.atomic import write_json
@@ -81,11 +82,12 @@ def combine(terms: list[tuple[float, float]]) -> dict:
 
 
 def measure(run_dir: str | Path, batches: int = 64, batch: int = 0, groups: int = 8,
-            every: bool = False) -> dict:
+            every: bool = False, log: Callable[[str], None] | None = None) -> dict:
     """The run's noise scale at its newest checkpoint (with `every`: at each one it kept,
     `checkpoint_keep: 0` keeps them all) from `batches` batches of `batch` samples (default
     the run's per-rank batch), the same draw for every checkpoint, in `groups` groups;
-    written to <run_dir>/noise_scale.json (atomically) and returned."""
+    written to <run_dir>/noise_scale.json (atomically) and returned. `log` gets a heading,
+    then each checkpoint's line as it is measured."""
     from hpctrain.train import checkpoint
     from hpctrain.train.inference import describe_run
 
@@ -100,7 +102,13 @@ def measure(run_dir: str | Path, batches: int = 64, batch: int = 0, groups: int 
         raise InputError(f"--batch {b}: at least 1")
     names = [c[2].name for c in checkpoint.complete(Path(run_dir) / "checkpoints")
              if checkpoint.verify(c[2]) is None] if every else [run.checkpoint.name]
-    points = [dict(_at(run_dir, name, batches, b, groups), checkpoint=name) for name in names]
+    if log:
+        log(heading(batches, b))
+    points = []
+    for name in names:
+        points.append(dict(_at(run_dir, name, batches, b, groups), checkpoint=name))
+        if log:
+            log(point_line(points[-1]))
     result = {"run": Path(run_dir).name, "seed": run.cfg.seed, "batch": b,
               "batches": batches, "groups": groups,
               "big_batch": batches // groups * b, "points": points, "reference": REFERENCE}
@@ -147,19 +155,16 @@ def _at(run_dir: str | Path, name: str, batches: int, b: int, groups: int) -> di
     return {"epoch": int(done.group(1)) if done else None, **combine(terms)}
 
 
-def summary(result: dict) -> str:
-    """Lines for a terminal or a report: one per checkpoint."""
-    lines = [f"gradient noise scale B_simple from {result['batches']} batches of "
-             f"{result['batch']} ({REFERENCE}): global batches well above it make few more "
-             "useful updates per epoch than it does"]
-    for p in result["points"]:
-        b = p["noise_scale"]
-        if b is None:
-            lines.append(f"  {p['checkpoint']}: not measurable (the estimated |G|^2 is not "
-                         "positive: the gradient is buried in noise; more --batches, or an "
-                         "earlier checkpoint)")
-            continue
-        spread = (f" (95 % interval {p['noise_scale_low']:.0f} to {p['noise_scale_high']:.0f})"
-                  if p["noise_scale_low"] is not None else "")
-        lines.append(f"  {p['checkpoint']}: {b:.0f} samples{spread}")
-    return "\n".join(lines)
+def heading(batches: int, b: int) -> str:
+    return (f"gradient noise scale B_simple from {batches} batches of {b} ({REFERENCE}): "
+            "global batches well above it make few more useful updates per epoch than it does")
+
+
+def point_line(p: dict) -> str:
+    """One checkpoint's estimate, for a terminal."""
+    if p["noise_scale"] is None:
+        return (f"  {p['checkpoint']}: not measurable (the estimated |G|^2 is not positive: the "
+                "gradient is buried in noise; more --batches, or an earlier checkpoint)")
+    spread = (f" (95 % interval {p['noise_scale_low']:.0f} to {p['noise_scale_high']:.0f})"
+              if p["noise_scale_low"] is not None else "")
+    return f"  {p['checkpoint']}: {p['noise_scale']:.0f} samples{spread}"
