@@ -198,8 +198,8 @@ def test_size_is_checked(tree, tmp_path):
 
 
 def test_local_copy_takes_a_nodes_share_and_refuses_a_corrupt_shard(staged, tmp_path):
-    from hpctrain.data.layout import StagingError
     from hpctrain.data.local_copy import copy_for_node, files_for_ranks
+    from hpctrain.validation import StagingError
 
     m = json.loads((staged / "manifest.json").read_text())
     # 2 nodes x 1 rank: node 0 reads train shards 0-1 and the first half of the test shard

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from conftest import FASHION_DIR, hpctrain
-from hpctrain.data.stage_mnist import StagingError, check_h5, read_idx, stage
+from hpctrain.data.stage_mnist import check_h5, read_idx, stage
+from hpctrain.validation import StagingError
 
 
 def test_fashion_mnist_round_trip(fmnist_h5):

@@ -23,6 +23,10 @@ class InputError(ValueError):
     """Bad user input (config, profile, job request, data); the message is one line."""
 
 
+class StagingError(InputError):
+    """Bad staging input or a bad staged file; the message is one line naming the problem."""
+
+
 class Checked(BaseModel):
     """Base of every validated model: unknown keys are errors, types are strict."""
 

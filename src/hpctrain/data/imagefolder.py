@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hpctrain.data.layout import StagingError
+from hpctrain.validation import StagingError
 
 POLICIES = ("center-crop", "stretch")
 IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm",

@@ -25,12 +25,10 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from hpctrain.atomic import file_sha256, write_json
+from hpctrain.data.shards import MANIFEST, load_manifest
 from hpctrain.experiment import NODE, ConfigError, TrainConfig, data_on
-from hpctrain.validation import InputError
-
-
-class StagingError(InputError):
-    """Bad staging input or a bad staged file; the message is one line naming the problem."""
+from hpctrain.validation import StagingError
 
 
 def check_h5(path: str | Path, expect: dict[str, int] | None = None) -> dict:
@@ -81,8 +79,6 @@ def split_pieces(path: str, split: str) -> list[Piece]:
     if not Path(path).exists():
         raise StagingError(f"{path}: no such staged file or directory")
     if Path(path).is_dir():
-        from hpctrain.data.shards import load_manifest
-
         manifest = load_manifest(path)
         rows = int(manifest.get("chunk_rows", 1))
         return [Piece(str(Path(path) / s["file"]), "", 0, s["count"], min(rows, s["count"]))
@@ -95,9 +91,6 @@ def split_pieces(path: str, split: str) -> list[Piece]:
 
 def describe(path: str) -> dict:
     if Path(path).is_dir():
-        from hpctrain.atomic import file_sha256
-        from hpctrain.data.shards import MANIFEST, load_manifest
-
         m = load_manifest(path)
         return {
             "dataset": f"imagefolder ({Path(m['source']).name})",
@@ -164,8 +157,6 @@ def record_fingerprint(run_dir: Path, data: str | Path,
                        now: dict[str, str] | None = None) -> str | None:
     """Store the data's fingerprint (`now`, if already taken) in the run directory; when it
     replaces a different one, what changed."""
-    from hpctrain.atomic import write_json
-
     record, now = run_dir / FINGERPRINT_FILE, now or fingerprint(data)
     before = json.loads(record.read_text()) if record.is_file() else None
     if before != now:

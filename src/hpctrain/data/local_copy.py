@@ -29,9 +29,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from hpctrain.atomic import atomic_path, write_json
-from hpctrain.data.layout import StagingError, split_pieces
+from hpctrain.data.layout import split_pieces
 from hpctrain.data.reader import rank_pieces
 from hpctrain.data.shards import MANIFEST, load_manifest
+from hpctrain.validation import StagingError
 
 
 def files_for_ranks(data: str, ranks: range, size: int, limits: dict[str, int]) -> list[str]:

@@ -21,7 +21,7 @@ import h5py
 import numpy as np
 
 from hpctrain.atomic import atomic_path, write_json
-from hpctrain.data.layout import StagingError
+from hpctrain.validation import StagingError
 
 MANIFEST = "manifest.json"
 FORMAT = "hpctrain-imagefolder/1"

@@ -31,7 +31,6 @@ import numpy as np
 from hpctrain import __version__
 from hpctrain.atomic import file_sha256, write_text
 from hpctrain.data.imagefolder import POLICIES, load_image, scan
-from hpctrain.data.layout import StagingError
 from hpctrain.data.shards import (
     FORMAT,
     MANIFEST,
@@ -44,6 +43,7 @@ from hpctrain.data.shards import (
 )
 from hpctrain.environment import JobEnvironment, mpi_world
 from hpctrain.progress import Progress
+from hpctrain.validation import StagingError
 
 SHARD_TARGET_BYTES = 1 << 30  # auto shard count: about 1 GiB of raw pixels per shard
 

@@ -23,7 +23,8 @@ import numpy as np
 
 from hpctrain import __version__
 from hpctrain.atomic import atomic_path, file_sha256
-from hpctrain.data.layout import StagingError, check_h5
+from hpctrain.data.layout import check_h5
+from hpctrain.validation import StagingError
 
 CLASS_NAMES = {
     "mnist": [str(i) for i in range(10)],
