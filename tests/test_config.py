@@ -111,7 +111,7 @@ def test_parse_overrides_yaml_values():
 def test_fast_recipe_two_ranks_is_its_strong_scaling_point():
     """fmnist_cnn_fast.yaml's `two_ranks` keeps the global batch and rate of its 1-rank
     recipe, as `hpctrain study --mode strong` would plan 2 ranks."""
-    from hpctrain.scaling.study import plan_points
+    from hpctrain.scaling.plan import plan_points
 
     path = REPO / "jobs" / "configs" / "fmnist_cnn_fast.yaml"
     one, two = load_config(str(path)), load_config(f"{path}:two_ranks")

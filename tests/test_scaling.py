@@ -20,7 +20,7 @@ from hpctrain.progress import wait_until
 from hpctrain.report.statistics import t95
 from hpctrain.report.step_times import per_rank, step_time_summary, stragglers
 from hpctrain.scaling.aggregate import scaling_mode, summarize
-from hpctrain.scaling.study import plan_points
+from hpctrain.scaling.plan import plan_points
 
 
 def _run(ranks: int, nodes: int, ips: float, **extra) -> dict:
@@ -108,7 +108,8 @@ def test_weak_and_strong_points():
 
 
 def test_ranks_within_a_node_then_nodes_against_one_base():
-    from hpctrain.scaling.study import Study, extends
+    from hpctrain.scaling.plan import extends
+    from hpctrain.scaling.study import Study
     from hpctrain.slurm.request import Request
 
     cfg = TrainConfig(experiment="e", data="d.h5", batch_size=256, learning_rate=0.1)
@@ -326,7 +327,7 @@ def test_study_refuses_bad_input_before_queueing(tmp_path):
 
 
 def test_a_study_can_gain_points_but_not_change():
-    from hpctrain.scaling.study import extends
+    from hpctrain.scaling.plan import extends
 
     old = {"config": "c.yaml", "overrides": [], "tasks_per_node": 1, "mode": "strong",
            "profile": None, "nodes": [1, 2]}
@@ -346,7 +347,8 @@ def test_a_study_can_gain_points_but_not_change():
 
 
 def test_nodes_by_global_batch_grid_points():
-    from hpctrain.scaling.study import Study, batch_points
+    from hpctrain.scaling.plan import batch_points
+    from hpctrain.scaling.study import Study
 
     cfg = TrainConfig(experiment="e", data="d.h5", batch_size=64, learning_rate=0.01,
                       warmup_epochs=1)
@@ -447,7 +449,8 @@ def test_variant_points_and_requests(tmp_path):
     job."""
     import yaml
 
-    from hpctrain.scaling.study import Study, _point_request, variant_changes, variant_points
+    from hpctrain.scaling.plan import variant_changes, variant_points
+    from hpctrain.scaling.study import Study, _point_request
     from hpctrain.slurm.job_options import JobOptions
     from hpctrain.slurm.request import Request
 
@@ -488,7 +491,8 @@ def test_methods_at_each_global_batch_points_and_requests(tmp_path):
     per point; a method whose batch cannot reach a global batch is named."""
     import yaml
 
-    from hpctrain.scaling.study import Study, _point_request, batch_points
+    from hpctrain.scaling.plan import batch_points
+    from hpctrain.scaling.study import Study, _point_request
     from hpctrain.slurm.job_options import JobOptions
     from hpctrain.slurm.request import Request
 
@@ -535,7 +539,8 @@ def test_base_alone_runs_the_other_methods_only_above_the_base_batch(tmp_path):
     command, and a study with it is not an extension of one without it."""
     import yaml
 
-    from hpctrain.scaling.study import Study, batch_points, extends
+    from hpctrain.scaling.plan import batch_points, extends
+    from hpctrain.scaling.study import Study
     from hpctrain.slurm.job_options import JobOptions
     from hpctrain.slurm.request import Request
 

@@ -187,7 +187,8 @@ def sweep_task(config: str, run_dir: str, overrides: list[str]) -> dict:
 
 
 def _study(args) -> int:
-    from hpctrain.scaling.study import Study, parse_nodes, run_study
+    from hpctrain.scaling.plan import parse_nodes
+    from hpctrain.scaling.study import Study, run_study
     from hpctrain.slurm.client import SlurmError
     from hpctrain.slurm.job_options import JobOptions
     from hpctrain.slurm.profiles import load_profile
