@@ -8,7 +8,14 @@ import pytest
 
 from hpctrain.experiment import TrainConfig
 from hpctrain.report.run_report import build_report, render_markdown
-from hpctrain.report.statistics import interval95, throughput, time_to_accuracy
+from hpctrain.report.statistics import (
+    confidence_for_looks,
+    half_width,
+    interval95,
+    t_quantile,
+    throughput,
+    time_to_accuracy,
+)
 
 
 def _epochs(accs, rates, windows=None):
@@ -22,11 +29,44 @@ def test_interval95_is_a_confidence_interval_of_the_mean():
     r = interval95([100.0, 110.0, 90.0])
     assert r["mean"] == pytest.approx(100.0) and r["stdev"] == pytest.approx(10.0)
     # Student's t, 2 degrees of freedom: 4.303 * 10 / sqrt(3) (not 1.96 sigma)
-    assert r["ci95"] == pytest.approx(4.303 * 10.0 / math.sqrt(3))
+    assert r["ci95"] == pytest.approx(4.303 * 10.0 / math.sqrt(3), rel=1e-4)
     many = interval95([float(v) for v in range(1, 201)])  # t -> 1.96 for large n
     assert many["ci95"] == pytest.approx(1.96 * many["stdev"] / math.sqrt(200), rel=0.01)
     assert interval95([5.0]) == {"mean": 5.0, "stdev": None, "ci95": None, "n": 1}
     assert interval95([])["mean"] is None
+
+
+# Two-sided quantiles of Student's t as printed in statistics tables (3 decimals)
+T_TABLE_95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201,
+              2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074,
+              2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+T_TABLE_OTHER = {(40, 0.95): 2.021, (60, 0.95): 2.000, (120, 0.95): 1.980, (9, 0.99): 3.250,
+                 (4, 0.90): 2.132, (1, 0.99): 63.657, (30, 0.98): 2.457}
+
+
+def test_t_quantile_matches_the_printed_tables():
+    for df, t in enumerate(T_TABLE_95, start=1):
+        assert round(t_quantile(df, 0.95), 3) == t, df
+    for (df, confidence), t in T_TABLE_OTHER.items():
+        assert round(t_quantile(df, confidence), 3) == t, (df, confidence)
+    assert t_quantile(10_000, 0.95) == pytest.approx(1.960, abs=1e-3)
+    for bad in ((0, 0.95), (3, 1.0), (3, 0.0)):
+        with pytest.raises(ValueError):
+            t_quantile(*bad)
+
+
+def test_intervals_widen_for_every_look_at_a_growing_sample():
+    """Seeds added after a verdict was read: k looks in all, each interval at 1 - 0.05/k
+    (Bonferroni), so a difference held at one look may not be held at three."""
+    assert confidence_for_looks(1) == 0.95 and confidence_for_looks(0) == 0.95
+    assert confidence_for_looks(3) == pytest.approx(1 - 0.05 / 3)
+    diffs = [-0.0095, -0.0055, -0.0065, -0.0035, -0.0075]  # mean -0.0065, sd 0.0022
+    once, thrice = half_width(diffs), half_width(diffs, confidence_for_looks(3))
+    assert once == pytest.approx(interval95(diffs)["ci95"])
+    assert -0.0065 - once > -0.01 > -0.0065 - thrice  # held at one look, not at three
+    assert thrice == pytest.approx(t_quantile(4, 1 - 0.05 / 3) * 0.0022361 / math.sqrt(5),
+                                   rel=1e-4)
+    assert half_width([1.0]) is None
 
 
 def test_throughput_excludes_first_epoch():

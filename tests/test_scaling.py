@@ -8,6 +8,7 @@ import json
 import math
 import os
 import re
+import statistics
 import subprocess
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import pytest
 from conftest import REPO, hpctrain, read_report
 from hpctrain.experiment import ConfigError, TrainConfig, load_config
 from hpctrain.progress import wait_until
-from hpctrain.report.statistics import t95
+from hpctrain.report.statistics import t95, t_quantile
 from hpctrain.report.step_times import per_rank, step_time_summary, stragglers
 from hpctrain.scaling.aggregate import scaling_mode, summarize
 from hpctrain.scaling.plan import plan_points
@@ -326,6 +327,23 @@ def test_study_refuses_bad_input_before_queueing(tmp_path):
     assert not Path(tmp_path / "studies").exists()
 
 
+def test_a_study_counts_the_looks_at_its_verdicts():
+    """Each time a study is run again with more --repeats than its last look, the seeds it
+    had were read: one look more (its intervals widen for it); resuming or re-rendering with
+    the same or fewer repeats is not a look."""
+    from hpctrain.scaling.plan import extends, looks_after
+
+    assert looks_after({}, 3, 0) == [3]  # a new study
+    assert looks_after({"looks": [3]}, 3, 1) == [3]  # resumed after a failure
+    assert looks_after({"looks": [3]}, 7, 3) == [3, 7]
+    assert looks_after({"looks": [3, 7]}, 5, 7) == [3, 7]
+    assert looks_after({"mode": "batch"}, 7, 3) == [3, 7]  # a plan from before looks were kept
+    assert looks_after({"mode": "batch"}, 3, 3) == [3]
+    plan = {"config": "c.yaml", "overrides": [], "tasks_per_node": 1, "mode": "batch",
+            "profile": None, "nodes": [2], "global_batches": [64, 1024]}
+    assert extends({**plan, "looks": [3]}, plan) and extends(plan, {**plan, "looks": [3, 7]})
+
+
 def test_a_study_can_gain_points_but_not_change():
     from hpctrain.scaling.plan import extends
 
@@ -617,6 +635,23 @@ def test_methods_report_judges_each_point_against_the_base_seed_by_seed(tmp_path
     assert f"64 (1x): not resolved (~{int(n)} seeds would resolve it)" in text and n > 3
     for png in ("accuracy_by_method.png", "learning_curves.png"):
         assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
+    assert "looks" not in text and "(95 % interval)" in text
+    # the same seeds read at three looks (3 seeds, then more added twice): the intervals
+    # widen to 98.3 % and the seeds that would resolve a point count one look more
+    write_methods_study(tmp_path, pd.DataFrame(rows), title="large batch",
+                        command="hpctrain study ...", methods=["sgd", "lars", "lamb"],
+                        changes={}, looks=[1, 2, 3])
+    wide = pd.read_csv(tmp_path / "summary.csv").set_index(["method", "global_batch"])
+    diffs = [-0.003, -0.003, -0.002]
+    half = t_quantile(2, 1 - 0.05 / 3) * statistics.stdev(diffs) / math.sqrt(3)
+    assert wide.loc[("lars", 1024), "difference_low"] == pytest.approx(
+        statistics.fmean(diffs) - half, abs=1e-6)
+    assert wide.loc[("lars", 1024), "difference_confidence"] == pytest.approx(1 - 0.05 / 3)
+    assert wide.loc[("lamb", 64), "seeds_to_resolve"] > n
+    text = (tmp_path / "README.md").read_text()
+    assert "vs base, points (98.3 % interval)" in text
+    assert "- Seeds were added after the verdicts were read: 3 looks, at 1, 2, 3 seeds. Each " \
+           "verdict therefore uses the 98.3 % interval of the paired difference" in text
 
 
 def test_variants_report_pairs_seeds_and_reads_the_interval(tmp_path):
@@ -693,6 +728,7 @@ def test_variants_study_on_the_embedded_cluster(slurm_cluster, fmnist_h5, tmp_pa
     assert (study / "learning_curves.png").read_bytes()[:4] == b"\x89PNG"
     again = hpctrain("study", *args, env=env, check=True)
     assert "0 run(s) to submit" in again.stdout
+    assert json.loads((study / "plan.json").read_text())["looks"] == [2]  # resumed: no look
 
 
 def test_methods_report_shows_the_base_noise_scale_when_measured(tmp_path):

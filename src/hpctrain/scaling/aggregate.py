@@ -25,7 +25,7 @@ import statistics
 import pandas as pd
 
 from hpctrain.report.run_report import hardware_parts
-from hpctrain.report.statistics import t95
+from hpctrain.report.statistics import half_width
 
 PARTS = ("input_s", "compute_s", "allreduce_s", "other_s")
 
@@ -106,8 +106,7 @@ def runs_table(rows: list[dict]) -> pd.DataFrame:
 
 def _interval(values: list[float], run_ci: float | None) -> tuple[float | None, str]:
     if len(values) >= 2:
-        return t95(len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values)), \
-            f"over {len(values)} repeats"
+        return half_width(values), f"over {len(values)} repeats"
     return run_ci, "over epochs of 1 run"
 
 

@@ -8,7 +8,9 @@ the base, judged by the rule used everywhere in hpctrain: the difference is take
 seed (repeat k of every point has seed + k), and the verdict follows its 95 % interval over
 seeds (Student's t) - held when the whole interval lies above -tolerance, fell when it lies
 below, not resolved when it straddles it (one seed: no interval, no verdict), with how many
-seeds at the same spread would resolve it.
+seeds at the same spread would resolve it. A study whose seeds were added after its verdicts
+were read (its plan's `looks`) widens the interval for every look (Bonferroni), and "would
+resolve it" counts the look that adding seeds would be.
 """
 
 from __future__ import annotations
@@ -21,12 +23,19 @@ from pathlib import Path
 import pandas as pd
 
 from hpctrain.atomic import write_text
-from hpctrain.report.statistics import interval95, samples_to_resolve
+from hpctrain.report.statistics import (
+    confidence_for_looks,
+    half_width,
+    interval95,
+    samples_to_resolve,
+)
 from hpctrain.scaling import noise_report
 from hpctrain.scaling.plots import save_png
 from hpctrain.scaling.study_report import (
     completed_runs,
     hardware_section,
+    interval_name,
+    looks_line,
     report_head,
     write_runs_csv,
 )
@@ -45,9 +54,11 @@ def judge(low: float | None, high: float | None, tolerance: float = TOLERANCE) -
     return "held" if low >= -tolerance else "fell" if high < -tolerance else "not resolved"
 
 
-def summarize(done: pd.DataFrame, methods: list[str]) -> pd.DataFrame:
+def summarize(done: pd.DataFrame, methods: list[str], looks: int = 1) -> pd.DataFrame:
     """Per method and global batch: accuracy over seeds with its interval, and the
-    difference from the base (methods[0] at the smallest global batch), paired by seed."""
+    difference from the base (methods[0] at the smallest global batch), paired by seed, its
+    interval widened for the study's `looks` (seeds added after verdicts were read)."""
+    confidence = confidence_for_looks(looks)
     base_batch = int(done[done["method"] == methods[0]]["global_batch"].min()) \
         if (done["method"] == methods[0]).any() else None
     base = done[(done["method"] == methods[0]) & (done["global_batch"] == base_batch)]
@@ -62,10 +73,10 @@ def summarize(done: pd.DataFrame, methods: list[str]) -> pd.DataFrame:
                                                             group["test_accuracy"], strict=True)
                      if int(r) in ref]
             is_base = m == methods[0] and int(g) == base_batch
-            d = interval95(diffs) if diffs and not is_base else None
-            mean_diff = d["mean"] if d else None
-            low = mean_diff - d["ci95"] if d and d["ci95"] is not None else None
-            high = mean_diff + d["ci95"] if d and d["ci95"] is not None else None
+            mean_diff = statistics.fmean(diffs) if diffs and not is_base else None
+            half = half_width(diffs, confidence) if mean_diff is not None else None
+            low = mean_diff - half if mean_diff is not None and half is not None else None
+            high = mean_diff + half if mean_diff is not None and half is not None else None
             top5 = [float(a) for a in group.get("test_top5_accuracy", pd.Series(dtype=float))
                     if a is not None and not pd.isna(a)]
             first = group.iloc[0]
@@ -82,8 +93,11 @@ def summarize(done: pd.DataFrame, methods: list[str]) -> pd.DataFrame:
                 "test_accuracy_ci95": spread,
                 "test_top5_accuracy": statistics.fmean(top5) if top5 else None,
                 "difference": mean_diff, "difference_low": low, "difference_high": high,
+                "difference_confidence": confidence, "looks": looks,
                 "verdict": "the base" if is_base else judge(low, high),
-                "seeds_to_resolve": samples_to_resolve(diffs, -TOLERANCE)
+                # resolving it means adding seeds and reading the verdict once more
+                "seeds_to_resolve": samples_to_resolve(
+                    diffs, -TOLERANCE, confidence=confidence_for_looks(looks + 1))
                 if not is_base and judge(low, high) == "not resolved" else None,
                 "images_per_s": statistics.fmean(group["images_per_s"]),
                 "train_s": statistics.fmean(group["train_s"]),
@@ -104,8 +118,9 @@ def reading(s: pd.DataFrame, methods: list[str], tolerance: float = TOLERANCE) -
     b = base.iloc[0]
     lines = [f"- The base: {b.method} at global batch {b.global_batch}, "
              f"{100 * b.test_accuracy:.2f} % over {b.seeds} seed(s). \"Held\" below: within "
-             f"{100 * tolerance:g} point of it, the whole 95 % interval of the paired "
-             "difference above -1 point."]
+             f"{100 * tolerance:g} point of it, the whole "
+             f"{interval_name(b.difference_confidence)} of the paired difference above "
+             f"-{100 * tolerance:g} point."]
     for m in methods:
         rows = s[(s["method"] == m) & (s["verdict"] != "the base")].sort_values("global_batch")
         if rows.empty:
@@ -126,12 +141,13 @@ def reading(s: pd.DataFrame, methods: list[str], tolerance: float = TOLERANCE) -
 
 def write_methods_study(out: Path, runs: pd.DataFrame, *, title: str, command: str,
                         methods: list[str], changes: dict[str, str],
-                        failed: list[dict] | None = None) -> dict:
+                        failed: list[dict] | None = None, looks: list[int] | None = None) -> dict:
     """runs.csv, summary.csv, README.md and the accuracy picture in `out`. `changes`: what
-    each method sets, in words (from the config file)."""
+    each method sets, in words (from the config file); `looks`: the seed counts at which the
+    study's verdicts were read (its plan's)."""
     out.mkdir(parents=True, exist_ok=True)
     done = completed_runs(runs, RUN, "method") if len(runs) else pd.DataFrame()
-    s = summarize(done, methods) if len(done) else pd.DataFrame()
+    s = summarize(done, methods, len(looks or []) or 1) if len(done) else pd.DataFrame()
     if len(runs):
         write_runs_csv(out, runs)
     write_text(out / "summary.csv", s.to_csv(index=False, float_format="%.6g"))
@@ -146,7 +162,7 @@ def write_methods_study(out: Path, runs: pd.DataFrame, *, title: str, command: s
         pictures += [drawn] if drawn else []
         noise_lines = noise_report.section(noise, batches)
     write_text(out / "README.md", render(s, runs, done, title, command, methods, changes,
-                                         failed, noise_lines))
+                                         failed, noise_lines, looks or []))
     return {"mode": "batch", "points": len(s), "runs": len(runs),
             "failed": len(failed or []), "pictures": sorted(p.name for p in pictures)}
 
@@ -169,15 +185,18 @@ def _points(value, low, high) -> str:
 
 def render(s: pd.DataFrame, runs: pd.DataFrame, done: pd.DataFrame, title: str, command: str,
            methods: list[str], changes: dict[str, str],
-           failed: list[dict] | None = None, noise_lines: list[str] | None = None) -> str:
+           failed: list[dict] | None = None, noise_lines: list[str] | None = None,
+           looks: list[int] | None = None) -> str:
     """`runs`: every run's row; `done`: the completed ones with method and repeat;
-    `noise_lines`: the section on the base's gradient noise scale, if measured."""
+    `noise_lines`: the section on the base's gradient noise scale, if measured; `looks`: the
+    seed counts at which the verdicts were read."""
     lines = report_head(f"{title}: large-batch methods against {methods[0]}", command, failed,
                         "the table and the picture")
     if not len(s):
         return "\n".join(lines + ["No completed run yet.", ""])
     first = runs.iloc[0]
     top5 = s["test_top5_accuracy"].notna().any()
+    paired = interval_name(float(s["difference_confidence"].iloc[0]))
     lines += [
         f"{first['model']} on {first['dataset']}, {int(first['ranks'])} rank(s) on "
         f"{int(first['nodes'])} node(s), {int(s['epochs'].iloc[0])} epochs of "
@@ -187,12 +206,12 @@ def render(s: pd.DataFrame, runs: pd.DataFrame, done: pd.DataFrame, title: str, 
         "(backward_passes_per_step), so every update sees the global batch of a larger "
         "cluster. Every point trained with the same seeds (repeat k: seed + k); differences "
         f"are from the base ({methods[0]} at the smallest global batch), seed by seed, with "
-        "a 95 % interval over seeds.", "",
+        f"a {paired} over seeds.", "",
         "| method | what it sets |", "|---|---|",
         *(f"| {m} | {changes.get(m, '')} |" for m in methods), "",
         "| method | global batch | x base | accumulated batches | learning rate (scaled) | "
         "warm-up epochs | updates per epoch | test accuracy, mean [min-max] (95 % interval) | "
-        + ("top-5 | " if top5 else "") + "vs base, points (95 % interval) | within 1 point |"
+        + ("top-5 | " if top5 else "") + f"vs base, points ({paired}) | within 1 point |"
         " images/s | node-hours | seeds |",
         "|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if top5 else "")
         + "---:|---|---:|---:|---:|"]
@@ -211,7 +230,8 @@ def render(s: pd.DataFrame, runs: pd.DataFrame, done: pd.DataFrame, title: str, 
                      f"{r.warmup_epochs:g} | {r.updates_per_epoch:.3g} | {acc} |{t5} {diff} | "
                      f"{'' if r.verdict == 'the base' else _verdict(r)} | "
                      f"{r.images_per_s:,.0f} | {hours} | {r.seeds} |")
-    lines += ["", *reading(s, methods), *last_epoch(done, s), "", *(noise_lines or []),
+    lines += ["", *reading(s, methods), *looks_line(looks or []), *last_epoch(done, s), "",
+              *(noise_lines or []),
               *hardware_section(runs),
               "Raw rows: [runs.csv](runs.csv); per point: [summary.csv](summary.csv).", "",
               "![test accuracy vs global batch by method, every seed]"

@@ -188,6 +188,20 @@ def extends(old: dict, new: dict) -> bool:
     return new["mode"] != "strong" or _base_ranks(old) == _base_ranks(new)
 
 
+def looks_after(old: dict, repeats: int, done_repeats: int) -> list[int]:
+    """The seed counts at which a study's verdicts have been read, this run's included: the
+    study's plan keeps them (`looks`), and every verdict's interval widens for their number
+    (report.statistics.confidence_for_looks). A study run again with more --repeats than its
+    last look, after `done_repeats` repeats of every point had completed (whose report could
+    be read), is a new look; the same or fewer repeats resume or re-render it. `old`: the plan
+    as it was ({} for a new study; one from before looks were kept counts its completed
+    repeats as its one look)."""
+    looks = list(old.get("looks") or ([done_repeats] if old and done_repeats else []))
+    if not looks or repeats > looks[-1]:
+        looks.append(repeats)
+    return looks
+
+
 def _base_ranks(plan: dict) -> int:
     """The ranks of a plan's smallest point: its first within-node count, else one full
     node of its smallest node count."""

@@ -53,6 +53,7 @@ from hpctrain.scaling.plan import (
     Point,
     batch_points,
     extends,
+    looks_after,
     plan_points,
     variant_changes,
     variant_points,
@@ -217,7 +218,11 @@ def run_study(study: Study, dry_run: bool = False, wait: bool = True,
         return DryRun(tuple((where, script, client.test_only(script))
                             for where, script in scripts))
     study_dir.mkdir(parents=True, exist_ok=True)
-    write_json(plan_file, study.plan())
+    old = json.loads(plan_file.read_text()) if plan_file.is_file() else {}
+    done_repeats = next((r for r in range(study.repeats) if not all(
+        completed(run_dir_of(study_dir, p, r)) for p in points)), study.repeats)
+    write_json(plan_file, {**study.plan(), "looks": looks_after(old, study.repeats,
+                                                                 done_repeats)})
     jobs = running + _submit_all(study, resolved, client, log,
                                  after=running[-1][0] if running else None)
     if not wait:
@@ -346,7 +351,8 @@ def collect(study_dir: Path, command: str, client: SlurmClient | None, title: st
         plan = json.loads((study_dir / "plan.json").read_text())
         return write_variants_study(study_dir, runs, title=title, command=command,
                                     variants=plan["variants"], failed=failed,
-                                    changes=variant_changes(plan["config"], plan["variants"]))
+                                    changes=variant_changes(plan["config"], plan["variants"]),
+                                    looks=plan.get("looks") or [])
     if mode == "batch":
         from hpctrain.scaling.batch_report import write_batch_study
 
@@ -356,7 +362,8 @@ def collect(study_dir: Path, command: str, client: SlurmClient | None, title: st
 
             return write_methods_study(study_dir, runs, title=title, command=command,
                                        methods=plan["variants"], failed=failed,
-                                       changes=variant_changes(plan["config"], plan["variants"]))
+                                       changes=variant_changes(plan["config"], plan["variants"]),
+                                       looks=plan.get("looks") or [])
         return write_batch_study(study_dir, runs, title=title, command=command, failed=failed)
     note = shared_core_note(sorted(set(runs["ranks"]))) if embedded and len(runs) else ""
     points = {(int(n), int(r)) for n, r in zip(runs["nodes"], runs["ranks"], strict=True)} \

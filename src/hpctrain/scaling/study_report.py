@@ -15,6 +15,7 @@ import pandas as pd
 
 from hpctrain.atomic import write_json, write_text
 from hpctrain.report.run_report import load_report
+from hpctrain.report.statistics import confidence_for_looks
 from hpctrain.scaling import plots
 from hpctrain.scaling.aggregate import job_overhead, run_row, runs_table, scaling_mode, summarize
 
@@ -227,6 +228,22 @@ def report_head(heading: str, command: str, failed: list[dict] | None, left_out:
                   f"{left_out}:", ""]
         lines += [f"- {Path(f['run_dir']).name}: {f['why']}" for f in failed] + [""]
     return lines
+
+
+def interval_name(confidence: float) -> str:
+    """'95 % interval', '98.3 % interval'."""
+    return f"{100 * confidence:.3g} % interval"
+
+
+def looks_line(looks: list[int]) -> list[str]:
+    """What the study's looks did to its intervals, when seeds were added after a look."""
+    if len(looks) < 2:
+        return []
+    return [f"- Seeds were added after the verdicts were read: {len(looks)} looks, at "
+            + ", ".join(map(str, looks)) + " seeds. Each verdict therefore uses the "
+            f"{interval_name(confidence_for_looks(len(looks)))} of the paired difference "
+            "(Bonferroni over the looks), so the chance that any look gave a false verdict "
+            "stays within 5 %; a 95 % interval read at every look would not."]
 
 
 def hardware_section(runs: pd.DataFrame) -> list[str]:

@@ -4,8 +4,9 @@ what each variant changes against the first one, paired seed by seed.
 
 The difference of a variant from the reference is taken per seed (the same seed draws the
 same initial weights and data order where the variant does not change them), then its mean
-and a 95 % interval over seeds (Student's t): a part "changes" accuracy only when the
-interval leaves 0 out.
+and a 95 % interval over seeds (Student's t), widened when seeds were added after the results
+were read (study_report.looks_line): a part "changes" accuracy only when the interval leaves 0
+out.
 """
 
 from __future__ import annotations
@@ -18,11 +19,13 @@ from pathlib import Path
 import pandas as pd
 
 from hpctrain.atomic import write_text
-from hpctrain.report.statistics import interval95
+from hpctrain.report.statistics import confidence_for_looks, half_width
 from hpctrain.scaling.plots import save_png
 from hpctrain.scaling.study_report import (
     completed_runs,
     hardware_section,
+    interval_name,
+    looks_line,
     report_head,
     write_runs_csv,
 )
@@ -43,9 +46,10 @@ def curves(run_dir: Path) -> list[float]:
     return [by_epoch[e] for e in sorted(by_epoch)]
 
 
-def summarize(done: pd.DataFrame, variants: list[str]) -> pd.DataFrame:
+def summarize(done: pd.DataFrame, variants: list[str], looks: int = 1) -> pd.DataFrame:
     """Per variant: accuracy over seeds, and its difference from the first variant's, paired
-    by repeat (seed)."""
+    by repeat (seed), its interval widened for the study's `looks`."""
+    confidence = confidence_for_looks(looks)
     ref = {int(r): float(a) for r, a in zip(done[done["variant"] == variants[0]]["repeat"],
                                             done[done["variant"] == variants[0]][
                                                 "test_accuracy"], strict=True)}
@@ -57,7 +61,7 @@ def summarize(done: pd.DataFrame, variants: list[str]) -> pd.DataFrame:
         acc = [float(a) for a in group["test_accuracy"]]
         diffs = [float(a) - ref[int(r)] for r, a in zip(group["repeat"], group["test_accuracy"],
                                                         strict=True) if int(r) in ref]
-        half = interval95(diffs)["ci95"]
+        half = half_width(diffs, confidence)
         top5 = [float(a) for a in group.get("test_top5_accuracy", pd.Series(dtype=float))
                 if a is not None and not pd.isna(a)]
         mean_diff = statistics.fmean(diffs) if diffs else None
@@ -70,6 +74,7 @@ def summarize(done: pd.DataFrame, variants: list[str]) -> pd.DataFrame:
             else mean_diff - half,
             "difference_high": None if half is None or v == variants[0] or mean_diff is None
             else mean_diff + half,
+            "difference_confidence": confidence, "looks": looks,
             "epochs": int(group["epochs"].iloc[0]),
             "images_per_s": statistics.fmean(group["images_per_s"]),
             "train_s": statistics.fmean(group["train_s"]),
@@ -91,19 +96,21 @@ def reading(s: pd.DataFrame, reference: str) -> list[str]:
         low, high = 100 * r.difference_low, 100 * r.difference_high
         says = ("lower" if high < 0 else "higher" if low > 0 else
                 "no difference resolved (the interval holds 0)")
-        lines.append(f"- {r.variant}: {pp:+.2f} points against {reference} (95 % interval "
-                     f"{low:+.2f} to {high:+.2f} over {r.seeds} seeds): {says}.")
+        lines.append(f"- {r.variant}: {pp:+.2f} points against {reference} "
+                     f"({interval_name(r.difference_confidence)} {low:+.2f} to {high:+.2f} "
+                     f"over {r.seeds} seeds): {says}.")
     return lines
 
 
 def write_variants_study(out: Path, runs: pd.DataFrame, *, title: str, command: str,
                          variants: list[str], changes: dict[str, str],
-                         failed: list[dict] | None = None) -> dict:
+                         failed: list[dict] | None = None, looks: list[int] | None = None) -> dict:
     """runs.csv, summary.csv, README.md and two pictures in `out`. `changes`: what each
-    variant sets, in words (from the config file)."""
+    variant sets, in words (from the config file); `looks`: the seed counts at which the
+    study's results were read (its plan's)."""
     out.mkdir(parents=True, exist_ok=True)
     done = completed_runs(runs, RUN, "variant") if len(runs) else pd.DataFrame()
-    s = summarize(done, variants) if len(done) else pd.DataFrame()
+    s = summarize(done, variants, len(looks or []) or 1) if len(done) else pd.DataFrame()
     if len(runs):
         write_runs_csv(out, runs)
     write_text(out / "summary.csv", s.to_csv(index=False, float_format="%.6g"))
@@ -113,29 +120,31 @@ def write_variants_study(out: Path, runs: pd.DataFrame, *, title: str, command: 
                      for v in s["variant"]}
         pictures = [accuracy_by_variant(s, done, out / "accuracy_by_variant.png", title),
                     learning_curves(curves_of, out / "learning_curves.png", title)]
-    write_text(out / "README.md", render(s, runs, title, command, variants, changes, failed))
+    write_text(out / "README.md", render(s, runs, title, command, variants, changes, failed,
+                                         looks or []))
     return {"mode": "variants", "points": len(s), "runs": len(runs),
             "failed": len(failed or []), "pictures": sorted(p.name for p in pictures)}
 
 
 def render(s: pd.DataFrame, runs: pd.DataFrame, title: str, command: str,
            variants: list[str], changes: dict[str, str],
-           failed: list[dict] | None = None) -> str:
+           failed: list[dict] | None = None, looks: list[int] | None = None) -> str:
     lines = report_head(f"{title}: variants against {variants[0]}", command, failed,
                         "the tables and pictures")
     if not len(s):
         return "\n".join(lines + ["No completed run yet.", ""])
     first = runs.iloc[0]
     top5 = s["test_top5_accuracy"].notna().any()
+    paired = interval_name(float(s["difference_confidence"].iloc[0]))
     lines += [
         f"{first['model']} on {first['dataset']}, {int(first['ranks'])} rank(s) on "
         f"{int(first['nodes'])} node(s), {int(s['epochs'].iloc[0])} epochs of "
         f"{int(first['images_per_epoch']):,} images; every variant "
         f"trained with the same seeds (repeat k: seed + k). Differences are from {variants[0]}, "
-        "seed by seed, with a 95 % interval over seeds: a variant changes accuracy only where "
+        f"seed by seed, with a {paired} over seeds: a variant changes accuracy only where "
         "the interval leaves 0 out.", "",
         "| variant | what it changes | seeds | test accuracy, mean [min-max] | "
-        + ("top-5 | " if top5 else "") + f"vs {variants[0]}, points (95 % interval) | "
+        + ("top-5 | " if top5 else "") + f"vs {variants[0]}, points ({paired}) | "
         "images/s | training, s |",
         "|---|---|---:|---:|" + ("---:|" if top5 else "") + "---:|---:|---:|"]
     for r in s.itertuples():
@@ -151,7 +160,8 @@ def render(s: pd.DataFrame, runs: pd.DataFrame, title: str, command: str,
                                           f"{r.test_accuracy_max:.4f}]")
         lines.append(f"| {r.variant} | {changes.get(r.variant, '')} | {r.seeds} | {acc} |"
                      f"{t5} {diff} | {r.images_per_s:,.0f} | {r.train_s:,.0f} |")
-    lines += ["", *reading(s, variants[0]), "", *hardware_section(runs),
+    lines += ["", *reading(s, variants[0]), *looks_line(looks or []), "",
+              *hardware_section(runs),
               "Raw rows: [runs.csv](runs.csv); per variant: [summary.csv](summary.csv).", "",
               "![test accuracy by variant, every seed](accuracy_by_variant.png)", "",
               "![test accuracy after each epoch, mean over seeds](learning_curves.png)", ""]
