@@ -289,6 +289,9 @@ class Launched:
         self.output = res.stdout[-4000:] + res.stderr[-4000:]
         self.codes = {m[1]: int(m[2]) for m in re.finditer(r"one_launch: (\S+) exit (-?\d+)",
                                                            res.stdout)}
+        # what autograph wrote for each rank, listed before the rank ended
+        self.autograph = {p.stem: json.loads(p.read_text()) for p in
+                          sorted(Path(plan[0]["run_dir"]).parent.glob("autograph-rank*.json"))}
 
     def report(self, name: str) -> dict:
         """report.json of run `name`, which must have ended with exit code 0."""

@@ -11,7 +11,9 @@ here asks for Horovod's timeline: its writer thread would spin on rank 0 until t
 ends.
 Horovod is initialised once (a second `hvd.init()` in the same process does nothing) and
 never shut down in between, which MPI would not survive. Prints `one_launch: NAME exit CODE`
-after each run (with its wall and this process's CPU seconds) and exits with the worst code.
+after each run (with its wall and this process's CPU seconds) and exits with the worst code;
+each rank lists the files TensorFlow's autograph wrote for it in autograph-rankN.json beside
+PLAN.json.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from pathlib import Path
 
 os.environ["TF_USE_LEGACY_KERAS"] = "1"  # before TensorFlow loads, as `hpctrain train` does
 
-from hpctrain.environment import JobEnvironment, end_process  # noqa: E402
+from hpctrain.environment import JobEnvironment, autograph_sources, end_process  # noqa: E402
 from hpctrain.experiment import load_config  # noqa: E402
 
 
@@ -49,4 +51,8 @@ def main(plan_file: str) -> int:
 
 
 if __name__ == "__main__":
-    end_process(main(sys.argv[1]))  # as `hpctrain train` ends
+    code = main(sys.argv[1])
+    # the files autograph wrote for this rank, which end_process must remove (a test checks)
+    Path(sys.argv[1]).with_name(f"autograph-rank{JobEnvironment.detect().rank}.json") \
+        .write_text(json.dumps(autograph_sources()))
+    end_process(code)  # as `hpctrain train` ends

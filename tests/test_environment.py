@@ -99,8 +99,9 @@ def test_process_start_is_when_the_process_started():
 
 def test_end_process_flushes_and_skips_finalization_once_tensorflow_loaded(tmp_path):
     """end_process: with TensorFlow loaded (a stand-in module here) the output and log
-    handlers are flushed and the exit code kept, but no exit handler runs (os._exit);
-    without it, the normal exit (handlers run)."""
+    handlers are flushed and the exit code kept, but no exit handler runs (os._exit) and
+    autograph's files are removed by end_process itself; without it, the normal exit
+    (handlers run)."""
     import subprocess
     import sys
 
@@ -113,6 +114,11 @@ def test_end_process_flushes_and_skips_finalization_once_tensorflow_loaded(tmp_p
         f"logging.basicConfig(filename={str(tmp_path / 'log.txt')!r}, level=logging.INFO)\n"
         "logging.info('logged')\n"
         "atexit.register(lambda: print('exit handler ran'))\n"
+        # what autograph leaves for an exit handler: a module loaded from a temporary file
+        f"source = {str(tmp_path / '__autograph_generated_filex1.py')!r}\n"
+        "open(source, 'w').write('x = 1\\n')\n"
+        "m = types.ModuleType('__autograph_generated_filex1'); m.__file__ = source\n"
+        "sys.modules[m.__name__] = m\n"
         "sys.stdout.write('buffered, no newline')\n"
         "end_process(3)\n")
     for mode, handlers in (("tf", False), ("plain", True)):
@@ -122,3 +128,5 @@ def test_end_process_flushes_and_skips_finalization_once_tensorflow_loaded(tmp_p
         assert res.stdout.startswith("buffered, no newline")
         assert ("exit handler ran" in res.stdout) == handlers, mode
         assert "logged" in (tmp_path / "log.txt").read_text()
+        # removed where the exit handlers are skipped; left to them otherwise
+        assert (tmp_path / "__autograph_generated_filex1.py").exists() == handlers, mode

@@ -5,6 +5,7 @@ bad-input path of `hpctrain train`."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -52,3 +53,9 @@ def test_every_model_on_two_ranks_in_one_launch(one_launch):
         assert report["model"] == model and report["ranks"] == 2, model
         assert report["status"] == "completed" and report["ranks_in_sync"]["ok"] is True, model
         assert report["pictures"] is None  # pictures: false
+    # each rank's process ends with os._exit, past the exit handlers by which TensorFlow's
+    # autograph would remove its converted functions' files: end_process removed them
+    assert sorted(one_launch.autograph) == ["autograph-rank0", "autograph-rank1"]
+    for rank, files in one_launch.autograph.items():
+        assert len(files) > 10, rank  # the zoo's training steps were converted
+        assert not [f for f in files if Path(f).exists()], rank

@@ -11,6 +11,7 @@ rank from Horovod.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -205,17 +206,36 @@ def process_start() -> float:
         return psutil.Process().create_time()
 
 
+def autograph_sources() -> list[str]:
+    """The files TensorFlow's autograph wrote for this process: each converted function is
+    loaded from one (tensorflow/python/autograph/pyct/loader.py) as a module it keeps in
+    sys.modules under the file's name."""
+    return [str(getattr(module, "__file__", "")) for name, module in list(sys.modules.items())
+            if name.startswith("__autograph_generated_file")]
+
+
+def remove_autograph_sources() -> None:
+    """Remove this process's autograph files (what the exit handlers os._exit skips would
+    do)."""
+    for path in autograph_sources():
+        with contextlib.suppress(OSError):
+            os.remove(path)
+
+
 def end_process(code: int | None) -> NoReturn:
     """Exit with `code`. A process that loaded TensorFlow skips Python's finalization: its
     output flushed and Horovod shut down (what their exit handlers would do), then os._exit.
     Finalizing TensorFlow's thousands of modules took ~1.2 CPU-s and ~1 s of wall time of
     every rank here, paid again by every segment of every job, and an input iterator still
-    alive at that point hung the process."""
+    alive at that point hung the process. TensorFlow's autograph writes each function it
+    converts to a file in the temporary directory and leaves its removal to an exit handler:
+    those files are removed here, or every rank of every run would leave dozens behind."""
     code = 0 if code is None else code
     if "tensorflow" in sys.modules:
         hvd = sys.modules.get("horovod.tensorflow")
         if hvd is not None and hvd.is_initialized():
             hvd.shutdown()
+        remove_autograph_sources()
         logging.shutdown()
         for stream in (sys.stdout, sys.stderr):
             stream.flush()
