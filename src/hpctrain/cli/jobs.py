@@ -325,7 +325,8 @@ def add(sub) -> None:
                    "1,2,4 with --ntasks-per-node 8 --nodes 1,2,4: 1, 2, 4, 8 ranks on one "
                    "node, then 16 and 32 on 2 and 4 nodes, one base for all")
     y.add_argument("--repeats", type=int, default=1, help="runs per point (an interval "
-                   "over repeats needs >= 2)")
+                   "over repeats needs >= 2); raising it on a study whose report was read "
+                   "is another look at its verdicts, and their intervals widen for it")
     y.add_argument("--name", help="study directory results/studies/NAME (default "
                    "<config>-<mode>)")
     y.add_argument("--parallel", action="store_true", help="let the points' jobs overlap "
