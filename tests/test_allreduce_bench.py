@@ -133,3 +133,105 @@ def test_the_committed_measurement_is_what_its_json_renders():
     assert all(r["wrong"] == 0 for p in data["points"] for r in p["sizes"])
     for study in (REPO / "results" / "studies").glob("*/projection.md"):
         assert "--network results/network/embedded/allreduce.json" in study.read_text()
+
+
+def _nccl_output(hosts: list[str], gpus_per_host: int, t0: float, bus: float, *,
+                 new_layout: bool = True, factor: float | None = None,
+                 prefix: str = "") -> str:
+    """An all_reduce_perf output as nccl-tests prints it (src/common.cu's formats), its
+    times from t = t0 + size x factor / bus (factor: an allreduce's 2 (n - 1) / n)."""
+    n = len(hosts) * gpus_per_host
+    factor = network.bus_factor(n) if factor is None else factor
+    group = "Group  0 " if new_layout else ""
+    lines = ["# nccl-tests version 2.13.9 nccl-headers=21903 nccl-library=21903"] \
+        if new_layout else []
+    lines += ["# nThread 1 nGpus 1 minBytes 8 maxBytes 268435456 step: 2(factor) warmup "
+              "iters: 5 iters: 20 agg iters: 1 validation: 1 graph: 0", "#", "# Using devices"]
+    lines += [f"#  Rank {h * gpus_per_host + g:2d} {group}Pid {4000 + g:6d} on {host:>10} "
+              f"device {g:2d} [0x{16 + g:02x}] NVIDIA A100-SXM4-40GB"
+              for h, host in enumerate(hosts) for g in range(gpus_per_host)]
+    lines += ["#", "#" + " " * 60 + "out-of-place                       in-place",
+              "#       size         count      type   redop" + ("    root" if new_layout else "")
+              + "     time   algbw   busbw " + ("#wrong" if new_layout else " error")
+              + "     time   algbw   busbw " + ("#wrong" if new_layout else " error")]
+    for size in message_sizes(8, 256 << 20):
+        us = (t0 + size * factor / bus) * 1e6
+        t = f"{us:7.0f}" if us >= 10000 else f"{us:7.1f}" if us >= 100 else f"{us:7.2f}"
+        alg = size / (float(t) * 1e-6) / 1e9
+        ok = "     0" if new_layout else "  5e-07"
+        cols = (f"{size:12d}  {size // 4:12d}  {'float':>8s}  {'sum':>6s}"
+                + ("      -1" if new_layout else "") + f"  {t}  {alg:6.2f}  {alg * factor:6.2f}"
+                + ok)
+        lines.append(prefix + cols + f"  {t}  {alg:6.2f}  {alg * factor:6.2f}" + ok)
+    lines += ["# Out of bounds values : 0 OK", "# Avg bus bandwidth    : 7.4", "#"]
+    return "\n".join(lines) + "\n"
+
+
+def test_nccl_tests_output_becomes_a_network_measurement(tmp_path):
+    """all_reduce_perf's output, old layout and new, plain or prefixed by the launcher, read
+    into allreduce.json: the fit recovers what the figures were made with, and the file
+    feeds `hpctrain project --network`."""
+    from hpctrain.bench import nccl_tests
+
+    one = _nccl_output(["gpu01"], 8, 20e-6, 150e9)
+    two = _nccl_output(["gpu01", "gpu02"], 8, 40e-6, 22e9, new_layout=False,
+                       prefix="[1,0]<stdout>:")
+    p = nccl_tests.parse(two, "two")
+    assert (p["nodes"], p["ranks"], p["node_names"]) == (2, 16, ["gpu01", "gpu02"])
+    assert p["gpus"] == ["NVIDIA A100-SXM4-40GB"] and len(p["sizes"]) == 26
+    big = p["sizes"][-1]
+    assert big["bytes"] == 256 << 20 and big["wrong"] == 0
+    assert big["busbw"] == pytest.approx(big["algbw"] * 30 / 16)
+    f = network.fit(p["sizes"], p["ranks"], p["nodes"])
+    assert f.bus_bandwidth == pytest.approx(22e9, rel=0.01)
+    assert f.t0_s == pytest.approx(40e-6, rel=0.05)
+    assert nccl_tests.parse(one.replace("\n", "\n0: "), "one")["ranks"] == 8  # srun --label
+    files = [tmp_path / "two.txt", tmp_path / "one.txt"]
+    files[0].write_text(two)
+    files[1].write_text(one)
+    out = tmp_path / "net"
+    res = hpctrain("bench", "allreduce", "--from-nccl-tests", *map(str, files), "--out",
+                   str(out))
+    assert res.returncode == 0, res.stderr
+    assert "2 node(s), 16 rank(s): 256 MiB in" in res.stdout
+    data = network.load(out / "allreduce.json")
+    assert [(q["nodes"], q["ranks"]) for q in data["points"]] == [(1, 8), (2, 16)]
+    net, used, said = network.network_from(data)
+    assert net.bandwidth == pytest.approx(22e9, rel=0.01)
+    assert net.latency == pytest.approx(40e-6 / 30, rel=0.05)  # no Horovod cycle to remove
+    assert net.intra_bandwidth == pytest.approx(150e9, rel=0.01)
+    readme = (out / "README.md").read_text()
+    assert readme.startswith("# Allreduce by nccl-tests (all_reduce_perf)")
+    assert "nccl-tests 2.13.9" in readme and "| 256 MiB |" in readme
+    assert (out / "allreduce.png").read_bytes()[:4] == b"\x89PNG"
+    proj = hpctrain("project", "--model", "resnet50", "--throughput", "1270", "--batch",
+                    "256", "--gpus", "8,16", "--gpus-per-node", "8", "--network",
+                    str(out / "allreduce.json"))
+    assert proj.returncode == 0, proj.stderr
+    assert "between nodes (fit over 2 nodes, 16 ranks)" in proj.stdout
+    again = hpctrain("bench", "allreduce", "--from-nccl-tests", str(files[0]), "--out",
+                     str(out))
+    assert again.returncode == 2 and "already exists" in again.stderr
+
+
+def test_other_nccl_tests_output_is_refused_in_one_line(tmp_path):
+    from hpctrain.bench import nccl_tests
+
+    scatter = _nccl_output(["a", "b"], 4, 30e-6, 20e9, factor=7 / 8)  # reduce_scatter_perf
+    with pytest.raises(nccl_tests.NcclTestsError, match="busbw / algbw is 0.875, an "
+                       "allreduce's on 8 ranks is 1.750"):
+        nccl_tests.parse(scatter, "scatter")
+    good = _nccl_output(["a"], 2, 30e-6, 20e9)
+    with pytest.raises(nccl_tests.NcclTestsError, match="no '#  Rank N"):
+        nccl_tests.parse("\n".join(ln for ln in good.splitlines() if "Rank" not in ln))
+    with pytest.raises(nccl_tests.NcclTestsError, match="one rank moves nothing"):
+        nccl_tests.parse(_nccl_output(["a"], 1, 30e-6, 20e9))
+    with pytest.raises(nccl_tests.NcclTestsError, match="no result rows"):
+        nccl_tests.parse("\n".join(ln for ln in good.splitlines() if ln.startswith("#")))
+    last = good.splitlines()[-4]
+    size = last.split()[0]
+    with pytest.raises(nccl_tests.NcclTestsError, match="is not size / time"):
+        nccl_tests.parse(good.replace(last, last.replace(f"{size}  ", f"{int(size) * 2}  ", 1)))
+    res = hpctrain("bench", "allreduce", "--from-nccl-tests", str(tmp_path / "missing.txt"))
+    assert res.returncode == 2 and "cannot be read" in res.stderr
+    assert res.stderr.count("\n") == 1

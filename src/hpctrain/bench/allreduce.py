@@ -232,16 +232,35 @@ def _fit(p: dict) -> network.Fit | str | None:
         return str(e)
 
 
-def readme(data: dict, out: Path) -> str:
+def _title(data: dict) -> str:
+    if data.get("source") == "nccl-tests":
+        return "Allreduce by nccl-tests (all_reduce_perf)"
+    return f"Allreduce through Horovod: job {data['job']['job_id']}"
+
+
+def _setup(data: dict) -> list[str]:
+    """How the figures were measured, in words."""
+    if data.get("source") == "nccl-tests":
+        return [f"Read {data['date']} from " + ", ".join(
+                    f"`{p['file']}` ({p['nodes']} node(s), {p['ranks']} rank(s)"
+                    + (f", nccl-tests {p['nccl_tests']}" if p.get("nccl_tests") else "") + ")"
+                    for p in data["points"]) + f"; GPUs: {', '.join(data['gpus'])}.",
+                f"{data['dtype']}; time: nccl-tests' out-of-place time per allreduce (by "
+                "default its mean over the ranks: `-a`); algbw = size / time, busbw = algbw x "
+                "2 (n - 1) / n. No Horovod in the loop: a projection adds Horovod's cycles and "
+                "negotiation itself.", ""]
     hv, node = data["horovod"], data["node"]
-    lines = [f"# Allreduce through Horovod: job {data['job']['job_id']}", "",
-             f"{data['date']}; {data['job']['ranks']} rank(s) on nodes "
-             f"{', '.join(data['job']['node_names'])}; {machine.describe_node(node)}.",
-             f"Horovod: {hv['controller']} controller, {hv['tensor_ops']} allreduce, cycle "
-             f"{hv['cycle_time_ms']:g} ms, fusion {hv['fusion_threshold_bytes'] / 2**20:g} MiB. "
-             f"{data['dtype']}, {data['warmup']} warm-up + {data['iters']} timed allreduces "
-             "per size; time: the slowest rank's mean; algbw = size / time, busbw = algbw x "
-             "2 (n - 1) / n (nccl-tests' definitions).", ""]
+    return [f"{data['date']}; {data['job']['ranks']} rank(s) on nodes "
+            f"{', '.join(data['job']['node_names'])}; {machine.describe_node(node)}.",
+            f"Horovod: {hv['controller']} controller, {hv['tensor_ops']} allreduce, cycle "
+            f"{hv['cycle_time_ms']:g} ms, fusion {hv['fusion_threshold_bytes'] / 2**20:g} MiB. "
+            f"{data['dtype']}, {data['warmup']} warm-up + {data['iters']} timed allreduces "
+            "per size; time: the slowest rank's mean; algbw = size / time, busbw = algbw x "
+            "2 (n - 1) / n (nccl-tests' definitions).", ""]
+
+
+def readme(data: dict, out: Path) -> str:
+    lines = [f"# {_title(data)}", "", *_setup(data)]
     job = data["job"]
     if len(job["hosts"]) < job["nodes"]:
         lines += [f"**These {job['nodes']} Slurm nodes run on {len(job['hosts'])} host(s) "
@@ -261,7 +280,8 @@ def readme(data: dict, out: Path) -> str:
         lines += ["| size | time (us) | algbw (GB/s) | busbw (GB/s) | wrong |",
                   "|---:|---:|---:|---:|---:|"]
         lines += [f"| {_fmt_bytes(r['bytes'])} | {r['time_s'] * 1e6:.1f} | "
-                  f"{r['algbw'] / 1e9:.3f} | {r['busbw'] / 1e9:.3f} | {r['wrong']} |"
+                  f"{r['algbw'] / 1e9:.3f} | {r['busbw'] / 1e9:.3f} | "
+                  f"{'n/a' if r['wrong'] is None else r['wrong']} |"
                   for r in p["sizes"]]
         lines.append("")
     try:
@@ -289,16 +309,19 @@ def plot(data: dict, path: Path) -> Path:
         if p["ranks"] >= 2:
             right.plot(x, [r["busbw"] / 1e9 for r in p["sizes"]], marker="o", ms=3, label=label)
     left.set(xscale="log", yscale="log", xlabel="message size (bytes)",
-             ylabel="time per allreduce (us, slowest rank's mean)",
-             title="allreduce time through Horovod")
+             ylabel="time per allreduce (us, " + ("as nccl-tests reports it)" if data.get(
+                 "source") == "nccl-tests" else "slowest rank's mean)"),
+             title="allreduce time" + ("" if data.get("source") == "nccl-tests"
+                                        else " through Horovod"))
     right.set(xscale="log", xlabel="message size (bytes)", ylabel="bus bandwidth (GB/s)",
               title="bus bandwidth (algbw x 2(n-1)/n)")
     for ax in (left, right):
         ax.grid(True, which="both", alpha=0.3)
         if ax.has_data():
             ax.legend(fontsize=8)
-    fig.suptitle(f"job {data['job']['job_id']}: {machine.describe_node(data['node'])}",
-                 fontsize=9)
+    fig.suptitle(f"{_title(data)}: {', '.join(data['gpus'])}" if data.get("source") ==
+                 "nccl-tests" else f"job {data['job']['job_id']}: "
+                 f"{machine.describe_node(data['node'])}", fontsize=9)
     return save_png(fig, path)
 
 

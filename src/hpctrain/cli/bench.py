@@ -1,5 +1,5 @@
 """`hpctrain bench allreduce`: the cluster's allreduce performance through Horovod, measured
-in a job (bench/allreduce.py)."""
+in a job (bench/allreduce.py), or read from nccl-tests' output (bench/nccl_tests.py)."""
 
 from __future__ import annotations
 
@@ -27,6 +27,8 @@ def _allreduce(args) -> int:
         print("\n".join(allreduce.summary_lines(network.load(out / "allreduce.json"))))
         print("written: " + ", ".join(str(p) for p in files.values()))
         return 0
+    if args.from_nccl_tests:
+        return _from_nccl_tests(args)
     nodes = allreduce.parse_nodes(args.nodes)
     plan = allreduce.Plan(tuple(nodes), tuple(allreduce.message_sizes(
         allreduce.parse_bytes(args.min_bytes), allreduce.parse_bytes(args.max_bytes))),
@@ -56,6 +58,30 @@ def _allreduce(args) -> int:
     return 0 if done.state == "COMPLETED" else 1
 
 
+def _from_nccl_tests(args) -> int:
+    """allreduce.json, README.md and the plot from all_reduce_perf outputs; nothing run."""
+    from hpctrain.atomic import write_json
+    from hpctrain.bench import allreduce, nccl_tests
+    from hpctrain.resources import results_dir
+
+    try:
+        data = nccl_tests.benchmark([Path(f) for f in args.from_nccl_tests])
+    except nccl_tests.NcclTestsError as e:
+        raise InputError(str(e)) from None
+    out = Path(args.out) if args.out else \
+        results_dir() / "network" / time.strftime("nccl-tests-%Y%m%d-%H%M%S")
+    try:
+        out.mkdir(parents=True, exist_ok=False)
+    except FileExistsError:
+        raise InputError(f"--out {out} already exists: give a new directory") from None
+    write_json(out / "allreduce.json", data)
+    files = allreduce.render(out)
+    print("\n".join(allreduce.summary_lines(data)))
+    print(f"report: {files['README.md']}\nplot: {files['allreduce.png']}\n"
+          f"project with it: hpctrain project ... --network {out / 'allreduce.json'}")
+    return 0
+
+
 def add(sub) -> None:
     b = sub.add_parser("bench", help="measure the cluster: `bench allreduce`")
     kinds = b.add_subparsers(dest="bench", required=True, metavar="BENCHMARK")
@@ -71,7 +97,9 @@ def add(sub) -> None:
         epilog="examples:\n  hpctrain bench allreduce --nodes 1,2,4\n"
         "  hpctrain bench allreduce --nodes 1,2,4,8 --ntasks-per-node 4 --gpus-per-node 4 "
         "--profile mysite \\\n      --out results/network/mysite\n"
-        "  hpctrain bench allreduce --render results/network/mysite   # again from the JSON")
+        "  hpctrain bench allreduce --render results/network/mysite   # again from the JSON\n"
+        "  hpctrain bench allreduce --from-nccl-tests nccl-1node.txt nccl-4nodes.txt \\\n"
+        "      --out results/network/mysite-nccl   # what all_reduce_perf printed")
     a.add_argument("--nodes", default="1,2", help="node counts to measure (default 1,2)")
     a.add_argument("--min-bytes", default="8", help="smallest message (default 8)")
     a.add_argument("--max-bytes", default="256M", help="largest message, doubling from "
@@ -88,6 +116,9 @@ def add(sub) -> None:
                    "results/network/allreduce-<date>)")
     a.add_argument("--render", metavar="DIR", help="write DIR's README.md and plot again "
                    "from its allreduce.json; run nothing")
+    a.add_argument("--from-nccl-tests", nargs="+", metavar="FILE",
+                   help="read NVIDIA nccl-tests all_reduce_perf outputs (one per node count) "
+                   "instead of measuring: the same allreduce.json, README and plot in --out")
     a.add_argument("--job-name")
     a.add_argument("--venv", help="virtualenv the job activates (default: this one), unless "
                    "the profile has env_setup")
