@@ -3,6 +3,7 @@ and the time to each accuracy threshold. Pure functions of the metrics rows."""
 
 from __future__ import annotations
 
+import functools
 import math
 import statistics
 
@@ -25,20 +26,22 @@ def t_within(t: float, df: int) -> float:
     return math.sin(theta) * total
 
 
+@functools.lru_cache(maxsize=4096)
 def t_quantile(df: int, confidence: float = 0.95) -> float:
     """The two-sided quantile of Student's t: the t with P(|T| < t) = `confidence` (e.g.
-    2.262 for 9 degrees of freedom at 95 %), found by bisection on t_within."""
+    2.262 for 9 degrees of freedom at 95 %), found by bisection on t_within between the
+    normal quantile (never above t's) and a bound doubled until it holds."""
     if df < 1:
         raise ValueError("a t quantile needs at least one degree of freedom")
     if not 0 < confidence < 1:
         raise ValueError("confidence must lie between 0 and 1")
-    low, high = 0.0, 1.0
+    low = statistics.NormalDist().inv_cdf((1 + confidence) / 2)
+    high = 2 * low
     while t_within(high, df) < confidence:
-        high *= 2
-    for _ in range(100):
-        mid = (low + high) / 2
+        low, high = high, 2 * high
+    while low < (mid := (low + high) / 2) < high:  # to the last bit
         low, high = (mid, high) if t_within(mid, df) < confidence else (low, mid)
-    return (low + high) / 2
+    return high
 
 
 def t95(df: int) -> float:
@@ -110,7 +113,14 @@ def samples_to_resolve(values: list[float], goal: float, log: bool = False,
         return None
     mean, sd = statistics.fmean(xs), statistics.stdev(xs)
     gap = abs(mean - (math.log(goal) if log else goal))
-    for n in range(len(xs) + 1, most + 1):
-        if t_quantile(n - 1, confidence) * sd / math.sqrt(n) < gap:
-            return n
-    return None
+
+    def clears(n: int) -> bool:  # t(n - 1) / sqrt(n) falls as n grows: search by halves
+        return t_quantile(n - 1, confidence) * sd / math.sqrt(n) < gap
+
+    low, high = len(xs), most  # clears(high) and not clears(low), once checked
+    if high <= low or not clears(high):
+        return None
+    while high - low > 1:
+        mid = (low + high) // 2
+        low, high = (low, mid) if clears(mid) else (mid, high)
+    return high
