@@ -78,6 +78,9 @@ def test_a_file_that_is_not_a_benchmark_is_refused_in_one_line(tmp_path):
     assert res.returncode == 2 and "--nodes '1,x'" in res.stderr
     res = hpctrain("bench", "allreduce", "--max-bytes", "lots", "--dry-run")
     assert res.returncode == 2 and "'lots' is not a size" in res.stderr
+    res = hpctrain("bench", "allreduce", "--out", str(tmp_path))  # a directory there already
+    assert res.returncode == 1 and "already exists" in res.stderr
+    assert res.stderr.count("\n") == 1
 
 
 @pytest.mark.slow(reason="a 2-node Slurm job: two TensorFlow ranks time Horovod's allreduce")

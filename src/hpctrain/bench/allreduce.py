@@ -232,15 +232,20 @@ def _fit(p: dict) -> network.Fit | str | None:
         return str(e)
 
 
+def _by_nccl_tests(data: dict) -> bool:
+    """Read from nccl-tests' output (bench/nccl_tests.py), not measured through Horovod."""
+    return data.get("source") == "nccl-tests"
+
+
 def _title(data: dict) -> str:
-    if data.get("source") == "nccl-tests":
+    if _by_nccl_tests(data):
         return "Allreduce by nccl-tests (all_reduce_perf)"
     return f"Allreduce through Horovod: job {data['job']['job_id']}"
 
 
 def _setup(data: dict) -> list[str]:
     """How the figures were measured, in words."""
-    if data.get("source") == "nccl-tests":
+    if _by_nccl_tests(data):
         return [f"Read {data['date']} from " + ", ".join(
                     f"`{p['file']}` ({p['nodes']} node(s), {p['ranks']} rank(s)"
                     + (f", nccl-tests {p['nccl_tests']}" if p.get("nccl_tests") else "") + ")"
@@ -308,20 +313,20 @@ def plot(data: dict, path: Path) -> Path:
         left.plot(x, [r["time_s"] * 1e6 for r in p["sizes"]], marker="o", ms=3, label=label)
         if p["ranks"] >= 2:
             right.plot(x, [r["busbw"] / 1e9 for r in p["sizes"]], marker="o", ms=3, label=label)
+    nccl = _by_nccl_tests(data)
     left.set(xscale="log", yscale="log", xlabel="message size (bytes)",
-             ylabel="time per allreduce (us, " + ("as nccl-tests reports it)" if data.get(
-                 "source") == "nccl-tests" else "slowest rank's mean)"),
-             title="allreduce time" + ("" if data.get("source") == "nccl-tests"
-                                        else " through Horovod"))
+             ylabel="time per allreduce (us, "
+             + ("as nccl-tests reports it)" if nccl else "slowest rank's mean)"),
+             title="allreduce time" + ("" if nccl else " through Horovod"))
     right.set(xscale="log", xlabel="message size (bytes)", ylabel="bus bandwidth (GB/s)",
               title="bus bandwidth (algbw x 2(n-1)/n)")
     for ax in (left, right):
         ax.grid(True, which="both", alpha=0.3)
         if ax.has_data():
             ax.legend(fontsize=8)
-    fig.suptitle(f"{_title(data)}: {', '.join(data['gpus'])}" if data.get("source") ==
-                 "nccl-tests" else f"job {data['job']['job_id']}: "
-                 f"{machine.describe_node(data['node'])}", fontsize=9)
+    fig.suptitle(f"{_title(data)}: {', '.join(data['gpus'])}" if nccl else
+                 f"job {data['job']['job_id']}: {machine.describe_node(data['node'])}",
+                 fontsize=9)
     return save_png(fig, path)
 
 

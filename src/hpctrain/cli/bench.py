@@ -4,6 +4,7 @@ in a job (bench/allreduce.py), or read from nccl-tests' output (bench/nccl_tests
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -15,6 +16,7 @@ def _allreduce(args) -> int:
     from hpctrain.bench import allreduce
     from hpctrain.resources import results_dir
     from hpctrain.scaling import network
+    from hpctrain.slurm.client import SlurmError
     from hpctrain.slurm.job_options import JobOptions
     from hpctrain.slurm.request import Request
 
@@ -41,8 +43,12 @@ def _allreduce(args) -> int:
                   env_setup=tuple(args.env_setup or ()))
     out = Path(args.out).resolve() if args.out else \
         results_dir() / "network" / time.strftime("allreduce-%Y%m%d-%H%M%S")
-    done = allreduce.submit_and_wait(req, plan, out, args.wait_timeout,
-                                     dry_run=args.dry_run)
+    try:
+        done = allreduce.submit_and_wait(req, plan, out, args.wait_timeout,
+                                         dry_run=args.dry_run)
+    except SlurmError as e:  # as every submitting command says it: one line, exit 1
+        print(f"hpctrain bench allreduce: error: {e}", file=sys.stderr)
+        return 1
     if not isinstance(done, allreduce.Measured):  # a dry run
         for _, script, verdict in done.scripts:
             print(script, end="")
@@ -63,6 +69,8 @@ def _from_nccl_tests(args) -> int:
     from hpctrain.atomic import write_json
     from hpctrain.bench import allreduce, nccl_tests
     from hpctrain.resources import results_dir
+    from hpctrain.slurm.client import SlurmError
+    from hpctrain.slurm.submit import create_run_dir
 
     try:
         data = nccl_tests.benchmark([Path(f) for f in args.from_nccl_tests])
@@ -71,9 +79,9 @@ def _from_nccl_tests(args) -> int:
     out = Path(args.out) if args.out else \
         results_dir() / "network" / time.strftime("nccl-tests-%Y%m%d-%H%M%S")
     try:
-        out.mkdir(parents=True, exist_ok=False)
-    except FileExistsError:
-        raise InputError(f"--out {out} already exists: give a new directory") from None
+        create_run_dir(out, "output directory")
+    except SlurmError as e:
+        raise InputError(f"{e}: give a new --out") from None
     write_json(out / "allreduce.json", data)
     files = allreduce.render(out)
     print("\n".join(allreduce.summary_lines(data)))
