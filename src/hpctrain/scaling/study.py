@@ -180,11 +180,13 @@ def run_study(study: Study, dry_run: bool = False, wait: bool = True,
             f"{summary.get('failed', 0)} failed -> {study_dir / 'README.md'}")
         return 1 if summary.get("failed") else 0
     todo, running = [], []
+    done_repeats = study.repeats  # repeats 0 .. done_repeats - 1 completed at every point
     for r in range(study.repeats):  # repeat by repeat (A B C A B C): drift hits every point
         for p in points:
             run_dir = run_dir_of(study_dir, p, r)
             if completed(run_dir):
                 continue
+            done_repeats = min(done_repeats, r)
             job = _live_job(run_dir, client)
             if job:  # submitted earlier (--no-wait) and not finished: wait for it
                 running.append((job, run_dir))
@@ -219,8 +221,6 @@ def run_study(study: Study, dry_run: bool = False, wait: bool = True,
                             for where, script in scripts))
     study_dir.mkdir(parents=True, exist_ok=True)
     old = json.loads(plan_file.read_text()) if plan_file.is_file() else {}
-    done_repeats = next((r for r in range(study.repeats) if not all(
-        completed(run_dir_of(study_dir, p, r)) for p in points)), study.repeats)
     write_json(plan_file, {**study.plan(), "looks": looks_after(old, study.repeats,
                                                                  done_repeats)})
     jobs = running + _submit_all(study, resolved, client, log,
