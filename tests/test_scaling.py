@@ -280,6 +280,11 @@ def test_straggler_named_and_accumulation_in_sync_on_real_ranks(tiny_study):
     assert report["ranks_in_sync"]["ok"] and report["images_per_s"]["mean"] > 0
     assert report["global_batch_size"] == 16 * 2 * 2 and report["accumulate_steps"] == 2
     assert report["learning_rate_scaled"] == pytest.approx(0.05 * 4)
+    # under the hook every rank times every step: the fast rank's median rests on as many
+    # steps as the slowed one's (sampling one step in 10 left it one, and a slow machine's
+    # noise in that one step hid the straggler)
+    timed = [r["steps"] for r in report["step_times"]["ranks"]]
+    assert len(timed) == 2 and timed[0] == timed[1] >= 4, report["step_times"]
     slow = report["step_times"]["stragglers"]
     assert [s["rank"] for s in slow] == [1] and slow[0]["cause"] == "compute", \
         report["step_times"]

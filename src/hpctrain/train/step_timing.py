@@ -68,8 +68,9 @@ class StepClock(tf.keras.callbacks.Callback):
         # train_step start, gradients ready, gradients allreduced: Unix time in seconds
         self.marks = [0.0, 0.0, 0.0]
         self.sleep_s = slow_rank_hook(rank)
-        # the test hook slows every step, so then every step is timed
-        self.every = 1 if self.sleep_s else SAMPLE_EVERY
+        # the test hook slows every step of one rank: then every rank times every step, so a
+        # rank's median never rests on the one or two samples of a short run's
+        self.every = 1 if os.environ.get(SLOW_RANK_ENV) else SAMPLE_EVERY
         self.count: tf.Variable | None = None  # steps run, in the graph
         self.allreduces = True  # False: one rank without Horovod's optimizer
         self.steps: list[tuple[float, ...]] = []
