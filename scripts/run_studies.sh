@@ -78,3 +78,9 @@ HPCTRAIN_RESULTS=results/accuracy "$bin/hpctrain" study \
   --config jobs/configs/tree28_resnet20_large_batch.yaml --nodes 2 --mode batch \
   --variants sgd,lamb --global-batches 64,2048 --base-alone --repeats 3 \
   --name large-batch-lamb-32x-32ep epochs=32
+# Is the base still gaining at that budget? The base at 32 and at 64 epochs, seed by seed
+# (its 32-epoch seeds are the studies' above, trained again).
+HPCTRAIN_RESULTS=results/accuracy "$bin/hpctrain" study \
+  --config jobs/configs/tree28_resnet20_large_batch.yaml --nodes 2 --mode variants \
+  --variants budget_32ep,budget_64ep --repeats 2 --time 00:45:00 \
+  --name large-batch-base-budget

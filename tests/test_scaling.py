@@ -664,7 +664,8 @@ def test_variants_report_pairs_seeds_and_reads_the_interval(tmp_path):
 
     rows = []
     for variant, accs in (("base", (0.900, 0.910, 0.905)), ("no_wd", (0.880, 0.892, 0.884)),
-                          ("no_ls", (0.902, 0.905, 0.909))):
+                          ("no_ls", (0.902, 0.905, 0.909)), ("long", (0.905, 0.911, 0.906))):
+        epochs = 4 if variant == "long" else 2
         for k, acc in enumerate(accs):
             run = tmp_path / "runs" / f"{variant}-rep{k}"
             run.mkdir(parents=True)
@@ -672,12 +673,12 @@ def test_variants_report_pairs_seeds_and_reads_the_interval(tmp_path):
                 json.dumps({"epoch": e, "val_accuracy": acc - 0.1 * (2 - e)}) + "\n"
                 for e in (1, 2)))
             rows.append(_run(2, 2, 1000.0, run_dir=str(run), test_accuracy=acc, model="resnet20",
-                             dataset="tree", epochs=2, train_s=50.0))
+                             dataset="tree", epochs=epochs, train_s=50.0))
     failed = [{"run_dir": str(tmp_path / "runs/no_zi-rep0"), "why": "FAILED: node lost"}]
     got = write_variants_study(tmp_path, pd.DataFrame(rows), title="recipe", command="hpctrain "
-                               "study ...", variants=["base", "no_wd", "no_ls", "no_zi"],
+                               "study ...", variants=["base", "no_wd", "no_ls", "long", "no_zi"],
                                changes={"no_wd": "weight_decay=0.0"}, failed=failed)
-    assert got == {"mode": "variants", "points": 3, "runs": 9, "failed": 1,
+    assert got == {"mode": "variants", "points": 4, "runs": 12, "failed": 1,
                    "pictures": ["accuracy_by_variant.png", "learning_curves.png"]}
     s = pd.read_csv(tmp_path / "summary.csv").set_index("variant")
     # runs.csv names each run relative to the study, so the study can move
@@ -693,6 +694,15 @@ def test_variants_report_pairs_seeds_and_reads_the_interval(tmp_path):
     assert "- no_wd: -1.97 points against base (95 % interval -2.35 to -1.59 over 3 seeds): " \
            "lower." in text
     assert "- no_ls: +0.03 points against base" in text and "the interval holds 0" in text
+    # a difference that holds 0 says how many seeds would resolve it, at the interval of one
+    # look more (none for no_ls: its mean sits on 0). long: differences +0.005, +0.001,
+    # +0.001, sd 0.00231: at 8 seeds t(7, 97.5 %) = 2.841 gives a half-width of 0.00232 under
+    # the mean's 0.00233; at 7, t(6) = 3.287 gives 0.00287
+    assert "- long: +0.23 points against base (95 % interval -0.34 to +0.81 over 3 seeds): " \
+           "no difference resolved (the interval holds 0; ~8 seeds at this spread would " \
+           "resolve it)." in text
+    assert text.count("seeds at this spread") == 1
+    assert "2 rank(s) on 2 node(s), 2 or 4 epochs (by variant) of" in text
     assert "- no_zi-rep0: FAILED: node lost" in text
     for png in ("accuracy_by_variant.png", "learning_curves.png"):
         assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"

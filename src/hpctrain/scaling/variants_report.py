@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from hpctrain.atomic import write_text
-from hpctrain.report.statistics import confidence_for_looks, half_width
+from hpctrain.report.statistics import confidence_for_looks, half_width, samples_to_resolve
 from hpctrain.scaling.plots import save_png
 from hpctrain.scaling.study_report import (
     completed_runs,
@@ -75,6 +75,12 @@ def summarize(done: pd.DataFrame, variants: list[str], looks: int = 1) -> pd.Dat
             "difference_high": None if half is None or v == variants[0] or mean_diff is None
             else mean_diff + half,
             "difference_confidence": confidence, "looks": looks,
+            # one that holds 0: seeds at this spread after which it would not, counting the
+            # look more that adding them would be
+            "seeds_to_resolve": samples_to_resolve(
+                diffs, 0.0, confidence=confidence_for_looks(looks + 1))
+            if v != variants[0] and half is not None and mean_diff is not None
+            and abs(mean_diff) <= half else None,
             "epochs": int(group["epochs"].iloc[0]),
             "images_per_s": statistics.fmean(group["images_per_s"]),
             "train_s": statistics.fmean(group["train_s"]),
@@ -94,8 +100,11 @@ def reading(s: pd.DataFrame, reference: str) -> list[str]:
                          "seed: no interval, so no verdict).")
             continue
         low, high = 100 * r.difference_low, 100 * r.difference_high
+        n = getattr(r, "seeds_to_resolve", None)
+        more = "" if n is None or pd.isna(n) else f"; ~{int(n)} seeds at this spread would " \
+            "resolve it"
         says = ("lower" if high < 0 else "higher" if low > 0 else
-                "no difference resolved (the interval holds 0)")
+                f"no difference resolved (the interval holds 0{more})")
         lines.append(f"- {r.variant}: {pp:+.2f} points against {reference} "
                      f"({interval_name(r.difference_confidence)} {low:+.2f} to {high:+.2f} "
                      f"over {r.seeds} seeds): {says}.")
@@ -134,12 +143,15 @@ def render(s: pd.DataFrame, runs: pd.DataFrame, title: str, command: str,
     if not len(s):
         return "\n".join(lines + ["No completed run yet.", ""])
     first = runs.iloc[0]
+    epochs = sorted({int(e) for e in s["epochs"]})
     top5 = s["test_top5_accuracy"].notna().any()
     paired = interval_name(float(s["difference_confidence"].iloc[0]))
     lines += [
         f"{first['model']} on {first['dataset']}, {int(first['ranks'])} rank(s) on "
-        f"{int(first['nodes'])} node(s), {int(s['epochs'].iloc[0])} epochs of "
-        f"{int(first['images_per_epoch']):,} images; every variant "
+        f"{int(first['nodes'])} node(s), "
+        + (f"{epochs[0]} epochs" if len(epochs) == 1 else
+           " or ".join(map(str, epochs)) + " epochs (by variant)")
+        + f" of {int(first['images_per_epoch']):,} images; every variant "
         f"trained with the same seeds (repeat k: seed + k). Differences are from {variants[0]}, "
         f"seed by seed, with a {paired} over seeds: a variant changes accuracy only where "
         "the interval leaves 0 out.", "",
