@@ -100,7 +100,7 @@ def reading(s: pd.DataFrame, reference: str) -> list[str]:
                          "seed: no interval, so no verdict).")
             continue
         low, high = 100 * r.difference_low, 100 * r.difference_high
-        n = getattr(r, "seeds_to_resolve", None)
+        n = r.seeds_to_resolve
         more = "" if n is None or pd.isna(n) else f"; ~{int(n)} seeds at this spread would " \
             "resolve it"
         says = ("lower" if high < 0 else "higher" if low > 0 else
